@@ -1,0 +1,64 @@
+package authfallback
+
+import (
+	"context"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Result is what a verification established about a token. A Result is
+// shared between requests that present the same token (see the verified-token
+// cache of [Verifier]); treat it as read-only.
+type Result struct {
+	// Subject is the "sub" claim.
+	Subject string
+	// Scopes come from "scope" (space-separated string) or "scp" (array of
+	// strings).
+	Scopes []string
+	// Claims are all claims of the token.
+	Claims jwt.MapClaims
+	// Issuer is the "iss" claim.
+	Issuer string
+	// KeyID is the "kid" header of the key that verified the token.
+	KeyID string
+	// ExpiresAt is the "exp" claim.
+	ExpiresAt time.Time
+	// IssuedAt is the "iat" claim, zero if absent.
+	IssuedAt time.Time
+	// ID is the "jti" claim, empty if absent.
+	ID string
+	// TokenHash is the hex SHA-256 of the raw token, for audit logs and
+	// caches. The raw token itself is never kept.
+	TokenHash string
+	// Degraded is true when the token was accepted in fallback mode (stale
+	// keys, an offline token, a grace window).
+	Degraded bool
+	// Reason says why the request is degraded: "" when not degraded,
+	// otherwise e.g. "jwks-unreachable", "jwks-stale", "offline-token".
+	Reason string
+}
+
+// HasScope reports whether s is among r.Scopes.
+func (r *Result) HasScope(s string) bool {
+	for _, x := range r.Scopes {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+type ctxKey struct{}
+
+// NewContext returns a copy of ctx that carries r.
+func NewContext(ctx context.Context, r *Result) context.Context {
+	return context.WithValue(ctx, ctxKey{}, r)
+}
+
+// FromContext returns the Result stored in ctx by [Verifier.Handler] or
+// [NewContext], and whether there was one.
+func FromContext(ctx context.Context) (*Result, bool) {
+	r, ok := ctx.Value(ctxKey{}).(*Result)
+	return r, ok && r != nil
+}
