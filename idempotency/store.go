@@ -122,6 +122,9 @@ type Store interface {
 
 	// ClaimQueued claims up to limit queued records, oldest first, for owner
 	// under a lease (each becomes StateInFlight with its Request kept and its
-	// Fence increased) and returns them in queue order.
+	// Fence increased) and returns them in queue order. A record that carries
+	// a Request and is in flight under an expired lease (a Replay that
+	// crashed) counts as queued, in its original place: ClaimQueued takes it
+	// over, so a queued request is never stranded.
 	ClaimQueued(ctx context.Context, owner string, lease time.Duration, limit int) ([]Queued, error)
 }
