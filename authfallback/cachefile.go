@@ -1,0 +1,113 @@
+package authfallback
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// cacheFileVersion is the version of the CacheFile format.
+const cacheFileVersion = 1
+
+// cacheFileDoc is the content of Config.CacheFile.
+type cacheFileDoc struct {
+	Version   int             `json:"version"`
+	FetchedAt time.Time       `json:"fetched_at"`
+	Source    string          `json:"source,omitempty"`
+	JWKS      json.RawMessage `json:"jwks"`
+}
+
+// maxClockSkewCacheFile is how far in the future a CacheFile's fetched_at may
+// lie (clock adjustments between two runs) before the file is refused.
+const maxClockSkewCacheFile = time.Minute
+
+// parseCacheFile parses the content of a CacheFile. A file that is not in
+// the format, holds no usable key or claims a fetch time in the future is
+// refused.
+func parseCacheFile(b []byte, algs []string, now time.Time) (*keySet, error) {
+	if len(b) > 2*MaxJWKSSize {
+		return nil, errors.New("authfallback: cache file too large")
+	}
+	var d cacheFileDoc
+	if err := json.Unmarshal(b, &d); err != nil {
+		return nil, fmt.Errorf("authfallback: cache file: %w", err)
+	}
+	if d.Version != cacheFileVersion {
+		return nil, fmt.Errorf("authfallback: cache file: unknown version %d", d.Version)
+	}
+	if d.FetchedAt.IsZero() || d.FetchedAt.After(now.Add(maxClockSkewCacheFile)) {
+		return nil, errors.New("authfallback: cache file: invalid fetched_at")
+	}
+	ks, err := parseKeySet(d.JWKS, algs)
+	if err != nil {
+		return nil, fmt.Errorf("authfallback: cache file: %w", err)
+	}
+	ks.fetchedAt = d.FetchedAt
+	if ks.fetchedAt.After(now) {
+		ks.fetchedAt = now
+	}
+	ks.source = d.Source
+	return ks, nil
+}
+
+// readCacheFile loads the key set from path.
+func readCacheFile(path string, algs []string, now time.Time) (*keySet, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 2*MaxJWKSSize+1))
+	if err != nil {
+		return nil, err
+	}
+	return parseCacheFile(b, algs, now)
+}
+
+// writeCacheFile writes ks to path atomically: a temporary file in the same
+// directory, mode 0600, synced, then renamed over path.
+func writeCacheFile(path string, ks *keySet) (err error) {
+	b, err := json.Marshal(cacheFileDoc{
+		Version:   cacheFileVersion,
+		FetchedAt: ks.fetchedAt.UTC(),
+		Source:    ks.source,
+		JWKS:      ks.doc,
+	})
+	if err != nil {
+		return err
+	}
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			_ = os.Remove(tmp)
+		}
+	}()
+	if err = f.Chmod(0o600); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if _, err = f.Write(b); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

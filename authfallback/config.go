@@ -1,0 +1,237 @@
+package authfallback
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// Defaults of [Config].
+const (
+	DefaultRefreshInterval           = 5 * time.Minute
+	DefaultMaxStaleness              = 24 * time.Hour
+	DefaultUnknownKIDRefreshInterval = time.Minute
+	DefaultFetchTimeout              = 10 * time.Second
+	DefaultMaxTokenSize              = 8 << 10
+	DefaultMaxCachedTokens           = 10000
+	// MaxLeeway is the largest Leeway New accepts.
+	MaxLeeway = 60 * time.Second
+	// MaxKIDLength is the longest "kid" header a token may carry.
+	MaxKIDLength = 256
+	// MaxJWKSSize bounds a JWKS document or CacheFile read from outside.
+	MaxJWKSSize = 1 << 20
+	// MaxKeys bounds the number of keys kept from one JWKS document.
+	MaxKeys = 256
+)
+
+// supportedAlgorithm reports whether a Config may allow alg: asymmetric
+// algorithms only. HMAC (HS*) and "none" are never accepted.
+func supportedAlgorithm(alg string) bool {
+	switch alg {
+	case "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA":
+		return true
+	}
+	return false
+}
+
+// Config configures a [Verifier]. New copies it; changing it afterwards has
+// no effect.
+type Config struct {
+	// Issuer is the required "iss" claim. Required.
+	Issuer string
+	// Audience lists accepted "aud" values; a token must carry at least one.
+	// Required.
+	Audience []string
+	// JWKSURLs are where the key set is fetched: the primary first, then
+	// alternates (e.g. a mirror or a CDN-independent origin) that are tried
+	// in order when the one before fails. At least one is required unless
+	// CacheFile is set.
+	JWKSURLs []string
+	// CacheFile, if set, is where the last-known-good key set is written
+	// (atomically, mode 0600) after every successful refresh, and read by
+	// New so a service restarted during an outage verifies at once. If
+	// empty, keys are kept in memory only.
+	CacheFile string
+	// RefreshInterval is the time between two refreshes of the key set.
+	// If zero, 5 minutes. A failed refresh is retried sooner, with jittered
+	// exponential backoff capped at RefreshInterval.
+	RefreshInterval time.Duration
+	// UnknownKIDRefreshInterval is the least time between two refreshes
+	// triggered by tokens whose "kid" is not in the key set. Such a refresh
+	// runs in the background; the request is answered at once. If zero,
+	// 1 minute.
+	UnknownKIDRefreshInterval time.Duration
+	// MaxStaleness is how old the key set may grow (time since the last
+	// successful fetch) before it is no longer trusted and verification
+	// fails closed. If zero, 24 hours.
+	MaxStaleness time.Duration
+	// FetchTimeout bounds one fetch of the key set. If zero, 10 seconds.
+	FetchTimeout time.Duration
+	// Algorithms is the allow-list of signature algorithms, checked before
+	// any key lookup. Only asymmetric algorithms (RS*, PS*, ES*, EdDSA) are
+	// accepted; New fails on "none" or HS*. If empty, RS256, ES256 and EdDSA.
+	Algorithms []string
+	// Leeway is the clock skew allowed on exp, nbf and iat. If zero, none.
+	// At most 60 seconds.
+	Leeway time.Duration
+	// MaxTokenSize is the largest token, in bytes, that is parsed at all.
+	// If zero, 8 KiB.
+	MaxTokenSize int
+	// MaxCachedTokens bounds the verified-token cache. If zero, 10000. If
+	// negative, no token is cached.
+	MaxCachedTokens int
+	// HTTPClient fetches the key set. If nil, a client with
+	// http.DefaultTransport is used.
+	HTTPClient *http.Client
+	// AuditLog receives the audit events: entry into and exit from fallback
+	// mode, every degraded acceptance, every rejected key set. Entries carry
+	// a token hash, never a token. If nil, slog.Default() is used: a
+	// fallback decision never leaves no trace.
+	AuditLog *slog.Logger
+	// DisableDegradedHeader stops Handler from writing the
+	// Holdfast-Degraded response header (value: the Reason) on requests
+	// that were authenticated in fallback mode.
+	DisableDegradedHeader bool
+	// Realm, if set, is sent as the realm of WWW-Authenticate challenges.
+	Realm string
+	// ErrorHandler writes the response for a request that Handler refuses.
+	// err matches (errors.Is) ErrNoToken, ErrInvalidToken or ErrUnavailable.
+	// If nil, an RFC 9457 problem is written: 401 with WWW-Authenticate for
+	// a missing or bad token, 503 with Retry-After when no trusted keys are
+	// available.
+	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
+
+	// OnFallbackEnter is called when refreshes start failing and the
+	// Verifier enters fallback mode. Hooks may be nil, may be called
+	// concurrently, are called without any lock held, and must not block.
+	OnFallbackEnter func(FallbackEvent)
+	// OnFallbackExit is called when a refresh succeeds again.
+	OnFallbackExit func(FallbackEvent)
+	// OnRefreshError is called for every failed refresh.
+	OnRefreshError func(RefreshErrorEvent)
+}
+
+// FallbackEvent describes an entry into or an exit from fallback mode.
+type FallbackEvent struct {
+	// Reason is the degraded reason, e.g. "jwks-unreachable".
+	Reason string
+	// Since is when fallback mode began.
+	Since time.Time
+	// Duration is how long fallback mode lasted (exit only).
+	Duration time.Duration
+	// KeyAge is the age of the last-known-good key set.
+	KeyAge time.Duration
+	// Err is the refresh error that caused the entry (entry only).
+	Err error
+}
+
+// RefreshErrorEvent describes a failed refresh of the key set.
+type RefreshErrorEvent struct {
+	// Err is the error of the last URL tried; it wraps the errors of all.
+	Err error
+	// Attempt counts consecutive failures, from 1.
+	Attempt int
+	// Retry is the delay before the next attempt.
+	Retry time.Duration
+	// KeyAge is the age of the last-known-good key set, zero if none.
+	KeyAge time.Duration
+}
+
+func (c *Config) validate() error {
+	if c.Issuer == "" {
+		return errors.New("authfallback: Config.Issuer is required")
+	}
+	if len(c.Audience) == 0 {
+		return errors.New("authfallback: Config.Audience is required")
+	}
+	if len(c.JWKSURLs) == 0 && c.CacheFile == "" {
+		return errors.New("authfallback: Config.JWKSURLs or Config.CacheFile is required")
+	}
+	for _, u := range c.JWKSURLs {
+		pu, err := url.Parse(u)
+		if err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {
+			return fmt.Errorf("authfallback: invalid JWKS URL %q", u)
+		}
+	}
+	for _, a := range c.Algorithms {
+		if !supportedAlgorithm(a) {
+			return fmt.Errorf("authfallback: algorithm %q is not allowed (asymmetric algorithms only)", a)
+		}
+	}
+	if c.Leeway < 0 || c.Leeway > MaxLeeway {
+		return fmt.Errorf("authfallback: Leeway %v out of range [0, %v]", c.Leeway, MaxLeeway)
+	}
+	if c.RefreshInterval < 0 || c.MaxStaleness < 0 || c.FetchTimeout < 0 || c.UnknownKIDRefreshInterval < 0 || c.MaxTokenSize < 0 {
+		return errors.New("authfallback: negative duration or size in Config")
+	}
+	return nil
+}
+
+func (c *Config) refreshInterval() time.Duration {
+	if c.RefreshInterval > 0 {
+		return c.RefreshInterval
+	}
+	return DefaultRefreshInterval
+}
+
+func (c *Config) unknownKIDInterval() time.Duration {
+	if c.UnknownKIDRefreshInterval > 0 {
+		return c.UnknownKIDRefreshInterval
+	}
+	return DefaultUnknownKIDRefreshInterval
+}
+
+func (c *Config) maxStaleness() time.Duration {
+	if c.MaxStaleness > 0 {
+		return c.MaxStaleness
+	}
+	return DefaultMaxStaleness
+}
+
+func (c *Config) fetchTimeout() time.Duration {
+	if c.FetchTimeout > 0 {
+		return c.FetchTimeout
+	}
+	return DefaultFetchTimeout
+}
+
+func (c *Config) maxTokenSize() int {
+	if c.MaxTokenSize > 0 {
+		return c.MaxTokenSize
+	}
+	return DefaultMaxTokenSize
+}
+
+func (c *Config) maxCachedTokens() int {
+	switch {
+	case c.MaxCachedTokens < 0:
+		return 0
+	case c.MaxCachedTokens == 0:
+		return DefaultMaxCachedTokens
+	}
+	return c.MaxCachedTokens
+}
+
+func (c *Config) algorithms() []string {
+	if len(c.Algorithms) > 0 {
+		return append([]string(nil), c.Algorithms...)
+	}
+	return []string{"RS256", "ES256", "EdDSA"}
+}
+
+func (c *Config) httpClient() *http.Client {
+	if c.HTTPClient != nil {
+		return c.HTTPClient
+	}
+	return &http.Client{}
+}
+
+func (c *Config) auditLog() *slog.Logger {
+	if c.AuditLog != nil {
+		return c.AuditLog
+	}
+	return slog.Default()
+}

@@ -1,0 +1,260 @@
+package authfallback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"github.com/holdfast-go/holdfast/internal/httpx"
+)
+
+// Backoff of failed refreshes: base doubling per failure, equal jitter,
+// capped at RefreshInterval.
+const refreshBackoffBase = time.Second
+
+// FetchError is the error of one failed fetch of a key set.
+type FetchError struct {
+	// URL is the JWKS URL fetched.
+	URL string
+	// StatusCode is the HTTP status, 0 if no response arrived.
+	StatusCode int
+	// Invalid is set when the response was 200 but the key set was refused
+	// (unparsable, empty, no usable key).
+	Invalid bool
+	// Err is the cause.
+	Err error
+}
+
+func (e *FetchError) Error() string {
+	switch {
+	case e.StatusCode != 0 && !e.Invalid:
+		return fmt.Sprintf("authfallback: fetch %s: status %d", e.URL, e.StatusCode)
+	default:
+		return fmt.Sprintf("authfallback: fetch %s: %v", e.URL, e.Err)
+	}
+}
+
+func (e *FetchError) Unwrap() error { return e.Err }
+
+// Refresh fetches the key set now, trying the JWKS URLs in order, and
+// returns the error if none gave a usable set. Refreshes are single-flight:
+// a call made while one runs waits for it and then fetches again. The
+// background refresh keeps running on its own; Refresh is for operators and
+// tests.
+func (v *Verifier) Refresh(ctx context.Context) error {
+	if len(v.cfg.JWKSURLs) == 0 {
+		return errors.New("authfallback: no JWKS URL configured")
+	}
+	_, err := v.refresh(ctx)
+	return err
+}
+
+// loop refreshes the key set until Close.
+func (v *Verifier) loop(first time.Duration) {
+	defer close(v.loopDone)
+	v.nextAttempt.Store(time.Now().Add(first).UnixNano())
+	t := time.NewTimer(first)
+	defer t.Stop()
+	for {
+		select {
+		case <-v.closing:
+			return
+		case <-t.C:
+		case <-v.kick:
+			t.Stop()
+		}
+		next, _ := v.refresh(v.ctx)
+		select {
+		case <-v.closing:
+			return
+		default:
+		}
+		t.Reset(next)
+	}
+}
+
+// refresh fetches the key set once (all URLs in order), applies the result
+// and returns the delay until the next refresh and the error, if any.
+func (v *Verifier) refresh(ctx context.Context) (time.Duration, error) {
+	v.refreshMu.Lock()
+	defer v.refreshMu.Unlock()
+
+	var errs []error
+	var ks *keySet
+	for _, u := range v.cfg.JWKSURLs {
+		var err error
+		ks, err = v.fetch(ctx, u)
+		if err == nil {
+			break
+		}
+		errs = append(errs, err)
+		var fe *FetchError
+		if errors.As(err, &fe) && fe.Invalid {
+			v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: key set refused",
+				slog.String("url", u), slog.String("error", err.Error()))
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	now := time.Now()
+	var next time.Duration
+	var err error
+	if ks != nil {
+		next = v.refreshInterval()
+		v.applySuccess(ctx, ks, now)
+	} else {
+		err = errors.Join(errs...)
+		next = v.applyFailure(ctx, err, errs, now)
+	}
+	v.nextAttempt.Store(now.Add(next).UnixNano())
+	return next, err
+}
+
+func (v *Verifier) refreshInterval() time.Duration { return v.cfg.refreshInterval() }
+
+// fetch GETs one JWKS URL and parses it.
+func (v *Verifier) fetch(ctx context.Context, u string) (*keySet, error) {
+	ctx, cancel := context.WithTimeout(ctx, v.cfg.fetchTimeout())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, &FetchError{URL: u, Err: err}
+	}
+	req.Header.Set("Accept", "application/jwk-set+json, application/json")
+	resp, err := v.client.Do(req)
+	if err != nil {
+		return nil, &FetchError{URL: u, Err: err}
+	}
+	defer httpx.DrainClose(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return nil, &FetchError{URL: u, StatusCode: resp.StatusCode, Err: fmt.Errorf("status %d", resp.StatusCode)}
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxJWKSSize+1))
+	if err != nil {
+		return nil, &FetchError{URL: u, StatusCode: resp.StatusCode, Err: err}
+	}
+	ks, err := parseKeySet(b, v.algs)
+	if err != nil {
+		return nil, &FetchError{URL: u, StatusCode: resp.StatusCode, Invalid: true, Err: err}
+	}
+	ks.source = u
+	return ks, nil
+}
+
+func (v *Verifier) applySuccess(ctx context.Context, ks *keySet, now time.Time) {
+	ks.fetchedAt = now
+	// Keep the identity of unchanged keys so verified-token cache entries
+	// stay valid across refreshes; drop entries of keys that left or changed.
+	if old := v.keys.Load(); old != nil {
+		for kid, k := range ks.byKID {
+			if o := old.byKID[kid]; o != nil && o.fp == k.fp {
+				ks.byKID[kid] = o
+			}
+		}
+	}
+	v.keys.Store(ks)
+	v.cache.retain(func(kid string) *verifyKey { return v.lookup(ks, kid) })
+	if v.cfg.CacheFile != "" {
+		if err := writeCacheFile(v.cfg.CacheFile, ks); err != nil {
+			v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: cache file not written", slog.String("error", err.Error()))
+		}
+	}
+
+	v.mu.Lock()
+	v.failures = 0
+	v.lastErr = nil
+	v.lastAttempt = now
+	fb := v.fb.Swap(nil)
+	v.mu.Unlock()
+
+	if fb != nil {
+		ev := FallbackEvent{Reason: fb.reason, Since: fb.since, Duration: now.Sub(fb.since)}
+		v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: fallback mode exit",
+			slog.String("reason", fb.reason), slog.Time("since", fb.since), slog.Duration("duration", ev.Duration),
+			slog.Int("keys", len(ks.byKID)))
+		if v.cfg.OnFallbackExit != nil {
+			v.cfg.OnFallbackExit(ev)
+		}
+	}
+}
+
+func (v *Verifier) applyFailure(ctx context.Context, err error, errs []error, now time.Time) time.Duration {
+	reason := ReasonJWKSInvalid
+	for _, e := range errs {
+		var fe *FetchError
+		if !errors.As(e, &fe) || !fe.Invalid {
+			reason = ReasonJWKSUnreachable
+		}
+	}
+	var age time.Duration
+	if ks := v.keys.Load(); ks != nil {
+		age = now.Sub(ks.fetchedAt)
+	}
+
+	v.mu.Lock()
+	v.failures++
+	attempt := v.failures
+	v.lastErr = err
+	v.lastAttempt = now
+	var entered *fallbackState
+	if v.fb.Load() == nil {
+		entered = &fallbackState{since: now, reason: reason}
+		v.fb.Store(entered)
+	} else if cur := v.fb.Load(); cur.reason != reason {
+		v.fb.Store(&fallbackState{since: cur.since, reason: reason})
+	}
+	v.mu.Unlock()
+
+	next := backoff(attempt, v.refreshInterval())
+	if entered != nil {
+		v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: fallback mode enter",
+			slog.String("reason", reason), slog.Duration("key_age", age), slog.String("error", err.Error()))
+		if v.cfg.OnFallbackEnter != nil {
+			v.cfg.OnFallbackEnter(FallbackEvent{Reason: reason, Since: now, KeyAge: age, Err: err})
+		}
+	}
+	if v.cfg.OnRefreshError != nil {
+		v.cfg.OnRefreshError(RefreshErrorEvent{Err: err, Attempt: attempt, Retry: next, KeyAge: age})
+	}
+	return next
+}
+
+// backoff returns the delay before retry number attempt (from 1): base
+// doubling, capped at max, with equal jitter (half fixed, half random).
+func backoff(attempt int, max time.Duration) time.Duration {
+	d := refreshBackoffBase
+	for i := 1; i < attempt && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	half := d / 2
+	return half + rand.N(half+1)
+}
+
+// kickUnknownKID asks the refresh loop for a refresh because a token named
+// an unknown kid: at most once per UnknownKIDRefreshInterval, never waiting.
+func (v *Verifier) kickUnknownKID() {
+	if len(v.cfg.JWKSURLs) == 0 {
+		return
+	}
+	now := time.Now().UnixNano()
+	last := v.lastKick.Load()
+	if last != 0 && now-last < int64(v.cfg.unknownKIDInterval()) {
+		return
+	}
+	if !v.lastKick.CompareAndSwap(last, now) {
+		return
+	}
+	select {
+	case v.kick <- struct{}{}:
+	default:
+	}
+}
