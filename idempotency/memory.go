@@ -1,0 +1,526 @@
+package idempotency
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrMemoryFull is returned by the memory store when a new record does not
+// fit: every shard's room is taken by in-flight and queued records, which are
+// never evicted. The handler answers it like any store failure (503 unless
+// FailOpen).
+var ErrMemoryFull = errors.New("idempotency: memory store full")
+
+// MemoryConfig configures a MemoryStore.
+type MemoryConfig struct {
+	// MaxEntries bounds the number of records. If zero, 100000.
+	MaxEntries int
+	// MaxBytes bounds the approximate memory held by records (keys, stored
+	// responses and queued requests). If zero, 256 MiB.
+	MaxBytes int64
+	// Shards is the number of independently locked shards; the bounds are
+	// divided evenly among them. If zero, 16.
+	Shards int
+	// SweepInterval is how often expired records are removed. If zero, one
+	// minute. Expired records are never returned, swept or not.
+	SweepInterval time.Duration
+}
+
+// inflightGrace is how long an in-flight record outlives its expired lease,
+// so that a late duplicate can still take it over (and the fence keeps
+// increasing) before the record is swept.
+const inflightGrace = time.Minute
+
+// entryOverhead approximates the memory of a record beyond its byte slices.
+const entryOverhead = 256
+
+// MemoryStore is a Store in the process's memory, for a single instance (a
+// restart forgets everything). It is sharded, bounded by entries and bytes
+// and sweeps expired records in the background. When a shard is full it
+// evicts the done records that were completed first; in-flight and queued
+// records are never evicted, and a new record that does not fit is refused
+// with ErrMemoryFull.
+//
+// Records it returns share the stored Response and Request with the store:
+// treat them as read-only. It is safe for concurrent use. Close stops the
+// sweeper.
+type MemoryStore struct {
+	shards     []memShard
+	maxEntries int   // per shard
+	maxBytes   int64 // per shard
+
+	seq    atomic.Uint64
+	qmu    sync.Mutex
+	queue  map[string]uint64 // key -> queue position of records that carry a Request
+	closed chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup
+}
+
+type memShard struct {
+	mu    sync.Mutex
+	m     map[string]*memEntry
+	bytes int64
+	gen   uint64
+	done  []doneRef // completion order, for eviction
+	head  int
+	_     [40]byte // keep hot shards on separate cache lines
+}
+
+type doneRef struct {
+	key string
+	gen uint64
+}
+
+type memEntry struct {
+	rec     Record
+	expires time.Time
+	size    int64
+	seq     uint64 // queue position, 0 if the record carries no Request
+	gen     uint64 // completion generation, for the eviction queue
+}
+
+var _ Store = (*MemoryStore)(nil)
+
+// NewMemoryStore returns a MemoryStore configured by cfg and starts its
+// sweeper. Call Close when done with it.
+func NewMemoryStore(cfg MemoryConfig) *MemoryStore {
+	if cfg.MaxEntries <= 0 {
+		cfg.MaxEntries = 100000
+	}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = 256 << 20
+	}
+	if cfg.Shards <= 0 {
+		cfg.Shards = 16
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = time.Minute
+	}
+	s := &MemoryStore{
+		shards:     make([]memShard, cfg.Shards),
+		maxEntries: max(1, cfg.MaxEntries/cfg.Shards),
+		maxBytes:   max(1, cfg.MaxBytes/int64(cfg.Shards)),
+		queue:      make(map[string]uint64),
+		closed:     make(chan struct{}),
+	}
+	for i := range s.shards {
+		s.shards[i].m = make(map[string]*memEntry)
+	}
+	s.wg.Add(1)
+	go s.sweepLoop(cfg.SweepInterval)
+	return s
+}
+
+// Close stops the sweeper. The store stays usable; expired records are then
+// only removed when they are looked up. Close is idempotent.
+func (s *MemoryStore) Close() error {
+	s.once.Do(func() { close(s.closed) })
+	s.wg.Wait()
+	return nil
+}
+
+// Len reports the number of records held, expired ones not yet swept
+// included.
+func (s *MemoryStore) Len() int {
+	n := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		n += len(sh.m)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+func (s *MemoryStore) sweepLoop(every time.Duration) {
+	defer s.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closed:
+			return
+		case <-t.C:
+			s.sweep(time.Now())
+		}
+	}
+}
+
+func (s *MemoryStore) sweep(now time.Time) {
+	var stale []qref
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for k, e := range sh.m {
+			if e.expired(now) {
+				if e.seq != 0 {
+					stale = append(stale, qref{k, e.seq})
+				}
+				sh.remove(k, e)
+			}
+		}
+		sh.compact()
+		sh.mu.Unlock()
+	}
+	s.dequeue(stale...)
+}
+
+func (s *MemoryStore) shard(key string) *memShard {
+	// FNV-1a; keys are hashes already, any mixing will do.
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h ^= uint32(key[i])
+		h *= 16777619
+	}
+	return &s.shards[h%uint32(len(s.shards))]
+}
+
+func (e *memEntry) expired(now time.Time) bool {
+	return !e.expires.IsZero() && !now.Before(e.expires)
+}
+
+func (e *memEntry) held(owner string, fence uint64, now time.Time) bool {
+	return e.rec.State == StateInFlight && e.rec.Owner == owner && e.rec.Fence == fence && !e.expired(now)
+}
+
+func (e *memEntry) resize(key string) {
+	n := int64(entryOverhead + len(key) + len(e.rec.Fingerprint) + len(e.rec.Owner))
+	if r := e.rec.Response; r != nil {
+		n += int64(len(r.Body)) + headerSize(r.Header)
+	}
+	if q := e.rec.Request; q != nil {
+		n += int64(len(q.Body)+len(q.URL)+len(q.Method)) + headerSize(q.Header)
+	}
+	e.size = n
+}
+
+func headerSize(h http.Header) int64 {
+	var n int64
+	for k, vs := range h {
+		n += int64(len(k)) + 16
+		for _, v := range vs {
+			n += int64(len(v)) + 16
+		}
+	}
+	return n
+}
+
+// lookup returns the live entry under key, removing an expired one. It
+// returns the queue position of a removed entry, if it had one.
+func (sh *memShard) lookup(key string, now time.Time) (e *memEntry, stale []qref) {
+	e = sh.m[key]
+	if e != nil && e.expired(now) {
+		sh.remove(key, e)
+		if e.seq != 0 {
+			stale = []qref{{key, e.seq}}
+		}
+		return nil, stale
+	}
+	return e, nil
+}
+
+func (sh *memShard) remove(key string, e *memEntry) {
+	delete(sh.m, key)
+	sh.bytes -= e.size
+}
+
+func (sh *memShard) put(key string, e *memEntry) {
+	e.resize(key)
+	sh.m[key] = e
+	sh.bytes += e.size
+}
+
+// fit evicts done records, first completed first, until the shard holds at
+// most maxEntries records and maxBytes, not counting extra. It reports
+// whether the bounds hold with extra added.
+func (sh *memShard) fit(extraEntries int, extraBytes int64, maxEntries int, maxBytes int64, keep string) bool {
+	for len(sh.m)+extraEntries > maxEntries || sh.bytes+extraBytes > maxBytes {
+		if sh.head >= len(sh.done) {
+			sh.compact()
+			return false
+		}
+		ref := sh.done[sh.head]
+		sh.done[sh.head] = doneRef{}
+		sh.head++
+		if ref.key == keep {
+			continue
+		}
+		if e := sh.m[ref.key]; e != nil && e.gen == ref.gen && e.rec.State == StateDone {
+			sh.remove(ref.key, e)
+		}
+	}
+	return true
+}
+
+func (sh *memShard) compact() {
+	if sh.head == 0 {
+		return
+	}
+	live := sh.done[:0]
+	for _, ref := range sh.done[sh.head:] {
+		if e := sh.m[ref.key]; e != nil && e.gen == ref.gen && e.rec.State == StateDone {
+			live = append(live, ref)
+		}
+	}
+	clear(sh.done[len(live):])
+	sh.done = live
+	sh.head = 0
+}
+
+// qref names a queue position.
+type qref struct {
+	key string
+	seq uint64
+}
+
+// dequeue removes positions from the queue unless a newer Enqueue reused
+// their key meanwhile.
+func (s *MemoryStore) dequeue(refs ...qref) {
+	if len(refs) == 0 {
+		return
+	}
+	s.qmu.Lock()
+	for _, r := range refs {
+		if s.queue[r.key] == r.seq {
+			delete(s.queue, r.key)
+		}
+	}
+	s.qmu.Unlock()
+}
+
+// Claim implements Store.
+func (s *MemoryStore) Claim(_ context.Context, key, fingerprint, owner string, lease time.Duration) (Record, bool, error) {
+	now := time.Now()
+	sh := s.shard(key)
+	sh.mu.Lock()
+	e, stale := sh.lookup(key, now)
+	var (
+		rec     Record
+		claimed bool
+		err     error
+	)
+	switch {
+	case e == nil:
+		size := int64(entryOverhead + len(key) + len(fingerprint) + len(owner))
+		if !sh.fit(1, size, s.maxEntries, s.maxBytes, "") {
+			err = ErrMemoryFull
+			break
+		}
+		e = &memEntry{rec: Record{
+			State:       StateInFlight,
+			Fingerprint: fingerprint,
+			Owner:       owner,
+			Fence:       1,
+			LeaseUntil:  now.Add(lease),
+			Created:     now,
+		}}
+		e.expires = e.rec.LeaseUntil.Add(inflightGrace)
+		sh.put(key, e)
+		rec, claimed = e.rec, true
+	case e.rec.State == StateInFlight && !now.Before(e.rec.LeaseUntil) && e.rec.Fingerprint == fingerprint:
+		e.rec.Owner = owner
+		e.rec.Fence++
+		e.rec.LeaseUntil = now.Add(lease)
+		if e.rec.Request == nil {
+			e.expires = e.rec.LeaseUntil.Add(inflightGrace)
+		}
+		sh.bytes -= e.size
+		e.resize(key)
+		sh.bytes += e.size
+		rec, claimed = e.rec, true
+	default:
+		rec = e.rec
+	}
+	sh.mu.Unlock()
+	s.dequeue(stale...)
+	return rec, claimed, err
+}
+
+// Extend implements Store.
+func (s *MemoryStore) Extend(_ context.Context, key, owner string, fence uint64, lease time.Duration) error {
+	now := time.Now()
+	sh := s.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.m[key]
+	if e == nil || !e.held(owner, fence, now) {
+		return ErrNotOwner
+	}
+	e.rec.LeaseUntil = now.Add(lease)
+	if e.rec.Request == nil {
+		e.expires = e.rec.LeaseUntil.Add(inflightGrace)
+	} else if e.expires.Before(e.rec.LeaseUntil) {
+		e.expires = e.rec.LeaseUntil
+	}
+	return nil
+}
+
+// Complete implements Store.
+func (s *MemoryStore) Complete(_ context.Context, key, owner string, fence uint64, resp Response, ttl time.Duration) error {
+	now := time.Now()
+	stored := &Response{Status: resp.Status, Header: resp.Header.Clone(), Body: slices.Clone(resp.Body)}
+	sh := s.shard(key)
+	sh.mu.Lock()
+	e := sh.m[key]
+	if e == nil || !e.held(owner, fence, now) {
+		sh.mu.Unlock()
+		return ErrNotOwner
+	}
+	var done []qref
+	if e.seq != 0 {
+		done = []qref{{key, e.seq}}
+	}
+	sh.bytes -= e.size
+	e.rec.State = StateDone
+	e.rec.Owner = ""
+	e.rec.LeaseUntil = time.Time{}
+	e.rec.Response = stored
+	e.rec.Request = nil
+	e.seq = 0
+	e.expires = now.Add(ttl)
+	e.resize(key)
+	sh.bytes += e.size
+	sh.gen++
+	e.gen = sh.gen
+	sh.done = append(sh.done, doneRef{key: key, gen: e.gen})
+	sh.fit(0, 0, s.maxEntries, s.maxBytes, key)
+	sh.mu.Unlock()
+	s.dequeue(done...)
+	return nil
+}
+
+// Release implements Store.
+func (s *MemoryStore) Release(_ context.Context, key, owner string, fence uint64) error {
+	now := time.Now()
+	sh := s.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.m[key]
+	if e == nil || !e.held(owner, fence, now) {
+		return ErrNotOwner
+	}
+	if e.rec.Request != nil {
+		e.rec.State = StateQueued
+		e.rec.Owner = ""
+		e.rec.LeaseUntil = time.Time{}
+		return nil
+	}
+	sh.remove(key, e)
+	return nil
+}
+
+// Get implements Store.
+func (s *MemoryStore) Get(_ context.Context, key string) (Record, bool, error) {
+	now := time.Now()
+	sh := s.shard(key)
+	sh.mu.Lock()
+	e := sh.m[key]
+	if e == nil || e.expired(now) {
+		sh.mu.Unlock()
+		return Record{}, false, nil
+	}
+	rec := e.rec
+	sh.mu.Unlock()
+	return rec, true, nil
+}
+
+// Enqueue implements Store.
+func (s *MemoryStore) Enqueue(_ context.Context, key, fingerprint string, req Request, ttl time.Duration) (Record, bool, error) {
+	now := time.Now()
+	stored := &Request{Method: req.Method, URL: req.URL, Header: req.Header.Clone(), Body: slices.Clone(req.Body)}
+	sh := s.shard(key)
+	sh.mu.Lock()
+	e, stale := sh.lookup(key, now)
+	if e != nil {
+		rec := e.rec
+		sh.mu.Unlock()
+		return rec, false, nil
+	}
+	// A stale position of an expired record under key is replaced below.
+	e = &memEntry{
+		rec: Record{
+			State:       StateQueued,
+			Fingerprint: fingerprint,
+			Request:     stored,
+			Created:     now,
+		},
+		expires: now.Add(ttl),
+	}
+	e.resize(key)
+	if !sh.fit(1, e.size, s.maxEntries, s.maxBytes, "") {
+		sh.mu.Unlock()
+		s.dequeue(stale...)
+		return Record{}, false, ErrMemoryFull
+	}
+	seq := s.seq.Add(1)
+	e.seq = seq
+	sh.put(key, e)
+	rec := e.rec
+	sh.mu.Unlock()
+	s.qmu.Lock()
+	s.queue[key] = seq
+	s.qmu.Unlock()
+	return rec, true, nil
+}
+
+// ClaimQueued implements Store.
+func (s *MemoryStore) ClaimQueued(_ context.Context, owner string, lease time.Duration, limit int) ([]Queued, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	s.qmu.Lock()
+	items := make([]qref, 0, len(s.queue))
+	for k, seq := range s.queue {
+		items = append(items, qref{k, seq})
+	}
+	s.qmu.Unlock()
+	slices.SortFunc(items, func(a, b qref) int {
+		switch {
+		case a.seq < b.seq:
+			return -1
+		case a.seq > b.seq:
+			return 1
+		}
+		return 0
+	})
+
+	var (
+		out   []Queued
+		stale []qref
+	)
+	now := time.Now()
+	for _, it := range items {
+		if len(out) == limit {
+			break
+		}
+		sh := s.shard(it.key)
+		sh.mu.Lock()
+		e := sh.m[it.key]
+		switch {
+		case e == nil || e.seq != it.seq:
+			stale = append(stale, it)
+		case e.expired(now):
+			sh.remove(it.key, e)
+			stale = append(stale, it)
+		case e.rec.State == StateQueued,
+			e.rec.State == StateInFlight && e.rec.Request != nil && !now.Before(e.rec.LeaseUntil):
+			e.rec.State = StateInFlight
+			e.rec.Owner = owner
+			e.rec.Fence++
+			e.rec.LeaseUntil = now.Add(lease)
+			if e.expires.Before(e.rec.LeaseUntil) {
+				e.expires = e.rec.LeaseUntil
+			}
+			out = append(out, Queued{Key: it.key, Record: e.rec})
+		}
+		sh.mu.Unlock()
+	}
+	s.dequeue(stale...)
+	return out, nil
+}

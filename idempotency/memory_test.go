@@ -1,0 +1,132 @@
+package idempotency_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-go/holdfast/idempotency"
+	"github.com/holdfast-go/holdfast/idempotency/storetest"
+)
+
+func TestMemoryStoreConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) idempotency.Store {
+		s := idempotency.NewMemoryStore(idempotency.MemoryConfig{})
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	})
+}
+
+func TestMemoryStoreConformanceTinyShards(t *testing.T) {
+	// One shard and small bounds: eviction runs all the time, and the
+	// suite must still pass because it never evicts live records.
+	storetest.Run(t, func(t *testing.T) idempotency.Store {
+		s := idempotency.NewMemoryStore(idempotency.MemoryConfig{Shards: 1, MaxEntries: 64, MaxBytes: 1 << 20})
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	})
+}
+
+func claimComplete(t *testing.T, s idempotency.Store, key string, body []byte) {
+	t.Helper()
+	ctx := context.Background()
+	rec, claimed, err := s.Claim(ctx, key, "fp", "o", time.Minute)
+	require.NoError(t, err)
+	require.True(t, claimed)
+	require.NoError(t, s.Complete(ctx, key, "o", rec.Fence, idempotency.Response{Status: 200, Body: body}, time.Hour))
+}
+
+func TestMemoryStoreEvictsDoneFirstCompleted(t *testing.T) {
+	ctx := context.Background()
+	s := idempotency.NewMemoryStore(idempotency.MemoryConfig{Shards: 1, MaxEntries: 3})
+	defer s.Close()
+
+	claimComplete(t, s, "a", nil)
+	claimComplete(t, s, "b", nil)
+	_, claimed, err := s.Claim(ctx, "busy", "fp", "o", time.Minute)
+	require.NoError(t, err)
+	require.True(t, claimed)
+
+	claimComplete(t, s, "c", nil) // evicts a
+	_, ok, _ := s.Get(ctx, "a")
+	assert.False(t, ok, "the first completed record is evicted first")
+	for _, k := range []string{"b", "busy", "c"} {
+		_, ok, _ := s.Get(ctx, k)
+		assert.True(t, ok, k)
+	}
+	assert.Equal(t, 3, s.Len())
+}
+
+func TestMemoryStoreNeverEvictsLiveRecords(t *testing.T) {
+	ctx := context.Background()
+	s := idempotency.NewMemoryStore(idempotency.MemoryConfig{Shards: 1, MaxEntries: 2})
+	defer s.Close()
+
+	_, claimed, err := s.Claim(ctx, "inflight", "fp", "o", time.Minute)
+	require.NoError(t, err)
+	require.True(t, claimed)
+	_, created, err := s.Enqueue(ctx, "queued", "fp", idempotency.Request{Method: "POST", URL: "/"}, time.Hour)
+	require.NoError(t, err)
+	require.True(t, created)
+
+	_, _, err = s.Claim(ctx, "new", "fp", "o", time.Minute)
+	assert.ErrorIs(t, err, idempotency.ErrMemoryFull)
+	_, _, err = s.Enqueue(ctx, "new", "fp", idempotency.Request{}, time.Hour)
+	assert.ErrorIs(t, err, idempotency.ErrMemoryFull)
+
+	for _, k := range []string{"inflight", "queued"} {
+		_, ok, _ := s.Get(ctx, k)
+		assert.True(t, ok, k)
+	}
+}
+
+func TestMemoryStoreBoundedByBytes(t *testing.T) {
+	ctx := context.Background()
+	s := idempotency.NewMemoryStore(idempotency.MemoryConfig{Shards: 1, MaxBytes: 100 << 10})
+	defer s.Close()
+	body := make([]byte, 10<<10)
+	for i := range 50 {
+		claimComplete(t, s, fmt.Sprint("k", i), body)
+	}
+	assert.LessOrEqual(t, s.Len(), 10, "about 100 KiB of 10 KiB responses")
+	assert.GreaterOrEqual(t, s.Len(), 8)
+	_, ok, _ := s.Get(ctx, "k49")
+	assert.True(t, ok, "the newest survives")
+	_, ok, _ = s.Get(ctx, "k0")
+	assert.False(t, ok, "the oldest is evicted")
+}
+
+func TestMemoryStoreSweeps(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := idempotency.NewMemoryStore(idempotency.MemoryConfig{SweepInterval: time.Minute})
+		defer s.Close()
+
+		rec, _, err := s.Claim(ctx, "done", "fp", "o", time.Minute)
+		require.NoError(t, err)
+		require.NoError(t, s.Complete(ctx, "done", "o", rec.Fence, idempotency.Response{Status: 200}, 30*time.Second))
+		_, _, err = s.Enqueue(ctx, "queued", "fp", idempotency.Request{Method: "POST"}, 90*time.Second)
+		require.NoError(t, err)
+		_, _, err = s.Claim(ctx, "crashed", "fp", "o", 10*time.Second) // never completed
+		require.NoError(t, err)
+		require.Equal(t, 3, s.Len())
+
+		time.Sleep(time.Minute + time.Second)
+		synctest.Wait()
+		assert.Equal(t, 2, s.Len(), "the done record is swept after its ttl")
+		_, ok, _ := s.Get(ctx, "queued")
+		assert.True(t, ok)
+
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		assert.Equal(t, 0, s.Len(), "queued ttl and the abandoned lease's grace are over")
+		q, err := s.ClaimQueued(ctx, "r", time.Minute, 10)
+		require.NoError(t, err)
+		assert.Empty(t, q)
+	})
+}
