@@ -84,6 +84,10 @@ type Queued struct {
 // composed by the Idempotency handler from the caller's scope, the method, the
 // route and the client's key; a Store never needs to parse them.
 //
+// A Store must not retain the Response passed to Complete or the Request
+// passed to Enqueue after the call returns (the handler reuses their
+// buffers): copy or serialize them.
+//
 // Implementations must be safe for concurrent use by several processes
 // sharing the same backend, and must pass storetest.Run. Time is the store's
 // own (the server's clock for a shared store), so replicas with skewed clocks
