@@ -34,6 +34,8 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
 type harness struct {
 	idp   *authtest.Server
 	v     *authfallback.Verifier
