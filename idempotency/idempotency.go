@@ -1,0 +1,650 @@
+package idempotency
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/holdfast-go/holdfast/internal/problem"
+)
+
+// HeaderReplayed marks a response replayed from the store.
+const HeaderReplayed = "Idempotent-Replayed"
+
+// Reasons carried by an Event.
+const (
+	// ReasonInFlight: a duplicate arrived while the first request ran (409).
+	ReasonInFlight = "in-flight"
+	// ReasonMismatch: the key was reused with another request (422).
+	ReasonMismatch = "mismatch"
+	// ReasonStatus: the response's status is not stored (see Config.StoreStatus).
+	ReasonStatus = "status"
+	// ReasonPanic: the handler panicked.
+	ReasonPanic = "panic"
+	// ReasonStreaming: the handler flushed; a streamed response is not stored.
+	ReasonStreaming = "streaming"
+	// ReasonOversize: the response exceeded Config.MaxResponseBytes.
+	ReasonOversize = "oversize"
+	// ReasonHijacked: the handler took over the connection.
+	ReasonHijacked = "hijacked"
+	// ReasonLeaseLost: the lease could not be kept; another request may have
+	// taken the key over.
+	ReasonLeaseLost = "lease-lost"
+)
+
+// Event describes what the handler did with a keyed request. Hooks receive
+// it by value.
+type Event struct {
+	// Request is the client's request. Hooks must not read its body.
+	Request *http.Request
+	// Key is the client's Idempotency-Key, unquoted.
+	Key string
+	// Reason is one of the Reason constants, where it applies.
+	Reason string
+	// Status is the status of the response replayed, or released.
+	Status int
+	// Err is the store's error, for OnStoreError.
+	Err error
+}
+
+// Config configures an Idempotency. Only Store is required.
+type Config struct {
+	// Store keeps the records. It must not be nil.
+	Store Store
+
+	// Methods are the guarded request methods. If nil, POST and PATCH.
+	// Requests with other methods pass through untouched.
+	Methods []string
+
+	// RequireKey makes a guarded request without an Idempotency-Key a 400.
+	// If false, such requests pass through unguarded.
+	RequireKey bool
+
+	// Scope returns the caller's identity: records are kept per scope, so no
+	// caller can replay another's response. Use the verified subject (or
+	// tenant and subject), e.g. from authfallback.FromContext, and put this
+	// handler behind authentication. A request for which Scope returns "" is
+	// refused with 500: a misordered middleware chain must not make every
+	// caller share one scope.
+	//
+	// If nil, the scope is the caller's credentials: the Authorization and
+	// Cookie header values (hashed into the record key, never stored). Two
+	// callers then share a scope only if they present the same credentials,
+	// which is safe before or after authentication (it also works for
+	// Enqueue in front of authentication). Its cost: a client whose token or
+	// cookie changed between two attempts (a refresh) gets a new scope, and
+	// its retry runs again. Requests without either header share the
+	// anonymous scope.
+	Scope func(*http.Request) string
+
+	// Route names the operation, one part of the record key. If nil, the
+	// request's escaped URL path. The fingerprint always includes the path
+	// and query, whatever Route returns.
+	Route func(*http.Request) string
+
+	// TTL is how long a completed response (or a queued request) is kept.
+	// If zero, 24 hours.
+	TTL time.Duration
+
+	// Lease is the in-flight claim's lease; it is renewed every third of it
+	// while the handler runs, so a handler may run longer as long as the
+	// store answers. If zero, 60 seconds.
+	Lease time.Duration
+
+	// MaxRequestBytes bounds the body of a keyed request, read to compute
+	// its fingerprint (and stored by Enqueue). A larger body is refused with
+	// 413 rather than passed through unguarded. If zero, 1 MiB.
+	MaxRequestBytes int64
+
+	// MaxResponseBytes bounds the stored response body. A larger response
+	// is passed through to the client and the key is released (never half
+	// stored). If zero, 1 MiB.
+	MaxResponseBytes int
+
+	// StoreStatus reports whether a response with status is stored and
+	// replayed. A response that is not stored releases the key, so the
+	// client may retry with it. If nil, every status is stored except 408,
+	// 409, 425, 429 and 5xx: those say "try again", not "done".
+	StoreStatus func(status int) bool
+
+	// StoreHeaders are the response headers stored and replayed. If nil:
+	// Content-Type, Content-Encoding, Content-Language, Content-Disposition,
+	// Content-Location, Location, ETag, Last-Modified, Cache-Control,
+	// Expires, Link, Vary and Preference-Applied. Set-Cookie, hop-by-hop
+	// headers and Content-Length are never stored, whatever this says.
+	StoreHeaders []string
+
+	// FailOpen runs guarded requests unguarded when the store fails. If
+	// false, they are refused with 503 and Retry-After: a duplicate payment
+	// is worse than an error the client retries.
+	FailOpen bool
+
+	// StoreTimeout bounds each store call. If zero, 5 seconds.
+	StoreTimeout time.Duration
+
+	// RetryAfter is the Retry-After of 409 (in flight), 503 (store down) and
+	// 202 (queued). If zero, 1 second.
+	RetryAfter time.Duration
+
+	// QueueLocation returns the Location of a 202 Accepted answer, where the
+	// client learns the outcome of a queued request. If nil, the request's
+	// own URI: the client re-sends the same request with the same key, and
+	// gets 202 until the request ran, then its response.
+	QueueLocation func(r *http.Request, key string) string
+
+	// Hooks. Each may be nil, may be called concurrently, and must not
+	// block.
+
+	// OnReplay is called when a stored response is replayed.
+	OnReplay func(Event)
+	// OnConflict is called for a 409 (ReasonInFlight) or a 422
+	// (ReasonMismatch).
+	OnConflict func(Event)
+	// OnRelease is called when a claim is released without storing a
+	// response, with the reason (status, panic, streaming, oversize,
+	// hijacked) or when the lease was lost.
+	OnRelease func(Event)
+	// OnStoreError is called when a store call fails.
+	OnStoreError func(Event)
+
+	// Logger receives warnings (store failures, lost leases, releases). If
+	// nil, nothing is logged. Keys and bodies are never logged.
+	Logger *slog.Logger
+}
+
+// Idempotency implements the Idempotency-Key header (IETF httpapi draft):
+// the first request with a key runs and its response is stored and
+// replayed to duplicates. It is safe for concurrent use.
+type Idempotency struct {
+	cfg     Config
+	methods []string
+	headers []string
+	bufs    sync.Pool
+}
+
+// New returns an Idempotency configured by cfg. It panics if cfg.Store is
+// nil.
+func New(cfg Config) *Idempotency {
+	if cfg.Store == nil {
+		panic("idempotency: Config.Store is nil")
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = 24 * time.Hour
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = 60 * time.Second
+	}
+	if cfg.MaxRequestBytes <= 0 {
+		cfg.MaxRequestBytes = 1 << 20
+	}
+	if cfg.MaxResponseBytes <= 0 {
+		cfg.MaxResponseBytes = 1 << 20
+	}
+	if cfg.StoreStatus == nil {
+		cfg.StoreStatus = defaultStoreStatus
+	}
+	if cfg.StoreTimeout <= 0 {
+		cfg.StoreTimeout = 5 * time.Second
+	}
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = time.Second
+	}
+	x := &Idempotency{cfg: cfg, methods: cfg.Methods}
+	if x.methods == nil {
+		x.methods = []string{http.MethodPost, http.MethodPatch}
+	}
+	hs := cfg.StoreHeaders
+	if hs == nil {
+		hs = []string{"Content-Type", "Content-Encoding", "Content-Language", "Content-Disposition",
+			"Content-Location", "Location", "ETag", "Last-Modified", "Cache-Control", "Expires",
+			"Link", "Vary", "Preference-Applied"}
+	}
+	for _, h := range hs {
+		h = http.CanonicalHeaderKey(h)
+		if !neverStored(h) {
+			x.headers = append(x.headers, h)
+		}
+	}
+	x.bufs.New = func() any { return new(bytes.Buffer) }
+	return x
+}
+
+func defaultStoreStatus(status int) bool {
+	switch status {
+	case http.StatusRequestTimeout, http.StatusConflict, http.StatusTooEarly, http.StatusTooManyRequests:
+		return false
+	}
+	return status < 500
+}
+
+// neverStored reports the headers that are never stored or replayed.
+func neverStored(h string) bool {
+	switch h {
+	case "Set-Cookie", "Set-Cookie2", "Connection", "Keep-Alive", "Proxy-Connection",
+		"Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding",
+		"Upgrade", "Content-Length", "Date", "Alt-Svc", "Idempotent-Replayed":
+		return true
+	}
+	return false
+}
+
+func (x *Idempotency) guards(method string) bool {
+	for _, m := range x.methods {
+		if m == method {
+			return true
+		}
+	}
+	return false
+}
+
+// Handler returns middleware that guards next: see the package doc.
+func (x *Idempotency) Handler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !x.guards(r.Method) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		in, ok := x.prepare(w, r)
+		if !ok {
+			return
+		}
+		if in == nil { // no key and none required
+			next.ServeHTTP(w, r)
+			return
+		}
+		if rk, _ := r.Context().Value(replayingKey{}).(string); rk != "" && rk == in.storeKey {
+			// Replay runs this very record: it holds the claim.
+			next.ServeHTTP(w, r)
+			return
+		}
+		x.serve(w, r, next, in)
+	})
+}
+
+// keyed is a parsed, keyed request.
+type keyed struct {
+	key         string // the client's key
+	storeKey    string
+	fingerprint string
+	body        []byte
+}
+
+// prepare parses the key, reads the body and computes the record key and
+// the fingerprint. It returns nil, true for a request without a key that may
+// pass, and false when it answered the request itself.
+func (x *Idempotency) prepare(w http.ResponseWriter, r *http.Request) (*keyed, bool) {
+	values := r.Header[HeaderKey]
+	if len(values) == 0 {
+		if x.cfg.RequireKey {
+			problem.Write(w, problem.Problem{
+				Type: "idempotency-key-missing", Status: http.StatusBadRequest,
+				Title:  "Idempotency-Key required",
+				Detail: "This operation requires an Idempotency-Key header.",
+			})
+			return nil, false
+		}
+		return nil, true
+	}
+	key, err := parseKey(values)
+	if err != nil {
+		problem.Write(w, problem.Problem{
+			Type: "idempotency-key-invalid", Status: http.StatusBadRequest,
+			Title:  "Invalid Idempotency-Key",
+			Detail: "The Idempotency-Key header must be one string of at most 255 characters.",
+		})
+		return nil, false
+	}
+	var scope string
+	if x.cfg.Scope != nil {
+		scope = x.cfg.Scope(r)
+		if scope == "" {
+			if l := x.cfg.Logger; l != nil {
+				l.Error("idempotency: Scope returned no scope; is the handler behind authentication?", "method", r.Method, "path", r.URL.Path)
+			}
+			problem.Write(w, problem.Problem{
+				Type: "idempotency-scope-missing", Status: http.StatusInternalServerError,
+				Title: "Idempotency scope unavailable",
+			})
+			return nil, false
+		}
+	}
+	body, err := x.readBody(r)
+	if err != nil {
+		if errors.Is(err, errBodyTooLarge) {
+			problem.Write(w, problem.Problem{
+				Type: "idempotency-body-too-large", Status: http.StatusRequestEntityTooLarge,
+				Title:  "Request body too large",
+				Detail: "The body of a request with an Idempotency-Key must be at most " + strconv.FormatInt(x.cfg.MaxRequestBytes, 10) + " bytes.",
+			})
+		} else {
+			problem.Write(w, problem.Problem{
+				Type: "idempotency-body-unreadable", Status: http.StatusBadRequest,
+				Title: "Request body could not be read",
+			})
+		}
+		return nil, false
+	}
+	route := r.URL.EscapedPath()
+	if x.cfg.Route != nil {
+		route = x.cfg.Route(r)
+	}
+	in := &keyed{key: key, body: body}
+	in.storeKey = recordKey(x.cfg.Scope == nil, scope, r, route, key)
+	in.fingerprint = fingerprint(r, body)
+	return in, true
+}
+
+var errBodyTooLarge = errors.New("idempotency: request body too large")
+
+// readBody reads the body up to MaxRequestBytes and puts a replayable copy
+// back in r.Body.
+func (x *Idempotency) readBody(r *http.Request) ([]byte, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	limit := x.cfg.MaxRequestBytes
+	if r.ContentLength > limit {
+		return nil, errBodyTooLarge
+	}
+	var body []byte
+	if r.ContentLength >= 0 {
+		body = make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, body); err != nil {
+			return nil, err
+		}
+		// A body longer than announced is refused by net/http; nothing to do.
+	} else {
+		var err error
+		body, err = io.ReadAll(io.LimitReader(r.Body, limit+1))
+		if err != nil {
+			return nil, err
+		}
+		if int64(len(body)) > limit {
+			return nil, errBodyTooLarge
+		}
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	return body, nil
+}
+
+// recordKey hashes the scope, method, route and key into the store's key.
+// Each part is length-prefixed so that no two tuples collide.
+func recordKey(credentials bool, scope string, r *http.Request, route, key string) string {
+	h := sha256.New()
+	if credentials {
+		io.WriteString(h, "holdfast/idempotency/v1/credentials\x00")
+		writePart(h, r.Header.Get("Authorization"))
+		writePart(h, r.Header.Get("Cookie"))
+	} else {
+		io.WriteString(h, "holdfast/idempotency/v1/scope\x00")
+		writePart(h, scope)
+	}
+	writePart(h, r.Method)
+	writePart(h, route)
+	writePart(h, key)
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(h.Sum(sum[:0]))
+}
+
+// fingerprint identifies the request: method, path, query and body.
+func fingerprint(r *http.Request, body []byte) string {
+	h := sha256.New()
+	writePart(h, r.Method)
+	writePart(h, r.URL.EscapedPath())
+	writePart(h, r.URL.RawQuery)
+	writePart(h, string(body))
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(h.Sum(sum[:0]))
+}
+
+func writePart(w io.Writer, s string) {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+	_, _ = w.Write(n[:])
+	_, _ = io.WriteString(w, s)
+}
+
+// newToken returns 128 random bits in hex.
+func newToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (x *Idempotency) storeCtx(parent context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(parent, x.cfg.StoreTimeout)
+}
+
+// detachedCtx is for calls that must happen even though the client left:
+// completing, releasing.
+func (x *Idempotency) detachedCtx(parent context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(parent), x.cfg.StoreTimeout)
+}
+
+func (x *Idempotency) serve(w http.ResponseWriter, r *http.Request, next http.Handler, in *keyed) {
+	owner := newToken()
+	ctx, cancel := x.storeCtx(r.Context())
+	rec, claimed, err := x.cfg.Store.Claim(ctx, in.storeKey, in.fingerprint, owner, x.cfg.Lease)
+	cancel()
+	if err != nil {
+		x.storeError(r, in.key, "claim", err)
+		if x.cfg.FailOpen {
+			next.ServeHTTP(w, r)
+			return
+		}
+		x.unavailable(w)
+		return
+	}
+	if !claimed {
+		x.answer(w, r, in.key, rec, in.fingerprint)
+		return
+	}
+	x.run(w, r, next, in, owner, rec.Fence)
+}
+
+func (x *Idempotency) unavailable(w http.ResponseWriter) {
+	problem.Write(w, problem.Problem{
+		Type: "idempotency-store-unavailable", Status: http.StatusServiceUnavailable,
+		Title:      "Idempotency store unavailable",
+		Detail:     "The request was not run. Retry it with the same Idempotency-Key.",
+		RetryAfter: x.cfg.RetryAfter,
+	})
+}
+
+// answer answers a duplicate from the existing record.
+func (x *Idempotency) answer(w http.ResponseWriter, r *http.Request, key string, rec Record, fp string) {
+	switch {
+	case rec.Fingerprint != fp:
+		if f := x.cfg.OnConflict; f != nil {
+			f(Event{Request: r, Key: key, Reason: ReasonMismatch})
+		}
+		problem.Write(w, problem.Problem{
+			Type: "idempotency-key-reused", Status: http.StatusUnprocessableEntity,
+			Title:  "Idempotency-Key reused",
+			Detail: "This Idempotency-Key was used with a different request.",
+		})
+	case rec.State == StateDone && rec.Response != nil:
+		if f := x.cfg.OnReplay; f != nil {
+			f(Event{Request: r, Key: key, Status: rec.Response.Status})
+		}
+		writeStored(w, rec.Response)
+	case rec.State == StateQueued:
+		x.accepted(w, r, key)
+	default: // in flight
+		if f := x.cfg.OnConflict; f != nil {
+			f(Event{Request: r, Key: key, Reason: ReasonInFlight})
+		}
+		problem.Write(w, problem.Problem{
+			Type: "idempotency-key-in-use", Status: http.StatusConflict,
+			Title:      "Request in progress",
+			Detail:     "A request with this Idempotency-Key is being processed. Retry later.",
+			RetryAfter: x.cfg.RetryAfter,
+		})
+	}
+}
+
+// writeStored replays a stored response.
+func writeStored(w http.ResponseWriter, resp *Response) {
+	h := w.Header()
+	for k, vs := range resp.Header {
+		h[k] = vs[:len(vs):len(vs)] // an append by someone else copies
+	}
+	h[HeaderReplayed] = []string{"true"}
+	h["Content-Length"] = []string{strconv.Itoa(len(resp.Body))}
+	w.WriteHeader(resp.Status)
+	_, _ = w.Write(resp.Body)
+}
+
+// run runs next under the claim and completes or releases it.
+func (x *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Handler, in *keyed, owner string, fence uint64) {
+	buf := x.bufs.Get().(*bytes.Buffer)
+	cw := &capture{w: w, buf: buf, max: x.cfg.MaxResponseBytes}
+	ext := x.extend(r, in, owner, fence)
+	panicked := true
+	defer func() {
+		ext.stop()
+		if panicked {
+			x.release(r, in.key, in.storeKey, owner, fence, ReasonPanic, cw.status)
+			// The buffered response is dropped; the panic goes on to the
+			// server or a recovery middleware, which answers.
+			x.putBuf(buf)
+		}
+	}()
+	next.ServeHTTP(cw, r)
+	panicked = false
+	ext.stop()
+
+	switch {
+	case cw.passReason != "":
+		x.release(r, in.key, in.storeKey, owner, fence, cw.passReason, cw.status)
+	case ext.lost.Load():
+		x.lost(r, in.key, cw.status)
+		cw.send()
+	default:
+		status := cw.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		if !x.cfg.StoreStatus(status) {
+			x.release(r, in.key, in.storeKey, owner, fence, ReasonStatus, status)
+			cw.send()
+			break
+		}
+		resp := Response{Status: status, Header: x.storedHeader(w.Header()), Body: buf.Bytes()}
+		ctx, cancel := x.detachedCtx(r.Context())
+		err := x.cfg.Store.Complete(ctx, in.storeKey, owner, fence, resp, x.cfg.TTL)
+		cancel()
+		if err != nil {
+			if errors.Is(err, ErrNotOwner) {
+				x.lost(r, in.key, status)
+			} else {
+				x.storeError(r, in.key, "complete", err)
+			}
+		}
+		cw.send()
+	}
+	x.putBuf(buf)
+}
+
+func (x *Idempotency) putBuf(b *bytes.Buffer) {
+	if b.Cap() > 64<<10 {
+		return // do not keep big buffers around
+	}
+	b.Reset()
+	x.bufs.Put(b)
+}
+
+func (x *Idempotency) storedHeader(h http.Header) http.Header {
+	var out http.Header
+	for _, k := range x.headers {
+		if vs, ok := h[k]; ok {
+			if out == nil {
+				out = make(http.Header, 4)
+			}
+			out[k] = vs
+		}
+	}
+	return out
+}
+
+func (x *Idempotency) release(r *http.Request, key, storeKey, owner string, fence uint64, reason string, status int) {
+	ctx, cancel := x.detachedCtx(r.Context())
+	err := x.cfg.Store.Release(ctx, storeKey, owner, fence)
+	cancel()
+	if err != nil && !errors.Is(err, ErrNotOwner) {
+		x.storeError(r, key, "release", err)
+	}
+	if l := x.cfg.Logger; l != nil {
+		l.Info("idempotency: key released, response not stored", "reason", reason, "status", status, "method", r.Method, "path", r.URL.Path)
+	}
+	if f := x.cfg.OnRelease; f != nil {
+		f(Event{Request: r, Key: key, Reason: reason, Status: status})
+	}
+}
+
+func (x *Idempotency) lost(r *http.Request, key string, status int) {
+	if l := x.cfg.Logger; l != nil {
+		l.Warn("idempotency: lease lost while the handler ran; response not stored", "method", r.Method, "path", r.URL.Path)
+	}
+	if f := x.cfg.OnRelease; f != nil {
+		f(Event{Request: r, Key: key, Reason: ReasonLeaseLost, Status: status})
+	}
+}
+
+func (x *Idempotency) storeError(r *http.Request, key, op string, err error) {
+	if l := x.cfg.Logger; l != nil {
+		l.Error("idempotency: store "+op+" failed", "err", err, "method", r.Method, "path", r.URL.Path, "fail_open", x.cfg.FailOpen)
+	}
+	if f := x.cfg.OnStoreError; f != nil {
+		f(Event{Request: r, Key: key, Err: err})
+	}
+}
+
+// extender renews a lease every third of it while a handler runs.
+type extender struct {
+	t       *time.Timer
+	stopped atomic.Bool
+	lost    atomic.Bool
+}
+
+func (x *Idempotency) extend(r *http.Request, in *keyed, owner string, fence uint64) *extender {
+	e := &extender{}
+	every := x.cfg.Lease / 3
+	e.t = time.AfterFunc(every, func() {
+		if e.stopped.Load() {
+			return
+		}
+		ctx, cancel := x.detachedCtx(r.Context())
+		err := x.cfg.Store.Extend(ctx, in.storeKey, owner, fence, x.cfg.Lease)
+		cancel()
+		switch {
+		case errors.Is(err, ErrNotOwner):
+			if !e.stopped.Load() {
+				e.lost.Store(true)
+			}
+			return
+		case err != nil:
+			x.storeError(r, in.key, "extend", err)
+		}
+		if !e.stopped.Load() {
+			e.t.Reset(every)
+		}
+	})
+	return e
+}
+
+func (e *extender) stop() {
+	e.stopped.Store(true)
+	e.t.Stop()
+}

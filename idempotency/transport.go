@@ -1,0 +1,76 @@
+package idempotency
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"net/http"
+)
+
+// Transport is an http.RoundTripper that gives every guarded request
+// without an Idempotency-Key a fresh random one (a version 4 UUID from
+// crypto/rand, sent as an RFC 9651 string), so that a retrying transport
+// below it may retry the request safely: every attempt below carries the same
+// key. Place it above (outside) the retrying transport:
+//
+//	client := &http.Client{Transport: &idempotency.Transport{Base: &retry.Transport{}}}
+//
+// A request that already has the header is sent unchanged, so a caller that
+// re-sends a request itself sets the key itself. Its zero value is usable.
+// It is safe for concurrent use.
+type Transport struct {
+	// Base sends the requests. If nil, http.DefaultTransport is used.
+	Base http.RoundTripper
+	// Methods are the methods that get a key. If nil, POST and PATCH.
+	Methods []string
+}
+
+var _ http.RoundTripper = (*Transport)(nil)
+
+// RoundTrip implements http.RoundTripper. It does not modify req: a keyed
+// copy is sent.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	base := t.Base
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	if !t.guards(req.Method) || len(req.Header[HeaderKey]) > 0 {
+		return base.RoundTrip(req)
+	}
+	r2 := req.Clone(req.Context()) // keeps Body and GetBody
+	if r2.Header == nil {
+		r2.Header = make(http.Header, 1)
+	}
+	r2.Header[HeaderKey] = []string{`"` + NewKey() + `"`}
+	return base.RoundTrip(r2)
+}
+
+func (t *Transport) guards(method string) bool {
+	if t.Methods == nil {
+		return method == http.MethodPost || method == http.MethodPatch
+	}
+	for _, m := range t.Methods {
+		if m == method {
+			return true
+		}
+	}
+	return false
+}
+
+// NewKey returns a fresh idempotency key: a random (version 4) UUID.
+func NewKey() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	var s [36]byte
+	hex.Encode(s[0:8], b[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], b[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], b[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], b[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:], b[10:])
+	return string(s[:])
+}
