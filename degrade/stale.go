@@ -1,0 +1,522 @@
+package degrade
+
+import (
+	"bytes"
+	"container/list"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/holdfast-go/holdfast/internal/httpx"
+)
+
+// CacheStatusName is the cache identifier in the Cache-Status header of a
+// stale response (RFC 9211).
+const CacheStatusName = "holdfast"
+
+// maxVariants bounds the Vary variants kept per URL and caller.
+const maxVariants = 8
+
+// Stale keeps the last good response of cacheable GET requests and serves
+// it, marked stale, when the handler or the upstream fails: a 5xx status,
+// a transport error or timeout, or an open circuit breaker
+// (httpx.ErrCircuitOpen, which is breaker.ErrOpen). It is an RFC 5861
+// stale-if-error cache and nothing more: a working upstream is always
+// asked, so clients never see a stale response while it answers.
+//
+// A served stale response carries Age, Cache-Status: holdfast; hit;
+// ttl=<remaining freshness, negative when stale>; detail=stale-if-error
+// (RFC 9211), and Holdfast-Degraded: stale-if-error.
+//
+// What is stored follows RFC 9111: only GET responses with a status that
+// is cacheable by default (200, 203, 204, 300, 301, 308, 404, 405, 410,
+// 414); never a response with no-store (in the request or the response),
+// no-cache or must-revalidate (which forbid serving it stale), or Vary: *;
+// Set-Cookie is never stored. A request that carries credentials
+// (Authorization or Cookie) is stored under its caller's scope ([Stale.Scope])
+// and only ever served to the same caller; private responses are only
+// stored in such a per-caller entry. A response stored in an entry shared
+// between callers must not be private, proxy-revalidate, s-maxage, or
+// carry Set-Cookie, and a request with Authorization only shares its
+// response when it is public (RFC 9111 §3.5). A stale response is served
+// only within stale-if-error=N seconds past its freshness lifetime when the
+// response has that directive, and never more than MaxStale past it.
+//
+// The zero value is ready to use. A Stale must not be copied after first
+// use. It is safe for concurrent use.
+type Stale struct {
+	// MaxEntries bounds the number of stored responses. If zero, 1024.
+	MaxEntries int
+	// MaxBytes bounds the memory held by stored responses (bodies and
+	// headers). The least recently used are evicted first. If zero, 32 MiB.
+	MaxBytes int64
+	// MaxEntryBytes bounds one stored body; larger responses pass through
+	// uncached. If zero, 1 MiB.
+	MaxEntryBytes int64
+	// MaxStale bounds how long past its freshness lifetime a response may
+	// be served stale. If zero, 1 h.
+	MaxStale time.Duration
+
+	// Scope returns the caller a request belongs to, e.g. the
+	// authenticated subject or tenant. A response is stored and served
+	// only within one scope; "" is the scope shared by every caller. If
+	// nil, requests without Authorization and Cookie headers are shared
+	// and every other request is scoped by a SHA-256 hash of those
+	// headers, so a response is never served to another credential.
+	Scope func(*http.Request) string
+
+	// OnStale, if not nil, is called each time a stale response is
+	// served. It may be called concurrently and must not block.
+	OnStale func(StaleEvent)
+	// Logger receives a debug line for each stale response served. If
+	// nil, nothing is logged.
+	Logger *slog.Logger
+
+	mu    sync.Mutex
+	lru   list.List // of *entry, most recent at the front
+	index map[string][]*list.Element
+	bytes int64
+}
+
+// StaleEvent describes a stale response served instead of a failure.
+type StaleEvent struct {
+	Request *http.Request
+	// Status is the failed status that was replaced, 0 after an error.
+	Status int
+	// Err is the transport error that was replaced, nil after a status.
+	Err error
+	// Age is the age of the response served.
+	Age time.Duration
+}
+
+// entry is a stored response. It is immutable once in the cache.
+type entry struct {
+	primary    string
+	vary       []string // canonical field names
+	varyVals   []string // the request's values of those fields
+	status     int
+	header     http.Header
+	body       []byte
+	stored     time.Time
+	initialAge time.Duration
+	lifetime   time.Duration
+	sie        time.Duration // stale-if-error, -1 if absent
+	size       int64
+}
+
+func (s *Stale) maxEntries() int {
+	if s.MaxEntries > 0 {
+		return s.MaxEntries
+	}
+	return 1024
+}
+
+func (s *Stale) maxBytes() int64 {
+	if s.MaxBytes > 0 {
+		return s.MaxBytes
+	}
+	return 32 << 20
+}
+
+func (s *Stale) maxEntryBytes() int64 {
+	if s.MaxEntryBytes > 0 {
+		return s.MaxEntryBytes
+	}
+	return 1 << 20
+}
+
+func (s *Stale) maxStale() time.Duration {
+	if s.MaxStale > 0 {
+		return s.MaxStale
+	}
+	return time.Hour
+}
+
+func (s *Stale) scope(r *http.Request) string {
+	if s.Scope != nil {
+		return s.Scope(r)
+	}
+	return credentialScope(r)
+}
+
+// credentialScope hashes the credentials a request carries; "" when none.
+func credentialScope(r *http.Request) string {
+	a, c := r.Header["Authorization"], r.Header["Cookie"]
+	if len(a) == 0 && len(c) == 0 {
+		return ""
+	}
+	h := sha256.New()
+	for _, v := range a {
+		h.Write([]byte("a\x00" + v + "\x00"))
+	}
+	for _, v := range c {
+		h.Write([]byte("c\x00" + v + "\x00"))
+	}
+	var sum [sha256.Size]byte
+	return "cred:" + hex.EncodeToString(h.Sum(sum[:0]))
+}
+
+// primaryKey is the cache key of r without its Vary variant: scope, URL.
+func primaryKey(scope string, r *http.Request) string {
+	host := r.URL.Host
+	if host == "" {
+		host = r.Host
+	}
+	return scope + "\x00" + r.URL.Scheme + "\x00" + strings.ToLower(host) + "\x00" + r.URL.RequestURI()
+}
+
+// cacheableStatus reports whether a status is cacheable by default (RFC
+// 9110 §15.1) and not an error this cache would replace.
+func cacheableStatus(code int) bool {
+	switch code {
+	case 200, 203, 204, 300, 301, 308, 404, 405, 410, 414:
+		return true
+	}
+	return false
+}
+
+// isFailure reports whether a status is a failure that a stale response
+// replaces.
+func isFailure(code int) bool { return code >= 500 && code <= 599 }
+
+// policy decides whether a response may be stored. evict is set when an
+// entry stored earlier for the same request must go (the origin now says
+// no-store, or made the response private).
+func policy(r *http.Request, shared bool, status int, h http.Header) (cc cacheControl, ok, evict bool) {
+	if !cacheableStatus(status) {
+		return cc, false, false
+	}
+	if parseCacheControl(r.Header["Cache-Control"]).noStore {
+		return cc, false, false
+	}
+	cc = parseCacheControl(h["Cache-Control"])
+	if cc.noStore || cc.noCache || cc.mustRevalidate {
+		return cc, false, true
+	}
+	if shared {
+		if cc.private || cc.proxyRevalidate || cc.sMaxAge >= 0 || len(h["Set-Cookie"]) > 0 {
+			return cc, false, true
+		}
+		if len(r.Header["Authorization"]) > 0 && !cc.public {
+			return cc, false, true
+		}
+	}
+	if _, star := varyFields(h["Vary"]); star {
+		return cc, false, true
+	}
+	return cc, true, false
+}
+
+// dropHeader reports whether a response field is never stored: hop-by-hop
+// fields, cookies, and what a stale response recomputes.
+func dropHeader(k string) bool {
+	switch k {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Set-Cookie", "Set-Cookie2",
+		"Age", "Content-Length", httpx.HeaderDegraded:
+		return true
+	}
+	return false
+}
+
+// newEntry builds an entry from a response. It takes ownership of header
+// (a copy) and body.
+func newEntry(primary string, r *http.Request, cc cacheControl, status int, header http.Header, body []byte, now time.Time) *entry {
+	for _, f := range header["Connection"] {
+		for name := range strings.SplitSeq(f, ",") {
+			if name = trimOWS(name); name != "" {
+				delete(header, http.CanonicalHeaderKey(name))
+			}
+		}
+	}
+	e := &entry{primary: primary, status: status, header: header, body: body, stored: now, sie: -1}
+	if a, ok := parseDelta(firstValue(header, "Age"), true); ok {
+		e.initialAge = time.Duration(a) * time.Second
+	}
+	for k := range header {
+		if dropHeader(k) {
+			delete(header, k)
+		}
+	}
+	switch {
+	case cc.maxAge >= 0:
+		e.lifetime = time.Duration(cc.maxAge) * time.Second
+	default:
+		if exp, err := http.ParseTime(firstValue(header, "Expires")); err == nil {
+			date, derr := http.ParseTime(firstValue(header, "Date"))
+			if derr != nil {
+				date = now
+			}
+			if d := exp.Sub(date); d > 0 {
+				e.lifetime = d
+			}
+		}
+	}
+	if cc.staleIfError >= 0 {
+		e.sie = time.Duration(cc.staleIfError) * time.Second
+	}
+	if fields, _ := varyFields(header["Vary"]); len(fields) > 0 {
+		e.vary = fields
+		e.varyVals = make([]string, len(fields))
+		for i, f := range fields {
+			e.varyVals[i] = strings.Join(r.Header.Values(f), ",")
+		}
+	}
+	e.size = int64(len(body)) + int64(len(primary)) + 256
+	for k, vs := range header {
+		e.size += int64(len(k))
+		for _, v := range vs {
+			e.size += int64(len(v)) + 16
+		}
+	}
+	return e
+}
+
+func firstValue(h http.Header, k string) string {
+	if v := h[k]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (e *entry) matches(r *http.Request) bool {
+	for i, f := range e.vary {
+		if joinedValues(r.Header[f]) != e.varyVals[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func joinedValues(v []string) string {
+	switch len(v) {
+	case 0:
+		return ""
+	case 1:
+		return v[0]
+	}
+	return strings.Join(v, ",")
+}
+
+func (e *entry) sameVariant(o *entry) bool {
+	if len(e.vary) != len(o.vary) {
+		return false
+	}
+	for i := range e.vary {
+		if e.vary[i] != o.vary[i] || e.varyVals[i] != o.varyVals[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (e *entry) age(now time.Time) time.Duration {
+	return e.initialAge + max(0, now.Sub(e.stored))
+}
+
+// usable reports whether e may be served at now instead of a failure.
+func (e *entry) usable(now time.Time, maxStale time.Duration) bool {
+	staleness := e.age(now) - e.lifetime
+	if staleness > maxStale {
+		return false
+	}
+	return e.sie < 0 || staleness <= e.sie
+}
+
+// store puts e into the cache, replacing the same variant.
+func (s *Stale) store(e *entry) {
+	if e.size > s.maxBytes() {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.index == nil {
+		s.index = make(map[string][]*list.Element)
+	}
+	vs := s.index[e.primary]
+	for _, el := range vs {
+		if el.Value.(*entry).sameVariant(e) {
+			s.bytes += e.size - el.Value.(*entry).size
+			el.Value = e
+			s.lru.MoveToFront(el)
+			s.evictLocked()
+			return
+		}
+	}
+	if len(vs) >= maxVariants {
+		s.removeLocked(vs[0])
+	}
+	el := s.lru.PushFront(e)
+	s.index[e.primary] = append(s.index[e.primary], el)
+	s.bytes += e.size
+	s.evictLocked()
+}
+
+func (s *Stale) evictLocked() {
+	maxN, maxB := s.maxEntries(), s.maxBytes()
+	for s.lru.Len() > maxN || s.bytes > maxB {
+		s.removeLocked(s.lru.Back())
+	}
+}
+
+func (s *Stale) removeLocked(el *list.Element) {
+	e := el.Value.(*entry)
+	s.lru.Remove(el)
+	s.bytes -= e.size
+	vs := s.index[e.primary]
+	for i, v := range vs {
+		if v == el {
+			vs = append(vs[:i:i], vs[i+1:]...)
+			break
+		}
+	}
+	if len(vs) == 0 {
+		delete(s.index, e.primary)
+	} else {
+		s.index[e.primary] = vs
+	}
+}
+
+// evict removes the variants of primary that r matches.
+func (s *Stale) evict(primary string, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, el := range append([]*list.Element(nil), s.index[primary]...) {
+		if el.Value.(*entry).matches(r) {
+			s.removeLocked(el)
+		}
+	}
+}
+
+// find returns the usable stored response for r, or nil.
+func (s *Stale) find(primary string, r *http.Request, now time.Time) *entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, el := range s.index[primary] {
+		e := el.Value.(*entry)
+		if e.matches(r) {
+			if !e.usable(now, s.maxStale()) {
+				return nil
+			}
+			s.lru.MoveToFront(el)
+			return e
+		}
+	}
+	return nil
+}
+
+// Len returns the number of stored responses.
+func (s *Stale) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lru.Len()
+}
+
+// staleHeader returns the response header of a stale response of e.
+func (e *entry) staleHeader(now time.Time) http.Header {
+	h := make(http.Header, len(e.header)+4)
+	for k, v := range e.header {
+		h[k] = append([]string(nil), v...)
+	}
+	age := e.age(now)
+	h.Set("Age", strconv.FormatInt(int64(age/time.Second), 10))
+	ttl := int64((e.lifetime - age) / time.Second)
+	h.Add("Cache-Status", CacheStatusName+"; hit; ttl="+strconv.FormatInt(ttl, 10)+"; detail=stale-if-error")
+	h.Set(httpx.HeaderDegraded, "stale-if-error")
+	h.Set("Content-Length", strconv.Itoa(len(e.body)))
+	return h
+}
+
+func (s *Stale) served(r *http.Request, e *entry, status int, err error, now time.Time) {
+	ev := StaleEvent{Request: r, Status: status, Err: err, Age: e.age(now)}
+	if s.Logger != nil {
+		s.Logger.Debug("degrade: served stale response", "path", r.URL.Path, "age", ev.Age,
+			"status", status, "error", err)
+	}
+	if s.OnStale != nil {
+		s.OnStale(ev)
+	}
+}
+
+// Lookup returns the stored response for r if one may be served stale
+// now, marked like every stale response (Age, Cache-Status,
+// Holdfast-Degraded). It is the hook for a circuit breaker's fallback on
+// the client side. The caller owns the response and should close its body.
+func (s *Stale) Lookup(r *http.Request) (*http.Response, bool) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return nil, false
+	}
+	now := time.Now()
+	e := s.find(primaryKey(s.scope(r), r), r, now)
+	if e == nil {
+		return nil, false
+	}
+	s.served(r, e, 0, nil, now)
+	return e.response(r, now), true
+}
+
+func (e *entry) response(r *http.Request, now time.Time) *http.Response {
+	var body io.ReadCloser = http.NoBody
+	if r.Method != http.MethodHead && len(e.body) > 0 {
+		body = io.NopCloser(bytes.NewReader(e.body))
+	}
+	return &http.Response{
+		Status:        strconv.Itoa(e.status) + " " + http.StatusText(e.status),
+		StatusCode:    e.status,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        e.staleHeader(now),
+		Body:          body,
+		ContentLength: int64(len(e.body)),
+		Request:       r,
+	}
+}
+
+// ServeStale writes the stored response for r if one may be served stale
+// now and reports whether it did. It is the hook for a circuit breaker's
+// fallback on the server side. Nothing is written when it returns false.
+func (s *Stale) ServeStale(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	now := time.Now()
+	e := s.find(primaryKey(s.scope(r), r), r, now)
+	if e == nil {
+		return false
+	}
+	s.served(r, e, 0, nil, now)
+	e.write(w, r, nil, now)
+	return true
+}
+
+// write writes e as a stale response. The header of w is replaced, except
+// for pre, the fields set before the handler ran.
+func (e *entry) write(w http.ResponseWriter, r *http.Request, pre http.Header, now time.Time) {
+	h := w.Header()
+	clear(h)
+	for k, v := range pre {
+		h[k] = v
+	}
+	for k, v := range e.staleHeader(now) {
+		h[k] = v
+	}
+	w.WriteHeader(e.status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(e.body)
+	}
+}
+
+// errCanceled reports whether err is the caller's own cancellation, after
+// which serving a stale response helps no one.
+func errCanceled(r *http.Request, err error) bool {
+	return errors.Is(err, context.Canceled) && r.Context().Err() != nil
+}

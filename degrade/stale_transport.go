@@ -1,0 +1,122 @@
+package degrade
+
+import (
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/holdfast-go/holdfast/internal/httpx"
+)
+
+// Transport returns a RoundTripper that stores the last good response of
+// base for cacheable GET requests and returns it stale, with a nil error,
+// when base fails: an error (connection refused, timeout, an open circuit
+// breaker) or a 5xx status. A cancellation by the caller itself is returned
+// as is. If base is nil, http.DefaultTransport is used.
+//
+// A response is stored once the caller has read its body to the end (up to
+// MaxEntryBytes); a body closed early is not stored. The request is not
+// modified.
+func (s *Stale) Transport(base http.RoundTripper) http.RoundTripper {
+	return &staleTransport{s: s, base: base}
+}
+
+type staleTransport struct {
+	s    *Stale
+	base http.RoundTripper
+}
+
+var _ http.RoundTripper = (*staleTransport)(nil)
+
+func (t *staleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	base := t.base
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	if req.Method != http.MethodGet {
+		return base.RoundTrip(req)
+	}
+	s := t.s
+	scope := s.scope(req)
+	primary := primaryKey(scope, req)
+	resp, err := base.RoundTrip(req)
+	if err != nil {
+		if errCanceled(req, err) {
+			return nil, err
+		}
+		now := time.Now()
+		if e := s.find(primary, req, now); e != nil {
+			s.served(req, e, 0, err, now)
+			return e.response(req, now), nil
+		}
+		return nil, err
+	}
+	if isFailure(resp.StatusCode) {
+		now := time.Now()
+		if e := s.find(primary, req, now); e != nil {
+			httpx.DrainClose(resp.Body)
+			s.served(req, e, resp.StatusCode, nil, now)
+			return e.response(req, now), nil
+		}
+		return resp, nil
+	}
+	cc, ok, evict := policy(req, scope == "", resp.StatusCode, resp.Header)
+	if evict {
+		s.evict(primary, req)
+	}
+	if !ok || resp.Body == nil || resp.ContentLength > s.maxEntryBytes() {
+		return resp, nil
+	}
+	c := &captureBody{
+		rc: resp.Body, s: s, req: req, primary: primary, cc: cc,
+		status: resp.StatusCode, header: resp.Header.Clone(), now: time.Now(),
+	}
+	if resp.ContentLength > 0 {
+		c.buf = make([]byte, 0, resp.ContentLength)
+	}
+	resp.Body = c
+	return resp, nil
+}
+
+// captureBody copies a response body as the caller reads it and stores
+// the response when it reaches EOF within the size limit.
+type captureBody struct {
+	rc      io.ReadCloser
+	s       *Stale
+	req     *http.Request
+	primary string
+	cc      cacheControl
+	status  int
+	header  http.Header
+	now     time.Time
+	buf     []byte
+	done    bool // stored or given up
+}
+
+func (c *captureBody) Read(p []byte) (int, error) {
+	n, err := c.rc.Read(p)
+	if !c.done {
+		if int64(len(c.buf)+n) > c.s.maxEntryBytes() {
+			c.done, c.buf = true, nil
+		} else {
+			c.buf = append(c.buf, p[:n]...)
+		}
+		if err == io.EOF && !c.done {
+			c.done = true
+			body := c.buf
+			if body == nil {
+				body = []byte{}
+			}
+			c.buf = nil
+			c.s.store(newEntry(c.primary, c.req, c.cc, c.status, c.header, body, c.now))
+		} else if err != nil && err != io.EOF {
+			c.done, c.buf = true, nil
+		}
+	}
+	return n, err
+}
+
+func (c *captureBody) Close() error {
+	c.done, c.buf = true, nil
+	return c.rc.Close()
+}
