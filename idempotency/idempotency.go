@@ -613,16 +613,22 @@ func (x *Idempotency) storeError(r *http.Request, key, op string, err error) {
 
 // extender renews a lease every third of it while a handler runs.
 type extender struct {
+	mu      sync.Mutex
 	t       *time.Timer
-	stopped atomic.Bool
+	stopped bool
 	lost    atomic.Bool
 }
 
 func (x *Idempotency) extend(r *http.Request, in *keyed, owner string, fence uint64) *extender {
 	e := &extender{}
 	every := x.cfg.Lease / 3
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	e.t = time.AfterFunc(every, func() {
-		if e.stopped.Load() {
+		e.mu.Lock()
+		stopped := e.stopped
+		e.mu.Unlock()
+		if stopped {
 			return
 		}
 		ctx, cancel := x.detachedCtx(r.Context())
@@ -630,21 +636,23 @@ func (x *Idempotency) extend(r *http.Request, in *keyed, owner string, fence uin
 		cancel()
 		switch {
 		case errors.Is(err, ErrNotOwner):
-			if !e.stopped.Load() {
-				e.lost.Store(true)
-			}
+			e.lost.Store(true)
 			return
 		case err != nil:
 			x.storeError(r, in.key, "extend", err)
 		}
-		if !e.stopped.Load() {
+		e.mu.Lock()
+		if !e.stopped {
 			e.t.Reset(every)
 		}
+		e.mu.Unlock()
 	})
 	return e
 }
 
 func (e *extender) stop() {
-	e.stopped.Store(true)
+	e.mu.Lock()
+	e.stopped = true
 	e.t.Stop()
+	e.mu.Unlock()
 }
