@@ -1,0 +1,143 @@
+package authfallback
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/MicahParks/jwkset"
+	"github.com/MicahParks/keyfunc/v3"
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/holdfast-go/holdfast/authfallback/authtest"
+)
+
+// benchKeySet returns idp's key set padded with Ed25519 keys to n keys.
+func benchKeySet(b *testing.B, idp *authtest.Server, n int) []byte {
+	var doc jwkset.JWKSMarshal
+	if err := json.Unmarshal(idp.JWKS(), &doc); err != nil {
+		b.Fatal(err)
+	}
+	for len(doc.Keys) < n {
+		pub, _, _ := ed25519.GenerateKey(rand.Reader)
+		jwk, err := jwkset.NewJWKFromKey(pub, jwkset.JWKOptions{Metadata: jwkset.JWKMetadataOptions{KID: fmt.Sprintf("pad-%d", len(doc.Keys))}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		doc.Keys = append(doc.Keys, jwk.Marshal())
+	}
+	out, err := json.Marshal(doc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return out
+}
+
+func benchVerifier(b *testing.B, idp *authtest.Server, doc []byte) *Verifier {
+	file := filepath.Join(b.TempDir(), "jwks.json")
+	raw, _ := json.Marshal(cacheFileDoc{Version: 1, FetchedAt: time.Now(), JWKS: doc})
+	if err := os.WriteFile(file, raw, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	v, err := New(Config{
+		Issuer: idp.Issuer(), Audience: []string{idp.Audience()}, CacheFile: file,
+		AuditLog: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = v.Close() })
+	return v
+}
+
+// BenchmarkVerify compares Verify with the baseline: bare jwt.Parse with a
+// keyfunc from keyfunc.NewJWKSetJSON over the same key set.
+//
+//	go test -run=^$ -bench=BenchmarkVerify -benchmem ./authfallback/
+func BenchmarkVerify(b *testing.B) {
+	for _, alg := range []string{"RS256", "ES256", "EdDSA"} {
+		idp := authtest.NewWithConfig(authtest.Config{Algorithm: alg})
+		defer idp.Close()
+		// Distinct tokens, so "new" measures the uncached path including
+		// the cache insertion.
+		const pool = 256
+		toks := make([]string, pool)
+		for i := range toks {
+			toks[i] = idp.Issue(jwt.MapClaims{"jti": fmt.Sprint(i), "scope": "orders:read orders:write"})
+		}
+		for _, n := range []int{1, 50} {
+			doc := benchKeySet(b, idp, n)
+			b.Run(fmt.Sprintf("%s/keys=%d/baseline-jwt.Parse+keyfunc", alg, n), func(b *testing.B) {
+				kf, err := keyfunc.NewJWKSetJSON(doc)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					if _, err := jwt.Parse(toks[i%pool], kf.Keyfunc); err != nil {
+						b.Fatal(err)
+					}
+					i++
+				}
+			})
+			b.Run(fmt.Sprintf("%s/keys=%d/new-token", alg, n), func(b *testing.B) {
+				v := benchVerifier(b, idp, doc)
+				ctx := context.Background()
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					if i%pool == 0 && i > 0 {
+						b.StopTimer()
+						v.cache.mu.Lock()
+						clear(v.cache.m)
+						v.cache.mu.Unlock()
+						b.StartTimer()
+					}
+					if _, err := v.Verify(ctx, toks[i%pool]); err != nil {
+						b.Fatal(err)
+					}
+					i++
+				}
+			})
+			b.Run(fmt.Sprintf("%s/keys=%d/repeated-token", alg, n), func(b *testing.B) {
+				v := benchVerifier(b, idp, doc)
+				ctx := context.Background()
+				if _, err := v.Verify(ctx, toks[0]); err != nil {
+					b.Fatal(err)
+				}
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := v.Verify(ctx, toks[0]); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkVerifyParallel measures the cached path under concurrency.
+func BenchmarkVerifyParallel(b *testing.B) {
+	idp := authtest.NewWithConfig(authtest.Config{Algorithm: "EdDSA"})
+	defer idp.Close()
+	v := benchVerifier(b, idp, idp.JWKS())
+	tok := idp.Issue(nil)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := v.Verify(ctx, tok); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
