@@ -1,0 +1,203 @@
+package breaker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/holdfast-go/holdfast/internal/httpx"
+)
+
+// Transport returns a RoundTripper that guards base with one breaker per
+// key, by default the request URL's host. A call refused by an open breaker
+// never reaches base: it gets the Cached response, the Fallback document
+// (safe methods only) or an *OpenError matching ErrOpen. If base is nil,
+// http.DefaultTransport is used.
+//
+// A response with a failing status is still returned with a nil error; the
+// breaker only counts it.
+func (b *Breaker) Transport(base http.RoundTripper) http.RoundTripper {
+	return &transport{b: b, base: base}
+}
+
+type transport struct {
+	b    *Breaker
+	base http.RoundTripper
+}
+
+var _ http.RoundTripper = (*transport)(nil)
+
+func (t *transport) baseRT() http.RoundTripper {
+	if t.base != nil {
+		return t.base
+	}
+	return http.DefaultTransport
+}
+
+func (b *Breaker) clientKey(req *http.Request) string {
+	if b.cfg.Key != nil {
+		return b.cfg.Key(req)
+	}
+	if req.URL == nil {
+		return ""
+	}
+	return strings.ToLower(req.URL.Host) // no allocation when already lower case
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	b := t.b
+	e := b.get(b.clientKey(req))
+	if e == nil {
+		return t.baseRT().RoundTrip(req)
+	}
+	if !e.cb.TryAcquirePermit() {
+		if req.Body != nil {
+			_ = req.Body.Close()
+		}
+		return b.openResponse(req, e)
+	}
+
+	parent := req.Context()
+	r := req
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if d := b.cfg.Timeout; d > 0 {
+		// A caller deadline at or before ours makes our timer redundant:
+		// it cannot fire first, so it would change no outcome.
+		if dl, ok := parent.Deadline(); !ok || time.Until(dl) > d {
+			ctx, cancel = context.WithTimeoutCause(parent, d, timeoutCause)
+			r = req.WithContext(ctx)
+		}
+	}
+
+	resp, err := t.baseRT().RoundTrip(r)
+
+	timedOut := cancel != nil && parent.Err() == nil && context.Cause(ctx) == timeoutCause
+	switch {
+	case err != nil && timedOut:
+		err = fmt.Errorf("%w after %v: %w", ErrTimeout, b.cfg.Timeout, err)
+		b.record(e, b.classify(0, err))
+	case err != nil && parent.Err() != nil:
+		b.record(e, ignored)
+	case err != nil:
+		b.record(e, b.classify(0, err))
+	default:
+		b.record(e, b.classify(resp.StatusCode, nil))
+	}
+
+	if cancel != nil {
+		if err != nil || resp == nil || resp.Body == nil {
+			cancel()
+		} else {
+			resp.Body = bodyWithCancel(resp.Body, cancel)
+		}
+	}
+	return resp, err
+}
+
+// bodyWithCancel ends the per-call timer when the body is closed. A 101
+// response's body stays writable, as net/http requires.
+func bodyWithCancel(rc io.ReadCloser, cancel context.CancelFunc) io.ReadCloser {
+	if rwc, ok := rc.(io.ReadWriteCloser); ok {
+		return &rwcWithCancel{ReadWriteCloser: rwc, cancel: cancel}
+	}
+	return &rcWithCancel{ReadCloser: rc, cancel: cancel}
+}
+
+type rcWithCancel struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *rcWithCancel) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}
+
+type rwcWithCancel struct {
+	io.ReadWriteCloser
+	cancel context.CancelFunc
+}
+
+func (b *rwcWithCancel) Close() error {
+	err := b.ReadWriteCloser.Close()
+	b.cancel()
+	return err
+}
+
+// openResponse answers a call refused by e's open breaker.
+func (b *Breaker) openResponse(req *http.Request, e *entry) (*http.Response, error) {
+	if httpx.IsSafe(req.Method) {
+		if resp, ok := b.cached(req); ok {
+			return resp, nil
+		}
+		if d := b.cfg.Fallback; d != nil {
+			return d.response(req), nil
+		}
+	}
+	return nil, &OpenError{Key: e.key, RetryAfter: e.retryAfter()}
+}
+
+// cached asks Config.Cached and marks what it returns as degraded, without
+// touching the hook's own header map.
+func (b *Breaker) cached(req *http.Request) (*http.Response, bool) {
+	if b.cfg.Cached == nil {
+		return nil, false
+	}
+	resp, ok := b.cfg.Cached(req)
+	if !ok || resp == nil {
+		return nil, false
+	}
+	r := *resp
+	if resp.Header.Get(httpx.HeaderDegraded) == "" {
+		r.Header = resp.Header.Clone()
+		if r.Header == nil {
+			r.Header = make(http.Header)
+		}
+		r.Header.Set(httpx.HeaderDegraded, degradedReason)
+	}
+	if r.Body == nil {
+		r.Body = http.NoBody
+	}
+	return &r, true
+}
+
+func (d *Document) status() int {
+	if d.Status == 0 {
+		return http.StatusOK
+	}
+	return d.Status
+}
+
+func (d *Document) header() http.Header {
+	h := make(http.Header, 4)
+	if d.ContentType != "" {
+		h.Set("Content-Type", d.ContentType)
+	}
+	h.Set("Content-Length", strconv.Itoa(len(d.Body)))
+	h.Set("Cache-Control", "no-store")
+	h.Set(httpx.HeaderDegraded, degradedReason)
+	return h
+}
+
+func (d *Document) response(req *http.Request) *http.Response {
+	status := d.status()
+	return &http.Response{
+		Status:        strconv.Itoa(status) + " " + http.StatusText(status),
+		StatusCode:    status,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        d.header(),
+		Body:          io.NopCloser(bytes.NewReader(d.Body)),
+		ContentLength: int64(len(d.Body)),
+		Request:       req,
+	}
+}
