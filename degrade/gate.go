@@ -64,6 +64,12 @@ func (c *Controller) tier(r *http.Request) Tier {
 		}
 		return Critical
 	}
+	return DefaultTier(r)
+}
+
+// DefaultTier is the tier used when [Config.Tier] is nil: Read for the safe
+// methods (GET, HEAD, OPTIONS, TRACE), Write for every other method.
+func DefaultTier(r *http.Request) Tier {
 	if httpx.IsSafe(r.Method) {
 		return Read
 	}

@@ -1,0 +1,71 @@
+// Package degrade provides deliberate degradation for an HTTP service whose
+// dependencies fail: outage detection, the service's mode with manual
+// overrides, gating of requests by risk tier, stale-if-error caching,
+// a status handler and synthetic probes.
+//
+// # Modes and signals
+//
+// A [Controller] ([New]) holds the service's [Mode]: [Normal], [Degraded]
+// or [ReadOnly]. The mode follows signals about dependencies (the IdP, a
+// payment API, a database):
+//
+//   - [Controller.Report] feeds one call's outcome into the dependency's
+//     sliding window (a ring of buckets); the dependency is down while at
+//     least 20 % of at least 10 reports in the last 60 s failed.
+//   - [Controller.SetDown] marks a dependency down or up from a hook: a
+//     circuit breaker's OnStateChange, authfallback's OnFallbackEnter and
+//     OnFallbackExit.
+//   - [Config.Dependencies] says which mode each dependency causes while
+//     down; the worst mode wins.
+//   - [Controller.Force] and [Controller.Release] override all of it by hand
+//     (also over HTTP with [Controller.AdminHandler], which must sit behind
+//     the service's own admin authentication).
+//
+// [Config.OnModeChange] announces changes, and the time spent in each mode
+// is kept for [Controller.Status].
+//
+// # Gating by risk tier
+//
+// [Controller.Handler] is middleware that lets every request through in
+// Normal mode at the cost of one atomic load. Outside Normal mode it
+// classifies the request with [Config.Tier] ([Read], [Write] or
+// [Critical]): reads pass, writes are queued ([Config.Queue], e.g. a
+// handler that stores them and answers 202) or, in read-only mode, refused,
+// critical writes are refused. A refusal is 503 with Retry-After and an
+// RFC 9457 problem document naming the mode and the reason. Every response
+// outside Normal mode carries Holdfast-Degraded: <mode>.
+//
+// # Stale-if-error
+//
+// [Stale] keeps the last good response of cacheable GET requests, as
+// server middleware ([Stale.Handler]) and as a client RoundTripper
+// ([Stale.Transport]), and serves it when the handler or upstream fails,
+// marked with Age, Cache-Status (RFC 9211) and Holdfast-Degraded:
+// stale-if-error. It follows RFC 9111 and RFC 5861, and never serves one
+// caller's response to another. [Stale.Lookup] and [Stale.ServeStale] are
+// hooks for a circuit breaker's fallback.
+//
+// # Status and probes
+//
+// [Controller.StatusHandler] serves the mode, reasons, dependencies, time
+// in modes and registered components ([Controller.Register]) as JSON, for
+// humans and load balancers. A [Probe] checks URLs on an interval with
+// jitter and reports into the controller.
+//
+//	c := degrade.New(degrade.Config{
+//		Dependencies: map[string]degrade.Mode{"idp": degrade.ReadOnly, "payments": degrade.Degraded},
+//		Tier: func(r *http.Request) degrade.Tier {
+//			if strings.HasPrefix(r.URL.Path, "/payments") && r.Method != http.MethodGet {
+//				return degrade.Critical
+//			}
+//			return degrade.DefaultTier(r)
+//		},
+//	})
+//	defer c.Close()
+//	stale := &degrade.Stale{}
+//	mux.Handle("/healthz", c.StatusHandler())
+//	http.ListenAndServe(":8080", c.Handler(stale.Handler(api)))
+//
+// Every exported type is safe for concurrent use unless its doc says
+// otherwise. Hooks are called outside locks and may be called concurrently.
+package degrade
