@@ -79,8 +79,15 @@ func (v *Verifier) loop(first time.Duration) {
 }
 
 // refresh fetches the key set once (all URLs in order), applies the result
-// and returns the delay until the next refresh and the error, if any.
+// and returns the delay until the next refresh and the error, if any. Audit
+// events and hooks run after the single-flight lock is released.
 func (v *Verifier) refresh(ctx context.Context) (time.Duration, error) {
+	next, notify, err := v.refreshLocked(ctx)
+	notify()
+	return next, err
+}
+
+func (v *Verifier) refreshLocked(ctx context.Context) (next time.Duration, notify func(), err error) {
 	v.refreshMu.Lock()
 	defer v.refreshMu.Unlock()
 
@@ -103,17 +110,15 @@ func (v *Verifier) refresh(ctx context.Context) (time.Duration, error) {
 		}
 	}
 	now := time.Now()
-	var next time.Duration
-	var err error
 	if ks != nil {
 		next = v.refreshInterval()
-		v.applySuccess(ctx, ks, now)
+		notify = v.applySuccess(ctx, ks, now)
 	} else {
 		err = errors.Join(errs...)
-		next = v.applyFailure(ctx, err, errs, now)
+		next, notify = v.applyFailure(ctx, err, errs, now)
 	}
 	v.nextAttempt.Store(now.Add(next).UnixNano())
-	return next, err
+	return next, notify, err
 }
 
 func (v *Verifier) refreshInterval() time.Duration { return v.cfg.refreshInterval() }
@@ -147,7 +152,8 @@ func (v *Verifier) fetch(ctx context.Context, u string) (*keySet, error) {
 	return ks, nil
 }
 
-func (v *Verifier) applySuccess(ctx context.Context, ks *keySet, now time.Time) {
+// applySuccess installs ks and returns what to report once unlocked.
+func (v *Verifier) applySuccess(ctx context.Context, ks *keySet, now time.Time) (notify func()) {
 	ks.fetchedAt = now
 	// Keep the identity of unchanged keys so verified-token cache entries
 	// stay valid across refreshes; drop entries of keys that left or changed.
@@ -173,7 +179,10 @@ func (v *Verifier) applySuccess(ctx context.Context, ks *keySet, now time.Time) 
 	fb := v.fb.Swap(nil)
 	v.mu.Unlock()
 
-	if fb != nil {
+	return func() {
+		if fb == nil {
+			return
+		}
 		ev := FallbackEvent{Reason: fb.reason, Since: fb.since, Duration: now.Sub(fb.since)}
 		v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: fallback mode exit",
 			slog.String("reason", fb.reason), slog.Time("since", fb.since), slog.Duration("duration", ev.Duration),
@@ -184,7 +193,9 @@ func (v *Verifier) applySuccess(ctx context.Context, ks *keySet, now time.Time) 
 	}
 }
 
-func (v *Verifier) applyFailure(ctx context.Context, err error, errs []error, now time.Time) time.Duration {
+// applyFailure records a failed refresh and returns the retry delay and what
+// to report once unlocked.
+func (v *Verifier) applyFailure(ctx context.Context, err error, errs []error, now time.Time) (time.Duration, func()) {
 	reason := ReasonJWKSInvalid
 	for _, e := range errs {
 		var fe *FetchError
@@ -212,17 +223,18 @@ func (v *Verifier) applyFailure(ctx context.Context, err error, errs []error, no
 	v.mu.Unlock()
 
 	next := backoff(attempt, v.refreshInterval())
-	if entered != nil {
-		v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: fallback mode enter",
-			slog.String("reason", reason), slog.Duration("key_age", age), slog.String("error", err.Error()))
-		if v.cfg.OnFallbackEnter != nil {
-			v.cfg.OnFallbackEnter(FallbackEvent{Reason: reason, Since: now, KeyAge: age, Err: err})
+	return next, func() {
+		if entered != nil {
+			v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: fallback mode enter",
+				slog.String("reason", reason), slog.Duration("key_age", age), slog.String("error", err.Error()))
+			if v.cfg.OnFallbackEnter != nil {
+				v.cfg.OnFallbackEnter(FallbackEvent{Reason: reason, Since: now, KeyAge: age, Err: err})
+			}
+		}
+		if v.cfg.OnRefreshError != nil {
+			v.cfg.OnRefreshError(RefreshErrorEvent{Err: err, Attempt: attempt, Retry: next, KeyAge: age})
 		}
 	}
-	if v.cfg.OnRefreshError != nil {
-		v.cfg.OnRefreshError(RefreshErrorEvent{Err: err, Attempt: attempt, Retry: next, KeyAge: age})
-	}
-	return next
 }
 
 // backoff returns the delay before retry number attempt (from 1): base

@@ -226,3 +226,29 @@ func TestUnknownKIDRateLimit(t *testing.T) {
 		assert.NoError(t, err, "the rotation is picked up within one UnknownKIDRefreshInterval")
 	})
 }
+
+func TestHooksMayCallBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeIdP(t)
+		var v *authfallback.Verifier
+		var seen []authfallback.Status
+		v = newFakeVerifier(t, f, func(c *authfallback.Config) {
+			c.OnFallbackEnter = func(authfallback.FallbackEvent) { seen = append(seen, v.Status()) }
+			c.OnRefreshError = func(authfallback.RefreshErrorEvent) { seen = append(seen, v.Status()) }
+			c.OnFallbackExit = func(authfallback.FallbackEvent) {
+				// Not deadlocked by the refresh that reports the exit.
+				seen = append(seen, v.Status())
+			}
+		})
+		defer v.Close()
+		f.setFail(true)
+		require.Error(t, v.Refresh(context.Background()))
+		f.setFail(false)
+		require.NoError(t, v.Refresh(context.Background()))
+		synctest.Wait()
+		require.Len(t, seen, 3)
+		assert.True(t, seen[0].Fallback)
+		assert.Equal(t, 1, seen[1].Failures)
+		assert.False(t, seen[2].Fallback)
+	})
+}
