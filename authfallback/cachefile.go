@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 )
 
@@ -61,6 +62,10 @@ func readCacheFile(path string, algs []string, now time.Time) (*keySet, error) {
 		return nil, err
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err == nil && runtime.GOOS != "windows" && fi.Mode().Perm()&0o022 != 0 {
+		// Whoever can write the file can plant keys.
+		return nil, fmt.Errorf("authfallback: cache file %s is writable by group or others (mode %v)", path, fi.Mode().Perm())
+	}
 	b, err := io.ReadAll(io.LimitReader(f, 2*MaxJWKSSize+1))
 	if err != nil {
 		return nil, err

@@ -321,3 +321,45 @@ func TestErrorHandlerOverride(t *testing.T) {
 	assert.Equal(t, http.StatusTeapot, rec.Code)
 	assert.ErrorIs(t, got, authfallback.ErrInvalidToken)
 }
+
+func TestRestartWithOldCacheFileIsDegradedAtOnce(t *testing.T) {
+	idp := newIdP(t, "EdDSA")
+	dir := t.TempDir()
+	write := func(name string, age time.Duration) string {
+		file := filepath.Join(dir, name)
+		at := time.Now().Add(-age).UTC().Format(time.RFC3339Nano)
+		require.NoError(t, os.WriteFile(file, []byte(`{"version":1,"fetched_at":"`+at+`","jwks":`+string(idp.JWKS())+`}`), 0o600))
+		return file
+	}
+	old, fresh := write("old.json", time.Hour), write("fresh.json", time.Minute)
+	idp.SetSlow(10 * time.Second) // the first fetch hangs
+	tok := idp.Issue(nil)
+
+	h := newHarness(t, idp, func(c *authfallback.Config) { c.CacheFile = old; c.FetchTimeout = 10 * time.Second })
+	res, err := h.verify(tok)
+	require.NoError(t, err)
+	assert.True(t, res.Degraded, "hour-old keys not yet confirmed by the IdP")
+	assert.Equal(t, authfallback.ReasonJWKSStale, res.Reason)
+	st := h.v.Status()
+	assert.True(t, st.Degraded)
+	assert.False(t, st.Fallback)
+
+	h2 := newHarness(t, idp, func(c *authfallback.Config) { c.CacheFile = fresh; c.FetchTimeout = 10 * time.Second })
+	res, err = h2.verify(tok)
+	require.NoError(t, err)
+	assert.False(t, res.Degraded)
+	idp.SetSlow(0)
+}
+
+func TestCacheFileWritableByOthersRefused(t *testing.T) {
+	idp := newIdP(t, "EdDSA")
+	file := filepath.Join(t.TempDir(), "jwks.json")
+	at := time.Now().UTC().Format(time.RFC3339Nano)
+	require.NoError(t, os.WriteFile(file, []byte(`{"version":1,"fetched_at":"`+at+`","jwks":`+string(idp.JWKS())+`}`), 0o600))
+	require.NoError(t, os.Chmod(file, 0o666))
+	idp.SetDown(true)
+	h := newHarness(t, idp, func(c *authfallback.Config) { c.CacheFile = file })
+	_, err := h.verify(idp.Issue(nil))
+	assert.ErrorIs(t, err, authfallback.ErrNoKeys)
+	assert.Contains(t, h.audit.String(), "writable by group or others")
+}

@@ -20,8 +20,12 @@ import (
 // set.
 var ErrNoUsableKeys = errors.New("authfallback: key set has no usable key")
 
-// minRSABits is the smallest RSA modulus accepted from a key set.
-const minRSABits = 2048
+// minRSABits and maxRSABits bound the RSA moduli accepted from a key set
+// (the upper bound keeps a hostile key from making verification expensive).
+const (
+	minRSABits = 2048
+	maxRSABits = 8192
+)
 
 // verifyKey is one public key, bound to one algorithm and found by its kid.
 type verifyKey struct {
@@ -153,7 +157,7 @@ func parseKey(km jwkset.JWKMarshal, algs []string) (*verifyKey, jwkset.JWKMarsha
 	pub := jwk.Key()
 	switch k := pub.(type) {
 	case *rsa.PublicKey:
-		if k.N.BitLen() < minRSABits || k.E < 3 || k.E%2 == 0 || k.E > 1<<31-1 {
+		if k.N.BitLen() < minRSABits || k.N.BitLen() > maxRSABits || k.E < 3 || k.E%2 == 0 || k.E > 1<<31-1 {
 			return nil, jwkset.JWKMarshal{}, false
 		}
 	case *ecdsa.PublicKey:

@@ -35,7 +35,8 @@ type Result struct {
 	// keys, an offline token, a grace window).
 	Degraded bool
 	// Reason says why the request is degraded: "" when not degraded,
-	// otherwise e.g. "jwks-unreachable", "jwks-stale", "offline-token".
+	// otherwise ReasonJWKSUnreachable, ReasonJWKSInvalid, ReasonJWKSStale
+	// or the reason of another trusted source (e.g. "offline-token").
 	Reason string
 }
 

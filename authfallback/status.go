@@ -9,7 +9,11 @@ type Status struct {
 	Fallback bool
 	// FallbackSince is when fallback mode began, zero when not in it.
 	FallbackSince time.Time
-	// Reason is the degraded reason while in fallback mode.
+	// Degraded is true when tokens verified now are marked degraded: in
+	// fallback mode, or while the key set is older than two
+	// RefreshIntervals.
+	Degraded bool
+	// Reason is the degraded reason, "" when not degraded.
 	Reason string
 	// LastRefresh is when the key set in use was fetched from the IdP
 	// (possibly in an earlier run, through CacheFile). Zero if never.
@@ -58,6 +62,10 @@ func (v *Verifier) Status() Status {
 	s.LastError = v.lastErr
 	s.Failures = v.failures
 	v.mu.Unlock()
+	if !s.Fallback {
+		s.Reason = v.degradedReason(v.keys.Load(), now)
+	}
+	s.Degraded = s.Reason != ""
 	if n := v.nextAttempt.Load(); n != 0 {
 		s.NextAttempt = time.Unix(0, n)
 	}

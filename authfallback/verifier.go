@@ -45,6 +45,10 @@ const (
 	// key set, which was refused; tokens are verified with the
 	// last-known-good keys.
 	ReasonJWKSInvalid = "jwks-invalid"
+	// ReasonJWKSStale: no refresh has failed yet, but the key set in use is
+	// older than two RefreshIntervals, e.g. loaded from an old CacheFile
+	// while the first fetch is still under way.
+	ReasonJWKSStale = "jwks-stale"
 )
 
 // Verifier verifies JWTs against a last-known-good key set that it keeps
@@ -246,9 +250,7 @@ func (v *Verifier) accept(ctx context.Context, res *Result, k *verifyKey, ks *ke
 	}
 	reason := k.reason
 	if reason == "" {
-		if fb := v.fb.Load(); fb != nil {
-			reason = fb.reason
-		}
+		reason = v.degradedReason(ks, now)
 	}
 	if reason != "" {
 		d := *res
@@ -273,6 +275,18 @@ func (v *Verifier) accept(ctx context.Context, res *Result, k *verifyKey, ks *ke
 			slog.String("sub", res.Subject))
 	}
 	return res, nil
+}
+
+// degradedReason is why a token verified by a JWKS key is degraded now, ""
+// if it is not.
+func (v *Verifier) degradedReason(ks *keySet, now time.Time) string {
+	if fb := v.fb.Load(); fb != nil {
+		return fb.reason
+	}
+	if ks != nil && now.Sub(ks.fetchedAt) > 2*v.cfg.refreshInterval() {
+		return ReasonJWKSStale
+	}
+	return ""
 }
 
 // checkFresh fails closed when k is a JWKS key and the set is older than
