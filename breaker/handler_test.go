@@ -1,0 +1,189 @@
+package breaker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-go/holdfast/internal/httpx"
+)
+
+func serve(h http.Handler, method, path string) *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
+	return rec
+}
+
+func TestHandlerOpensAndAnswers503(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var status atomic.Int32
+		status.Store(500)
+		var calls atomic.Int32
+		b := New(Config{DisableJitter: true})
+		h := b.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			calls.Add(1)
+			w.WriteHeader(int(status.Load()))
+		}))
+		for range 5 {
+			assert.Equal(t, 500, serve(h, http.MethodGet, "/").Code)
+		}
+		require.Equal(t, Open, b.State("*"), "without a pattern every request shares one key")
+
+		time.Sleep(5 * time.Second)
+		rec := serve(h, http.MethodGet, "/")
+		assert.EqualValues(t, 5, calls.Load(), "an open breaker does not call the handler")
+		assert.Equal(t, http.StatusServiceUnavailable, rec.Code)
+		assert.Equal(t, "25", rec.Header().Get("Retry-After"))
+		assert.Equal(t, "no-store", rec.Header().Get("Cache-Control"))
+		assert.Equal(t, "application/problem+json", rec.Header().Get("Content-Type"))
+		var p map[string]any
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &p))
+		assert.Equal(t, "https://holdfast-go.github.io/problems/circuit-open", p["type"])
+		assert.EqualValues(t, 503, p["status"])
+
+		time.Sleep(25 * time.Second)
+		status.Store(200)
+		for range 3 {
+			assert.Equal(t, 200, serve(h, http.MethodGet, "/").Code)
+		}
+		assert.Equal(t, Closed, b.State("*"))
+	})
+}
+
+func TestHandlerClassification(t *testing.T) {
+	tests := []struct {
+		name    string
+		handler http.HandlerFunc
+		want    State
+	}{
+		{"nothing written is 200", func(http.ResponseWriter, *http.Request) {}, Closed},
+		{"body only is 200", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("x")) }, Closed},
+		{"404", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(404) }, Closed},
+		{"501", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(501) }, Closed},
+		{"503", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(503) }, Open},
+		{"100 then 500", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(100); w.WriteHeader(500) }, Open},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := New(Config{FailureThreshold: 1})
+			serve(b.Handler(tt.handler), http.MethodGet, "/")
+			assert.Equal(t, tt.want, b.State("*"))
+		})
+	}
+}
+
+func TestHandlerPanicCountsAndRepanics(t *testing.T) {
+	b := New(Config{FailureThreshold: 1})
+	boom := errors.New("boom")
+	h := b.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic(boom) }))
+	assert.PanicsWithValue(t, boom, func() { serve(h, http.MethodGet, "/") })
+	assert.Equal(t, Open, b.State("*"))
+}
+
+func TestHandlerTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := New(Config{FailureThreshold: 1, Timeout: time.Second})
+		h := b.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			dl, ok := r.Context().Deadline()
+			assert.True(t, ok)
+			assert.Equal(t, time.Second, time.Until(dl))
+			time.Sleep(2 * time.Second) // ignores its context, but is late
+			w.WriteHeader(200)
+		}))
+		serve(h, http.MethodGet, "/")
+		assert.Equal(t, Open, b.State("*"), "a handler that outlasts Timeout fails")
+	})
+}
+
+func TestHandlerClientGoneNotCounted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := New(Config{FailureThreshold: 1})
+		h := b.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			<-r.Context().Done()
+			w.WriteHeader(503)
+		}))
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		ctx, cancel := context.WithCancel(req.Context())
+		go func() { time.Sleep(100 * time.Millisecond); cancel() }()
+		h.ServeHTTP(httptest.NewRecorder(), req.WithContext(ctx))
+		assert.Equal(t, Closed, b.State("*"))
+	})
+}
+
+func TestHandlerKeysByPattern(t *testing.T) {
+	b := New(Config{FailureThreshold: 1})
+	mux := http.NewServeMux()
+	mux.Handle("GET /fail", b.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })))
+	mux.Handle("GET /ok/{id}", b.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})))
+	serve(mux, http.MethodGet, "/fail")
+	serve(mux, http.MethodGet, "/ok/1")
+	assert.Equal(t, Open, b.State("GET /fail"))
+	assert.Equal(t, Closed, b.State("GET /ok/{id}"))
+	assert.Equal(t, 503, serve(mux, http.MethodGet, "/fail").Code)
+	assert.Equal(t, 200, serve(mux, http.MethodGet, "/ok/2").Code)
+}
+
+func TestHandlerFallbacks(t *testing.T) {
+	open := func(cfg Config) http.Handler {
+		cfg.FailureThreshold = 1
+		b := New(cfg)
+		h := b.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(500) }))
+		serve(h, http.MethodGet, "/")
+		require.Equal(t, Open, b.State("*"))
+		return h
+	}
+	cached := func(r *http.Request) (*http.Response, bool) {
+		if r.URL.Path != "/cached" {
+			return nil, false
+		}
+		return &http.Response{StatusCode: 200, Header: http.Header{
+			"Age": {"120"}, "Content-Type": {"text/plain"}, "Connection": {"close"}, "Transfer-Encoding": {"chunked"},
+		}, Body: io.NopCloser(strings.NewReader("old"))}, true
+	}
+	doc := &Document{Status: 200, ContentType: "application/json", Body: []byte(`{"items":[]}`)}
+	h := open(Config{Cached: cached, Fallback: doc})
+
+	rec := serve(h, http.MethodGet, "/cached")
+	assert.Equal(t, 200, rec.Code)
+	assert.Equal(t, "old", rec.Body.String())
+	assert.Equal(t, "120", rec.Header().Get("Age"))
+	assert.Equal(t, "circuit-open", rec.Header().Get(httpx.HeaderDegraded))
+	assert.Empty(t, rec.Header().Get("Connection"), "hop-by-hop headers are not copied")
+	assert.Empty(t, rec.Header().Get("Transfer-Encoding"))
+
+	rec = serve(h, http.MethodGet, "/other")
+	assert.Equal(t, 200, rec.Code)
+	assert.Equal(t, `{"items":[]}`, rec.Body.String())
+	assert.Equal(t, "application/json", rec.Header().Get("Content-Type"))
+	assert.Equal(t, "no-store", rec.Header().Get("Cache-Control"))
+	assert.Equal(t, "circuit-open", rec.Header().Get(httpx.HeaderDegraded))
+
+	rec = serve(h, http.MethodPost, "/cached")
+	assert.Equal(t, 503, rec.Code, "a write never gets a fallback that looks like success")
+	assert.NotEmpty(t, rec.Header().Get("Retry-After"))
+}
+
+func TestHandlerKeepsFlusherAndHijacker(t *testing.T) {
+	b := New(Config{})
+	var flushErr error
+	var sawHijacker bool
+	h := b.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, sawHijacker = w.(http.Hijacker)
+		flushErr = http.NewResponseController(w).Flush()
+	}))
+	rec := serve(h, http.MethodGet, "/")
+	assert.NoError(t, flushErr)
+	assert.True(t, rec.Flushed)
+	assert.True(t, sawHijacker)
+}
