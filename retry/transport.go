@@ -422,7 +422,7 @@ func rewind(req *http.Request, buffered []byte) (io.ReadCloser, error) {
 		return nil, &NotReplayableError{Method: req.Method, Reason: "GetBody failed", Err: err}
 	}
 	if body == nil {
-		body = http.NoBody
+		return nil, &NotReplayableError{Method: req.Method, Reason: "GetBody returned no body"}
 	}
 	return body, nil
 }
