@@ -1,0 +1,509 @@
+package degrade
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-go/holdfast/internal/httpx"
+)
+
+// origin is a handler whose answers a test switches.
+type origin struct {
+	fail    atomic.Bool
+	calls   atomic.Int32
+	headers func(h http.Header)
+}
+
+func (o *origin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	o.calls.Add(1)
+	if o.fail.Load() {
+		w.Header().Set("Retry-After", "5")
+		w.Header().Set("X-Failure", "yes")
+		http.Error(w, "upstream down", http.StatusServiceUnavailable)
+		return
+	}
+	if o.headers != nil {
+		o.headers(w.Header())
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	fmt.Fprintf(w, "hello %s %s", r.URL.Path, r.Header.Get("Authorization"))
+}
+
+func get(t *testing.T, h http.Handler, path string, hdr ...string) *httptest.ResponseRecorder {
+	t.Helper()
+	r := httptest.NewRequest(http.MethodGet, path, nil)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		r.Header.Add(hdr[i], hdr[i+1])
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, r)
+	return rec
+}
+
+func TestStaleHandlerServesStaleWithHeaders(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		o := &origin{headers: func(h http.Header) {
+			h.Set("Cache-Control", "max-age=10")
+			h.Set("Set-Cookie", "session=secret")
+			h.Set("ETag", `"v1"`)
+		}}
+		var events []StaleEvent
+		s := &Stale{OnStale: func(e StaleEvent) { events = append(events, e) }}
+		outer := func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("X-Request-Id", r.Header.Get("X-Req"))
+				next.ServeHTTP(w, r)
+			})
+		}
+		h := outer(s.Handler(o))
+
+		// A scoped caller: the Set-Cookie response may be stored (without the cookie).
+		rec := get(t, h, "/a", "X-Req", "1", "Authorization", "Bearer t")
+		require.Equal(t, 200, rec.Code)
+		assert.Equal(t, "hello /a Bearer t", rec.Body.String())
+		assert.Empty(t, rec.Header().Get(httpx.HeaderDegraded))
+		assert.Equal(t, 1, s.Len())
+
+		time.Sleep(100 * time.Second)
+		o.fail.Store(true)
+		rec = get(t, h, "/a", "X-Req", "2", "Authorization", "Bearer t")
+		assert.Equal(t, 200, rec.Code)
+		assert.Equal(t, "hello /a Bearer t", rec.Body.String())
+		assert.Equal(t, "100", rec.Header().Get("Age"))
+		assert.Equal(t, "holdfast; hit; ttl=-90; detail=stale-if-error", rec.Header().Get("Cache-Status"))
+		assert.Equal(t, "stale-if-error", rec.Header().Get(httpx.HeaderDegraded))
+		assert.Equal(t, `"v1"`, rec.Header().Get("ETag"))
+		assert.Equal(t, "2", rec.Header().Get("X-Request-Id"), "outer middleware's fields are this request's")
+		assert.Equal(t, "17", rec.Header().Get("Content-Length"))
+		assert.Empty(t, rec.Header().Get("Set-Cookie"), "cookies are never replayed")
+		assert.Empty(t, rec.Header().Get("X-Failure"), "the failure's fields are discarded")
+		assert.Empty(t, rec.Header().Get("Retry-After"))
+		require.Len(t, events, 1)
+		assert.Equal(t, 503, events[0].Status)
+		assert.Equal(t, 100*time.Second, events[0].Age)
+
+		// Nothing stored for /b: the failure passes through.
+		rec = get(t, h, "/b")
+		assert.Equal(t, 503, rec.Code)
+		assert.Equal(t, "yes", rec.Header().Get("X-Failure"))
+		assert.Contains(t, rec.Body.String(), "upstream down")
+		assert.Empty(t, rec.Header().Get(httpx.HeaderDegraded))
+	})
+}
+
+func TestStaleIfErrorAndMaxStaleBound(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cc := "max-age=60, stale-if-error=120"
+		o := &origin{headers: func(h http.Header) { h.Set("Cache-Control", cc) }}
+		s := &Stale{MaxStale: 10 * time.Minute}
+		h := s.Handler(o)
+		require.Equal(t, 200, get(t, h, "/sie").Code)
+		cc = "max-age=0"
+		require.Equal(t, 200, get(t, h, "/max").Code)
+		o.fail.Store(true)
+
+		time.Sleep(180 * time.Second) // 60 s fresh + 120 s stale-if-error: still ok
+		assert.Equal(t, 200, get(t, h, "/sie").Code)
+		assert.Equal(t, "holdfast; hit; ttl=-120; detail=stale-if-error", get(t, h, "/sie").Header().Get("Cache-Status"))
+		time.Sleep(time.Second)
+		assert.Equal(t, 503, get(t, h, "/sie").Code, "past stale-if-error")
+
+		assert.Equal(t, 200, get(t, h, "/max").Code)
+		time.Sleep(10*time.Minute - 181*time.Second)
+		assert.Equal(t, 200, get(t, h, "/max").Code, "exactly MaxStale")
+		time.Sleep(time.Second)
+		assert.Equal(t, 503, get(t, h, "/max").Code, "past MaxStale")
+	})
+}
+
+func TestStaleNeverStores(t *testing.T) {
+	cases := map[string]struct {
+		reqHdr []string
+		cc     string
+		extra  func(h http.Header)
+		scope  func(*http.Request) string
+	}{
+		"no-store":             {cc: "no-store"},
+		"NO-STORE mixed case":  {cc: "max-age=5, NO-STORE"},
+		"no-cache":             {cc: "no-cache"},
+		"must-revalidate":      {cc: "max-age=5, must-revalidate"},
+		"request no-store":     {reqHdr: []string{"Cache-Control", "no-store"}},
+		"private anonymous":    {cc: "private, max-age=60"},
+		"private qualified":    {cc: `private="X-Foo", max-age=60`},
+		"vary star":            {extra: func(h http.Header) { h.Set("Vary", "*") }},
+		"set-cookie shared":    {extra: func(h http.Header) { h.Set("Set-Cookie", "a=b") }},
+		"s-maxage shared":      {cc: "s-maxage=60"},
+		"proxy-revalidate":     {cc: "proxy-revalidate"},
+		"authorization shared": {reqHdr: []string{"Authorization", "Bearer x"}, scope: func(*http.Request) string { return "" }},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			o := &origin{headers: func(h http.Header) {
+				if tc.cc != "" {
+					h.Set("Cache-Control", tc.cc)
+				}
+				if tc.extra != nil {
+					tc.extra(h)
+				}
+			}}
+			s := &Stale{Scope: tc.scope}
+			h := s.Handler(o)
+			require.Equal(t, 200, get(t, h, "/x", tc.reqHdr...).Code)
+			assert.Equal(t, 0, s.Len())
+			o.fail.Store(true)
+			assert.Equal(t, 503, get(t, h, "/x", tc.reqHdr...).Code)
+		})
+	}
+}
+
+func TestStaleNoStoreEvictsEarlierEntry(t *testing.T) {
+	cc := "max-age=60"
+	o := &origin{headers: func(h http.Header) { h.Set("Cache-Control", cc) }}
+	s := &Stale{}
+	h := s.Handler(o)
+	get(t, h, "/x")
+	require.Equal(t, 1, s.Len())
+	cc = "no-store"
+	get(t, h, "/x")
+	assert.Equal(t, 0, s.Len())
+	o.fail.Store(true)
+	assert.Equal(t, 503, get(t, h, "/x").Code)
+}
+
+func TestStalePerCaller(t *testing.T) {
+	o := &origin{headers: func(h http.Header) { h.Set("Cache-Control", "private, max-age=60") }}
+	s := &Stale{}
+	srv := httptest.NewServer(s.Handler(o))
+	defer srv.Close()
+	do := func(hdr ...string) (int, string, string) {
+		req, err := http.NewRequest(http.MethodGet, srv.URL+"/me", nil)
+		require.NoError(t, err)
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Add(hdr[i], hdr[i+1])
+		}
+		resp, err := srv.Client().Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp.Header.Get(httpx.HeaderDegraded)
+	}
+	code, body, _ := do("Authorization", "Bearer alice")
+	require.Equal(t, 200, code)
+	require.Equal(t, "hello /me Bearer alice", body)
+	code, _, _ = do("Cookie", "session=carol")
+	require.Equal(t, 200, code)
+	code, _, _ = do() // anonymous: private, not stored
+	require.Equal(t, 200, code)
+	assert.Equal(t, 2, s.Len())
+
+	o.fail.Store(true)
+	code, body, deg := do("Authorization", "Bearer alice")
+	assert.Equal(t, 200, code)
+	assert.Equal(t, "hello /me Bearer alice", body)
+	assert.Equal(t, "stale-if-error", deg)
+
+	for _, hdr := range [][]string{
+		{"Authorization", "Bearer bob"},
+		{"Authorization", "Bearer alic"},
+		{"Cookie", "session=mallory"},
+		{"Authorization", "Bearer alice", "Cookie", "x=y"},
+		{},
+	} {
+		code, body, _ = do(hdr...)
+		assert.Equal(t, 503, code, "%v must not see another caller's response", hdr)
+		assert.NotContains(t, body, "alice")
+	}
+	code, _, _ = do("Cookie", "session=carol")
+	assert.Equal(t, 200, code)
+}
+
+func TestStaleCustomScope(t *testing.T) {
+	o := &origin{headers: func(h http.Header) { h.Set("Cache-Control", "private") }}
+	s := &Stale{Scope: func(r *http.Request) string { return r.Header.Get("X-Tenant") }}
+	h := s.Handler(o)
+	get(t, h, "/t", "X-Tenant", "acme", "Authorization", "Bearer 1")
+	o.fail.Store(true)
+	rec := get(t, h, "/t", "X-Tenant", "acme", "Authorization", "Bearer 2")
+	assert.Equal(t, 200, rec.Code, "same tenant shares")
+	assert.Equal(t, "hello /t Bearer 1", rec.Body.String())
+	assert.Equal(t, 503, get(t, h, "/t", "X-Tenant", "other").Code)
+	assert.Equal(t, 503, get(t, h, "/t").Code)
+}
+
+func TestStaleVary(t *testing.T) {
+	o := &origin{headers: func(h http.Header) { h.Set("Vary", "Accept-Language, accept") }}
+	h0 := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if o.fail.Load() {
+			w.WriteHeader(500)
+			return
+		}
+		o.headers(w.Header())
+		fmt.Fprint(w, r.Header.Get("Accept-Language"))
+	})
+	s := &Stale{}
+	h := s.Handler(h0)
+	get(t, h, "/v", "Accept-Language", "de")
+	get(t, h, "/v", "Accept-Language", "fr")
+	get(t, h, "/v", "Accept-Language", "fr") // same variant replaced
+	assert.Equal(t, 2, s.Len())
+	o.fail.Store(true)
+	assert.Equal(t, "de", get(t, h, "/v", "Accept-Language", "de").Body.String())
+	assert.Equal(t, "fr", get(t, h, "/v", "Accept-Language", "fr").Body.String())
+	assert.Equal(t, 500, get(t, h, "/v", "Accept-Language", "it").Code)
+	assert.Equal(t, 500, get(t, h, "/v", "Accept-Language", "de", "Accept", "text/html").Code)
+}
+
+func TestStaleStreamingAndLargeNotStored(t *testing.T) {
+	s := &Stale{MaxEntryBytes: 10}
+	var fail atomic.Bool
+	h := s.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fail.Load() {
+			w.WriteHeader(502)
+			return
+		}
+		switch r.URL.Path {
+		case "/stream":
+			io.WriteString(w, "a")
+			http.NewResponseController(w).Flush()
+			io.WriteString(w, "b")
+		case "/large":
+			io.WriteString(w, "0123456789")
+			io.WriteString(w, "X")
+		case "/small":
+			w.Header().Set("Content-Length", "3")
+			io.WriteString(w, "abc")
+		}
+	}))
+	rec := get(t, h, "/stream")
+	assert.Equal(t, "ab", rec.Body.String())
+	assert.True(t, rec.Flushed, "flush reaches the real writer")
+	assert.Equal(t, "0123456789X", get(t, h, "/large").Body.String())
+	assert.Equal(t, "abc", get(t, h, "/small").Body.String())
+	assert.Equal(t, 1, s.Len())
+	fail.Store(true)
+	assert.Equal(t, 502, get(t, h, "/stream").Code)
+	assert.Equal(t, 502, get(t, h, "/large").Code)
+	assert.Equal(t, "abc", get(t, h, "/small").Body.String())
+}
+
+func TestStaleNonGETAndHeldFlush(t *testing.T) {
+	s := &Stale{}
+	var fail atomic.Bool
+	h := s.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fail.Load() {
+			w.WriteHeader(500)
+			http.NewResponseController(w).Flush()
+			io.WriteString(w, "secret stack trace")
+			w.WriteHeader(501)
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("POST", "/p", nil))
+	assert.Equal(t, 0, s.Len(), "POST is never stored")
+	get(t, h, "/p")
+	require.Equal(t, 1, s.Len())
+	fail.Store(true)
+	rec = get(t, h, "/p")
+	assert.Equal(t, 200, rec.Code)
+	assert.Equal(t, "ok", rec.Body.String())
+	assert.NotContains(t, rec.Body.String(), "secret")
+}
+
+func TestStaleLRUBounds(t *testing.T) {
+	s := &Stale{MaxEntries: 3}
+	var fail atomic.Bool
+	h := s.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fail.Load() {
+			w.WriteHeader(500)
+			return
+		}
+		io.WriteString(w, strings.Repeat("x", 1000))
+	}))
+	for _, p := range []string{"/1", "/2", "/3"} {
+		get(t, h, p)
+	}
+	fail.Store(true)
+	assert.Equal(t, 200, get(t, h, "/1").Code) // /1 is now most recent
+	fail.Store(false)
+	get(t, h, "/4") // evicts /2
+	assert.Equal(t, 3, s.Len())
+	fail.Store(true)
+	assert.Equal(t, 500, get(t, h, "/2").Code)
+	assert.Equal(t, 200, get(t, h, "/1").Code)
+	assert.Equal(t, 200, get(t, h, "/3").Code)
+	assert.Equal(t, 200, get(t, h, "/4").Code)
+
+	// Bytes: room for two 1000-byte entries only.
+	s2 := &Stale{MaxBytes: 2 * 1400}
+	h2 := s2.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, strings.Repeat("x", 1000))
+	}))
+	for _, p := range []string{"/1", "/2", "/3", "/4"} {
+		get(t, h2, p)
+	}
+	assert.Equal(t, 2, s2.Len())
+	s2.mu.Lock()
+	assert.LessOrEqual(t, s2.bytes, int64(2*1400))
+	s2.mu.Unlock()
+}
+
+func TestStaleServeStaleAndLookup(t *testing.T) {
+	o := &origin{}
+	s := &Stale{}
+	h := s.Handler(o)
+	get(t, h, "/f")
+
+	rec := httptest.NewRecorder()
+	assert.True(t, s.ServeStale(rec, httptest.NewRequest("GET", "/f", nil)))
+	assert.Equal(t, "hello /f ", rec.Body.String())
+	assert.Equal(t, "stale-if-error", rec.Header().Get(httpx.HeaderDegraded))
+	rec = httptest.NewRecorder()
+	assert.False(t, s.ServeStale(rec, httptest.NewRequest("GET", "/other", nil)))
+	assert.False(t, s.ServeStale(rec, httptest.NewRequest("POST", "/f", nil)))
+	assert.Equal(t, 200, rec.Code)
+	assert.Empty(t, rec.Body.String(), "nothing written on false")
+
+	resp, ok := s.Lookup(httptest.NewRequest("GET", "/f", nil))
+	require.True(t, ok)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, "hello /f ", string(b))
+	assert.Equal(t, 200, resp.StatusCode)
+	assert.Contains(t, resp.Header.Get("Cache-Status"), "detail=stale-if-error")
+	_, ok = s.Lookup(httptest.NewRequest("GET", "/f", nil).WithContext(context.Background()))
+	assert.True(t, ok)
+	_, ok = s.Lookup(httptest.NewRequest("GET", "/nope", nil))
+	assert.False(t, ok)
+}
+
+func TestStaleTransport(t *testing.T) {
+	var mode atomic.Value // "ok", "503", "down", "open", "hang"
+	mode.Store("ok")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=1")
+		fmt.Fprintf(w, "data for %s", r.URL.Path)
+	}))
+	defer srv.Close()
+	base := rtFunc(func(r *http.Request) (*http.Response, error) {
+		switch mode.Load() {
+		case "503":
+			return &http.Response{StatusCode: 503, Body: io.NopCloser(strings.NewReader("down")), Header: http.Header{}, Request: r}, nil
+		case "down":
+			return nil, errors.New("dial tcp: connection refused")
+		case "open":
+			return nil, fmt.Errorf("payments: %w", httpx.ErrCircuitOpen)
+		case "cancel":
+			return nil, context.Canceled
+		}
+		return srv.Client().Transport.RoundTrip(r)
+	})
+	var events []StaleEvent
+	s := &Stale{OnStale: func(e StaleEvent) { events = append(events, e) }}
+	client := &http.Client{Transport: s.Transport(base)}
+	read := func(path string) (*http.Response, string, error) {
+		resp, err := client.Get(srv.URL + path)
+		if err != nil {
+			return nil, "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b), nil
+	}
+	_, body, err := read("/d")
+	require.NoError(t, err)
+	require.Equal(t, "data for /d", body)
+	assert.Equal(t, 1, s.Len())
+
+	// A body closed before EOF is not stored.
+	resp, err := client.Get(srv.URL + "/partial")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, 1, s.Len())
+
+	for _, m := range []string{"503", "down", "open"} {
+		mode.Store(m)
+		resp, body, err := read("/d")
+		require.NoError(t, err, m)
+		assert.Equal(t, 200, resp.StatusCode, m)
+		assert.Equal(t, "data for /d", body, m)
+		assert.Equal(t, "stale-if-error", resp.Header.Get(httpx.HeaderDegraded), m)
+		assert.NotEmpty(t, resp.Header.Get("Age"), m)
+		assert.Contains(t, resp.Header.Get("Cache-Status"), "holdfast; hit; ttl=", m)
+	}
+	require.Len(t, events, 3)
+	assert.Equal(t, 503, events[0].Status)
+	assert.ErrorIs(t, events[2].Err, httpx.ErrCircuitOpen)
+
+	mode.Store("down")
+	_, _, err = read("/partial")
+	assert.Error(t, err, "nothing stored: the error comes through")
+	mode.Store("503")
+	resp, body, err = read("/partial")
+	require.NoError(t, err)
+	assert.Equal(t, 503, resp.StatusCode)
+	assert.Equal(t, "down", body)
+
+	// The caller's own cancellation is not papered over.
+	mode.Store("cancel")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/d", nil)
+	_, err = s.Transport(base).RoundTrip(req)
+	assert.ErrorIs(t, err, context.Canceled)
+
+	// Non-GET passes straight through.
+	mode.Store("down")
+	req, _ = http.NewRequest("POST", srv.URL+"/d", nil)
+	_, err = s.Transport(base).RoundTrip(req)
+	assert.Error(t, err)
+}
+
+func TestStaleTransportAuthorizationScoped(t *testing.T) {
+	var fail atomic.Bool
+	base := rtFunc(func(r *http.Request) (*http.Response, error) {
+		if fail.Load() {
+			return nil, errors.New("down")
+		}
+		return &http.Response{StatusCode: 200, Header: http.Header{},
+			Body: io.NopCloser(strings.NewReader("for " + r.Header.Get("Authorization"))), Request: r}, nil
+	})
+	s := &Stale{}
+	rt := s.Transport(base)
+	do := func(auth string) (string, error) {
+		req, _ := http.NewRequest("GET", "https://api.example/me", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b), nil
+	}
+	_, err := do("Bearer alice")
+	require.NoError(t, err)
+	fail.Store(true)
+	got, err := do("Bearer alice")
+	require.NoError(t, err)
+	assert.Equal(t, "for Bearer alice", got)
+	_, err = do("Bearer bob")
+	assert.Error(t, err)
+	_, err = do("")
+	assert.Error(t, err)
+}
