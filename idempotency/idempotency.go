@@ -167,10 +167,15 @@ type Config struct {
 // the first request with a key runs and its response is stored and
 // replayed to duplicates. It is safe for concurrent use.
 type Idempotency struct {
-	cfg     Config
-	methods []string
-	headers []string
-	bufs    sync.Pool
+	cfg         Config
+	methods     []string
+	headers     []string
+	nonBlocking bool
+	ownerPrefix string
+	ownerSeq    atomic.Uint64
+	bufs        sync.Pool // *bytes.Buffer for responses
+	exts        sync.Pool // *extender
+	hashBufs    sync.Pool // *[]byte for hashing
 }
 
 // New returns an Idempotency configured by cfg. It panics if cfg.Store is
@@ -217,6 +222,9 @@ func New(cfg Config) *Idempotency {
 		}
 	}
 	x.bufs.New = func() any { return new(bytes.Buffer) }
+	x.hashBufs.New = func() any { b := make([]byte, 0, 512); return &b }
+	_, x.nonBlocking = cfg.Store.(noDeadline)
+	x.ownerPrefix = newToken()[:16]
 	return x
 }
 
@@ -340,8 +348,8 @@ func (x *Idempotency) prepare(w http.ResponseWriter, r *http.Request) (*keyed, b
 		route = x.cfg.Route(r)
 	}
 	in := &keyed{key: key, body: body}
-	in.storeKey = recordKey(x.cfg.Scope == nil, scope, r, route, key)
-	in.fingerprint = fingerprint(r, body)
+	in.storeKey = x.recordKey(x.cfg.Scope == nil, scope, r, route, key)
+	in.fingerprint = x.fingerprint(r, body)
 	return in, true
 }
 
@@ -380,39 +388,69 @@ func (x *Idempotency) readBody(r *http.Request) ([]byte, error) {
 
 // recordKey hashes the scope, method, route and key into the store's key.
 // Each part is length-prefixed so that no two tuples collide.
-func recordKey(credentials bool, scope string, r *http.Request, route, key string) string {
-	h := sha256.New()
+func (x *Idempotency) recordKey(credentials bool, scope string, r *http.Request, route, key string) string {
+	bp := x.hashBufs.Get().(*[]byte)
+	b := (*bp)[:0]
 	if credentials {
-		io.WriteString(h, "holdfast/idempotency/v1/credentials\x00")
-		writePart(h, r.Header.Get("Authorization"))
-		writePart(h, r.Header.Get("Cookie"))
+		b = append(b, "holdfast/idempotency/v1/credentials\x00"...)
+		b = appendPart(b, r.Header.Get("Authorization"))
+		b = appendPart(b, r.Header.Get("Cookie"))
 	} else {
-		io.WriteString(h, "holdfast/idempotency/v1/scope\x00")
-		writePart(h, scope)
+		b = append(b, "holdfast/idempotency/v1/scope\x00"...)
+		b = appendPart(b, scope)
 	}
-	writePart(h, r.Method)
-	writePart(h, route)
-	writePart(h, key)
-	var sum [sha256.Size]byte
-	return hex.EncodeToString(h.Sum(sum[:0]))
+	b = appendPart(b, r.Method)
+	b = appendPart(b, route)
+	b = appendPart(b, key)
+	sum := sha256.Sum256(b)
+	x.putHashBuf(bp, b)
+	return hex.EncodeToString(sum[:])
 }
 
 // fingerprint identifies the request: method, path, query and body.
-func fingerprint(r *http.Request, body []byte) string {
-	h := sha256.New()
-	writePart(h, r.Method)
-	writePart(h, r.URL.EscapedPath())
-	writePart(h, r.URL.RawQuery)
-	writePart(h, string(body))
-	var sum [sha256.Size]byte
-	return hex.EncodeToString(h.Sum(sum[:0]))
+func (x *Idempotency) fingerprint(r *http.Request, body []byte) string {
+	bp := x.hashBufs.Get().(*[]byte)
+	b := (*bp)[:0]
+	b = appendPart(b, r.Method)
+	b = appendPart(b, r.URL.EscapedPath())
+	b = appendPart(b, r.URL.RawQuery)
+	if len(body) > 4<<10 {
+		sum := sha256.Sum256(body)
+		b = appendPart(b, string(sum[:]))
+	} else {
+		b = binary.BigEndian.AppendUint64(b, uint64(len(body)))
+		b = append(b, body...)
+	}
+	sum := sha256.Sum256(b)
+	x.putHashBuf(bp, b)
+	return hex.EncodeToString(sum[:])
 }
 
-func writePart(w io.Writer, s string) {
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(len(s)))
-	_, _ = w.Write(n[:])
-	_, _ = io.WriteString(w, s)
+func (x *Idempotency) putHashBuf(bp *[]byte, b []byte) {
+	if cap(b) <= 16<<10 {
+		*bp = b[:0]
+		x.hashBufs.Put(bp)
+	}
+}
+
+func appendPart(b []byte, s string) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// newOwner returns a token unique to this claim: a random per-instance
+// prefix (crypto/rand) and a counter.
+func (x *Idempotency) newOwner() string {
+	var b [16 + 1 + 16]byte
+	copy(b[:], x.ownerPrefix)
+	b[16] = '.'
+	n := x.ownerSeq.Add(1)
+	const digits = "0123456789abcdef"
+	for i := len(b) - 1; i > 16; i-- {
+		b[i] = digits[n&0xf]
+		n >>= 4
+	}
+	return string(b[:])
 }
 
 // newToken returns 128 random bits in hex.
@@ -422,18 +460,30 @@ func newToken() string {
 	return hex.EncodeToString(b[:])
 }
 
+// noDeadline is implemented by stores whose calls never block (the memory
+// store): the handler then spares them a timeout context per call.
+type noDeadline interface{ neverBlocks() }
+
+func nop() {}
+
 func (x *Idempotency) storeCtx(parent context.Context) (context.Context, context.CancelFunc) {
+	if x.nonBlocking {
+		return parent, nop
+	}
 	return context.WithTimeout(parent, x.cfg.StoreTimeout)
 }
 
 // detachedCtx is for calls that must happen even though the client left:
 // completing, releasing.
 func (x *Idempotency) detachedCtx(parent context.Context) (context.Context, context.CancelFunc) {
+	if x.nonBlocking {
+		return context.WithoutCancel(parent), nop
+	}
 	return context.WithTimeout(context.WithoutCancel(parent), x.cfg.StoreTimeout)
 }
 
 func (x *Idempotency) serve(w http.ResponseWriter, r *http.Request, next http.Handler, in *keyed) {
-	owner := newToken()
+	owner := x.newOwner()
 	ctx, cancel := x.storeCtx(r.Context())
 	rec, claimed, err := x.cfg.Store.Claim(ctx, in.storeKey, in.fingerprint, owner, x.cfg.Lease)
 	cancel()
@@ -513,8 +563,8 @@ func (x *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Hand
 	ext := x.extend(r, in, owner, fence)
 	panicked := true
 	defer func() {
-		ext.stop()
 		if panicked {
+			ext.stop()
 			x.release(r, in.key, in.storeKey, owner, fence, ReasonPanic, cw.status)
 			// The buffered response is dropped; the panic goes on to the
 			// server or a recovery middleware, which answers.
@@ -523,12 +573,12 @@ func (x *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Hand
 	}()
 	next.ServeHTTP(cw, r)
 	panicked = false
-	ext.stop()
+	lost := ext.stop()
 
 	switch {
 	case cw.passReason != "":
 		x.release(r, in.key, in.storeKey, owner, fence, cw.passReason, cw.status)
-	case ext.lost.Load():
+	case lost:
 		x.lost(r, in.key, cw.status)
 		cw.send()
 	default:
@@ -541,10 +591,7 @@ func (x *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Hand
 			cw.send()
 			break
 		}
-		resp := Response{Status: status, Header: x.storedHeader(w.Header()), Body: buf.Bytes()}
-		ctx, cancel := x.detachedCtx(r.Context())
-		err := x.cfg.Store.Complete(ctx, in.storeKey, owner, fence, resp, x.cfg.TTL)
-		cancel()
+		err := x.complete(r.Context(), in.storeKey, owner, fence, status, w.Header(), buf.Bytes())
 		if err != nil {
 			if errors.Is(err, ErrNotOwner) {
 				x.lost(r, in.key, status)
@@ -557,6 +604,19 @@ func (x *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Hand
 	x.putBuf(buf)
 }
 
+// complete stores a response. The memory store takes a fresh copy without
+// copying it again.
+func (x *Idempotency) complete(parent context.Context, storeKey, owner string, fence uint64, status int, h http.Header, body []byte) error {
+	if m, ok := x.cfg.Store.(*MemoryStore); ok {
+		resp := &Response{Status: status, Header: x.storedHeader(h), Body: bytes.Clone(body)}
+		return m.completeOwned(storeKey, owner, fence, resp, x.cfg.TTL)
+	}
+	resp := Response{Status: status, Header: x.storedHeader(h), Body: body}
+	ctx, cancel := x.detachedCtx(parent)
+	defer cancel()
+	return x.cfg.Store.Complete(ctx, storeKey, owner, fence, resp, x.cfg.TTL)
+}
+
 func (x *Idempotency) putBuf(b *bytes.Buffer) {
 	if b.Cap() > 64<<10 {
 		return // do not keep big buffers around
@@ -565,14 +625,25 @@ func (x *Idempotency) putBuf(b *bytes.Buffer) {
 	x.bufs.Put(b)
 }
 
+// storedHeader returns a fresh copy of the allow-listed headers of h.
 func (x *Idempotency) storedHeader(h http.Header) http.Header {
-	var out http.Header
+	n, values := 0, 0
 	for _, k := range x.headers {
 		if vs, ok := h[k]; ok {
-			if out == nil {
-				out = make(http.Header, 4)
-			}
-			out[k] = vs
+			n++
+			values += len(vs)
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	out := make(http.Header, n)
+	all := make([]string, 0, values)
+	for _, k := range x.headers {
+		if vs, ok := h[k]; ok {
+			start := len(all)
+			all = append(all, vs...)
+			out[k] = all[start:len(all):len(all)]
 		}
 	}
 	return out
@@ -612,47 +683,78 @@ func (x *Idempotency) storeError(r *http.Request, key, op string, err error) {
 }
 
 // extender renews a lease every third of it while a handler runs.
+// Extenders and their timers are pooled: a generation number tells a
+// renewal of this use from a late one of a previous use.
 type extender struct {
-	mu      sync.Mutex
-	t       *time.Timer
-	stopped bool
-	lost    atomic.Bool
+	x  *Idempotency
+	t  *time.Timer
+	mu sync.Mutex
+	// Guarded by mu:
+	gen           uint64
+	active, lost  bool
+	r             *http.Request
+	key, storeKey string
+	owner         string
+	fence         uint64
 }
 
+// extend starts renewing the claim; stop ends it.
 func (x *Idempotency) extend(r *http.Request, in *keyed, owner string, fence uint64) *extender {
-	e := &extender{}
-	every := x.cfg.Lease / 3
+	e, _ := x.exts.Get().(*extender)
+	if e == nil {
+		e = &extender{x: x}
+		e.mu.Lock()
+		e.t = time.AfterFunc(time.Hour, e.fire)
+		e.t.Stop()
+		e.mu.Unlock()
+	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.t = time.AfterFunc(every, func() {
-		e.mu.Lock()
-		stopped := e.stopped
-		e.mu.Unlock()
-		if stopped {
-			return
-		}
-		ctx, cancel := x.detachedCtx(r.Context())
-		err := x.cfg.Store.Extend(ctx, in.storeKey, owner, fence, x.cfg.Lease)
-		cancel()
-		switch {
-		case errors.Is(err, ErrNotOwner):
-			e.lost.Store(true)
-			return
-		case err != nil:
-			x.storeError(r, in.key, "extend", err)
-		}
-		e.mu.Lock()
-		if !e.stopped {
-			e.t.Reset(every)
-		}
-		e.mu.Unlock()
-	})
+	e.gen++
+	e.active, e.lost = true, false
+	e.r, e.key, e.storeKey, e.owner, e.fence = r, in.key, in.storeKey, owner, fence
+	e.t.Reset(x.cfg.Lease / 3)
+	e.mu.Unlock()
 	return e
 }
 
-func (e *extender) stop() {
+func (e *extender) fire() {
 	e.mu.Lock()
-	e.stopped = true
-	e.t.Stop()
+	if !e.active {
+		e.mu.Unlock()
+		return
+	}
+	gen, r, key, storeKey, owner, fence := e.gen, e.r, e.key, e.storeKey, e.owner, e.fence
 	e.mu.Unlock()
+
+	x := e.x
+	ctx, cancel := x.detachedCtx(r.Context())
+	err := x.cfg.Store.Extend(ctx, storeKey, owner, fence, x.cfg.Lease)
+	cancel()
+
+	e.mu.Lock()
+	current := e.active && e.gen == gen
+	switch {
+	case !current:
+	case errors.Is(err, ErrNotOwner):
+		e.lost = true
+	default:
+		e.t.Reset(x.cfg.Lease / 3)
+	}
+	e.mu.Unlock()
+	if current && err != nil && !errors.Is(err, ErrNotOwner) {
+		x.storeError(r, key, "extend", err)
+	}
+}
+
+// stop ends the renewal and reports whether the lease was lost meanwhile.
+// e must not be used after.
+func (e *extender) stop() (lost bool) {
+	e.mu.Lock()
+	e.t.Stop()
+	lost = e.lost
+	e.active = false
+	e.r, e.key, e.storeKey, e.owner = nil, "", "", ""
+	e.mu.Unlock()
+	e.x.exts.Put(e)
+	return lost
 }

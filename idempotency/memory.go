@@ -87,6 +87,8 @@ type memEntry struct {
 
 var _ Store = (*MemoryStore)(nil)
 
+func (*MemoryStore) neverBlocks() {}
+
 // NewMemoryStore returns a MemoryStore configured by cfg and starts its
 // sweeper. Call Close when done with it.
 func NewMemoryStore(cfg MemoryConfig) *MemoryStore {
@@ -363,8 +365,13 @@ func (s *MemoryStore) Extend(_ context.Context, key, owner string, fence uint64,
 
 // Complete implements Store.
 func (s *MemoryStore) Complete(_ context.Context, key, owner string, fence uint64, resp Response, ttl time.Duration) error {
-	now := time.Now()
 	stored := &Response{Status: resp.Status, Header: resp.Header.Clone(), Body: slices.Clone(resp.Body)}
+	return s.completeOwned(key, owner, fence, stored, ttl)
+}
+
+// completeOwned is Complete with a response that the store may keep.
+func (s *MemoryStore) completeOwned(key, owner string, fence uint64, stored *Response, ttl time.Duration) error {
+	now := time.Now()
 	sh := s.shard(key)
 	sh.mu.Lock()
 	e := sh.m[key]

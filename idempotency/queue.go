@@ -134,7 +134,7 @@ func (x *Idempotency) accepted(w http.ResponseWriter, r *http.Request, key strin
 // poisoned request does not block the queue. Replay returns the number of
 // responses stored and the first error; it stops when ctx is done.
 func (x *Idempotency) Replay(ctx context.Context, handler http.Handler) (n int, err error) {
-	owner := newToken()
+	owner := x.newOwner()
 	for {
 		if ctx.Err() != nil {
 			return n, context.Cause(ctx)
@@ -184,8 +184,7 @@ func (x *Idempotency) replayOne(ctx context.Context, handler http.Handler, item 
 	in := &keyed{storeKey: item.Key}
 	ext := x.extend(req, in, owner, rec.Fence)
 	panicked := x.serveRecorded(handler, rw, req)
-	ext.stop()
-	if ext.lost.Load() {
+	if ext.stop() {
 		x.lost(req, "", rw.status)
 		return false, nil
 	}
