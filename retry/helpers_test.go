@@ -55,4 +55,3 @@ func response(req *http.Request, status int, body io.ReadCloser, kv ...string) *
 	return &http.Response{StatusCode: status, Status: http.StatusText(status), Header: h, Body: body, Request: req,
 		ProtoMajor: 1, ProtoMinor: 1}
 }
-

@@ -187,20 +187,21 @@ func TestRetryAfterNotJitteredBelow(t *testing.T) {
 
 func TestRetryAfterBeyondCapReturnsAtOnce(t *testing.T) {
 	for _, tt := range []struct {
-		name string
-		tr   retry.Transport
-		ra   string
+		name          string
+		maxRetryAfter time.Duration
+		deadline      time.Duration
+		ra            string
 	}{
-		{"beyond MaxRetryAfter", retry.Transport{MaxRetryAfter: 5 * time.Second, Deadline: time.Minute}, "6"},
-		{"beyond the deadline", retry.Transport{Deadline: 10 * time.Second}, "30"},
-		{"beyond the deadline, MaxRetryAfter larger", retry.Transport{Deadline: 10 * time.Second, MaxRetryAfter: time.Minute}, "11"},
-		{"huge", retry.Transport{}, "99999999999999999999999"},
+		{"beyond MaxRetryAfter", 5 * time.Second, time.Minute, "6"},
+		{"beyond the deadline", 0, 10 * time.Second, "30"},
+		{"beyond the deadline, MaxRetryAfter larger", time.Minute, 10 * time.Second, "11"},
+		{"huge", 0, 0, "99999999999999999999999"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				up := always(http.StatusServiceUnavailable, "Retry-After", tt.ra)
 				var reasons []error
-				tr := tt.tr
+				tr := &retry.Transport{MaxRetryAfter: tt.maxRetryAfter, Deadline: tt.deadline}
 				tr.Base = up
 				tr.Budget = unlimited()
 				tr.OnGiveUp = func(ev retry.GiveUpEvent) { reasons = append(reasons, ev.Reason) }
