@@ -1,0 +1,114 @@
+package stack
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+
+	"github.com/holdfast-go/holdfast/internal/httpx"
+)
+
+// App is the example service's own code, the part a user writes: it serves
+// GET /items/{id} by reading the downstream catalogue and POST /orders by
+// writing to the downstream ledger. It knows nothing of holdfast beyond the
+// Client it is given and DownstreamKey. The naive stack of the outage drill
+// runs the same App with a plain client.
+type App struct {
+	// Client calls the downstream.
+	Client *http.Client
+	// Downstream is the downstream's base URL.
+	Downstream string
+	// DownstreamKey, if not nil, returns the Idempotency-Key to send with
+	// the downstream write of r ("" for none). Deriving it from the
+	// caller's own key makes a retried or replayed order the same write
+	// downstream as well.
+	DownstreamKey func(r *http.Request) string
+	// Error writes an error answer. If nil, http.Error.
+	Error func(w http.ResponseWriter, r *http.Request, status int, detail string)
+}
+
+// ServeHTTP implements http.Handler.
+func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.Method == http.MethodGet && len(r.URL.Path) > len("/items/") && r.URL.Path[:len("/items/")] == "/items/":
+		a.item(w, r, r.URL.Path[len("/items/"):])
+	case r.Method == http.MethodPost && r.URL.Path == "/orders":
+		a.order(w, r)
+	default:
+		a.fail(w, r, http.StatusNotFound, "no such route")
+	}
+}
+
+func (a *App) fail(w http.ResponseWriter, r *http.Request, status int, detail string) {
+	if a.Error != nil {
+		a.Error(w, r, status, detail)
+		return
+	}
+	http.Error(w, detail, status)
+}
+
+// relayed are the downstream response headers passed on to the caller: the
+// ones that say a response came from a fallback.
+var relayed = []string{"Content-Type", "Cache-Control", "Age", "Cache-Status", httpx.HeaderDegraded}
+
+func (a *App) item(w http.ResponseWriter, r *http.Request, id string) {
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, a.Downstream+"/items/"+id, nil)
+	if err != nil {
+		a.fail(w, r, http.StatusBadRequest, "bad item id")
+		return
+	}
+	a.relay(w, r, req, http.StatusOK)
+}
+
+func (a *App) order(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	var v struct {
+		WriteID string `json:"write_id"`
+	}
+	if err != nil || json.Unmarshal(body, &v) != nil || v.WriteID == "" {
+		a.fail(w, r, http.StatusBadRequest, "an order is a JSON object with a write_id")
+		return
+	}
+	// The write must not be abandoned half-way because the caller went away:
+	// the downstream call keeps its own deadlines.
+	ctx := context.WithoutCancel(r.Context())
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.Downstream+"/ledger", bytes.NewReader(body))
+	if err != nil {
+		a.fail(w, r, http.StatusInternalServerError, "cannot build the ledger call")
+		return
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if a.DownstreamKey != nil {
+		if k := a.DownstreamKey(r); k != "" {
+			req.Header.Set(httpx.HeaderIdempotencyKey, k)
+		}
+	}
+	a.relay(w, r, req, http.StatusCreated)
+}
+
+func (a *App) relay(w http.ResponseWriter, r *http.Request, req *http.Request, want int) {
+	resp, err := a.Client.Do(req)
+	if err != nil {
+		a.fail(w, r, http.StatusBadGateway, "downstream unreachable")
+		return
+	}
+	defer httpx.DrainClose(resp.Body)
+	if resp.StatusCode != want && resp.StatusCode != http.StatusOK {
+		a.fail(w, r, http.StatusBadGateway, "downstream answered "+resp.Status)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		a.fail(w, r, http.StatusBadGateway, "downstream answer cut short")
+		return
+	}
+	for _, h := range relayed {
+		if v := resp.Header.Get(h); v != "" {
+			w.Header().Set(h, v)
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = w.Write(body)
+}

@@ -1,0 +1,415 @@
+// Package stack wires every holdfast package into one service, in the order
+// DESIGN.md gives. examples/resilient-api serves it and examples/outagedrill
+// drills it, so what the drill measures is what the example shows.
+//
+// Server side, outermost first:
+//
+//	degrade gate        mode + tier: reads pass, writes are queued (202) while the downstream is down
+//	authfallback        bearer token verified against the last-known-good JWKS (memory + CacheFile)
+//	idempotency         Idempotency-Key: replay, 409, 422, run once and store
+//	breaker (route)     a failing route fails fast
+//	degrade.Stale       a failing read is answered with its last good response, marked stale
+//	App                 the service's own code
+//
+// The App calls the downstream through, outermost first:
+//
+//	idempotency.Transport   a key on every write (the App derives it from the caller's key)
+//	retry.Transport         safe retries within a shared budget
+//	breaker (host)          fail fast while the downstream is down
+//	degrade.Stale           last good response of a read when all else fails
+//	report                  every attempt's outcome to the degrade controller
+//	http.Transport
+package stack
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/holdfast-go/holdfast/authfallback"
+	"github.com/holdfast-go/holdfast/degrade"
+	"github.com/holdfast-go/holdfast/idempotency"
+	"github.com/holdfast-go/holdfast/internal/problem"
+	"github.com/holdfast-go/holdfast/retry"
+)
+
+// Dependency names reported to the degrade controller.
+const (
+	DepDownstream = "downstream"
+	DepIdP        = "idp"
+)
+
+// Config configures a Service. Zero durations take the library defaults,
+// which suit production; the outage drill shortens them to fit in a minute.
+type Config struct {
+	// Issuer, Audience, JWKSURLs and CacheFile configure authfallback.
+	Issuer    string
+	Audience  []string
+	JWKSURLs  []string
+	CacheFile string
+	// KeyRefresh is authfallback's RefreshInterval. If zero, 5 min.
+	KeyRefresh time.Duration
+	// AllowedScopes are the scopes a request authenticated in fallback mode
+	// keeps. If nil, read and write.
+	AllowedScopes []string
+
+	// Downstream is the downstream's base URL.
+	Downstream string
+	// CallTimeout bounds one downstream attempt (breaker timeout). If zero, 2 s.
+	CallTimeout time.Duration
+	// BreakerDelay is how long a breaker stays open before a trial call.
+	// If zero, 30 s.
+	BreakerDelay time.Duration
+	// DetectWindow is the degrade controller's window. If zero, 60 s.
+	DetectWindow time.Duration
+	// ReplayEvery is how often queued writes are replayed while the mode is
+	// normal. If zero, 5 s.
+	ReplayEvery time.Duration
+	// RetryBudget is shared by the downstream client's retries. If nil, one
+	// with the defaults.
+	RetryBudget *retry.Budget
+
+	// Store keeps idempotency records and queued writes. If nil, a memory
+	// store owned by the Service (closed by Close). Pass a Redis or
+	// PostgreSQL store (the nested modules) to share it between replicas;
+	// the outage drill passes one memory store to the service it restarts,
+	// standing in for such a shared store.
+	Store idempotency.Store
+
+	// Base sends the downstream attempts. If nil, a clone of
+	// http.DefaultTransport.
+	Base http.RoundTripper
+
+	// AuditLog receives authfallback's audit events. If nil, slog.Default().
+	AuditLog *slog.Logger
+	// Logger receives the other packages' logs. If nil, nothing is logged.
+	Logger *slog.Logger
+
+	// Hooks are called after the Service's own wiring (e.g. to export
+	// metrics, see examples/otel). Each may be nil.
+	Hooks Hooks
+}
+
+// Hooks lets a caller observe every package of the stack. They are called
+// concurrently and must not block.
+type Hooks struct {
+	OnFallbackEnter func(authfallback.FallbackEvent)
+	OnFallbackExit  func(authfallback.FallbackEvent)
+	OnRefreshError  func(authfallback.RefreshErrorEvent)
+	OnModeChange    func(degrade.ModeChange)
+	OnStale         func(degrade.StaleEvent)
+	OnRetry         func(retry.RetryEvent)
+	OnGiveUp        func(retry.GiveUpEvent)
+	OnIdempotency   func(kind string, ev idempotency.Event)
+	OnBreaker       func(BreakerChange)
+	// OnReplayed is called after each replay of the queued writes that
+	// stored at least one response, or failed.
+	OnReplayed func(n int, err error)
+}
+
+// BreakerChange is a state change of one of the Service's breakers.
+type BreakerChange struct {
+	// Side is "client" (the downstream host) or "server" (a route).
+	Side     string
+	Key      string
+	From, To string
+}
+
+// Service is the wired service. It is an http.Handler.
+type Service struct {
+	Verifier    *authfallback.Verifier
+	Controller  *degrade.Controller
+	Idempotency *idempotency.Idempotency
+	// Client is the downstream client the App uses.
+	Client *http.Client
+
+	handler http.Handler
+	replay  http.Handler // the chain without the gate: what Replay runs
+	owned   *idempotency.MemoryStore
+	cfg     Config
+
+	kick   chan struct{}
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex // serialises replays
+	closes []func()
+}
+
+// New builds a Service. It fails only on an invalid configuration: an
+// unreachable IdP or downstream is an outage to survive, not an error.
+func New(cfg Config) (*Service, error) {
+	s := &Service{cfg: cfg, kick: make(chan struct{}, 1)}
+	h := cfg.Hooks
+	store := cfg.Store
+	if store == nil {
+		s.owned = idempotency.NewMemoryStore(idempotency.MemoryConfig{})
+		store = s.owned
+	}
+
+	// Idempotency first: the gate needs its Enqueue.
+	s.Idempotency = idempotency.New(idempotency.Config{
+		Store:      store,
+		RetryAfter: time.Second,
+		Logger:     cfg.Logger,
+		OnReplay:   idemHook(h, "replay"),
+		OnConflict: idemHook(h, "conflict"),
+		OnRelease:  idemHook(h, "release"),
+		OnStoreError: func(ev idempotency.Event) {
+			if h.OnIdempotency != nil {
+				h.OnIdempotency("store-error", ev)
+			}
+		},
+	})
+
+	s.Controller = degrade.New(degrade.Config{
+		Dependencies: map[string]degrade.Mode{
+			DepDownstream: degrade.Degraded,
+			// Local verification keeps the service whole while the IdP is
+			// down: track it in the status, do not change the mode.
+			DepIdP: degrade.Normal,
+		},
+		Window:     cfg.DetectWindow,
+		MinReports: 5,
+		Queue:      http.HandlerFunc(s.Idempotency.Enqueue),
+		RetryAfter: time.Second,
+		Logger:     cfg.Logger,
+		OnModeChange: func(ch degrade.ModeChange) {
+			if ch.To == degrade.Normal {
+				s.Kick()
+			}
+			if h.OnModeChange != nil {
+				h.OnModeChange(ch)
+			}
+		},
+	})
+	s.closes = append(s.closes, s.Controller.Close)
+
+	v, err := authfallback.New(authfallback.Config{
+		Issuer:          cfg.Issuer,
+		Audience:        cfg.Audience,
+		JWKSURLs:        cfg.JWKSURLs,
+		CacheFile:       cfg.CacheFile,
+		RefreshInterval: cfg.KeyRefresh,
+		FetchTimeout:    2 * time.Second,
+		AuditLog:        cfg.AuditLog,
+		OnFallbackEnter: func(ev authfallback.FallbackEvent) {
+			s.Controller.SetDown(DepIdP, true, ev.Reason)
+			if h.OnFallbackEnter != nil {
+				h.OnFallbackEnter(ev)
+			}
+		},
+		OnFallbackExit: func(ev authfallback.FallbackEvent) {
+			s.Controller.SetDown(DepIdP, false, "")
+			if h.OnFallbackExit != nil {
+				h.OnFallbackExit(ev)
+			}
+		},
+		OnRefreshError: h.OnRefreshError,
+	})
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.Verifier = v
+	s.closes = append(s.closes, func() { _ = v.Close() })
+
+	// The downstream client, innermost first.
+	base := cfg.Base
+	if base == nil {
+		base = http.DefaultTransport.(*http.Transport).Clone()
+	}
+	var rt http.RoundTripper = &reportTransport{base: base, c: s.Controller, dep: DepDownstream}
+	clientStale := &degrade.Stale{MaxStale: time.Hour, OnStale: h.OnStale, Logger: cfg.Logger}
+	rt = clientStale.Transport(rt)
+	rt = s.clientBreaker(rt)
+	rt = &retry.Transport{
+		Base:           rt,
+		Budget:         cfg.RetryBudget,
+		Deadline:       3 * s.callTimeout(),
+		AttemptTimeout: s.callTimeout(),
+		OnRetry:        h.OnRetry,
+		OnGiveUp:       h.OnGiveUp,
+		Logger:         cfg.Logger,
+	}
+	rt = &idempotency.Transport{Base: rt}
+	s.Client = &http.Client{Transport: rt}
+
+	app := &App{
+		Client:        s.Client,
+		Downstream:    cfg.Downstream,
+		DownstreamKey: downstreamKey,
+		Error:         writeProblem,
+	}
+	serverStale := &degrade.Stale{MaxStale: time.Hour, OnStale: h.OnStale, Logger: cfg.Logger}
+	var inner http.Handler = serverStale.Handler(app)
+	inner = s.serverBreaker(inner)
+	inner = s.Idempotency.Handler(inner)
+	inner = v.Handler(inner)
+	s.replay = inner
+	s.handler = s.Controller.Handler(inner)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(1)
+	go s.replayLoop(ctx)
+	return s, nil
+}
+
+func idemHook(h Hooks, kind string) func(idempotency.Event) {
+	if h.OnIdempotency == nil {
+		return nil
+	}
+	return func(ev idempotency.Event) { h.OnIdempotency(kind, ev) }
+}
+
+func (s *Service) callTimeout() time.Duration {
+	if s.cfg.CallTimeout > 0 {
+		return s.cfg.CallTimeout
+	}
+	return 2 * time.Second
+}
+
+func (s *Service) replayEvery() time.Duration {
+	if s.cfg.ReplayEvery > 0 {
+		return s.cfg.ReplayEvery
+	}
+	return 5 * time.Second
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// Kick asks for a replay of the queued writes soon.
+func (s *Service) Kick() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Service) replayLoop(ctx context.Context) {
+	defer s.wg.Done()
+	t := time.NewTicker(s.replayEvery())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.kick:
+		}
+		if s.Controller.Mode() == degrade.Normal {
+			_, _ = s.Replay(ctx)
+		}
+	}
+}
+
+// Replay runs the queued writes once, through the chain without the gate.
+func (s *Service) Replay(ctx context.Context) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, err := s.Idempotency.Replay(ctx, s.replay)
+	if (n > 0 || err != nil) && s.cfg.Hooks.OnReplayed != nil {
+		s.cfg.Hooks.OnReplayed(n, err)
+	}
+	return n, err
+}
+
+// Drain replays queued writes until none is left or ctx ends. It returns the
+// number of writes replayed.
+func (s *Service) Drain(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n, err := s.Replay(ctx)
+		total += n
+		if err == nil && n == 0 {
+			return total, nil
+		}
+		if ctx.Err() != nil {
+			return total, context.Cause(ctx)
+		}
+		if err != nil && !errors.Is(err, idempotency.ErrReplayHalted) {
+			return total, err
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return total, context.Cause(ctx)
+		case <-t.C:
+		}
+	}
+}
+
+// Close stops the Service's goroutines. A store passed in Config is not
+// closed.
+func (s *Service) Close() {
+	if s.cancel != nil {
+		s.cancel()
+		s.wg.Wait()
+	}
+	for i := len(s.closes) - 1; i >= 0; i-- {
+		s.closes[i]()
+	}
+	if s.owned != nil {
+		_ = s.owned.Close()
+	}
+}
+
+// downstreamKey derives the downstream Idempotency-Key of an order from the
+// caller's subject and key, so every attempt, retry and replay of one order
+// is one write downstream too. Orders without a key get a fresh one from
+// idempotency.Transport.
+func downstreamKey(r *http.Request) string {
+	k := r.Header.Get(idempotency.HeaderKey)
+	if k == "" {
+		return ""
+	}
+	sub := ""
+	if res, ok := authfallback.FromContext(r.Context()); ok {
+		sub = res.Subject
+	}
+	sum := sha256.Sum256([]byte(sub + "\x00" + k))
+	return hex.EncodeToString(sum[:16])
+}
+
+func writeProblem(w http.ResponseWriter, r *http.Request, status int, detail string) {
+	p := problem.Problem{Status: status, Detail: detail, Instance: r.URL.Path}
+	switch status {
+	case http.StatusBadGateway:
+		p.Type, p.Title = problem.TypeURI("downstream-failed"), "Downstream failed"
+	case http.StatusBadRequest:
+		p.Type, p.Title = problem.TypeURI("bad-request"), "Bad request"
+	case http.StatusNotFound:
+		p.Type, p.Title = problem.TypeURI("not-found"), "Not found"
+	default:
+		p.Type, p.Title = problem.TypeURI("internal"), "Internal error"
+	}
+	problem.Write(w, p)
+}
+
+// reportTransport reports the outcome of every downstream attempt to the
+// degrade controller: an error or a 5xx is a failure.
+type reportTransport struct {
+	base http.RoundTripper
+	c    *degrade.Controller
+	dep  string
+}
+
+func (t *reportTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	switch {
+	case err != nil:
+		t.c.Report(t.dep, err)
+	case resp.StatusCode >= 500:
+		t.c.Report(t.dep, errors.New(resp.Status))
+	default:
+		t.c.Report(t.dep, nil)
+	}
+	return resp, err
+}
