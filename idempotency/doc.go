@@ -1,0 +1,86 @@
+// Package idempotency provides the Idempotency-Key header (IETF httpapi
+// draft "The Idempotency-Key HTTP Header Field") for net/http: a server
+// middleware that runs the first request with a key and replays its
+// response to every duplicate, a queue for writes accepted during an outage,
+// and a client Transport that adds keys so that retries are safe.
+//
+// # Server
+//
+//	x := idempotency.New(idempotency.Config{
+//		Store: idempotency.NewMemoryStore(idempotency.MemoryConfig{}),
+//		Scope: func(r *http.Request) string { return subjectOf(r) },
+//	})
+//	mux.Handle("POST /orders", auth(x.Handler(createOrder)))
+//
+// For a guarded request (POST and PATCH by default) that carries an
+// Idempotency-Key, [Idempotency.Handler]:
+//
+//   - parses the key: an RFC 9651 string ("...") or the same characters
+//     unquoted, at most 255 characters, exactly one header line; otherwise
+//     400. Without a key the request passes, or gets 400 if RequireKey;
+//   - reads the body (at most MaxRequestBytes, else 413) and computes the
+//     record key, a SHA-256 of the caller's scope, the method, the route and
+//     the key, and the fingerprint, a SHA-256 of the method, path, query and
+//     body;
+//   - claims the record key in the [Store] under a lease (60 s) with an owner
+//     token and a fencing counter. The first request runs; its response is
+//     buffered (status, body up to MaxResponseBytes, 1 MiB) and stored for
+//     TTL (24 h) with the allow-listed headers (never Set-Cookie, never
+//     hop-by-hop) before the client sees it; duplicates get it replayed with
+//     "Idempotent-Replayed: true". A duplicate while it runs gets 409 with
+//     Retry-After; the same key with another fingerprint gets 422;
+//   - renews the lease every third of it while the handler runs, and stores
+//     the response only if it still holds the claim (owner and fence): a
+//     request that lost its claim never overwrites another's response;
+//   - releases the claim, so the client may retry with the same key, when
+//     the status is not one to store (by default 408, 409, 425, 429, 5xx),
+//     when the handler panics (released on a detached context, then the
+//     panic goes on), when it streams (Flush), hijacks the connection or
+//     writes more than MaxResponseBytes: such a response is passed through
+//     to the client, never stored in part. OnRelease says why;
+//   - refuses with 503 and Retry-After when the store fails, unless FailOpen:
+//     nothing ran, the client retries with the same key.
+//
+// A process that dies between claim and completion leaves a claim that
+// expires with its lease; the next request with the key and the same
+// fingerprint takes it over (the fence increases) and runs.
+//
+// Every error answer is application/problem+json (RFC 9457) with a stable
+// type: idempotency-key-missing, idempotency-key-invalid (400),
+// idempotency-body-too-large (413), idempotency-key-in-use (409),
+// idempotency-key-reused (422), idempotency-store-unavailable (503).
+//
+// # Scope
+//
+// Stored responses belong to the caller who caused them: the record key
+// includes Config.Scope(r), so no one can replay another caller's response
+// by guessing or stealing a key. Set Scope to the authenticated subject (or
+// tenant and subject) and put the handler behind authentication. The
+// default, when Scope is nil, is the caller's credentials (the Authorization
+// and Cookie headers, hashed): safe, but a client whose token was refreshed
+// between two attempts gets a new scope and its retry runs again.
+//
+// # Queued writes
+//
+// During an outage a gate (e.g. the degrade package) can hand writes to
+// [Idempotency.Enqueue], which stores the request under its key and answers
+// 202 Accepted. [Idempotency.Replay] runs the queued requests oldest first
+// when the service has recovered and stores their responses; a client that
+// re-sends the request with the same key gets 202 until then and the
+// response after.
+//
+// # Client
+//
+// [Transport] adds a fresh random key to POST and PATCH requests without one,
+// above a retrying transport, so every retry of a request carries the same
+// key.
+//
+// # Stores
+//
+// [NewMemoryStore] keeps records in memory for a single instance; the
+// redisstore and pgstore modules share them between replicas. Every store
+// passes the conformance suite in idempotency/storetest.
+//
+// Idempotency, MemoryStore and Transport are safe for concurrent use. Hooks
+// (On...) may be called concurrently and must not block.
+package idempotency
