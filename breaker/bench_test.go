@@ -1,0 +1,136 @@
+package breaker
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+	"github.com/failsafe-go/failsafe-go/failsafehttp"
+)
+
+// stubRT answers every request with one preallocated response.
+type stubRT struct{ resp *http.Response }
+
+func (s stubRT) RoundTrip(*http.Request) (*http.Response, error) { return s.resp, nil }
+
+func newStub() stubRT {
+	return stubRT{resp: &http.Response{StatusCode: 200, Body: http.NoBody, Header: http.Header{}}}
+}
+
+func benchRT(b *testing.B, rt http.RoundTripper, reqs []*http.Request) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if _, err := rt.RoundTrip(reqs[i%len(reqs)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func requests(n int, ctx context.Context) []*http.Request {
+	reqs := make([]*http.Request, n)
+	for i := range reqs {
+		reqs[i], _ = http.NewRequestWithContext(ctx, http.MethodGet, "http://host"+strconv.Itoa(i)+".example/", nil)
+	}
+	return reqs
+}
+
+// BenchmarkTransport measures the happy path over a stub RoundTripper.
+// "stub" is the baseline; "failsafe-executor" is failsafe-go's executor with
+// one circuit breaker, the path this package avoids.
+func BenchmarkTransport(b *testing.B) {
+	one := requests(1, context.Background())
+	b.Run("stub", func(b *testing.B) { benchRT(b, newStub(), one) })
+	b.Run("no-timeout/1-host", func(b *testing.B) {
+		benchRT(b, New(Config{Timeout: -1}).Transport(newStub()), one)
+	})
+	b.Run("no-timeout/10000-hosts", func(b *testing.B) {
+		reqs := requests(10000, context.Background())
+		rt := New(Config{Timeout: -1}).Transport(newStub())
+		for _, r := range reqs {
+			_, _ = rt.RoundTrip(r) // create the breakers
+		}
+		benchRT(b, rt, reqs)
+	})
+	b.Run("caller-deadline/1-host", func(b *testing.B) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		benchRT(b, New(Config{}).Transport(newStub()), requests(1, ctx))
+	})
+	b.Run("default-timeout/1-host", func(b *testing.B) {
+		benchRT(b, New(Config{}).Transport(newStub()), one)
+	})
+	b.Run("failsafe-executor", func(b *testing.B) {
+		cb := circuitbreaker.NewBuilder[*http.Response]().
+			WithFailureRateThreshold(0.2, 20, time.Minute).WithDelay(30 * time.Second).Build()
+		stub := newStub()
+		exec := failsafe.With[*http.Response](cb)
+		req := one[0]
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := exec.Get(func() (*http.Response, error) { return stub.RoundTrip(req) }); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("failsafe-permit", func(b *testing.B) {
+		cb := circuitbreaker.NewBuilder[any]().
+			WithFailureRateThreshold(0.2, 20, time.Minute).WithDelay(30 * time.Second).Build()
+		b.ReportAllocs()
+		for b.Loop() {
+			if cb.TryAcquirePermit() {
+				cb.RecordSuccess()
+			}
+		}
+	})
+}
+
+type nopWriter struct{ h http.Header }
+
+func (w *nopWriter) Header() http.Header         { return w.h }
+func (w *nopWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (w *nopWriter) WriteHeader(int)             {}
+
+func benchHandler(b *testing.B, h http.Handler) {
+	w := &nopWriter{h: http.Header{}}
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.Pattern = "GET /"
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		h.ServeHTTP(w, r)
+	}
+}
+
+// BenchmarkHandler measures the server-side overhead; "bare" is the
+// baseline and "failsafehttp" is failsafehttp.NewHandler with one breaker.
+func BenchmarkHandler(b *testing.B) {
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(200) })
+	b.Run("bare", func(b *testing.B) { benchHandler(b, next) })
+	b.Run("no-timeout", func(b *testing.B) { benchHandler(b, New(Config{Timeout: -1}).Handler(next)) })
+	b.Run("default-timeout", func(b *testing.B) { benchHandler(b, New(Config{}).Handler(next)) })
+	b.Run("failsafehttp", func(b *testing.B) {
+		cb := circuitbreaker.NewBuilder[*http.Response]().
+			WithFailureRateThreshold(0.2, 20, time.Minute).WithDelay(30 * time.Second).Build()
+		benchHandler(b, failsafehttp.NewHandler(next, cb))
+	})
+}
+
+// BenchmarkTransportParallel checks contention across many hosts.
+func BenchmarkTransportParallel(b *testing.B) {
+	rt := New(Config{Timeout: -1}).Transport(newStub())
+	reqs := requests(10000, context.Background())
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			_, _ = rt.RoundTrip(reqs[i%len(reqs)])
+			i += 7
+		}
+	})
+}

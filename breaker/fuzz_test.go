@@ -1,0 +1,44 @@
+package breaker
+
+import (
+	"net/http"
+	"net/url"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// FuzzKeys feeds arbitrary hosts and patterns (outside input on both sides)
+// through a small registry: no panic, the bound holds, open breakers stay.
+func FuzzKeys(f *testing.F) {
+	f.Add("example.com", "GET /x", 500)
+	f.Add("EXAMPLE.com:443", "", 200)
+	f.Add("[::1]:80", "POST /{id}", 501)
+	f.Add("\x00\xff", "\u212a", 0)
+	f.Fuzz(func(t *testing.T, host, pattern string, status int) {
+		b := New(Config{MaxKeys: 4, FailureThreshold: 1})
+		up := newUpstream(500)
+		rt := b.Transport(up)
+		req := &http.Request{Method: http.MethodGet, URL: &url.URL{Scheme: "http", Host: "pinned"}, Header: http.Header{}}
+		_, _ = rt.RoundTrip(req)
+		require.Equal(t, Open, b.State("pinned"))
+
+		up.status.Store(int32(status))
+		for i := range 8 {
+			req := &http.Request{Method: http.MethodGet, URL: &url.URL{Scheme: "http", Host: host + string(rune('a'+i))}, Header: http.Header{}}
+			resp, err := rt.RoundTrip(req)
+			if err == nil && resp.Body != nil {
+				_ = resp.Body.Close()
+			}
+			r := &http.Request{Method: http.MethodGet, URL: &url.URL{Path: "/"}, Header: http.Header{}, Pattern: pattern}
+			b.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				if status >= 100 && status <= 999 {
+					w.WriteHeader(status)
+				}
+			})).ServeHTTP(&nopWriter{h: http.Header{}}, r)
+		}
+		assert.LessOrEqual(t, len(b.Snapshot()), 4)
+		assert.Equal(t, Open, b.State("pinned"))
+	})
+}
