@@ -360,3 +360,14 @@ func TestZeroTransportConcurrentFirstUse(t *testing.T) {
 	// One shared default budget: at most 20 % of 100 plus the per-second minimum.
 	assert.LessOrEqual(t, attempts.Load(), int64(20+2*retry.DefaultBudgetMinPerSecond))
 }
+
+func TestBlankIdempotencyKeyDoesNotCount(t *testing.T) {
+	u := newUpstream(t, 503, 200)
+	req, err := http.NewRequest(http.MethodPost, u.URL, strings.NewReader("x"))
+	require.NoError(t, err)
+	req.Header.Set("Idempotency-Key", "  ")
+	resp, err := fast().RoundTrip(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.EqualValues(t, 1, u.hits.Load())
+}

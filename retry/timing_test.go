@@ -382,3 +382,66 @@ func TestWithRecorderHandler(t *testing.T) {
 		assert.Equal(t, 3, n)
 	})
 }
+
+func TestAttemptTimeoutClampedToDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		up := &script{}
+		up.answer = func(n int, req *http.Request) (*http.Response, error) {
+			<-req.Context().Done()
+			return nil, req.Context().Err()
+		}
+		var reason error
+		tr := &retry.Transport{Base: up, AttemptTimeout: 5 * time.Second, Deadline: 3 * time.Second, Budget: unlimited(),
+			OnGiveUp: func(ev retry.GiveUpEvent) { reason = ev.Reason }}
+		start := time.Now()
+		resp, err := tr.RoundTrip(get(t, context.Background()))
+		assert.Nil(t, resp)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.Equal(t, 3*time.Second, time.Since(start), "the attempt ends at the deadline")
+		assert.Equal(t, 1, up.attempts())
+		assert.ErrorIs(t, reason, retry.ErrDeadline)
+	})
+}
+
+func TestResponseReturnedWhenCallerCancels(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		up := &script{}
+		up.answer = func(n int, req *http.Request) (*http.Response, error) {
+			cancel() // the caller gives up while the 503 is on its way
+			return response(req, 503, up.bodies.new("busy")), nil
+		}
+		tr := &retry.Transport{Base: up, Budget: unlimited()}
+		resp, err := tr.RoundTrip(get(t, ctx))
+		require.NoError(t, err)
+		assert.Equal(t, 503, resp.StatusCode)
+		b, _ := io.ReadAll(resp.Body)
+		assert.Equal(t, "busy", string(b), "the response is returned, not discarded")
+		assert.Equal(t, 1, up.attempts())
+	})
+}
+
+func TestExtremeDelaysDoNotOverflow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		up := always(503)
+		tr := &retry.Transport{Base: up, MaxAttempts: 100, BaseDelay: 1<<63 - 1, MaxDelay: 1<<63 - 1,
+			Deadline: time.Second, Budget: unlimited()}
+		resp, err := tr.RoundTrip(get(t, context.Background()))
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.LessOrEqual(t, up.attempts(), 100)
+
+		up = always(503)
+		tr = &retry.Transport{Base: up, MaxAttempts: 70, BaseDelay: time.Nanosecond, MaxDelay: 1<<63 - 1,
+			Deadline: -1, Budget: unlimited(), DisableJitter: true}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+		defer cancel()
+		resp, err = tr.RoundTrip(get(t, ctx))
+		require.NoError(t, err)
+		resp.Body.Close()
+		// 1 ns doubling: 2^41 ns is about 37 min; the hour allows about 42 attempts.
+		assert.Greater(t, up.attempts(), 30)
+		assert.Less(t, up.attempts(), 70)
+	})
+}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -66,8 +67,9 @@ type Transport struct {
 	// the request context's deadline; the transport returns the last
 	// response or error at once instead. It does not cut an attempt short
 	// (use AttemptTimeout, http.Client.Timeout or the request context), so
-	// the first attempt costs nothing extra. If zero, 10 s. If negative, only
-	// the request context bounds the retrying.
+	// the first attempt costs nothing extra; with AttemptTimeout set, no
+	// attempt runs past the deadline either. If zero, 10 s. If negative,
+	// only the request context bounds the retrying.
 	Deadline time.Duration
 
 	// AttemptTimeout, if positive, bounds each attempt, including the
@@ -184,7 +186,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 
-	resp, err := t.send(req.Context(), first)
+	resp, err := t.send(req.Context(), first, start)
 	if !retryable(req.Context(), resp, err) {
 		return resp, err
 	}
@@ -199,7 +201,7 @@ const (
 
 // checkReplayable returns nil or a *NotReplayableError.
 func (t *Transport) checkReplayable(req *http.Request) error {
-	if !httpx.IsSafe(req.Method) && req.Header.Get(httpx.HeaderIdempotencyKey) == "" &&
+	if !httpx.IsSafe(req.Method) && strings.TrimSpace(req.Header.Get(httpx.HeaderIdempotencyKey)) == "" &&
 		!(t.RetryIdempotent && httpx.IsIdempotent(req.Method)) {
 		return &NotReplayableError{Method: req.Method, Reason: reasonMethod}
 	}
@@ -239,13 +241,19 @@ type errReader struct{ err error }
 
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
-// send makes one attempt, bounded by AttemptTimeout if set.
-func (t *Transport) send(ctx context.Context, r *http.Request) (*http.Response, error) {
+// send makes one attempt. If AttemptTimeout is set, the attempt ends after
+// it or at the deadline of the request that started at start, whichever
+// comes first.
+func (t *Transport) send(ctx context.Context, r *http.Request, start time.Time) (*http.Response, error) {
 	if t.AttemptTimeout <= 0 {
 		resp, err := t.base().RoundTrip(r)
 		return checkResult(resp, err)
 	}
-	actx, cancel := context.WithTimeout(ctx, t.AttemptTimeout)
+	end := time.Now().Add(t.AttemptTimeout)
+	if d := t.deadline(); d > 0 && start.Add(d).Before(end) {
+		end = start.Add(d)
+	}
+	actx, cancel := context.WithDeadline(ctx, end)
 	resp, err := t.base().RoundTrip(r.WithContext(actx))
 	resp, err = checkResult(resp, err)
 	if err != nil {
@@ -282,7 +290,8 @@ func retryable(ctx context.Context, resp *http.Response, err error) bool {
 		switch resp.StatusCode {
 		case http.StatusTooManyRequests, http.StatusBadGateway,
 			http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-			return true
+			// The caller gone, the response is theirs to see, not ours to discard.
+			return ctx.Err() == nil
 		}
 		return false
 	}
@@ -360,7 +369,7 @@ func (t *Transport) retry(req *http.Request, start time.Time, budget *Budget, ma
 		}
 		r := req.Clone(ctx)
 		r.Body = body
-		resp, err = t.send(ctx, r)
+		resp, err = t.send(ctx, r, start)
 		if !retryable(ctx, resp, err) {
 			return resp, err
 		}
@@ -376,7 +385,7 @@ func (t *Transport) delay(attempt int, resp *http.Response, end time.Time, hasEn
 	}
 	d := backoff
 	if !t.DisableJitter {
-		d = rand.N(backoff + 1)
+		d = jitter(backoff)
 	}
 	now := time.Now()
 	left := time.Duration(1<<63 - 1)
@@ -466,4 +475,15 @@ func host(req *http.Request) string {
 		return ""
 	}
 	return req.URL.Host
+}
+
+// jitter returns a uniformly random duration in [0, d].
+func jitter(d time.Duration) time.Duration {
+	switch {
+	case d <= 0:
+		return 0
+	case d == 1<<63-1:
+		return rand.N(d)
+	}
+	return rand.N(d + 1)
 }
