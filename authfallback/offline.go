@@ -1,0 +1,466 @@
+package authfallback
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Offline token limits and names.
+const (
+	// MaxOfflineTTL is the longest lifetime of an offline token.
+	MaxOfflineTTL = 15 * time.Minute
+	// DefaultOfflineTTL is the lifetime of an offline token when
+	// OfflineConfig.TTL is zero.
+	DefaultOfflineTTL = 5 * time.Minute
+	// ReasonOfflineToken is the Result.Reason of a request authenticated
+	// with an offline token.
+	ReasonOfflineToken = "offline-token"
+	// offlineMaxTokenSize bounds an offline token that is parsed at all.
+	offlineMaxTokenSize = 4 << 10
+)
+
+// ErrOfflineRefused is the error of [OfflineIssuer.Issue] when it refuses
+// to mint a token: no verified caller, a caller that itself presented an
+// offline token (no chaining: an offline token never extends itself), or
+// no scope left after narrowing.
+var ErrOfflineRefused = errors.New("authfallback: offline token refused")
+
+var (
+	errOfflineNoCaller = fmt.Errorf("%w: no verified caller", ErrOfflineRefused)
+	errOfflineChained  = fmt.Errorf("%w: the caller presented an offline token", ErrOfflineRefused)
+	errOfflineNoScope  = fmt.Errorf("%w: no allowed scope requested", ErrOfflineRefused)
+)
+
+// OfflineConfig configures an [OfflineIssuer]. NewOfflineIssuer copies it.
+type OfflineConfig struct {
+	// Issuer is the "iss" of offline tokens. Required; it must differ from
+	// the IdP's issuer, so an offline token is never mistaken for an IdP
+	// token.
+	Issuer string
+	// Audience, if set, is the "aud" of offline tokens, and Verify requires
+	// one of its values.
+	Audience []string
+	// Key signs offline tokens (EdDSA). Required. Use Rotate to replace it.
+	Key ed25519.PrivateKey
+	// KeyID is the "kid" of Key. If empty, the RFC 7638 thumbprint of the
+	// public key.
+	KeyID string
+	// TTL is the lifetime of an offline token. If zero, 5 minutes. At most
+	// 15 minutes ([MaxOfflineTTL]); Verify refuses tokens that live longer.
+	TTL time.Duration
+	// AllowedScopes are the only scopes an offline token may carry.
+	// Required. Minted tokens carry the intersection of the requested
+	// scopes, the caller's and these; Verify refuses any other scope.
+	AllowedScopes []string
+	// Leeway is the clock skew Verify allows on exp and iat. If zero,
+	// none. At most 60 seconds.
+	Leeway time.Duration
+	// AuditLog receives one event per issued token (subject, jti, scopes,
+	// TTL, token hash; never the token). If nil, slog.Default() is used.
+	AuditLog *slog.Logger
+	// OnIssue is called after each issued token. It may be nil, may be
+	// called concurrently, is called without any lock held, and must not
+	// block.
+	OnIssue func(OfflineIssueEvent)
+}
+
+// OfflineIssueEvent describes an issued offline token.
+type OfflineIssueEvent struct {
+	Subject   string
+	ID        string
+	Scopes    []string
+	ExpiresAt time.Time
+	KeyID     string
+	// TokenHash is the hex SHA-256 of the issued token.
+	TokenHash string
+	// PrimaryTokenHash is the TokenHash of the token the caller presented.
+	PrimaryTokenHash string
+	// PrimaryDegraded is true when the caller's token was itself accepted
+	// in fallback mode.
+	PrimaryDegraded bool
+}
+
+// OfflineToken is a minted offline token.
+type OfflineToken struct {
+	// Token is the compact JWS. Never log it.
+	Token     string
+	ID        string
+	Scopes    []string
+	ExpiresAt time.Time
+}
+
+// offlineKey is one Ed25519 key of the ring.
+type offlineKey struct {
+	kid  string
+	pub  ed25519.PublicKey
+	priv ed25519.PrivateKey // only for the current key
+	// retireAt: zero for the current key; a previous key is trusted until
+	// then (one TTL plus leeway after the rotation).
+	retireAt time.Time
+}
+
+// offlineRing is an immutable key ring, swapped atomically.
+type offlineRing struct {
+	cur   *offlineKey
+	byKID map[string]*offlineKey
+}
+
+// OfflineIssuer mints short-lived offline tokens signed with a local Ed25519
+// key, and verifies them. Use it when the IdP's token endpoint is down:
+// callers whose primary token still verifies exchange it for an offline
+// token ([OfflineIssuer.ExchangeHandler]), which the service accepts
+// ([OfflineIssuer.Verify]) as degraded with reason "offline-token".
+//
+// Offline tokens carry iss (OfflineConfig.Issuer), sub (the caller's),
+// aud (if configured), iat, exp (at most 15 minutes later), a random jti
+// and scope; the header carries alg EdDSA and kid. Every issuance is an
+// audit event.
+//
+// Keys rotate without a restart ([OfflineIssuer.Rotate]): the previous
+// public key stays trusted for one TTL, so tokens in flight still verify.
+// An OfflineIssuer is safe for concurrent use.
+type OfflineIssuer struct {
+	cfg     OfflineConfig
+	ttl     time.Duration
+	allowed map[string]struct{}
+	audit   *slog.Logger
+	opts    []jwt.ParserOption
+
+	rotateMu sync.Mutex
+	ring     atomic.Pointer[offlineRing]
+}
+
+// NewOfflineIssuer checks cfg and returns an OfflineIssuer.
+func NewOfflineIssuer(cfg OfflineConfig) (*OfflineIssuer, error) {
+	switch {
+	case cfg.Issuer == "":
+		return nil, errors.New("authfallback: OfflineConfig.Issuer is required")
+	case len(cfg.Key) != ed25519.PrivateKeySize:
+		return nil, errors.New("authfallback: OfflineConfig.Key must be an Ed25519 private key")
+	case cfg.TTL < 0 || cfg.TTL > MaxOfflineTTL:
+		return nil, fmt.Errorf("authfallback: OfflineConfig.TTL must be at most %v", MaxOfflineTTL)
+	case cfg.Leeway < 0 || cfg.Leeway > MaxLeeway:
+		return nil, fmt.Errorf("authfallback: OfflineConfig.Leeway must be at most %v", MaxLeeway)
+	case len(cfg.AllowedScopes) == 0:
+		return nil, errors.New("authfallback: OfflineConfig.AllowedScopes is required")
+	}
+	o := &OfflineIssuer{cfg: cfg, ttl: cfg.TTL, audit: cfg.AuditLog, allowed: map[string]struct{}{}}
+	if o.ttl == 0 {
+		o.ttl = DefaultOfflineTTL
+	}
+	if o.audit == nil {
+		o.audit = slog.Default()
+	}
+	o.cfg.Audience = slices.Clone(cfg.Audience)
+	o.cfg.AllowedScopes = slices.Clone(cfg.AllowedScopes)
+	for _, s := range cfg.AllowedScopes {
+		if s == "" || strings.ContainsAny(s, " \t\r\n") {
+			return nil, fmt.Errorf("authfallback: OfflineConfig.AllowedScopes: invalid scope %q", s)
+		}
+		o.allowed[s] = struct{}{}
+	}
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+		jwt.WithIssuer(cfg.Issuer),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(cfg.Leeway),
+	}
+	if len(cfg.Audience) > 0 {
+		opts = append(opts, jwt.WithAudience(o.cfg.Audience...))
+	}
+	o.opts = opts
+	k, err := offlineNewKey(cfg.Key, cfg.KeyID)
+	if err != nil {
+		return nil, err
+	}
+	o.ring.Store(&offlineRing{cur: k, byKID: map[string]*offlineKey{k.kid: k}})
+	return o, nil
+}
+
+func offlineNewKey(priv ed25519.PrivateKey, kid string) (*offlineKey, error) {
+	if len(priv) != ed25519.PrivateKeySize {
+		return nil, errors.New("authfallback: not an Ed25519 private key")
+	}
+	pub := priv.Public().(ed25519.PublicKey)
+	if kid == "" {
+		kid = offlineThumbprint(pub)
+	}
+	if len(kid) > MaxKIDLength {
+		return nil, errors.New("authfallback: offline key id too long")
+	}
+	return &offlineKey{kid: kid, pub: pub, priv: slices.Clone(priv)}, nil
+}
+
+// offlineThumbprint is the RFC 7638 JWK thumbprint of an Ed25519 key.
+func offlineThumbprint(pub ed25519.PublicKey) string {
+	x := base64.RawURLEncoding.EncodeToString(pub)
+	h := sha256.Sum256([]byte(`{"crv":"Ed25519","kty":"OKP","x":"` + x + `"}`))
+	return base64.RawURLEncoding.EncodeToString(h[:])
+}
+
+// Rotate makes key (with key id kid; if empty, its thumbprint) the signing
+// key. The previous keys stay trusted by Verify for one TTL plus Leeway, so
+// tokens already issued keep verifying until they expire. Rotating to a kid
+// that is in use with another key fails.
+func (o *OfflineIssuer) Rotate(key ed25519.PrivateKey, kid string) error {
+	k, err := offlineNewKey(key, kid)
+	if err != nil {
+		return err
+	}
+	o.rotateMu.Lock()
+	defer o.rotateMu.Unlock()
+	now := time.Now()
+	old := o.ring.Load()
+	if prev, ok := old.byKID[k.kid]; ok && !prev.pub.Equal(k.pub) {
+		return fmt.Errorf("authfallback: offline key id %q is in use with another key", k.kid)
+	}
+	n := &offlineRing{cur: k, byKID: map[string]*offlineKey{k.kid: k}}
+	for kid, pk := range old.byKID {
+		if kid == k.kid {
+			continue
+		}
+		if pk.retireAt.IsZero() { // the current key until now
+			pk = &offlineKey{kid: pk.kid, pub: pk.pub, retireAt: now.Add(o.ttl + o.cfg.Leeway)}
+		}
+		if now.Before(pk.retireAt) {
+			n.byKID[kid] = pk
+		}
+	}
+	o.ring.Store(n)
+	return nil
+}
+
+// PublicKeys returns the public keys Verify trusts now, by kid: the
+// current key and previous keys not yet retired.
+func (o *OfflineIssuer) PublicKeys() map[string]ed25519.PublicKey {
+	now := time.Now()
+	m := map[string]ed25519.PublicKey{}
+	for kid, k := range o.ring.Load().byKID {
+		if k.retireAt.IsZero() || now.Before(k.retireAt) {
+			m[kid] = slices.Clone(k.pub)
+		}
+	}
+	return m
+}
+
+// JWKS returns the public keys Verify trusts now as a JSON Web Key Set
+// (RFC 7517; kty OKP, crv Ed25519, alg EdDSA, use sig), sorted by kid.
+func (o *OfflineIssuer) JWKS() []byte {
+	type jwk struct {
+		Kty string `json:"kty"`
+		Crv string `json:"crv"`
+		X   string `json:"x"`
+		Kid string `json:"kid"`
+		Alg string `json:"alg"`
+		Use string `json:"use"`
+	}
+	keys := o.PublicKeys()
+	doc := struct {
+		Keys []jwk `json:"keys"`
+	}{Keys: []jwk{}}
+	for _, kid := range slices.Sorted(maps.Keys(keys)) {
+		doc.Keys = append(doc.Keys, jwk{"OKP", "Ed25519", base64.RawURLEncoding.EncodeToString(keys[kid]), kid, "EdDSA", "sig"})
+	}
+	b, _ := json.Marshal(doc) // cannot fail: strings only
+	return b
+}
+
+// Issue mints an offline token for primary, the verified Result of the
+// caller's own token (degraded or not). Its scopes are requested ∩
+// primary.Scopes ∩ AllowedScopes; if requested is nil, primary.Scopes ∩
+// AllowedScopes. It fails with an error matching ErrOfflineRefused when
+// primary is nil or has no subject, when primary is itself an offline
+// token, or when no scope is left. The issuance is written to the audit
+// log.
+func (o *OfflineIssuer) Issue(ctx context.Context, primary *Result, requested []string) (*OfflineToken, error) {
+	if primary == nil || primary.Subject == "" {
+		return nil, errOfflineNoCaller
+	}
+	if primary.Reason == ReasonOfflineToken || primary.Issuer == o.cfg.Issuer {
+		return nil, errOfflineChained
+	}
+	var scopes []string
+	for _, s := range primary.Scopes {
+		if _, ok := o.allowed[s]; !ok || slices.Contains(scopes, s) {
+			continue
+		}
+		if requested != nil && !slices.Contains(requested, s) {
+			continue
+		}
+		scopes = append(scopes, s)
+	}
+	if len(scopes) == 0 {
+		return nil, errOfflineNoScope
+	}
+	var id [16]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return nil, err
+	}
+	jti := base64.RawURLEncoding.EncodeToString(id[:])
+	now := time.Now()
+	exp := now.Add(o.ttl)
+	claims := jwt.MapClaims{
+		"iss":   o.cfg.Issuer,
+		"sub":   primary.Subject,
+		"iat":   now.Unix(),
+		"exp":   exp.Unix(),
+		"jti":   jti,
+		"scope": strings.Join(scopes, " "),
+	}
+	switch len(o.cfg.Audience) {
+	case 0:
+	case 1:
+		claims["aud"] = o.cfg.Audience[0]
+	default:
+		claims["aud"] = o.cfg.Audience
+	}
+	k := o.ring.Load().cur
+	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
+	t.Header["kid"] = k.kid
+	raw, err := t.SignedString(k.priv)
+	if err != nil {
+		return nil, err
+	}
+	// exp has second precision on the wire.
+	exp = time.Unix(exp.Unix(), 0)
+	h := sha256.Sum256([]byte(raw))
+	ev := OfflineIssueEvent{
+		Subject: primary.Subject, ID: jti, Scopes: scopes, ExpiresAt: exp, KeyID: k.kid,
+		TokenHash: hex.EncodeToString(h[:]), PrimaryTokenHash: primary.TokenHash, PrimaryDegraded: primary.Degraded,
+	}
+	o.audit.LogAttrs(ctx, slog.LevelInfo, "authfallback: offline token issued",
+		slog.String("subject", ev.Subject),
+		slog.String("jti", ev.ID),
+		slog.String("scope", strings.Join(scopes, " ")),
+		slog.Duration("ttl", o.ttl),
+		slog.Time("expires_at", exp),
+		slog.String("kid", ev.KeyID),
+		slog.String("token_hash", ev.TokenHash),
+		slog.String("primary_token_hash", ev.PrimaryTokenHash),
+		slog.Bool("primary_degraded", ev.PrimaryDegraded),
+		slog.String("primary_reason", primary.Reason),
+	)
+	if h := o.cfg.OnIssue; h != nil {
+		h(ev)
+	}
+	return &OfflineToken{Token: raw, ID: jti, Scopes: scopes, ExpiresAt: exp}, nil
+}
+
+// Verify verifies an offline token at time now. It accepts only alg
+// EdDSA, a kid of a trusted key (current, or previous and not yet
+// retired), the configured issuer (and audience, if set), an unexpired
+// token with iat, sub and jti whose lifetime (exp - iat) is at most TTL,
+// and scopes within AllowedScopes. The Result is Degraded with Reason
+// "offline-token". Errors match ErrInvalidToken.
+//
+// Verify does not decide whether offline tokens are acceptable right now
+// (e.g. only in fallback mode); the caller's policy does.
+func (o *OfflineIssuer) Verify(raw string, now time.Time) (*Result, error) {
+	if len(raw) > offlineMaxTokenSize {
+		return nil, offlineInvalid(errors.New("token too large"))
+	}
+	ring := o.ring.Load()
+	var kid string
+	parser := jwt.NewParser(append(slices.Clip(o.opts), jwt.WithTimeFunc(func() time.Time { return now }))...)
+	tok, err := parser.Parse(raw, func(t *jwt.Token) (any, error) {
+		if _, ok := t.Header["crit"]; ok {
+			return nil, errors.New(`unsupported "crit" header`)
+		}
+		kid, _ = t.Header["kid"].(string)
+		k := ring.byKID[kid]
+		if k == nil || (!k.retireAt.IsZero() && !now.Before(k.retireAt)) {
+			return nil, errors.New("unknown offline key id")
+		}
+		return k.pub, nil
+	})
+	if err != nil {
+		return nil, offlineInvalid(err)
+	}
+	claims, ok := tok.Claims.(jwt.MapClaims)
+	if !ok {
+		return nil, offlineInvalid(errors.New("unexpected claims type"))
+	}
+	exp, err1 := claims.GetExpirationTime()
+	iat, err2 := claims.GetIssuedAt()
+	if err1 != nil || err2 != nil || exp == nil || iat == nil {
+		return nil, offlineInvalid(errors.New(`missing "exp" or "iat"`))
+	}
+	if exp.Sub(iat.Time) > o.ttl {
+		return nil, offlineInvalid(fmt.Errorf("lifetime %v longer than the offline TTL %v", exp.Sub(iat.Time), o.ttl))
+	}
+	sub, _ := claims["sub"].(string)
+	jti, _ := claims["jti"].(string)
+	if sub == "" || jti == "" {
+		return nil, offlineInvalid(errors.New(`missing "sub" or "jti"`))
+	}
+	scope, _ := claims["scope"].(string)
+	scopes := strings.Fields(scope)
+	if len(scopes) == 0 {
+		return nil, offlineInvalid(errors.New("no scope"))
+	}
+	for _, s := range scopes {
+		if _, ok := o.allowed[s]; !ok {
+			return nil, offlineInvalid(fmt.Errorf("scope %q outside AllowedScopes", s))
+		}
+	}
+	h := sha256.Sum256([]byte(raw))
+	return &Result{
+		Subject:   sub,
+		Scopes:    scopes,
+		Claims:    claims,
+		Issuer:    o.cfg.Issuer,
+		KeyID:     kid,
+		ExpiresAt: exp.Time,
+		IssuedAt:  iat.Time,
+		ID:        jti,
+		TokenHash: hex.EncodeToString(h[:]),
+		Degraded:  true,
+		Reason:    ReasonOfflineToken,
+	}, nil
+}
+
+// IsOfflineToken reports, without verifying it, whether raw claims to be an
+// offline token of o (its "iss" is o's issuer), so a verifier can route it
+// to Verify. Never trust the answer for anything else.
+func (o *OfflineIssuer) IsOfflineToken(raw string) bool {
+	if len(raw) > offlineMaxTokenSize {
+		return false
+	}
+	parts := strings.SplitN(raw, ".", 3)
+	if len(parts) != 3 {
+		return false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return false
+	}
+	var c struct {
+		Iss string `json:"iss"`
+	}
+	if json.NewDecoder(bytes.NewReader(b)).Decode(&c) != nil {
+		return false
+	}
+	return c.Iss == o.cfg.Issuer
+}
+
+func offlineInvalid(err error) error {
+	return fmt.Errorf("%w: offline token: %w", ErrInvalidToken, err)
+}
