@@ -250,6 +250,9 @@ func (sh *memShard) fit(extraEntries int, extraBytes int64, maxEntries int, maxB
 		ref := sh.done[sh.head]
 		sh.done[sh.head] = doneRef{}
 		sh.head++
+		if sh.head > 1024 && sh.head > len(sh.done)/2 {
+			sh.compact()
+		}
 		if ref.key == keep {
 			continue
 		}
@@ -260,10 +263,9 @@ func (sh *memShard) fit(extraEntries int, extraBytes int64, maxEntries int, maxB
 	return true
 }
 
+// compact drops the eviction queue's references to records that are gone
+// or were completed again.
 func (sh *memShard) compact() {
-	if sh.head == 0 {
-		return
-	}
 	live := sh.done[:0]
 	for _, ref := range sh.done[sh.head:] {
 		if e := sh.m[ref.key]; e != nil && e.gen == ref.gen && e.rec.State == StateDone {

@@ -140,21 +140,54 @@ func (x *Idempotency) Replay(ctx context.Context, handler http.Handler) (n int, 
 			return n, context.Cause(ctx)
 		}
 		sctx, cancel := x.storeCtx(ctx)
-		q, err := x.cfg.Store.ClaimQueued(sctx, owner, x.cfg.Lease, 1)
+		batch, err := x.cfg.Store.ClaimQueued(sctx, owner, x.cfg.Lease, replayBatch)
 		cancel()
 		if err != nil {
 			return n, fmt.Errorf("idempotency: claiming queued requests: %w", err)
 		}
-		if len(q) == 0 {
+		if len(batch) == 0 {
 			return n, nil
 		}
-		stored, err := x.replayOne(ctx, handler, q[0], owner)
-		if err != nil {
-			return n, err
+		for i, item := range batch {
+			if i > 0 {
+				// It waited while the ones before it ran: renew its lease
+				// first, and skip it if another replica took it over.
+				sctx, cancel := x.detachedCtx(ctx)
+				err := x.cfg.Store.Extend(sctx, item.Key, owner, item.Record.Fence, x.cfg.Lease)
+				cancel()
+				if errors.Is(err, ErrNotOwner) {
+					continue
+				}
+				if err != nil {
+					x.releaseAll(ctx, batch[i:], owner)
+					return n, fmt.Errorf("idempotency: renewing a queued request: %w", err)
+				}
+			}
+			if ctx.Err() != nil {
+				x.releaseAll(ctx, batch[i:], owner)
+				return n, context.Cause(ctx)
+			}
+			stored, err := x.replayOne(ctx, handler, item, owner)
+			if err != nil {
+				x.releaseAll(ctx, batch[i+1:], owner)
+				return n, err
+			}
+			if stored {
+				n++
+			}
 		}
-		if stored {
-			n++
-		}
+	}
+}
+
+// replayBatch is how many queued requests Replay claims at a time.
+const replayBatch = 16
+
+// releaseAll puts claimed, unrun requests back in their place.
+func (x *Idempotency) releaseAll(ctx context.Context, items []Queued, owner string) {
+	for _, item := range items {
+		sctx, cancel := x.detachedCtx(ctx)
+		_ = x.cfg.Store.Release(sctx, item.Key, owner, item.Record.Fence)
+		cancel()
 	}
 }
 

@@ -3,6 +3,7 @@ package idempotency_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -247,4 +248,28 @@ func TestReplayConcurrentReplicas(t *testing.T) {
 	wg.Wait()
 	assert.Equal(t, int64(6), total.Load())
 	assert.Len(t, app.log(), 6, "each queued request ran once")
+}
+
+func TestReplayRunsInOrderAcrossBatches(t *testing.T) {
+	x := idempotency.New(idempotency.Config{Store: newStore(t)})
+	app := &journal{}
+	var want []string
+	for i := range 40 {
+		r := httptest.NewRequest(http.MethodPost, fmt.Sprintf("/orders?i=%d", i), strings.NewReader("b"))
+		r.Header.Set("Idempotency-Key", fmt.Sprint("key-", i))
+		w := httptest.NewRecorder()
+		x.Enqueue(w, r)
+		require.Equal(t, http.StatusAccepted, w.Code)
+		want = append(want, fmt.Sprintf("/orders?i=%d b", i))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	n, err := x.Replay(ctx, x.Handler(app))
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.Zero(t, n)
+
+	n, err = x.Replay(context.Background(), x.Handler(app))
+	require.NoError(t, err)
+	assert.Equal(t, 40, n)
+	assert.Equal(t, want, app.log())
 }
