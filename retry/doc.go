@@ -13,11 +13,15 @@
 // [*NotReplayableError], reported to [Transport.OnGiveUp] and wrapped in the
 // returned [*Error] when the attempt failed without a response.
 //
-// Retried failures: connection errors and timeouts, and the statuses 429,
-// 502, 503 and 504. Never retried: other statuses, the cancellation of the
-// request's context, TLS and certificate errors, and the error of an open
-// circuit breaker (one that matches breaker.ErrOpen with errors.Is). Errors
-// are classified with errors.Is and errors.As, never by their text.
+// Retried failures: the statuses 429, 502, 503 and 504, and errors of the
+// base RoundTripper (connection refused or reset, timeouts, including
+// AttemptTimeout, a closed connection), except those that another attempt
+// cannot cure, which are never retried: the cancellation of the request's
+// context, TLS and certificate errors, a host name that does not exist, an
+// HTTP response to an HTTPS request, and the error of an open circuit
+// breaker (one that matches breaker.ErrOpen with errors.Is). Other statuses
+// are never retried. Errors are classified with errors.Is and errors.As,
+// never by their text.
 //
 // # When
 //

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -370,4 +372,35 @@ func TestBlankIdempotencyKeyDoesNotCount(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.EqualValues(t, 1, u.hits.Load())
+}
+
+func TestPermanentErrorsNotRetried(t *testing.T) {
+	for _, perm := range []error{
+		&net.DNSError{Err: "no such host", Name: "nope.invalid", IsNotFound: true},
+		fmt.Errorf("dial: %w", http.ErrSchemeMismatch),
+		context.Canceled,
+		&tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}},
+		x509.HostnameError{Host: "other.test"},
+		tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"},
+	} {
+		t.Run(fmt.Sprintf("%T", perm), func(t *testing.T) {
+			n := 0
+			tr := fast()
+			tr.Base = rtFunc(func(*http.Request) (*http.Response, error) { n++; return nil, perm })
+			_, err := tr.RoundTrip(get(t, context.Background()))
+			assert.ErrorIs(t, err, perm)
+			assert.Equal(t, 1, n)
+		})
+	}
+	t.Run("temporary DNS failure is retried", func(t *testing.T) {
+		n := 0
+		tr := fast()
+		tr.Base = rtFunc(func(*http.Request) (*http.Response, error) {
+			n++
+			return nil, &net.DNSError{Err: "server misbehaving", Name: "upstream.test", IsTemporary: true}
+		})
+		_, err := tr.RoundTrip(get(t, context.Background()))
+		assert.ErrorIs(t, err, retry.ErrMaxAttempts)
+		assert.Equal(t, 3, n)
+	})
 }

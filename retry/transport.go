@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -299,6 +300,9 @@ func retryable(ctx context.Context, resp *http.Response, err error) bool {
 		errors.Is(err, httpx.ErrCircuitOpen) || errors.Is(err, http.ErrSchemeMismatch) ||
 		errors.Is(err, errNilResponse) {
 		return false
+	}
+	if dnsErr := (*net.DNSError)(nil); errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+		return false // the name does not exist; asking again will not create it
 	}
 	var (
 		certErr     *tls.CertificateVerificationError
