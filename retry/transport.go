@@ -173,14 +173,14 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	budget := t.budget()
 	budget.deposit(start)
 
-	max := t.maxAttempts()
+	attempts := t.maxAttempts()
 	if req.URL == nil {
-		max = 1 // the base reports the malformed request; nothing to retry
+		attempts = 1 // the base reports the malformed request; nothing to retry
 	}
 	var notReplayable error
 	var buffered []byte
 	first := req
-	if max > 1 {
+	if attempts > 1 {
 		notReplayable = t.checkReplayable(req)
 		if nr, ok := notReplayable.(*NotReplayableError); ok && nr.Reason == reasonBody && t.MaxBufferedBody > 0 {
 			first, buffered, notReplayable = t.buffer(req)
@@ -191,7 +191,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !retryable(req.Context(), resp, err) {
 		return resp, err
 	}
-	return t.retry(req, start, budget, max, notReplayable, buffered, resp, err)
+	return t.retry(req, start, budget, attempts, notReplayable, buffered, resp, err)
 }
 
 const (
@@ -325,7 +325,7 @@ func retryable(ctx context.Context, resp *http.Response, err error) bool {
 
 // retry runs the attempts after the first; resp or err is the result of
 // the first, which is retryable.
-func (t *Transport) retry(req *http.Request, start time.Time, budget *Budget, max int,
+func (t *Transport) retry(req *http.Request, start time.Time, budget *Budget, maxAttempts int,
 	notReplayable error, buffered []byte, resp *http.Response, err error) (*http.Response, error) {
 	ctx := req.Context()
 	end, hasEnd := start.Add(t.deadline()), t.deadline() > 0
@@ -334,7 +334,7 @@ func (t *Transport) retry(req *http.Request, start time.Time, budget *Budget, ma
 	}
 	for attempt := 1; ; attempt++ {
 		reason := notReplayable
-		if reason == nil && attempt >= max {
+		if reason == nil && attempt >= maxAttempts {
 			reason = ErrMaxAttempts
 		}
 		var delay time.Duration
