@@ -100,7 +100,7 @@ func FuzzStoredResponse(f *testing.F) {
 			return
 		}
 		now := time.Unix(1e9, 0)
-		e := newEntry("k", r, pc, 200, h.Clone(), []byte("b"), now)
+		e := newEntry("k", r, pc, 200, storedHeader(h.Clone()), ageOf(h), []byte("b"), now)
 		if e.initialAge < 0 || e.lifetime < 0 {
 			t.Fatalf("negative age %v or lifetime %v", e.initialAge, e.lifetime)
 		}

@@ -5,7 +5,6 @@ import (
 	"container/list"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"io"
 	"log/slog"
@@ -155,13 +154,17 @@ func credentialScope(r *http.Request) string {
 	}
 	h := sha256.New()
 	for _, v := range a {
-		h.Write([]byte("a\x00" + v + "\x00"))
+		io.WriteString(h, "a\x00")
+		io.WriteString(h, v)
+		io.WriteString(h, "\x00")
 	}
 	for _, v := range c {
-		h.Write([]byte("c\x00" + v + "\x00"))
+		io.WriteString(h, "c\x00")
+		io.WriteString(h, v)
+		io.WriteString(h, "\x00")
 	}
 	var sum [sha256.Size]byte
-	return "cred:" + hex.EncodeToString(h.Sum(sum[:0]))
+	return "cred:" + string(h.Sum(sum[:0])) // raw bytes: the key is never shown
 }
 
 // primaryKey is the cache key of r without its Vary variant: scope, URL.
@@ -227,9 +230,10 @@ func dropHeader(k string) bool {
 	return false
 }
 
-// newEntry builds an entry from a response. It takes ownership of header
-// (a copy) and body.
-func newEntry(primary string, r *http.Request, cc cacheControl, status int, header http.Header, body []byte, now time.Time) *entry {
+// storedHeader removes from header, in place, the fields that are never
+// stored: hop-by-hop fields (and those Connection names), cookies, and the
+// fields a stale response recomputes.
+func storedHeader(header http.Header) http.Header {
 	for _, f := range header["Connection"] {
 		for name := range strings.SplitSeq(f, ",") {
 			if name = trimOWS(name); name != "" {
@@ -237,15 +241,27 @@ func newEntry(primary string, r *http.Request, cc cacheControl, status int, head
 			}
 		}
 	}
-	e := &entry{primary: primary, status: status, header: header, body: body, stored: now, sie: -1}
-	if a, ok := parseDelta(firstValue(header, "Age"), true); ok {
-		e.initialAge = time.Duration(a) * time.Second
-	}
 	for k := range header {
 		if dropHeader(k) {
 			delete(header, k)
 		}
 	}
+	return header
+}
+
+// ageOf returns the Age of a response header, 0 if absent or malformed.
+func ageOf(h http.Header) time.Duration {
+	if a, ok := parseDelta(firstValue(h, "Age"), true); ok {
+		return time.Duration(a) * time.Second
+	}
+	return 0
+}
+
+// newEntry builds an entry from a response. header must have been through
+// storedHeader; the entry takes ownership of header and body, which must
+// not change afterwards.
+func newEntry(primary string, r *http.Request, cc cacheControl, status int, header http.Header, age time.Duration, body []byte, now time.Time) *entry {
+	e := &entry{primary: primary, status: status, header: header, body: body, stored: now, sie: -1, initialAge: age}
 	switch {
 	case cc.maxAge >= 0:
 		e.lifetime = time.Duration(cc.maxAge) * time.Second
@@ -394,6 +410,18 @@ func (s *Stale) evict(primary string, r *http.Request) {
 			s.removeLocked(el)
 		}
 	}
+}
+
+// peek returns the stored variant for r, usable or not, or nil.
+func (s *Stale) peek(primary string, r *http.Request) *entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, el := range s.index[primary] {
+		if e := el.Value.(*entry); e.matches(r) {
+			return e
+		}
+	}
+	return nil
 }
 
 // find returns the usable stored response for r, or nil.

@@ -1,7 +1,11 @@
 package degrade
 
 import (
+	"bufio"
+	"bytes"
+	"net"
 	"net/http"
+	"slices"
 	"time"
 )
 
@@ -36,6 +40,7 @@ const (
 	swPass      // written through, not stored
 	swTee       // written through and copied
 	swHold      // a failure replaced by e
+	swHijacked
 )
 
 type staleWriter struct {
@@ -48,10 +53,16 @@ type staleWriter struct {
 	primary string
 	scoped  bool
 	cc      cacheControl
-	header  http.Header
-	buf     []byte
-	held    *entry
-	now     time.Time
+	header  http.Header // what will be stored
+	age     time.Duration
+	// prev is the stored variant while the body written so far equals its
+	// first off bytes: an unchanged response is then stored without
+	// copying its body again. buf takes over at the first difference.
+	prev *entry
+	off  int
+	buf  []byte
+	held *entry
+	now  time.Time
 }
 
 func (w *staleWriter) key() string {
@@ -65,7 +76,7 @@ func (w *staleWriter) key() string {
 
 func (w *staleWriter) WriteHeader(code int) {
 	if w.state != swUndecided {
-		if w.state != swHold {
+		if w.state != swHold && w.state != swHijacked {
 			w.ResponseWriter.WriteHeader(code) // let net/http report the superfluous call
 		}
 		return
@@ -90,14 +101,16 @@ func (w *staleWriter) WriteHeader(code int) {
 	cc, ok, evict := policy(w.r, !w.scoped, code, h)
 	switch {
 	case ok:
-		w.state, w.cc, w.header = swTee, cc, h.Clone()
-		for k := range w.pre { // fields of outer middleware are not the response's
-			delete(w.header, k)
-		}
-		if cl := w.header.Get("Content-Length"); cl != "" && len(cl) < 12 {
-			if n, ok := parseDelta(cl, true); ok && n <= w.s.maxEntryBytes() {
-				w.buf = make([]byte, 0, n)
+		w.state, w.cc, w.age = swTee, cc, ageOf(h)
+		w.prev = w.s.peek(key, w.r)
+		if w.prev != nil && w.prev.status == code && sameStoredHeader(h, w.prev.header, w.pre) {
+			w.header = w.prev.header // immutable, shared
+		} else {
+			w.header = h.Clone()
+			for k := range w.pre { // fields of outer middleware are not the response's
+				delete(w.header, k)
 			}
+			storedHeader(w.header)
 		}
 	case evict:
 		w.state = swPass
@@ -116,13 +129,25 @@ func (w *staleWriter) Write(p []byte) (int, error) {
 	case swHold:
 		return len(p), nil
 	case swTee:
-		if int64(len(w.buf)+len(p)) > w.s.maxEntryBytes() {
-			w.state, w.buf = swPass, nil
-		} else {
-			w.buf = append(w.buf, p...)
-		}
+		w.capture(p)
 	}
 	return w.ResponseWriter.Write(p)
+}
+
+func (w *staleWriter) capture(p []byte) {
+	if w.buf == nil && w.prev != nil {
+		if end := w.off + len(p); end <= len(w.prev.body) && bytes.Equal(w.prev.body[w.off:end], p) {
+			w.off = end
+			return
+		}
+		w.buf = append(make([]byte, 0, max(2*(w.off+len(p)), 512)), w.prev.body[:w.off]...)
+		w.prev = nil
+	}
+	if int64(len(w.buf)+len(p)) > w.s.maxEntryBytes() {
+		w.state, w.buf, w.prev = swPass, nil, nil
+		return
+	}
+	w.buf = append(w.buf, p...)
 }
 
 // Flush streams: the response is not stored.
@@ -142,16 +167,48 @@ func (w *staleWriter) Flush() {
 // Unwrap returns the wrapped writer for http.ResponseController.
 func (w *staleWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// Hijack hands the connection over; the response is not stored.
+func (w *staleWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.state, w.buf, w.prev = swHijacked, nil, nil
+	}
+	return c, rw, err
+}
+
 func (w *staleWriter) finish() {
+	if w.state == swUndecided {
+		w.WriteHeader(http.StatusOK) // what net/http would send: store it
+	}
 	switch w.state {
 	case swHold:
 		w.s.served(w.r, w.held, w.status, nil, w.now)
 		w.held.write(w.ResponseWriter, w.r, w.pre, time.Now())
 	case swTee:
 		body := w.buf
+		if body == nil && w.prev != nil {
+			body = w.prev.body[:w.off:w.off] // an unchanged prefix or all of it: shared, immutable
+		}
 		if body == nil {
 			body = []byte{}
 		}
-		w.s.store(newEntry(w.key(), w.r, w.cc, w.status, w.header, body, w.now))
+		w.s.store(newEntry(w.key(), w.r, w.cc, w.status, w.header, w.age, body, w.now))
 	}
+}
+
+// sameStoredHeader reports whether live, once stripped of the fields that
+// are not stored and of pre (outer middleware's fields), equals stored.
+func sameStoredHeader(live, stored, pre http.Header) bool {
+	n := 0
+	for k, v := range live {
+		if dropHeader(k) || pre[k] != nil {
+			continue
+		}
+		sv, ok := stored[k]
+		if !ok || !slices.Equal(v, sv) {
+			return false
+		}
+		n++
+	}
+	return n == len(stored) && live["Connection"] == nil
 }

@@ -507,3 +507,39 @@ func TestStaleTransportAuthorizationScoped(t *testing.T) {
 	_, err = do("")
 	assert.Error(t, err)
 }
+
+func TestStaleUpdatesChangedResponses(t *testing.T) {
+	s := &Stale{}
+	var fail atomic.Bool
+	var body, etag string
+	var writes int
+	h := s.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fail.Load() {
+			w.WriteHeader(500)
+			return
+		}
+		w.Header().Set("ETag", etag)
+		n := max(1, len(body)/writes)
+		for i := 0; i < len(body); i += n {
+			io.WriteString(w, body[i:min(i+n, len(body))])
+		}
+	}))
+	check := func(b, e string, chunks int) {
+		t.Helper()
+		body, etag, writes = b, e, chunks
+		fail.Store(false)
+		require.Equal(t, b, get(t, h, "/c").Body.String())
+		fail.Store(true)
+		rec := get(t, h, "/c")
+		assert.Equal(t, b, rec.Body.String())
+		assert.Equal(t, e, rec.Header().Get("ETag"))
+		assert.Equal(t, 1, s.Len())
+	}
+	check("abcdef", "1", 1)
+	check("abcdef", "1", 3) // unchanged, other chunking
+	check("abcdeX", "1", 2) // differs in the last chunk
+	check("abc", "1", 1)    // shorter
+	check("abcdefgh", "1", 4)
+	check("abcdefgh", "2", 1) // same body, new header
+	check("", "2", 1)
+}

@@ -69,7 +69,8 @@ func (t *staleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	c := &captureBody{
 		rc: resp.Body, s: s, req: req, primary: primary, cc: cc,
-		status: resp.StatusCode, header: resp.Header.Clone(), now: time.Now(),
+		status: resp.StatusCode, age: ageOf(resp.Header), now: time.Now(),
+		header: storedHeader(resp.Header.Clone()),
 	}
 	if resp.ContentLength > 0 {
 		c.buf = make([]byte, 0, resp.ContentLength)
@@ -88,6 +89,7 @@ type captureBody struct {
 	cc      cacheControl
 	status  int
 	header  http.Header
+	age     time.Duration
 	now     time.Time
 	buf     []byte
 	done    bool // stored or given up
@@ -108,7 +110,7 @@ func (c *captureBody) Read(p []byte) (int, error) {
 				body = []byte{}
 			}
 			c.buf = nil
-			c.s.store(newEntry(c.primary, c.req, c.cc, c.status, c.header, body, c.now))
+			c.s.store(newEntry(c.primary, c.req, c.cc, c.status, c.header, c.age, body, c.now))
 		} else if err != nil && err != io.EOF {
 			c.done, c.buf = true, nil
 		}
