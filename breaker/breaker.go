@@ -95,9 +95,13 @@ type Config struct {
 	// on the first failure. If zero, 3.
 	SuccessThreshold int
 	// Timeout bounds each call; a call that outlasts it counts as a failure.
-	// On the client side the request's context is cancelled after Timeout
-	// (the response body included: the timer ends when the body is closed);
-	// on the server side the handler's request context carries the deadline.
+	// On the client side the request's context is cancelled after Timeout:
+	// the timer runs until the response body is closed, so a body read that
+	// outlasts it is cut off (but the call, already answered, is not counted
+	// again). On the server side the handler's request context carries the
+	// deadline and a handler that returns after it counts as a failure, so
+	// long-lived streams (server-sent events) need a negative Timeout or no
+	// breaker. Requests with an Upgrade header (WebSocket) are not timed.
 	// If zero, 2 s. If negative, calls are not timed.
 	Timeout time.Duration
 	// MaxKeys bounds the number of breakers held. When a new key arrives and
@@ -113,17 +117,20 @@ type Config struct {
 	// values (MaxKeys bounds them but eviction costs a scan).
 	Key func(*http.Request) string
 	// IsFailure classifies a finished call: status is the response status
-	// (0 when err is set) and err a transport error or one matching
-	// ErrTimeout. A call cancelled by its caller is never classified nor
+	// (0 when no response arrived) and err a transport error or one
+	// matching ErrTimeout. A call cancelled by its caller is never classified nor
 	// counted; a handler panic always counts as a failure. If nil, errors
 	// and 5xx statuses other than 501 are failures; 4xx statuses are not.
 	IsFailure func(status int, err error) bool
 	// Cached, if set, is asked for a response to serve while the breaker is
 	// open, e.g. the last good response from a stale cache. It is used only
-	// for safe methods (GET, HEAD, OPTIONS, TRACE). Returning false falls
-	// through to Fallback. The returned response is served as is, with a
-	// Holdfast-Degraded header added when absent; on the server side it is
-	// copied to the ResponseWriter and its body closed.
+	// for safe methods (GET, HEAD, OPTIONS, TRACE), and must only return a
+	// response this requester may see (a cache shared between callers must
+	// not hold private responses). Returning false falls through to
+	// Fallback. The response is served with a Holdfast-Degraded header added
+	// when absent and its Set-Cookie headers removed; on the server side it
+	// is copied to the ResponseWriter (without hop-by-hop headers) and its
+	// body closed.
 	Cached func(*http.Request) (*http.Response, bool)
 	// Fallback, if set, is served to safe methods while the breaker is open
 	// and Cached has nothing. If nil, the client side gets an *OpenError and

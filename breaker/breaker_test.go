@@ -514,3 +514,18 @@ func TestStateString(t *testing.T) {
 	assert.Equal(t, "half-open", HalfOpen.String())
 	assert.Equal(t, "unknown", State(9).String())
 }
+
+func TestUpgradeRequestNotTimed(t *testing.T) {
+	b := New(Config{})
+	var hasDeadline bool
+	rt := b.Transport(rtFunc(func(r *http.Request) (*http.Response, error) {
+		_, hasDeadline = r.Context().Deadline()
+		return &http.Response{StatusCode: http.StatusSwitchingProtocols, Body: http.NoBody}, nil
+	}))
+	req, _ := http.NewRequest(http.MethodGet, "http://a/ws", nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	_, err := rt.RoundTrip(req)
+	require.NoError(t, err)
+	assert.False(t, hasDeadline)
+}

@@ -47,7 +47,7 @@ func (b *Breaker) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 	parent := r.Context()
 	rr := r
 	var ctx context.Context
-	if d := b.cfg.Timeout; d > 0 {
+	if d := b.cfg.Timeout; d > 0 && len(r.Header["Upgrade"]) == 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(parent, d, timeoutCause)
 		defer cancel()
@@ -77,10 +77,10 @@ func (b *Breaker) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 	switch {
 	case parent.Err() != nil:
 		b.record(e, ignored)
+	case sw.Hijacked:
+		b.record(e, success) // the connection outlives the call
 	case ctx != nil && context.Cause(ctx) == timeoutCause:
 		b.record(e, b.classify(status, ErrTimeout))
-	case sw.Hijacked:
-		b.record(e, success)
 	default:
 		b.record(e, b.classify(status, nil))
 	}

@@ -1,10 +1,12 @@
 package breaker
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -186,4 +188,55 @@ func TestHandlerKeepsFlusherAndHijacker(t *testing.T) {
 	assert.NoError(t, flushErr)
 	assert.True(t, rec.Flushed)
 	assert.True(t, sawHijacker)
+}
+
+// hijackRecorder is a ResponseRecorder that can be hijacked.
+type hijackRecorder struct {
+	*httptest.ResponseRecorder
+}
+
+func (h hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, _ := net.Pipe()
+	return c, bufio.NewReadWriter(bufio.NewReader(c), bufio.NewWriter(c)), nil
+}
+
+func TestHandlerUpgradeAndHijack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := New(Config{FailureThreshold: 1, Timeout: time.Second})
+		var hadDeadline bool
+		h := b.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, hadDeadline = r.Context().Deadline()
+			c, _, err := http.NewResponseController(w).Hijack()
+			require.NoError(t, err)
+			defer c.Close()
+			time.Sleep(5 * time.Second) // a long WebSocket session
+		}))
+		req := httptest.NewRequest(http.MethodGet, "/ws", nil)
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", "websocket")
+		h.ServeHTTP(hijackRecorder{httptest.NewRecorder()}, req)
+		assert.False(t, hadDeadline, "an Upgrade request is not timed")
+		assert.Equal(t, Closed, b.State("*"), "a hijacked connection is a success")
+	})
+}
+
+func TestCachedSetCookieStripped(t *testing.T) {
+	cached := func(*http.Request) (*http.Response, bool) {
+		return &http.Response{StatusCode: 200, Header: http.Header{"Set-Cookie": {"session=victim"}, "X-A": {"1"}},
+			Body: io.NopCloser(strings.NewReader("x"))}, true
+	}
+	b := New(Config{FailureThreshold: 1, Cached: cached})
+	h := b.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(500) }))
+	serve(h, http.MethodGet, "/")
+	rec := serve(h, http.MethodGet, "/")
+	assert.Equal(t, "1", rec.Header().Get("X-A"), "served from the cache")
+	assert.Empty(t, rec.Header().Values("Set-Cookie"))
+
+	bc := New(Config{FailureThreshold: 1, Cached: cached})
+	rt := bc.Transport(newUpstream(500))
+	_, _ = call(t, rt, "http://a/")
+	resp, err := call(t, rt, "http://a/")
+	require.NoError(t, err)
+	assert.Equal(t, "1", resp.Header.Get("X-A"))
+	assert.Empty(t, resp.Header.Values("Set-Cookie"))
 }

@@ -70,7 +70,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if d := b.cfg.Timeout; d > 0 {
 		// A caller deadline at or before ours makes our timer redundant:
 		// it cannot fire first, so it would change no outcome.
-		if dl, ok := parent.Deadline(); !ok || time.Until(dl) > d {
+		if dl, ok := parent.Deadline(); (!ok || time.Until(dl) > d) && len(req.Header["Upgrade"]) == 0 {
 			ctx, cancel = context.WithTimeoutCause(parent, d, timeoutCause)
 			r = req.WithContext(ctx)
 		}
@@ -156,11 +156,12 @@ func (b *Breaker) cached(req *http.Request) (*http.Response, bool) {
 		return nil, false
 	}
 	r := *resp
-	if resp.Header.Get(httpx.HeaderDegraded) == "" {
-		r.Header = resp.Header.Clone()
-		if r.Header == nil {
-			r.Header = make(http.Header)
-		}
+	r.Header = resp.Header.Clone() // the hook's map may be shared with its cache
+	if r.Header == nil {
+		r.Header = make(http.Header)
+	}
+	r.Header.Del("Set-Cookie") // a cached response must not set another caller's cookies
+	if r.Header.Get(httpx.HeaderDegraded) == "" {
 		r.Header.Set(httpx.HeaderDegraded, degradedReason)
 	}
 	if r.Body == nil {
