@@ -76,7 +76,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 40*time.Second, "total length of the four phases (the drill adds a few seconds to drain)")
 	flag.IntVar(&o.workers, "workers", 6, "concurrent clients per stack")
 	flag.DurationVar(&o.interval, "interval", 25*time.Millisecond, "pause between two requests of one client")
-	flag.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
+	flag.BoolVar(&o.json, "json", false, "print the results as JSON on stdout (and the table on stderr)")
 	flag.StringVar(&o.svg, "svg", "", "write the success rate over time to this SVG file")
 	flag.BoolVar(&o.check, "check", false, "exit non-zero when holdfast misses any target of the drill")
 	flag.BoolVar(&o.verbose, "v", false, "log what the packages do (audit log included) to stderr")
@@ -94,6 +94,7 @@ func main() {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(rep)
+		rep.print(os.Stderr) // for people reading a CI log
 	} else {
 		rep.print(os.Stdout)
 	}

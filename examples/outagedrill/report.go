@@ -344,7 +344,14 @@ func (rep *report) print(out io.Writer) {
 		fmt.Fprintf(out, "  mode: %s\n", strings.Join(e.ModeChanges, "; "))
 	}
 	if len(e.Breaker) > 0 {
-		fmt.Fprintf(out, "  breakers: %s\n", strings.Join(e.Breaker, "; "))
+		opened := 0
+		for _, b := range e.Breaker {
+			if strings.HasSuffix(b, "-> open") {
+				opened++
+			}
+		}
+		fmt.Fprintf(out, "  breakers: %d changes, %d openings (trial calls failing re-open them); first %s; last %s\n",
+			len(e.Breaker), opened, e.Breaker[0], e.Breaker[len(e.Breaker)-1])
 	}
 	fmt.Fprintln(out)
 	for _, c := range rep.Checks {

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/holdfast-go/holdfast/authfallback"
+	"github.com/holdfast-go/holdfast/breaker"
 	"github.com/holdfast-go/holdfast/degrade"
 	"github.com/holdfast-go/holdfast/idempotency"
 	"github.com/holdfast-go/holdfast/internal/problem"
@@ -127,6 +128,8 @@ type Service struct {
 	Idempotency *idempotency.Idempotency
 	// Client is the downstream client the App uses.
 	Client *http.Client
+	// ClientBreaker guards the downstream host; ServerBreaker the routes.
+	ClientBreaker, ServerBreaker *breaker.Breaker
 
 	handler http.Handler
 	replay  http.Handler // the chain without the gate: what Replay runs
@@ -218,24 +221,30 @@ func New(cfg Config) (*Service, error) {
 	s.Verifier = v
 	s.closes = append(s.closes, func() { _ = v.Close() })
 
-	// The downstream client, innermost first.
+	// The downstream client, innermost first. degrade.Stale sits above
+	// retry and breaker rather than below them: a read is retried first and
+	// answered stale only as the last resort, and the breaker counts the
+	// downstream's real failures, not stale answers that look like
+	// successes. An open breaker's error is not retried, and Stale serves
+	// reads through it.
+	clientBrk, serverBrk := s.newBreakers()
+	s.ClientBreaker, s.ServerBreaker = clientBrk, serverBrk
 	base := cfg.Base
 	if base == nil {
 		base = http.DefaultTransport.(*http.Transport).Clone()
 	}
 	var rt http.RoundTripper = &reportTransport{base: base, c: s.Controller, dep: DepDownstream}
+	rt = clientBrk.Transport(rt)
+	rt = &retry.Transport{
+		Base:     rt,
+		Budget:   cfg.RetryBudget,
+		Deadline: 3 * s.callTimeout(),
+		OnRetry:  h.OnRetry,
+		OnGiveUp: h.OnGiveUp,
+		Logger:   cfg.Logger,
+	}
 	clientStale := &degrade.Stale{MaxStale: time.Hour, OnStale: h.OnStale, Logger: cfg.Logger}
 	rt = clientStale.Transport(rt)
-	rt = s.clientBreaker(rt)
-	rt = &retry.Transport{
-		Base:           rt,
-		Budget:         cfg.RetryBudget,
-		Deadline:       3 * s.callTimeout(),
-		AttemptTimeout: s.callTimeout(),
-		OnRetry:        h.OnRetry,
-		OnGiveUp:       h.OnGiveUp,
-		Logger:         cfg.Logger,
-	}
 	rt = &idempotency.Transport{Base: rt}
 	s.Client = &http.Client{Transport: rt}
 
@@ -245,9 +254,11 @@ func New(cfg Config) (*Service, error) {
 		DownstreamKey: downstreamKey,
 		Error:         writeProblem,
 	}
+	// Server side, innermost first; the same reasoning puts Stale outside
+	// the route breaker.
 	serverStale := &degrade.Stale{MaxStale: time.Hour, OnStale: h.OnStale, Logger: cfg.Logger}
-	var inner http.Handler = serverStale.Handler(app)
-	inner = s.serverBreaker(inner)
+	var inner http.Handler = serverBrk.Handler(app)
+	inner = serverStale.Handler(inner)
 	inner = s.Idempotency.Handler(inner)
 	inner = v.Handler(inner)
 	s.replay = inner
