@@ -1,0 +1,114 @@
+package authfallback
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-go/holdfast/authfallback/authtest"
+)
+
+func newTestVerifier(t *testing.T, idp *authtest.Server, mod func(*Config)) *Verifier {
+	cfg := Config{
+		Issuer: idp.Issuer(), Audience: []string{idp.Audience()}, JWKSURLs: []string{idp.JWKSURL()},
+		AuditLog: slog.New(slog.DiscardHandler),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	v, err := New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = v.Close() })
+	return v
+}
+
+// The seam for offline tokens: keys of another trusted source, under their
+// own issuer, mark what they verify as degraded.
+func TestTrustedKeySeam(t *testing.T) {
+	idp := authtest.NewWithConfig(authtest.Config{Algorithm: "EdDSA"})
+	defer idp.Close()
+	v := newTestVerifier(t, idp, nil)
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	v.setTrustedKeys([]*verifyKey{{kid: "offline-1", alg: "EdDSA", pub: pub, issuer: "urn:holdfast:offline", reason: "offline-token"}})
+	sign := func(iss string) string {
+		tk := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"iss": iss, "aud": idp.Audience(), "sub": "svc", "exp": time.Now().Add(5 * time.Minute).Unix()})
+		tk.Header["kid"] = "offline-1"
+		s, err := tk.SignedString(priv)
+		require.NoError(t, err)
+		return s
+	}
+	res, err := v.Verify(context.Background(), sign("urn:holdfast:offline"))
+	require.NoError(t, err)
+	assert.True(t, res.Degraded)
+	assert.Equal(t, "offline-token", res.Reason)
+
+	_, err = v.Verify(context.Background(), sign(idp.Issuer()))
+	assert.ErrorIs(t, err, ErrInvalidToken, "a trusted key cannot mint tokens of the IdP's issuer")
+
+	// An IdP token cannot claim the offline issuer either.
+	_, err = v.Verify(context.Background(), idp.Issue(jwt.MapClaims{"iss": "urn:holdfast:offline"}))
+	assert.ErrorIs(t, err, ErrInvalidToken)
+
+	v.setTrustedKeys(nil)
+	_, err = v.Verify(context.Background(), sign("urn:holdfast:offline"))
+	assert.ErrorIs(t, err, ErrUnknownKeyID)
+	assert.Nil(t, v.fallback())
+}
+
+func TestCacheFileWriteFailureKeepsRefreshing(t *testing.T) {
+	idp := authtest.NewWithConfig(authtest.Config{Algorithm: "EdDSA"})
+	defer idp.Close()
+	buf := &lockedBuf{}
+	v := newTestVerifier(t, idp, func(c *Config) {
+		c.CacheFile = filepath.Join(t.TempDir(), "missing-dir", "jwks.json")
+		c.AuditLog = slog.New(slog.NewTextHandler(buf, nil))
+	})
+	_, err := v.Verify(context.Background(), idp.Issue(nil))
+	require.NoError(t, err)
+	assert.Contains(t, buf.String(), "cache file not written")
+}
+
+func TestBackoffBounds(t *testing.T) {
+	for attempt := 1; attempt < 20; attempt++ {
+		d := backoff(attempt, time.Minute)
+		want := min(time.Second<<(attempt-1), time.Minute)
+		assert.GreaterOrEqual(t, d, want/2)
+		assert.LessOrEqual(t, d, want)
+	}
+}
+
+func TestFetchErrorMessage(t *testing.T) {
+	e := &FetchError{URL: "https://x/jwks", StatusCode: 502, Err: errors.New("status 502")}
+	assert.Equal(t, "authfallback: fetch https://x/jwks: status 502", e.Error())
+	var fe *FetchError
+	assert.True(t, errors.As(error(e), &fe))
+}
+
+type lockedBuf struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (b *lockedBuf) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	return len(p), nil
+}
+
+func (b *lockedBuf) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.buf)
+}
