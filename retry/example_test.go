@@ -7,9 +7,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/holdfast-go/holdfast/breaker"
+	"github.com/holdfast-go/holdfast/idempotency"
 	"github.com/holdfast-go/holdfast/retry"
 )
 
@@ -123,4 +126,58 @@ func ExampleNewBudget() {
 	fmt.Println("requests refused a retry by the budget:", refused.Load() > 0)
 	// Output:
 	// requests refused a retry by the budget: true
+}
+
+// The client stack of a resilient service, outermost first: idempotency
+// keys, then retries, then a per-host breaker. The key is added once, so
+// every attempt carries the same one; an open breaker fails fast and is not
+// retried.
+func ExampleTransport_wiring() {
+	var mu sync.Mutex
+	var keys []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		keys = append(keys, r.Header.Get("Idempotency-Key"))
+		n := len(keys)
+		mu.Unlock()
+		if n == 1 {
+			http.Error(w, "try again", http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+	}))
+	defer srv.Close()
+
+	brk := breaker.New(breaker.Config{})
+	client := &http.Client{Transport: &idempotency.Transport{
+		Base: &retry.Transport{
+			Base:      brk.Transport(http.DefaultTransport),
+			BaseDelay: time.Millisecond,
+		},
+	}}
+	resp, err := client.Post(srv.URL, "application/json", strings.NewReader(`{"amount":10}`))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	resp.Body.Close()
+	fmt.Println(resp.StatusCode, "after", len(keys), "attempts; same key:", keys[0] != "" && keys[0] == keys[1])
+
+	// A breaker that is open: the retry transport does not retry its error.
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadGateway)
+	}))
+	defer down.Close()
+	strict := breaker.New(breaker.Config{FailureThreshold: 1})
+	var retries int
+	client = &http.Client{Transport: &retry.Transport{
+		Base:      strict.Transport(http.DefaultTransport),
+		BaseDelay: time.Millisecond,
+		OnRetry:   func(retry.RetryEvent) { retries++ },
+	}}
+	_, err = client.Get(down.URL)
+	fmt.Println("open breaker:", errors.Is(err, breaker.ErrOpen), "retries:", retries)
+	// Output:
+	// 201 after 2 attempts; same key: true
+	// open breaker: true retries: 1
 }
