@@ -57,6 +57,14 @@ func BenchmarkTransport(b *testing.B) {
 		}
 		benchRT(b, rt, reqs)
 	})
+	b.Run("no-timeout/10000-registered-1-called", func(b *testing.B) {
+		reqs := requests(10000, context.Background())
+		rt := New(Config{Timeout: -1}).Transport(newStub())
+		for _, r := range reqs {
+			_, _ = rt.RoundTrip(r)
+		}
+		benchRT(b, rt, reqs[4242:4243])
+	})
 	b.Run("caller-deadline/1-host", func(b *testing.B) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()

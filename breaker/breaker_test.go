@@ -529,3 +529,24 @@ func TestUpgradeRequestNotTimed(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, hasDeadline)
 }
+
+func TestOnStateChangeOutsideLocks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var b *Breaker
+		var seen []State
+		b = New(Config{FailureThreshold: 1, Delay: time.Second, DisableJitter: true, SuccessThreshold: 1,
+			OnStateChange: func(c StateChange) {
+				// Re-entering the breaker would deadlock if the hook ran under
+				// failsafe-go's lock or the registry's.
+				seen = append(seen, b.State(c.Key))
+				_ = b.Snapshot()
+			}})
+		up := newUpstream(500)
+		rt := b.Transport(up)
+		_, _ = call(t, rt, "http://a/")
+		time.Sleep(time.Second)
+		up.status.Store(200)
+		_, _ = call(t, rt, "http://a/")
+		assert.Equal(t, []State{Open, HalfOpen, Closed}, seen)
+	})
+}
