@@ -1,0 +1,396 @@
+package authfallback
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const offlineTestIssuer = "https://api.example.com/offline"
+
+type offlineLogBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *offlineLogBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *offlineLogBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+func offlineKeyT(t testing.TB) ed25519.PrivateKey {
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	return k
+}
+
+func newOfflineT(t testing.TB, mod func(*OfflineConfig)) (*OfflineIssuer, *offlineLogBuf) {
+	logs := &offlineLogBuf{}
+	cfg := OfflineConfig{
+		Issuer:        offlineTestIssuer,
+		Audience:      []string{"api"},
+		Key:           offlineKeyT(t),
+		KeyID:         "k1",
+		TTL:           10 * time.Minute,
+		AllowedScopes: []string{"orders:read", "profile"},
+		AuditLog:      slog.New(slog.NewJSONHandler(logs, nil)),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	o, err := NewOfflineIssuer(cfg)
+	require.NoError(t, err)
+	return o, logs
+}
+
+func offlinePrimary() *Result {
+	return &Result{
+		Subject: "alice", Issuer: "https://idp.example.com/", TokenHash: "abc123",
+		Scopes: []string{"orders:read", "orders:write", "profile"},
+	}
+}
+
+// offlineSign signs claims with key under alg EdDSA and kid.
+func offlineSign(t testing.TB, key ed25519.PrivateKey, kid string, claims jwt.MapClaims) string {
+	tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
+	tok.Header["kid"] = kid
+	s, err := tok.SignedString(key)
+	require.NoError(t, err)
+	return s
+}
+
+func TestOfflineIssueAndVerify(t *testing.T) {
+	o, logs := newOfflineT(t, nil)
+	tok, err := o.Issue(context.Background(), offlinePrimary(), nil)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"orders:read", "profile"}, tok.Scopes, "narrowed to AllowedScopes")
+	assert.Len(t, tok.ID, 22)
+
+	res, err := o.Verify(tok.Token, time.Now())
+	require.NoError(t, err)
+	assert.Equal(t, "alice", res.Subject)
+	assert.Equal(t, tok.Scopes, res.Scopes)
+	assert.Equal(t, tok.ID, res.ID)
+	assert.Equal(t, "k1", res.KeyID)
+	assert.Equal(t, offlineTestIssuer, res.Issuer)
+	assert.True(t, res.Degraded)
+	assert.Equal(t, ReasonOfflineToken, res.Reason)
+	assert.Equal(t, tok.ExpiresAt, res.ExpiresAt)
+	assert.Equal(t, 10*time.Minute, res.ExpiresAt.Sub(res.IssuedAt))
+	assert.True(t, o.IsOfflineToken(tok.Token))
+
+	// Audit: one event with the hash, never the token.
+	out := logs.String()
+	assert.Contains(t, out, "offline token issued")
+	assert.Contains(t, out, res.TokenHash)
+	assert.Contains(t, out, `"subject":"alice"`)
+	assert.Contains(t, out, tok.ID)
+	assert.NotContains(t, out, tok.Token)
+	assert.NotContains(t, out, strings.Split(tok.Token, ".")[2], "not even the signature")
+
+	// jti is random.
+	tok2, err := o.Issue(context.Background(), offlinePrimary(), nil)
+	require.NoError(t, err)
+	assert.NotEqual(t, tok.ID, tok2.ID)
+}
+
+func TestOfflineIssueNarrowsAndRefuses(t *testing.T) {
+	o, _ := newOfflineT(t, nil)
+	ctx := context.Background()
+
+	tok, err := o.Issue(ctx, offlinePrimary(), []string{"profile", "orders:write", "admin"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"profile"}, tok.Scopes, "requested ∩ caller ∩ allowed")
+
+	_, err = o.Issue(ctx, offlinePrimary(), []string{"orders:write"})
+	assert.ErrorIs(t, err, ErrOfflineRefused, "nothing allowed left")
+
+	narrow := offlinePrimary()
+	narrow.Scopes = []string{"orders:write"}
+	_, err = o.Issue(ctx, narrow, nil)
+	assert.ErrorIs(t, err, ErrOfflineRefused, "caller has no allowed scope")
+
+	_, err = o.Issue(ctx, nil, nil)
+	assert.ErrorIs(t, err, ErrOfflineRefused)
+	_, err = o.Issue(ctx, &Result{Scopes: []string{"profile"}}, nil)
+	assert.ErrorIs(t, err, ErrOfflineRefused, "no subject")
+
+	// No chaining: an offline token never buys another one.
+	res, err := o.Verify(tok.Token, time.Now())
+	require.NoError(t, err)
+	_, err = o.Issue(ctx, res, nil)
+	assert.ErrorIs(t, err, ErrOfflineRefused)
+	forged := offlinePrimary()
+	forged.Issuer = offlineTestIssuer
+	_, err = o.Issue(ctx, forged, nil)
+	assert.ErrorIs(t, err, ErrOfflineRefused)
+}
+
+func TestOfflineVerifyRefuses(t *testing.T) {
+	o, _ := newOfflineT(t, nil)
+	key := o.ring.Load().cur.priv
+	now := time.Now()
+	good := func() jwt.MapClaims {
+		return jwt.MapClaims{
+			"iss": offlineTestIssuer, "aud": "api", "sub": "alice", "jti": "j1",
+			"iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(), "scope": "profile",
+		}
+	}
+	with := func(k string, v any) jwt.MapClaims {
+		c := good()
+		if v == nil {
+			delete(c, k)
+		} else {
+			c[k] = v
+		}
+		return c
+	}
+	_, err := o.Verify(offlineSign(t, key, "k1", good()), now)
+	require.NoError(t, err, "the baseline verifies")
+
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	es := jwt.NewWithClaims(jwt.SigningMethodES256, good())
+	es.Header["kid"] = "k1"
+	esTok, err := es.SignedString(ecKey)
+	require.NoError(t, err)
+	hs := jwt.NewWithClaims(jwt.SigningMethodHS256, good())
+	hs.Header["kid"] = "k1"
+	hsTok, err := hs.SignedString([]byte(o.ring.Load().cur.pub))
+	require.NoError(t, err)
+	none := jwt.NewWithClaims(jwt.SigningMethodNone, good())
+	none.Header["kid"] = "k1"
+	noneTok, err := none.SignedString(jwt.UnsafeAllowNoneSignatureType)
+	require.NoError(t, err)
+	crit := jwt.NewWithClaims(jwt.SigningMethodEdDSA, good())
+	crit.Header["kid"] = "k1"
+	crit.Header["crit"] = []string{"exp"}
+	critTok, err := crit.SignedString(key)
+	require.NoError(t, err)
+
+	cases := map[string]string{
+		"wider scope":          offlineSign(t, key, "k1", with("scope", "profile orders:write")),
+		"no scope":             offlineSign(t, key, "k1", with("scope", nil)),
+		"longer TTL":           offlineSign(t, key, "k1", with("exp", now.Add(10*time.Minute+time.Second).Unix())),
+		"TTL over the maximum": offlineSign(t, key, "k1", with("exp", now.Add(time.Hour).Unix())),
+		"expired":              offlineSign(t, key, "k1", with("exp", now.Add(-time.Second).Unix())),
+		"no exp":               offlineSign(t, key, "k1", with("exp", nil)),
+		"no iat":               offlineSign(t, key, "k1", with("iat", nil)),
+		"iat in the future":    offlineSign(t, key, "k1", with("iat", now.Add(time.Minute).Unix())),
+		"IdP issuer":           offlineSign(t, key, "k1", with("iss", "https://idp.example.com/")),
+		"other audience":       offlineSign(t, key, "k1", with("aud", "other")),
+		"no sub":               offlineSign(t, key, "k1", with("sub", nil)),
+		"no jti":               offlineSign(t, key, "k1", with("jti", nil)),
+		"unknown key":          offlineSign(t, offlineKeyT(t), "k1", good()),
+		"unknown kid":          offlineSign(t, key, "k2", good()),
+		"no kid":               offlineSign(t, key, "", good()),
+		"alg ES256":            esTok,
+		"alg HS256 with pub":   hsTok,
+		"alg none":             noneTok,
+		"crit header":          critTok,
+		"too large":            offlineSign(t, key, "k1", with("pad", strings.Repeat("x", offlineMaxTokenSize))),
+		"garbage":              "a.b.c",
+	}
+	for name, tok := range cases {
+		t.Run(name, func(t *testing.T) {
+			res, err := o.Verify(tok, now)
+			assert.Nil(t, res)
+			assert.ErrorIs(t, err, ErrInvalidToken)
+		})
+	}
+}
+
+func TestOfflineRotation(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		o, _ := newOfflineT(t, func(c *OfflineConfig) { c.TTL = 5 * time.Minute })
+		ctx := context.Background()
+		old, err := o.Issue(ctx, offlinePrimary(), nil)
+		require.NoError(t, err)
+
+		time.Sleep(time.Minute)
+		newKey := offlineKeyT(t)
+		require.NoError(t, o.Rotate(newKey, ""))
+		assert.Error(t, o.Rotate(offlineKeyT(t), "k1"), "kid in use with another key")
+		fresh, err := o.Issue(ctx, offlinePrimary(), nil)
+		require.NoError(t, err)
+		assert.Equal(t, offlineThumbprint(newKey.Public().(ed25519.PublicKey)), mustVerify(t, o, fresh.Token).KeyID)
+		assert.Equal(t, "k1", mustVerify(t, o, old.Token).KeyID, "in-flight token still verifies")
+		assert.Len(t, o.PublicKeys(), 2)
+
+		var jwks struct {
+			Keys []map[string]string `json:"keys"`
+		}
+		require.NoError(t, json.Unmarshal(o.JWKS(), &jwks))
+		require.Len(t, jwks.Keys, 2)
+		for _, k := range jwks.Keys {
+			assert.Equal(t, "OKP", k["kty"])
+			assert.Equal(t, "Ed25519", k["crv"])
+			assert.Equal(t, "EdDSA", k["alg"])
+			assert.NotContains(t, k, "d", "no private part")
+		}
+
+		// A token signed by the old key after its retirement is refused,
+		// even if its own exp were later.
+		time.Sleep(5 * time.Minute)
+		assert.Len(t, o.PublicKeys(), 1)
+		forged := offlineSign(t, o.cfg.Key, "k1", jwt.MapClaims{
+			"iss": offlineTestIssuer, "aud": "api", "sub": "alice", "jti": "x",
+			"iat": time.Now().Unix(), "exp": time.Now().Add(time.Minute).Unix(), "scope": "profile",
+		})
+		_, err = o.Verify(forged, time.Now())
+		assert.ErrorIs(t, err, ErrInvalidToken, "retired key")
+		later, err := o.Issue(ctx, offlinePrimary(), nil)
+		require.NoError(t, err)
+		mustVerify(t, o, later.Token)
+	})
+}
+
+func mustVerify(t *testing.T, o *OfflineIssuer, tok string) *Result {
+	t.Helper()
+	res, err := o.Verify(tok, time.Now())
+	require.NoError(t, err)
+	return res
+}
+
+func TestOfflineConfigValidation(t *testing.T) {
+	ok := OfflineConfig{Issuer: "x", Key: offlineKeyT(t), AllowedScopes: []string{"a"}}
+	for name, mod := range map[string]func(*OfflineConfig){
+		"no issuer":    func(c *OfflineConfig) { c.Issuer = "" },
+		"no key":       func(c *OfflineConfig) { c.Key = nil },
+		"short key":    func(c *OfflineConfig) { c.Key = c.Key[:32] },
+		"TTL too long": func(c *OfflineConfig) { c.TTL = MaxOfflineTTL + time.Second },
+		"no scopes":    func(c *OfflineConfig) { c.AllowedScopes = nil },
+		"bad scope":    func(c *OfflineConfig) { c.AllowedScopes = []string{"a b"} },
+		"leeway":       func(c *OfflineConfig) { c.Leeway = 2 * time.Minute },
+	} {
+		c := ok
+		mod(&c)
+		_, err := NewOfflineIssuer(c)
+		assert.Error(t, err, name)
+	}
+	o, err := NewOfflineIssuer(ok)
+	require.NoError(t, err)
+	assert.Equal(t, DefaultOfflineTTL, o.ttl)
+}
+
+func TestOfflineExchangeHandler(t *testing.T) {
+	o, logs := newOfflineT(t, nil)
+	h := o.ExchangeHandler()
+	do := func(method string, res *Result, form url.Values) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(method, "/token/offline", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if res != nil {
+			req = req.WithContext(NewContext(req.Context(), res))
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+
+	rec := do("POST", offlinePrimary(), url.Values{"scope": {"orders:read orders:write"}})
+	require.Equal(t, 200, rec.Code, rec.Body.String())
+	assert.Equal(t, "no-store", rec.Header().Get("Cache-Control"))
+	var body offlineExchangeResponse
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &body))
+	assert.Equal(t, "Bearer", body.TokenType)
+	assert.Equal(t, "orders:read", body.Scope)
+	assert.Equal(t, OfflineTokenType, body.IssuedTokenType)
+	assert.InDelta(t, 600, body.ExpiresIn, 2)
+	res, err := o.Verify(body.AccessToken, time.Now())
+	require.NoError(t, err)
+	assert.Equal(t, []string{"orders:read"}, res.Scopes)
+	assert.NotContains(t, logs.String(), body.AccessToken)
+
+	rec = do("POST", nil, nil)
+	assert.Equal(t, 401, rec.Code)
+	assert.Equal(t, "application/problem+json", rec.Header().Get("Content-Type"))
+	assert.Contains(t, rec.Header().Get("WWW-Authenticate"), "invalid_token")
+
+	rec = do("POST", res, nil)
+	assert.Equal(t, 403, rec.Code, "an offline token buys no other")
+	assert.Contains(t, rec.Body.String(), "offline-token-refused")
+
+	rec = do("POST", offlinePrimary(), url.Values{"scope": {"admin"}})
+	assert.Equal(t, 403, rec.Code)
+	assert.Contains(t, rec.Header().Get("WWW-Authenticate"), "insufficient_scope")
+
+	rec = do("POST", offlinePrimary(), url.Values{"scope": {""}})
+	assert.Equal(t, 403, rec.Code, "an empty scope asks for nothing")
+
+	rec = do("GET", offlinePrimary(), nil)
+	assert.Equal(t, 405, rec.Code)
+	assert.Equal(t, "POST", rec.Header().Get("Allow"))
+
+	req := httptest.NewRequest("POST", "/token/offline", strings.NewReader("scope="+strings.Repeat("a", offlineMaxExchangeBody+1)))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req = req.WithContext(NewContext(req.Context(), offlinePrimary()))
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	assert.Equal(t, http.StatusBadRequest, rec.Code, "oversized form")
+}
+
+func FuzzOfflineVerify(f *testing.F) {
+	o, _ := newOfflineT(f, func(c *OfflineConfig) { c.AuditLog = slog.New(slog.DiscardHandler) })
+	tok, err := o.Issue(context.Background(), offlinePrimary(), nil)
+	require.NoError(f, err)
+	f.Add(tok.Token)
+	f.Add("eyJhbGciOiJub25lIn0.e30.")
+	f.Add("a.b.c")
+	f.Fuzz(func(t *testing.T, raw string) {
+		res, err := o.Verify(raw, time.Now())
+		if err == nil {
+			// Only a token minted by o can verify (Ed25519 is not forgeable
+			// by a fuzzer), and it must be within policy.
+			if !res.Degraded || res.Reason != ReasonOfflineToken || res.ExpiresAt.Sub(res.IssuedAt) > MaxOfflineTTL {
+				t.Fatalf("accepted out of policy: %+v", res)
+			}
+		}
+		_ = o.IsOfflineToken(raw)
+	})
+}
+
+// BenchmarkOfflineVerify measures Verify; the baseline is the bare
+// jwt/v5 parse of the same token with the same key.
+func BenchmarkOfflineVerify(b *testing.B) {
+	o, _ := newOfflineT(b, func(c *OfflineConfig) { c.AuditLog = slog.New(slog.DiscardHandler) })
+	tok, err := o.Issue(context.Background(), offlinePrimary(), nil)
+	require.NoError(b, err)
+	pub := o.ring.Load().cur.pub
+	b.Run("baseline-jwt-parse", func(b *testing.B) {
+		b.ReportAllocs()
+		p := jwt.NewParser(jwt.WithValidMethods([]string{"EdDSA"}))
+		for b.Loop() {
+			if _, err := p.Parse(tok.Token, func(*jwt.Token) (any, error) { return pub, nil }); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("verify", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := o.Verify(tok.Token, time.Now()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
