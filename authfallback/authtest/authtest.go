@@ -41,8 +41,9 @@ type Config struct {
 	// ClientID and ClientSecret are the client credentials the token
 	// endpoint accepts. If empty, "test-client" and "test-secret".
 	ClientID, ClientSecret string
-	// ExtraKeys publishes this many additional public keys in the key set,
-	// which sign nothing (to test large key sets).
+	// ExtraKeys publishes this many additional public keys of Algorithm in
+	// the key set, which sign nothing (to test large key sets). RSA keys
+	// take a while to generate.
 	ExtraKeys int
 }
 
@@ -276,8 +277,10 @@ func (s *Server) jwksLocked() []byte {
 	return b
 }
 
-// SetDown takes the server down (true: connections are refused at the TCP
-// level and open connections are closed) or brings it back up.
+// SetDown takes the server down (true: the listening socket is closed, so
+// new connections are refused at the TCP level, and open connections are
+// closed) or brings it back up on the same address. It panics if the
+// address cannot be listened on again.
 func (s *Server) SetDown(down bool) {
 	s.mu.Lock()
 	s.down = down
