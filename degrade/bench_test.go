@@ -88,3 +88,13 @@ func BenchmarkStaleHandler(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkReport measures one outcome report with a few dependencies.
+func BenchmarkReport(b *testing.B) {
+	c := New(Config{Dependencies: map[string]Mode{"idp": ReadOnly, "payments": Degraded, "db": ReadOnly}})
+	defer c.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		c.Report("payments", nil)
+	}
+}

@@ -85,6 +85,8 @@ type depState struct {
 	setWhy   string // reason given to SetDown
 	since    time.Time
 	lastErr  time.Time
+	// total and failed are the window's counts at the last evaluation.
+	total, failed int
 }
 
 func (d *depState) down() bool { return d.rateDown || d.setDown }
@@ -220,7 +222,7 @@ func (c *Controller) Report(dependency string, err error) {
 	if err != nil {
 		d.lastErr = now
 	}
-	ch := c.evalLocked(now)
+	ch := c.evalLocked(now, d)
 	c.mu.Unlock()
 	c.notify(ch)
 }
@@ -241,7 +243,7 @@ func (c *Controller) SetDown(dependency string, down bool, reason string) {
 	}
 	d.setDown = down
 	d.setWhy = reason
-	ch := c.evalLocked(now)
+	ch := c.evalLocked(now, d)
 	c.mu.Unlock()
 	c.notify(ch)
 }
@@ -256,7 +258,7 @@ func (c *Controller) Force(mode Mode, reason string) {
 	now := time.Now()
 	c.mu.Lock()
 	c.forced = &modeState{mode: mode, reason: reason, forced: true}
-	ch := c.evalLocked(now)
+	ch := c.evalLocked(now, nil)
 	c.mu.Unlock()
 	c.notify(ch)
 }
@@ -266,7 +268,7 @@ func (c *Controller) Release() {
 	now := time.Now()
 	c.mu.Lock()
 	c.forced = nil
-	ch := c.evalLocked(now)
+	ch := c.evalLocked(now, nil)
 	c.mu.Unlock()
 	c.notify(ch)
 }
@@ -289,29 +291,38 @@ func (c *Controller) tick() {
 	now := time.Now()
 	c.mu.Lock()
 	c.timer = nil
-	ch := c.evalLocked(now)
+	ch := c.evalLocked(now, nil)
 	c.mu.Unlock()
 	c.notify(ch)
 }
 
-// evalLocked re-evaluates every dependency and the mode. It returns the
-// mode change to announce, if any.
-func (c *Controller) evalLocked(now time.Time) *ModeChange {
-	rate, min := c.failureRate(), c.minReports()
+// countLocked recounts d's window and updates its state.
+func (c *Controller) countLocked(d *depState, now time.Time) {
+	total, failed := d.win.counts(now)
+	d.total, d.failed = total, failed
+	wasDown := d.down()
+	d.rateDown = total >= c.minReports() && total > 0 && float64(failed) >= c.failureRate()*float64(total)
+	if d.down() != wasDown {
+		d.since = now
+		c.logger().Info("degrade: dependency state", "dependency", d.name, "down", d.down(),
+			"reports", total, "failures", failed)
+	}
+}
+
+// evalLocked recounts dependency only (every dependency if nil) and
+// re-decides the mode. It returns the mode change to announce, if any.
+func (c *Controller) evalLocked(now time.Time, only *depState) *ModeChange {
+	if only != nil {
+		c.countLocked(only, now)
+	}
 	worst := Normal
 	var reasons []string
 	anyRateDown := false
 	for _, d := range c.deps {
-		total, failed := d.win.counts(now)
-		rateDown := total >= min && total > 0 && float64(failed) >= rate*float64(total)
-		wasDown := d.down()
-		d.rateDown = rateDown
-		if d.down() != wasDown {
-			d.since = now
-			c.logger().Info("degrade: dependency state", "dependency", d.name, "down", d.down(),
-				"reports", total, "failures", failed)
+		if only == nil {
+			c.countLocked(d, now)
 		}
-		anyRateDown = anyRateDown || rateDown
+		anyRateDown = anyRateDown || d.rateDown
 		if !d.down() {
 			continue
 		}
@@ -320,7 +331,7 @@ func (c *Controller) evalLocked(now time.Time) *ModeChange {
 			reasons = reasons[:0]
 		}
 		if d.causes == worst && worst != Normal {
-			reasons = append(reasons, d.reason(total, failed))
+			reasons = append(reasons, d.reason())
 		}
 	}
 	if anyRateDown && c.timer == nil && !c.closed {
@@ -350,14 +361,14 @@ func (c *Controller) evalLocked(now time.Time) *ModeChange {
 	return ch
 }
 
-func (d *depState) reason(total, failed int) string {
+func (d *depState) reason() string {
 	if d.setDown {
 		if d.setWhy != "" {
 			return d.name + ": " + d.setWhy
 		}
 		return d.name + " down"
 	}
-	return fmt.Sprintf("%s: %d of %d calls failed", d.name, failed, total)
+	return fmt.Sprintf("%s: %d of %d calls failed", d.name, d.failed, d.total)
 }
 
 func (c *Controller) notify(ch *ModeChange) {

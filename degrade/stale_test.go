@@ -543,3 +543,52 @@ func TestStaleUpdatesChangedResponses(t *testing.T) {
 	check("abcdefgh", "2", 1) // same body, new header
 	check("", "2", 1)
 }
+
+func TestGateAndStaleTogether(t *testing.T) {
+	c := New(Config{})
+	defer c.Close()
+	o := &origin{}
+	s := &Stale{}
+	srv := httptest.NewServer(c.Handler(s.Handler(o)))
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL + "/g")
+	require.NoError(t, err)
+	resp.Body.Close()
+
+	c.Force(ReadOnly, "drill")
+	o.fail.Store(true)
+	resp, err = srv.Client().Get(srv.URL + "/g")
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, 200, resp.StatusCode)
+	assert.Equal(t, "hello /g ", string(b))
+	assert.Equal(t, "stale-if-error", resp.Header.Get(httpx.HeaderDegraded))
+
+	resp, err = srv.Client().Get(srv.URL + "/other")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, 503, resp.StatusCode)
+	assert.Equal(t, "read-only", resp.Header.Get(httpx.HeaderDegraded), "the gate's marker stays on a failure that passes through")
+}
+
+func TestStaleHijackPassesThrough(t *testing.T) {
+	s := &Stale{}
+	srv := httptest.NewServer(s.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		buf.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi")
+		buf.Flush()
+	})))
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL + "/h")
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, "hi", string(b))
+	assert.Equal(t, 0, s.Len())
+}

@@ -60,7 +60,7 @@ func (c *Controller) Register(name string, fn func() any) {
 func (c *Controller) Status() Status {
 	now := time.Now()
 	c.mu.Lock()
-	ch := c.evalLocked(now) // let aged-out failures count
+	ch := c.evalLocked(now, nil) // recount every window
 	s := Status{
 		Mode:         c.cur.mode,
 		Reason:       c.cur.reason,
@@ -76,17 +76,16 @@ func (c *Controller) Status() Status {
 		}
 		s.TimeInMode[m] = d.Seconds()
 	}
-	for name, d := range c.deps {
-		total, failed := d.win.counts(now)
+	for name, d := range c.deps { // counted by evalLocked above
 		ds := DependencyStatus{
 			Down: d.down(), Causes: d.causes, Since: d.since,
-			Reports: total, Failures: failed, LastFailure: d.lastErr,
+			Reports: d.total, Failures: d.failed, LastFailure: d.lastErr,
 		}
-		if total > 0 {
-			ds.ErrorRate = float64(failed) / float64(total)
+		if d.total > 0 {
+			ds.ErrorRate = float64(d.failed) / float64(d.total)
 		}
 		if ds.Down {
-			ds.Reason = d.reason(total, failed)
+			ds.Reason = d.reason()
 		}
 		s.Dependencies[name] = ds
 	}
