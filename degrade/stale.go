@@ -70,6 +70,11 @@ type Stale struct {
 	// nil, requests without Authorization and Cookie headers are shared
 	// and every other request is scoped by a SHA-256 hash of those
 	// headers, so a response is never served to another credential.
+	//
+	// A service that authenticates callers by anything else (an API key
+	// header, a client certificate) must set Scope, or its responses are
+	// shared. Likewise a response that depends on a request header must
+	// name it in Vary, as for any HTTP cache.
 	Scope func(*http.Request) string
 
 	// OnStale, if not nil, is called each time a stale response is
