@@ -428,11 +428,11 @@ func TestStaleTransport(t *testing.T) {
 	require.Equal(t, "data for /d", body)
 	assert.Equal(t, 1, s.Len())
 
-	// A body closed before EOF is not stored.
-	resp, err := client.Get(srv.URL + "/partial")
+	// A body closed before EOF is read to its end (it is small) and stored.
+	resp, err := client.Get(srv.URL + "/small")
 	require.NoError(t, err)
 	resp.Body.Close()
-	assert.Equal(t, 1, s.Len())
+	assert.Equal(t, 2, s.Len())
 
 	for _, m := range []string{"503", "down", "open"} {
 		mode.Store(m)
@@ -591,4 +591,38 @@ func TestStaleHijackPassesThrough(t *testing.T) {
 	resp.Body.Close()
 	assert.Equal(t, "hi", string(b))
 	assert.Equal(t, 0, s.Len())
+}
+
+func TestStaleTransportLargeBodyClosedEarly(t *testing.T) {
+	big := strings.Repeat("x", 64<<10)
+	var fail atomic.Bool
+	base := rtFunc(func(r *http.Request) (*http.Response, error) {
+		if fail.Load() {
+			return nil, errors.New("down")
+		}
+		return &http.Response{StatusCode: 200, Header: http.Header{}, ContentLength: -1,
+			Body: io.NopCloser(strings.NewReader(big)), Request: r}, nil
+	})
+	s := &Stale{}
+	rt := s.Transport(base)
+	req, _ := http.NewRequest("GET", "https://api.example/big", nil)
+	resp, err := rt.RoundTrip(req)
+	require.NoError(t, err)
+	buf := make([]byte, 100)
+	_, _ = io.ReadFull(resp.Body, buf)
+	resp.Body.Close()
+	assert.Equal(t, 0, s.Len(), "most of the body unread: not stored")
+
+	resp, err = rt.RoundTrip(req)
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Len(t, b, len(big))
+	assert.Equal(t, 1, s.Len())
+	fail.Store(true)
+	resp, err = rt.RoundTrip(req)
+	require.NoError(t, err)
+	b, _ = io.ReadAll(resp.Body)
+	assert.Equal(t, big, string(b))
+	assert.Equal(t, int64(len(big)), resp.ContentLength)
 }

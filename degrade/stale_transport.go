@@ -14,8 +14,9 @@ import (
 // breaker) or a 5xx status. A cancellation by the caller itself is returned
 // as is. If base is nil, http.DefaultTransport is used.
 //
-// A response is stored once the caller has read its body to the end (up to
-// MaxEntryBytes); a body closed early is not stored. The request is not
+// A response is stored once its body has been read to the end (up to
+// MaxEntryBytes); Close reads up to 4 KiB of what the caller left, and a
+// body closed with more left unread is not stored. The request is not
 // modified.
 func (s *Stale) Transport(base http.RoundTripper) http.RoundTripper {
 	return &staleTransport{s: s, base: base}
@@ -118,7 +119,20 @@ func (c *captureBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Close reads what is left of a body the caller did not finish (a JSON
+// decoder stops before the final newline), up to httpx.DrainLimit, so that
+// a complete response is still stored and the connection can be reused.
 func (c *captureBody) Close() error {
+	if !c.done {
+		var scratch [512]byte
+		for n := 0; !c.done && n < httpx.DrainLimit; {
+			m, err := c.Read(scratch[:])
+			n += m
+			if err != nil {
+				break
+			}
+		}
+	}
 	c.done, c.buf = true, nil
 	return c.rc.Close()
 }
