@@ -66,6 +66,19 @@
 //	mux.Handle("/healthz", c.StatusHandler())
 //	http.ListenAndServe(":8080", c.Handler(stale.Handler(api)))
 //
+// Other packages feed the controller through hooks the service author
+// connects (this package imports none of them):
+//
+//	authfallback.Config{
+//		OnFallbackEnter: func(ev authfallback.FallbackEvent) { c.SetDown("idp", true, ev.Reason) },
+//		OnFallbackExit:  func(authfallback.FallbackEvent) { c.SetDown("idp", false, "") },
+//	}
+//	breaker.Config{
+//		OnStateChange: func(ch breaker.StateChange) { c.SetDown(ch.Key, ch.To == breaker.Open, "circuit open") },
+//		Cached:        stale.Lookup, // an open breaker serves the last good response
+//	}
+//	c.Register("breakers", func() any { return b.Snapshot() })
+//
 // Every exported type is safe for concurrent use unless its doc says
 // otherwise. Hooks are called outside locks and may be called concurrently.
 package degrade
