@@ -550,3 +550,29 @@ func TestOnStateChangeOutsideLocks(t *testing.T) {
 		assert.Equal(t, []State{Open, HalfOpen, Closed}, seen)
 	})
 }
+
+func TestBasePanicReleasesPermit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := New(Config{FailureThreshold: 1, Delay: time.Second, DisableJitter: true, SuccessThreshold: 1})
+		var panicking atomic.Bool
+		rt := b.Transport(rtFunc(func(r *http.Request) (*http.Response, error) {
+			if panicking.Load() {
+				panic("broken transport")
+			}
+			return &http.Response{StatusCode: 500, Body: http.NoBody}, nil
+		}))
+		_, _ = call(t, rt, "http://a/")
+		time.Sleep(time.Second)
+		panicking.Store(true)
+		assert.Panics(t, func() { _, _ = call(t, rt, "http://a/") })
+		assert.Equal(t, Open, b.State("a"), "the panicking trial counts as a failure")
+		time.Sleep(time.Second)
+		panicking.Store(false)
+		_, err := call(t, rt, "http://a/")
+		assert.NoError(t, err, "a later trial is let through")
+
+		nilRT := New(Config{}).Transport(rtFunc(func(*http.Request) (*http.Response, error) { return nil, nil }))
+		_, err = call(t, nilRT, "http://a/")
+		assert.Error(t, err)
+	})
+}

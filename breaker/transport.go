@@ -3,6 +3,7 @@ package breaker
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -76,7 +77,20 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 
+	returned := false
+	defer func() {
+		if !returned { // base panicked: release the permit, stop the timer
+			b.record(e, failure)
+			if cancel != nil {
+				cancel()
+			}
+		}
+	}()
 	resp, err := t.baseRT().RoundTrip(r)
+	returned = true
+	if err == nil && resp == nil {
+		err = errNilResponse
+	}
 
 	timedOut := cancel != nil && parent.Err() == nil && context.Cause(ctx) == timeoutCause
 	switch {
@@ -100,6 +114,8 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	return resp, err
 }
+
+var errNilResponse = errors.New("breaker: RoundTripper returned a nil response and a nil error")
 
 // bodyWithCancel ends the per-call timer when the body is closed. A 101
 // response's body stays writable, as net/http requires.
