@@ -71,12 +71,15 @@ func (b *Budget) init(ratio float64, minPerSecond int, window time.Duration, now
 	b.reserveSec = -1
 }
 
-// slot returns the current bucket, rotated to now. b.mu must be held.
-func (b *Budget) slot(now time.Time) (int64, *budgetBucket) {
+// slot returns the current bucket, rotated, and the time since b.start.
+// b.mu must be held.
+func (b *Budget) slot() (time.Duration, int64, *budgetBucket) {
 	if b.width == 0 { // zero value
-		b.init(DefaultBudgetRatio, DefaultBudgetMinPerSecond, DefaultBudgetWindow, now)
+		b.init(DefaultBudgetRatio, DefaultBudgetMinPerSecond, DefaultBudgetWindow, time.Now())
 	}
-	s := int64(now.Sub(b.start) / b.width)
+	// time.Since reads only the monotonic clock: much cheaper than time.Now.
+	el := time.Since(b.start)
+	s := int64(el / b.width)
 	if s < 0 {
 		s = 0
 	}
@@ -84,22 +87,24 @@ func (b *Budget) slot(now time.Time) (int64, *budgetBucket) {
 	if bk.slot != s {
 		*bk = budgetBucket{slot: s}
 	}
-	return s, bk
+	return el, s, bk
 }
 
-// deposit records a request.
-func (b *Budget) deposit(now time.Time) {
+// deposit records a request and returns the current time.
+func (b *Budget) deposit() time.Time {
 	b.mu.Lock()
-	_, bk := b.slot(now)
+	el, _, bk := b.slot()
 	bk.requests++
+	start := b.start
 	b.mu.Unlock()
+	return start.Add(el)
 }
 
 // withdraw reports whether a retry is allowed now, and records it if so.
-func (b *Budget) withdraw(now time.Time) bool {
+func (b *Budget) withdraw() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	s, cur := b.slot(now)
+	el, s, cur := b.slot()
 	var requests, retries int64
 	for i := range b.buckets {
 		if bk := &b.buckets[i]; bk.slot > s-budgetBuckets && bk.slot <= s {
@@ -111,7 +116,7 @@ func (b *Budget) withdraw(now time.Time) bool {
 		cur.retries++
 		return true
 	}
-	sec := int64(now.Sub(b.start) / time.Second)
+	sec := int64(el / time.Second)
 	if sec != b.reserveSec {
 		b.reserveSec, b.reserveUsed = sec, 0
 	}

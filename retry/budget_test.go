@@ -11,7 +11,7 @@ import (
 
 func retriesAllowed(b *Budget) int {
 	n := 0
-	for b.withdraw(time.Now()) {
+	for b.withdraw() {
 		n++
 	}
 	return n
@@ -22,14 +22,14 @@ func TestBudgetRatio(t *testing.T) {
 		b := NewBudget(0.2, 0, 10*time.Second)
 		assert.Equal(t, 0, retriesAllowed(b), "no requests, no minimum: no retries")
 		for range 100 {
-			b.deposit(time.Now())
+			b.deposit()
 		}
 		assert.Equal(t, 20, retriesAllowed(b))
 		for range 4 {
-			b.deposit(time.Now())
+			b.deposit()
 		}
 		assert.Equal(t, 0, retriesAllowed(b), "4 more requests are not yet worth a retry")
-		b.deposit(time.Now())
+		b.deposit()
 		assert.Equal(t, 1, retriesAllowed(b))
 	})
 }
@@ -49,11 +49,11 @@ func TestBudgetWindowSlides(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := NewBudget(0.5, 0, 10*time.Second)
 		for range 10 {
-			b.deposit(time.Now())
+			b.deposit()
 		}
 		time.Sleep(5 * time.Second)
 		for range 10 {
-			b.deposit(time.Now())
+			b.deposit()
 		}
 		assert.Equal(t, 10, retriesAllowed(b), "20 requests in the window")
 		time.Sleep(5 * time.Second)
@@ -63,7 +63,7 @@ func TestBudgetWindowSlides(t *testing.T) {
 		// Everything from before has left the window.
 		assert.Equal(t, 0, retriesAllowed(b))
 		for range 4 {
-			b.deposit(time.Now())
+			b.deposit()
 		}
 		assert.Equal(t, 2, retriesAllowed(b))
 		time.Sleep(time.Hour)
@@ -75,7 +75,7 @@ func TestBudgetZeroValueUsesDefaults(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var b Budget
 		for range 100 {
-			b.deposit(time.Now())
+			b.deposit()
 		}
 		assert.Equal(t, 20+DefaultBudgetMinPerSecond, retriesAllowed(&b))
 	})
@@ -85,7 +85,7 @@ func TestNewBudgetOddArguments(t *testing.T) {
 	for _, r := range []float64{-1, 0, nanFloat()} {
 		b := NewBudget(r, -5, -time.Second)
 		for range 100 {
-			b.deposit(time.Now())
+			b.deposit()
 		}
 		assert.Equal(t, 0, retriesAllowed(b), "ratio %v", r)
 	}
@@ -103,7 +103,7 @@ func TestBudgetConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range 1000 {
-				b.deposit(time.Now())
+				b.deposit()
 			}
 			n := retriesAllowed(b)
 			mu.Lock()

@@ -169,9 +169,8 @@ func (t *Transport) budget() *Budget {
 // nil error whenever a response is returned. Discarded responses are
 // drained (up to a bound) and closed.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	start := time.Now()
 	budget := t.budget()
-	budget.deposit(start)
+	start := budget.deposit()
 
 	attempts := t.maxAttempts()
 	if req.URL == nil {
@@ -341,7 +340,7 @@ func (t *Transport) retry(req *http.Request, start time.Time, budget *Budget, ma
 		if reason == nil {
 			delay, reason = t.delay(attempt, resp, end, hasEnd)
 		}
-		if reason == nil && !budget.withdraw(time.Now()) {
+		if reason == nil && !budget.withdraw() {
 			reason = ErrBudgetExhausted
 		}
 		var body io.ReadCloser
