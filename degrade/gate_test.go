@@ -7,6 +7,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -183,4 +185,34 @@ func TestAdminHandler(t *testing.T) {
 	resp, m = do("GET", "", "")
 	assert.Equal(t, 200, resp.StatusCode)
 	assert.Equal(t, "normal", m["mode"])
+}
+
+// FuzzAdminRequest sends arbitrary bodies to the admin handler: it never
+// crashes, and a reason it accepts is valid UTF-8 without control
+// characters and at most 200 bytes.
+func FuzzAdminRequest(f *testing.F) {
+	f.Add(`{"mode":"read-only","reason":"incident"}`)
+	f.Add(`{"mode":"auto"}`)
+	f.Add(`{"mode":"degraded","reason":"\u0000\r\n\u2028é"}`)
+	f.Add(`[]`)
+	f.Fuzz(func(t *testing.T, body string) {
+		c := New(Config{})
+		defer c.Close()
+		req := httptest.NewRequest(http.MethodPut, "/admin", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		c.AdminHandler().ServeHTTP(rec, req)
+		if rec.Code != 200 && rec.Code != 400 && rec.Code != 413 {
+			t.Fatalf("status %d", rec.Code)
+		}
+		r := c.Reason()
+		if len(r) > maxReasonLen || !utf8.ValidString(r) {
+			t.Fatalf("bad reason %q", r)
+		}
+		for _, ch := range r {
+			if unicode.IsControl(ch) {
+				t.Fatalf("control character in %q", r)
+			}
+		}
+	})
 }
