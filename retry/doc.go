@@ -33,6 +33,9 @@
 // than [Transport.MaxRetryAfter], or a wait that would end past the deadline
 // ([Transport.Deadline], 10 s by default, or the request context's), makes
 // the transport return the response at once rather than wait or retry early.
+// The deadline bounds the retrying; it does not cut the first attempt short,
+// which runs as it would without the transport (bound it with the request
+// context, http.Client.Timeout or [Transport.AttemptTimeout]).
 //
 // # How much
 //
@@ -63,9 +66,13 @@
 //
 // For example:
 //
-//	client := &http.Client{Transport: &retry.Transport{
-//		Base:   brk.Transport(http.DefaultTransport),
-//		Budget: budget, // shared with other clients of the same upstream
+//	brk := breaker.New(breaker.Config{})
+//	budget := retry.NewBudget(0.2, 3, 10*time.Second) // shared by the clients of one upstream
+//	client := &http.Client{Transport: &idempotency.Transport{
+//		Base: &retry.Transport{
+//			Base:   brk.Transport(http.DefaultTransport),
+//			Budget: budget,
+//		},
 //	}}
 //
 // The packages do not import each other: retry recognises the breaker's
