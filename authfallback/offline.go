@@ -292,10 +292,10 @@ func (o *OfflineIssuer) JWKS() []byte {
 // log.
 func (o *OfflineIssuer) Issue(ctx context.Context, primary *Result, requested []string) (*OfflineToken, error) {
 	if primary == nil || primary.Subject == "" {
-		return nil, errOfflineNoCaller
+		return nil, o.refuse(ctx, primary, errOfflineNoCaller)
 	}
 	if primary.Reason == ReasonOfflineToken || primary.Issuer == o.cfg.Issuer {
-		return nil, errOfflineChained
+		return nil, o.refuse(ctx, primary, errOfflineChained)
 	}
 	var scopes []string
 	for _, s := range primary.Scopes {
@@ -308,7 +308,7 @@ func (o *OfflineIssuer) Issue(ctx context.Context, primary *Result, requested []
 		scopes = append(scopes, s)
 	}
 	if len(scopes) == 0 {
-		return nil, errOfflineNoScope
+		return nil, o.refuse(ctx, primary, errOfflineNoScope)
 	}
 	var id [16]byte
 	if _, err := rand.Read(id[:]); err != nil {
@@ -459,6 +459,20 @@ func (o *OfflineIssuer) IsOfflineToken(raw string) bool {
 		return false
 	}
 	return c.Iss == o.cfg.Issuer
+}
+
+// refuse writes a refused issuance to the audit log and returns err.
+func (o *OfflineIssuer) refuse(ctx context.Context, primary *Result, err error) error {
+	var sub, hash string
+	if primary != nil {
+		sub, hash = primary.Subject, primary.TokenHash
+	}
+	o.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: offline token refused",
+		slog.String("subject", sub),
+		slog.String("primary_token_hash", hash),
+		slog.String("err", err.Error()),
+	)
+	return err
 }
 
 func offlineInvalid(err error) error {

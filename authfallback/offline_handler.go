@@ -14,6 +14,16 @@ import (
 // (RFC 8693).
 const OfflineTokenType = "urn:ietf:params:oauth:token-type:access_token"
 
+// Problem types (RFC 9457 "type" slugs, see internal/problem) written by
+// the exchange handler, besides ProblemMissingToken.
+const (
+	// ProblemOfflineRefused: the caller presented an offline token to get
+	// another one.
+	ProblemOfflineRefused = "offline-token-refused"
+	// ProblemInsufficientScope: no allowed scope is left for the caller.
+	ProblemInsufficientScope = "insufficient-scope"
+)
+
 // offlineMaxExchangeBody bounds the form of an exchange request.
 const offlineMaxExchangeBody = 8 << 10
 
@@ -55,7 +65,7 @@ func (o *OfflineIssuer) serveExchange(w http.ResponseWriter, r *http.Request) {
 	caller, ok := FromContext(r.Context())
 	if !ok {
 		problem.Write(w, problem.Problem{
-			Type: "invalid-token", Title: "Authentication required", Status: http.StatusUnauthorized,
+			Type: ProblemMissingToken, Title: "Authentication required", Status: http.StatusUnauthorized,
 			Detail: "an offline token is issued only to a caller with a verified token", Instance: r.URL.Path,
 			WWWAuthenticate: `Bearer error="invalid_token"`,
 		})
@@ -77,19 +87,19 @@ func (o *OfflineIssuer) serveExchange(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, errOfflineNoCaller):
 		problem.Write(w, problem.Problem{
-			Type: "invalid-token", Title: "Authentication required", Status: http.StatusUnauthorized,
+			Type: ProblemMissingToken, Title: "Authentication required", Status: http.StatusUnauthorized,
 			Detail: err.Error(), Instance: r.URL.Path, WWWAuthenticate: `Bearer error="invalid_token"`,
 		})
 		return
 	case errors.Is(err, errOfflineNoScope):
 		problem.Write(w, problem.Problem{
-			Type: "insufficient-scope", Title: "Insufficient scope", Status: http.StatusForbidden,
+			Type: ProblemInsufficientScope, Title: "Insufficient scope", Status: http.StatusForbidden,
 			Detail: err.Error(), Instance: r.URL.Path,
 			WWWAuthenticate: `Bearer error="insufficient_scope", scope="` + strings.Join(o.cfg.AllowedScopes, " ") + `"`,
 		})
 		return
 	case errors.Is(err, ErrOfflineRefused):
-		problem.Write(w, problem.Problem{Type: "offline-token-refused", Title: "Offline token refused", Status: http.StatusForbidden, Detail: err.Error(), Instance: r.URL.Path})
+		problem.Write(w, problem.Problem{Type: ProblemOfflineRefused, Title: "Offline token refused", Status: http.StatusForbidden, Detail: err.Error(), Instance: r.URL.Path})
 		return
 	case err != nil:
 		problem.Write(w, problem.Problem{Status: http.StatusInternalServerError, Instance: r.URL.Path})

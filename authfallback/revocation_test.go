@@ -122,7 +122,9 @@ type revServer struct {
 	mu     sync.Mutex
 	doc    string
 	status int
+	etag   string
 	hits   atomic.Int32
+	n304   atomic.Int32
 }
 
 func (s *revServer) set(status int, doc string) {
@@ -131,11 +133,19 @@ func (s *revServer) set(status int, doc string) {
 	s.status, s.doc = status, doc
 }
 
-func (s *revServer) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+func (s *revServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.hits.Add(1)
 	s.mu.Lock()
-	st, doc := s.status, s.doc
+	st, doc, etag := s.status, s.doc, s.etag
 	s.mu.Unlock()
+	if etag != "" {
+		if r.Header.Get("If-None-Match") == etag {
+			s.n304.Add(1)
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("ETag", etag)
+	}
 	if st == 0 {
 		st = 200
 	}
@@ -266,6 +276,33 @@ func TestRevocationListPollsWithBackoff(t *testing.T) {
 		synctest.Wait()
 		assert.Equal(t, h+5, srv.hits.Load(), "one fetch per RefreshInterval once healthy")
 	})
+}
+
+func TestRevocationListETag(t *testing.T) {
+	srv := &revServer{doc: `{"jti":["j1"]}`, etag: `"v1"`}
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	var events atomic.Int32
+	l, err := NewRevocationList(RevocationListConfig{
+		URL: ts.URL, RefreshInterval: time.Hour,
+		OnRevocation: func(RevocationEvent) { events.Add(1) },
+	})
+	require.NoError(t, err)
+	defer l.Close()
+	require.NoError(t, l.Refresh(context.Background()))
+	require.NoError(t, l.Refresh(context.Background()))
+	assert.Positive(t, srv.n304.Load(), "If-None-Match sent")
+	ok, _ := l.Revoked("", "j1", revT0)
+	assert.True(t, ok, "304 keeps the list")
+	assert.Equal(t, int32(1), events.Load())
+
+	srv.mu.Lock()
+	srv.doc, srv.etag = `{"jti":["j1","j2"]}`, `"v2"`
+	srv.mu.Unlock()
+	require.NoError(t, l.Refresh(context.Background()))
+	ok, _ = l.Revoked("", "j2", revT0)
+	assert.True(t, ok, "new version fetched")
+	assert.Equal(t, int32(2), events.Load())
 }
 
 func TestRevocationCacheFileRefused(t *testing.T) {

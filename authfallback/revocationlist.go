@@ -132,6 +132,9 @@ type RevocationListStatus struct {
 // {"jti": [], "sub": {}}, is a legitimate list (every revocation lifted)
 // and does replace it; "{}" or "null" does not.
 //
+// A fetch carries If-None-Match with the ETag of the list in use, if the
+// server sent one; 304 Not Modified keeps the list and counts as success.
+//
 // Revoked reads an atomically swapped immutable snapshot: no lock, no
 // allocation. RevocationList is safe for concurrent use; Close stops its
 // refresh goroutine.
@@ -143,6 +146,7 @@ type RevocationList struct {
 	snap atomic.Pointer[revSnapshot]
 
 	refreshMu sync.Mutex // serializes fetches (loop and Refresh)
+	etag      string     // ETag of the list in use; guarded by refreshMu
 
 	mu    sync.Mutex // guards the fields below
 	stat  RevocationListStatus
@@ -264,9 +268,12 @@ func (l *RevocationList) loop() {
 func (l *RevocationList) refresh(ctx context.Context) (time.Duration, error) {
 	l.refreshMu.Lock()
 	defer l.refreshMu.Unlock()
-	b, err := l.fetch(ctx)
+	b, etag, err := l.fetch(ctx)
 	var s *revSnapshot
-	if err == nil {
+	switch {
+	case err == nil && b == nil: // 304 Not Modified: the list in use is current
+		s = l.snap.Load()
+	case err == nil:
 		s, err = parseRevocationList(b)
 	}
 	now := time.Now()
@@ -288,6 +295,7 @@ func (l *RevocationList) refresh(ctx context.Context) (time.Duration, error) {
 		}
 		return wait, err
 	}
+	l.etag = etag
 	prev := l.snap.Swap(s)
 	wait := l.cfg.refreshInterval()
 	l.mu.Lock()
@@ -296,7 +304,7 @@ func (l *RevocationList) refresh(ctx context.Context) (time.Duration, error) {
 		LastAttempt: now, NextAttempt: now.Add(wait),
 	}
 	l.mu.Unlock()
-	if l.cfg.CacheFile != "" {
+	if l.cfg.CacheFile != "" && prev != s {
 		if err := revWriteCacheFile(l.cfg.CacheFile, s, now, l.cfg.URL); err != nil {
 			l.log.Warn("authfallback: revocation cache file not written", "file", l.cfg.CacheFile, "err", err)
 		}
@@ -309,27 +317,39 @@ func (l *RevocationList) refresh(ctx context.Context) (time.Duration, error) {
 	return wait, nil
 }
 
-func (l *RevocationList) fetch(ctx context.Context) ([]byte, error) {
+// fetch GETs the list. It returns a nil body (and no error) for 304 Not
+// Modified, which is only possible when a list is in use: the request then
+// carries If-None-Match with the list's ETag.
+func (l *RevocationList) fetch(ctx context.Context) (body []byte, etag string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.fetchTimeout())
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.cfg.URL, nil)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	req.Header.Set("Accept", "application/json")
+	if l.etag != "" && l.snap.Load() != nil {
+		req.Header.Set("If-None-Match", l.etag)
+	}
 	resp, err := l.client.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer httpx.DrainClose(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("authfallback: revocation list: status %d", resp.StatusCode)
+	switch {
+	case resp.StatusCode == http.StatusNotModified && req.Header.Get("If-None-Match") != "":
+		return nil, l.etag, nil
+	case resp.StatusCode != http.StatusOK:
+		return nil, "", fmt.Errorf("authfallback: revocation list: status %d", resp.StatusCode)
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxRevocationListSize+1))
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return b, nil
+	if b == nil {
+		b = []byte{}
+	}
+	return b, resp.Header.Get("ETag"), nil
 }
 
 // revCacheDoc is the content of RevocationListConfig.CacheFile.
