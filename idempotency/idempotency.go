@@ -169,7 +169,7 @@ type Config struct {
 type Idempotency struct {
 	cfg         Config
 	methods     []string
-	headers     []string
+	allow       map[string]struct{} // stored response headers
 	nonBlocking bool
 	ownerPrefix string
 	ownerSeq    atomic.Uint64
@@ -215,10 +215,11 @@ func New(cfg Config) *Idempotency {
 			"Content-Location", "Location", "ETag", "Last-Modified", "Cache-Control", "Expires",
 			"Link", "Vary", "Preference-Applied"}
 	}
+	x.allow = make(map[string]struct{}, len(hs))
 	for _, h := range hs {
 		h = http.CanonicalHeaderKey(h)
 		if !neverStored(h) {
-			x.headers = append(x.headers, h)
+			x.allow[h] = struct{}{}
 		}
 	}
 	x.bufs.New = func() any { return new(bytes.Buffer) }
@@ -280,12 +281,14 @@ func (x *Idempotency) Handler(next http.Handler) http.Handler {
 	})
 }
 
-// keyed is a parsed, keyed request.
+// keyed is a parsed, keyed request. The capture is allocated with it.
 type keyed struct {
 	key         string // the client's key
 	storeKey    string
 	fingerprint string
 	body        []byte
+	br          bodyReader
+	cw          capture
 }
 
 // prepare parses the key, reads the body and computes the record key and
@@ -327,7 +330,8 @@ func (x *Idempotency) prepare(w http.ResponseWriter, r *http.Request) (*keyed, b
 			return nil, false
 		}
 	}
-	body, err := x.readBody(r)
+	in := &keyed{key: key}
+	body, err := x.readBody(r, &in.br)
 	if err != nil {
 		if errors.Is(err, errBodyTooLarge) {
 			problem.Write(w, problem.Problem{
@@ -347,7 +351,7 @@ func (x *Idempotency) prepare(w http.ResponseWriter, r *http.Request) (*keyed, b
 	if x.cfg.Route != nil {
 		route = x.cfg.Route(r)
 	}
-	in := &keyed{key: key, body: body}
+	in.body = body
 	in.storeKey = x.recordKey(x.cfg.Scope == nil, scope, r, route, key)
 	in.fingerprint = x.fingerprint(r, body)
 	return in, true
@@ -355,9 +359,14 @@ func (x *Idempotency) prepare(w http.ResponseWriter, r *http.Request) (*keyed, b
 
 var errBodyTooLarge = errors.New("idempotency: request body too large")
 
+// bodyReader replays a request body that was read for its fingerprint.
+type bodyReader struct{ bytes.Reader }
+
+func (*bodyReader) Close() error { return nil }
+
 // readBody reads the body up to MaxRequestBytes and puts a replayable copy
 // back in r.Body.
-func (x *Idempotency) readBody(r *http.Request) ([]byte, error) {
+func (x *Idempotency) readBody(r *http.Request, br *bodyReader) ([]byte, error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
 	}
@@ -382,7 +391,8 @@ func (x *Idempotency) readBody(r *http.Request) ([]byte, error) {
 			return nil, errBodyTooLarge
 		}
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
+	br.Reset(body)
+	r.Body = br
 	return body, nil
 }
 
@@ -559,7 +569,8 @@ func writeStored(w http.ResponseWriter, resp *Response) {
 // run runs next under the claim and completes or releases it.
 func (x *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Handler, in *keyed, owner string, fence uint64) {
 	buf := x.bufs.Get().(*bytes.Buffer)
-	cw := &capture{w: w, buf: buf, max: x.cfg.MaxResponseBytes}
+	in.cw = capture{w: w, buf: buf, max: x.cfg.MaxResponseBytes}
+	cw := &in.cw
 	ext := x.extend(r, in, owner, fence)
 	panicked := true
 	defer func() {
@@ -608,8 +619,7 @@ func (x *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Hand
 // copying it again.
 func (x *Idempotency) complete(parent context.Context, storeKey, owner string, fence uint64, status int, h http.Header, body []byte) error {
 	if m, ok := x.cfg.Store.(*MemoryStore); ok {
-		resp := &Response{Status: status, Header: x.storedHeader(h), Body: bytes.Clone(body)}
-		return m.completeOwned(storeKey, owner, fence, resp, x.cfg.TTL)
+		return m.completeOwned(storeKey, owner, fence, Response{Status: status, Header: x.storedHeader(h), Body: bytes.Clone(body)}, x.cfg.TTL)
 	}
 	resp := Response{Status: status, Header: x.storedHeader(h), Body: body}
 	ctx, cancel := x.detachedCtx(parent)
@@ -628,8 +638,8 @@ func (x *Idempotency) putBuf(b *bytes.Buffer) {
 // storedHeader returns a fresh copy of the allow-listed headers of h.
 func (x *Idempotency) storedHeader(h http.Header) http.Header {
 	n, values := 0, 0
-	for _, k := range x.headers {
-		if vs, ok := h[k]; ok {
+	for k, vs := range h {
+		if _, ok := x.allow[k]; ok {
 			n++
 			values += len(vs)
 		}
@@ -639,8 +649,8 @@ func (x *Idempotency) storedHeader(h http.Header) http.Header {
 	}
 	out := make(http.Header, n)
 	all := make([]string, 0, values)
-	for _, k := range x.headers {
-		if vs, ok := h[k]; ok {
+	for k, vs := range h {
+		if _, ok := x.allow[k]; ok {
 			start := len(all)
 			all = append(all, vs...)
 			out[k] = all[start:len(all):len(all)]

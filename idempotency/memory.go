@@ -3,6 +3,7 @@ package idempotency
 import (
 	"context"
 	"errors"
+	"hash/maphash"
 	"net/http"
 	"slices"
 	"sync"
@@ -54,6 +55,7 @@ type MemoryStore struct {
 	maxEntries int   // per shard
 	maxBytes   int64 // per shard
 
+	seed   maphash.Seed
 	seq    atomic.Uint64
 	qmu    sync.Mutex
 	queue  map[string]uint64 // key -> queue position of records that carry a Request
@@ -79,6 +81,7 @@ type doneRef struct {
 
 type memEntry struct {
 	rec     Record
+	resp    Response
 	expires time.Time
 	size    int64
 	seq     uint64 // queue position, 0 if the record carries no Request
@@ -109,6 +112,7 @@ func NewMemoryStore(cfg MemoryConfig) *MemoryStore {
 		maxEntries: max(1, cfg.MaxEntries/cfg.Shards),
 		maxBytes:   max(1, cfg.MaxBytes/int64(cfg.Shards)),
 		queue:      make(map[string]uint64),
+		seed:       maphash.MakeSeed(),
 		closed:     make(chan struct{}),
 	}
 	for i := range s.shards {
@@ -174,13 +178,7 @@ func (s *MemoryStore) sweep(now time.Time) {
 }
 
 func (s *MemoryStore) shard(key string) *memShard {
-	// FNV-1a; keys are hashes already, any mixing will do.
-	h := uint32(2166136261)
-	for i := 0; i < len(key); i++ {
-		h ^= uint32(key[i])
-		h *= 16777619
-	}
-	return &s.shards[h%uint32(len(s.shards))]
+	return &s.shards[maphash.String(s.seed, key)%uint64(len(s.shards))]
 }
 
 func (e *memEntry) expired(now time.Time) bool {
@@ -367,12 +365,12 @@ func (s *MemoryStore) Extend(_ context.Context, key, owner string, fence uint64,
 
 // Complete implements Store.
 func (s *MemoryStore) Complete(_ context.Context, key, owner string, fence uint64, resp Response, ttl time.Duration) error {
-	stored := &Response{Status: resp.Status, Header: resp.Header.Clone(), Body: slices.Clone(resp.Body)}
+	stored := Response{Status: resp.Status, Header: resp.Header.Clone(), Body: slices.Clone(resp.Body)}
 	return s.completeOwned(key, owner, fence, stored, ttl)
 }
 
 // completeOwned is Complete with a response that the store may keep.
-func (s *MemoryStore) completeOwned(key, owner string, fence uint64, stored *Response, ttl time.Duration) error {
+func (s *MemoryStore) completeOwned(key, owner string, fence uint64, stored Response, ttl time.Duration) error {
 	now := time.Now()
 	sh := s.shard(key)
 	sh.mu.Lock()
@@ -389,7 +387,8 @@ func (s *MemoryStore) completeOwned(key, owner string, fence uint64, stored *Res
 	e.rec.State = StateDone
 	e.rec.Owner = ""
 	e.rec.LeaseUntil = time.Time{}
-	e.rec.Response = stored
+	e.resp = stored // a done entry never changes again: Records may point to it
+	e.rec.Response = &e.resp
 	e.rec.Request = nil
 	e.seq = 0
 	e.expires = now.Add(ttl)
