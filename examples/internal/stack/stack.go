@@ -264,6 +264,18 @@ func New(cfg Config) (*Service, error) {
 	s.replay = inner
 	s.handler = s.Controller.Handler(inner)
 
+	// What the status handler shows beside the mode and dependencies.
+	s.Controller.Register("auth", func() any {
+		st := v.Status()
+		return map[string]any{
+			"fallback": st.Fallback, "reason": st.Reason, "key_age_s": int(st.KeyAge.Seconds()),
+			"keys": st.KeyCount, "stale": st.Stale, "failures": st.Failures,
+		}
+	})
+	s.Controller.Register("breakers", func() any {
+		return map[string]any{"client": clientBrk.Snapshot(), "server": serverBrk.Snapshot()}
+	})
+
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.wg.Add(1)

@@ -1,0 +1,206 @@
+// Command resilient-api is a small HTTP service wired with every holdfast
+// package, in the order the design gives (see examples/internal/stack):
+//
+//	degrade gate -> authfallback -> idempotency -> degrade.Stale -> breaker -> handler
+//
+// and calling its downstream through idempotency.Transport -> degrade.Stale ->
+// retry -> breaker. It serves GET /items/{id} and POST /orders (with an
+// Idempotency-Key), its status at /holdfast/status, and the manual mode
+// override (degrade's admin handler) on a separate, loopback-only listener.
+//
+// Run without flags it is a self-contained demo: it starts a fake identity
+// provider and a fake downstream on loopback and prints a token to call it
+// with. Point it at real ones with flags or environment variables:
+//
+//	resilient-api -issuer https://idp.example.com/ -audience my-api \
+//	    -jwks https://idp.example.com/.well-known/jwks.json \
+//	    -cache-file /var/lib/resilient-api/jwks.json \
+//	    -downstream https://ledger.internal \
+//	    -store redis -redis-addr 127.0.0.1:6379
+//
+// Every flag has an environment variable: RESILIENT_API_ and the flag name
+// in upper case with '-' as '_' (RESILIENT_API_REDIS_ADDR).
+//
+// It is its own Go module so that the Redis and PostgreSQL stores (modules
+// of their own, with their drivers) stay out of holdfast's root module.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/holdfast-go/holdfast/authfallback/authtest"
+	"github.com/holdfast-go/holdfast/examples/internal/downstream"
+	"github.com/holdfast-go/holdfast/examples/internal/stack"
+)
+
+type config struct {
+	addr, adminAddr                    string
+	issuer, audience, jwks, cacheFile  string
+	downstream                         string
+	store, redisAddr, pgDSN, keyPrefix string
+	keyRefresh, callTimeout            time.Duration
+	breakerDelay                       time.Duration
+}
+
+func main() {
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(logger, os.Args[1:]); err != nil {
+		logger.Error("resilient-api", "err", err)
+		os.Exit(1)
+	}
+}
+
+func parse(args []string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("resilient-api", flag.ContinueOnError)
+	str := func(p *string, name, def, usage string) { fs.StringVar(p, name, env(name, def), usage) }
+	dur := func(p *time.Duration, name string, def time.Duration, usage string) {
+		if v := os.Getenv(envName(name)); v != "" {
+			if d, err := time.ParseDuration(v); err == nil {
+				def = d
+			}
+		}
+		fs.DurationVar(p, name, def, usage)
+	}
+	str(&c.addr, "addr", "127.0.0.1:8080", "address to serve the API on")
+	str(&c.adminAddr, "admin-addr", "127.0.0.1:9090", "address of the admin listener (mode override); keep it private; empty: none")
+	str(&c.issuer, "issuer", "", `the IdP's issuer ("iss"); empty: start a fake IdP on loopback (demo)`)
+	str(&c.audience, "audience", "", `accepted audience ("aud")`)
+	str(&c.jwks, "jwks", "", "JWKS URLs, comma-separated: the primary first, then alternates")
+	str(&c.cacheFile, "cache-file", "", "where the last-known-good key set is kept (default: a file in the user cache directory)")
+	str(&c.downstream, "downstream", "", "the downstream's base URL; empty: start a fake downstream on loopback (demo)")
+	str(&c.store, "store", "memory", "idempotency store: memory, redis or postgres")
+	str(&c.redisAddr, "redis-addr", "127.0.0.1:6379", "Redis address for -store redis")
+	str(&c.pgDSN, "pg-dsn", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "PostgreSQL DSN for -store postgres")
+	str(&c.keyPrefix, "store-prefix", "resilient-api", "key prefix (Redis) or table name (PostgreSQL) of the store")
+	dur(&c.keyRefresh, "key-refresh", 5*time.Minute, "JWKS refresh interval")
+	dur(&c.callTimeout, "call-timeout", 2*time.Second, "timeout of one downstream call")
+	dur(&c.breakerDelay, "breaker-delay", 30*time.Second, "how long an open breaker waits before a trial call")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if c.issuer != "" && (c.audience == "" || c.jwks == "") {
+		return c, errors.New("-issuer needs -audience and -jwks")
+	}
+	return c, nil
+}
+
+func envName(flagName string) string {
+	return "RESILIENT_API_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func env(flagName, def string) string {
+	if v, ok := os.LookupEnv(envName(flagName)); ok {
+		return v
+	}
+	return def
+}
+
+func run(logger *slog.Logger, args []string) error {
+	c, err := parse(args)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	cfg := stack.Config{
+		KeyRefresh:   c.keyRefresh,
+		CallTimeout:  c.callTimeout,
+		BreakerDelay: c.breakerDelay,
+		AuditLog:     logger,
+		Logger:       logger,
+		Issuer:       c.issuer,
+		Audience:     []string{c.audience},
+		JWKSURLs:     splitList(c.jwks),
+		CacheFile:    c.cacheFile,
+		Downstream:   c.downstream,
+	}
+	if c.issuer == "" {
+		idp := authtest.New()
+		defer idp.Close()
+		cfg.Issuer, cfg.Audience, cfg.JWKSURLs = idp.Issuer(), []string{idp.Audience()}, []string{idp.JWKSURL()}
+		tok := idp.Issue(jwt.MapClaims{"sub": "demo-user", "scope": "read write"})
+		defer fmt.Fprintf(os.Stderr, "\n")
+		logger.Info("demo: fake IdP started", "issuer", idp.Issuer())
+		fmt.Fprintf(os.Stderr, "\ndemo token (1 h):\n  export TOKEN=%s\n  curl -s -H \"Authorization: Bearer $TOKEN\" http://%s/items/1\n  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Idempotency-Key: \"k1\"' -d '{\"write_id\":\"w1\",\"amount\":5}' http://%s/orders\n\n", tok, c.addr, c.addr)
+	}
+	if c.downstream == "" {
+		ds := httptest.NewServer(downstream.New())
+		defer ds.Close()
+		cfg.Downstream = ds.URL
+		logger.Info("demo: fake downstream started", "url", ds.URL)
+	}
+	if cfg.CacheFile == "" {
+		dir, err := os.UserCacheDir()
+		if err != nil {
+			dir = os.TempDir()
+		}
+		dir = filepath.Join(dir, "holdfast-resilient-api")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		cfg.CacheFile = filepath.Join(dir, "jwks.json")
+	}
+	store, closeStore, err := openStore(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	cfg.Store = store
+
+	svc, err := stack.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+
+	mux := http.NewServeMux()
+	mux.Handle("/holdfast/status", svc.Controller.StatusHandler())
+	mux.Handle("/", svc)
+	srv := &http.Server{Addr: c.addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.ListenAndServe() }()
+	var admin *http.Server
+	if c.adminAddr != "" {
+		admin = &http.Server{Addr: c.adminAddr, Handler: svc.Controller.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { errc <- admin.ListenAndServe() }()
+	}
+	logger.Info("resilient-api listening", "addr", c.addr, "admin", c.adminAddr, "store", c.store)
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		return err
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if admin != nil {
+		_ = admin.Shutdown(sctx)
+	}
+	return srv.Shutdown(sctx)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
