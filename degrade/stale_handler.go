@@ -96,6 +96,11 @@ func (w *staleWriter) WriteHeader(code int) {
 		w.ResponseWriter.WriteHeader(code)
 		return
 	}
+	if !cacheableStatus(code) {
+		w.state = swPass
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
 	h := w.ResponseWriter.Header()
 	key := w.key()
 	cc, ok, evict := policy(w.r, !w.scoped, code, h)
