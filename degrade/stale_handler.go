@@ -112,8 +112,10 @@ func (w *staleWriter) WriteHeader(code int) {
 			w.header = w.prev.header // immutable, shared
 		} else {
 			w.header = h.Clone()
-			for k := range w.pre { // fields of outer middleware are not the response's
-				delete(w.header, k)
+			for k, v := range w.pre { // outer middleware's fields, unchanged, are not the response's
+				if slices.Equal(w.header[k], v) {
+					delete(w.header, k)
+				}
 			}
 			storedHeader(w.header)
 		}
@@ -206,7 +208,7 @@ func (w *staleWriter) finish() {
 func sameStoredHeader(live, stored, pre http.Header) bool {
 	n := 0
 	for k, v := range live {
-		if dropHeader(k) || pre[k] != nil {
+		if dropHeader(k) || (pre[k] != nil && slices.Equal(pre[k], v)) {
 			continue
 		}
 		sv, ok := stored[k]

@@ -626,3 +626,27 @@ func TestStaleTransportLargeBodyClosedEarly(t *testing.T) {
 	assert.Equal(t, big, string(b))
 	assert.Equal(t, int64(len(big)), resp.ContentLength)
 }
+
+func TestStaleKeepsHandlerOverridesOfOuterFields(t *testing.T) {
+	s := &Stale{}
+	var fail atomic.Bool
+	inner := s.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fail.Load() {
+			w.WriteHeader(500)
+			return
+		}
+		w.Header().Set("Content-Type", "text/html")
+		io.WriteString(w, "<p>hi</p>")
+	}))
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json") // outer default
+		w.Header().Set("X-Frame-Options", "DENY")
+		inner.ServeHTTP(w, r)
+	})
+	get(t, h, "/o")
+	fail.Store(true)
+	rec := get(t, h, "/o")
+	assert.Equal(t, "<p>hi</p>", rec.Body.String())
+	assert.Equal(t, "text/html", rec.Header().Get("Content-Type"))
+	assert.Equal(t, "DENY", rec.Header().Get("X-Frame-Options"))
+}
