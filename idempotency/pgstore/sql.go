@@ -1,0 +1,134 @@
+package pgstore
+
+// The SQL. $T is the quoted table name, $QI and $EI the quoted index names.
+// Time is always the database's now(): replicas with skewed clocks agree on
+// leases. A row whose expires has passed counts as absent everywhere, swept
+// or not.
+
+var migrationSQL = []string{
+	`CREATE TABLE IF NOT EXISTS $T (
+	key         text        PRIMARY KEY,
+	state       smallint    NOT NULL CHECK (state BETWEEN 1 AND 3),
+	fingerprint text        NOT NULL,
+	owner       text        NOT NULL DEFAULT '',
+	fence       bigint      NOT NULL DEFAULT 0,
+	lease_until timestamptz,
+	created     timestamptz NOT NULL,
+	expires     timestamptz NOT NULL,
+	response    bytea,
+	request     bytea,
+	seq         bigserial   NOT NULL
+)`,
+	`CREATE INDEX IF NOT EXISTS $QI ON $T (seq) WHERE request IS NOT NULL`,
+	`CREATE INDEX IF NOT EXISTS $EI ON $T (expires)`,
+}
+
+// recordColumns are the columns every query that answers with records
+// returns, after a leading boolean (claimed or created).
+const recordColumns = `key, state, fingerprint, owner, fence, lease_until, created, response, request, seq`
+
+// claimSQL: $1 key, $2 fingerprint, $3 owner, $4 lease, $5 in-flight grace.
+// The insert takes an expired row's place, or takes over an expired lease
+// with the same fingerprint; otherwise the existing row is answered. An
+// empty answer means the conflicting row was committed after the
+// statement's snapshot: the caller runs it again.
+const claimSQL = `WITH c AS (
+	INSERT INTO $T AS r (key, state, fingerprint, owner, fence, lease_until, created, expires)
+	VALUES ($1, 1, $2, $3, 1, now() + $4::interval, now(), now() + $4::interval + $5::interval)
+	ON CONFLICT (key) DO UPDATE SET
+		state = 1,
+		fingerprint = excluded.fingerprint,
+		owner = excluded.owner,
+		fence = r.fence + 1,
+		lease_until = excluded.lease_until,
+		created = CASE WHEN r.expires <= now() THEN now() ELSE r.created END,
+		expires = CASE WHEN r.expires > now() AND r.request IS NOT NULL
+			THEN greatest(r.expires, excluded.lease_until) ELSE excluded.expires END,
+		response = NULL,
+		request = CASE WHEN r.expires <= now() THEN NULL ELSE r.request END,
+		seq = CASE WHEN r.expires <= now() THEN excluded.seq ELSE r.seq END
+	WHERE r.expires <= now()
+	   OR (r.state = 1 AND r.lease_until <= now() AND r.fingerprint = excluded.fingerprint)
+	RETURNING true, r.key, r.state, r.fingerprint, r.owner, r.fence, r.lease_until, r.created, r.response, r.request, r.seq
+)
+SELECT * FROM c
+UNION ALL
+SELECT false, ` + recordColumns + ` FROM $T
+WHERE key = $1 AND expires > now() AND NOT EXISTS (SELECT 1 FROM c)`
+
+// held is the condition of the owner-conditional statements: $1 key,
+// $2 owner, $3 fence.
+const held = `key = $1 AND state = 1 AND owner = $2 AND fence = $3 AND expires > now()`
+
+// extendSQL: $4 lease, $5 in-flight grace.
+const extendSQL = `WITH u AS (
+	UPDATE $T SET
+		lease_until = now() + $4::interval,
+		expires = CASE WHEN request IS NULL THEN now() + $4::interval + $5::interval
+			ELSE greatest(expires, now() + $4::interval) END
+	WHERE ` + held + `
+	RETURNING 1
+)
+SELECT count(*) FROM u`
+
+// completeSQL: $4 encoded response, $5 ttl.
+const completeSQL = `WITH u AS (
+	UPDATE $T SET state = 2, owner = '', lease_until = NULL, response = $4, request = NULL,
+		expires = now() + $5::interval
+	WHERE ` + held + `
+	RETURNING 1
+)
+SELECT count(*) FROM u`
+
+// releaseSQL deletes the row, or returns a queued request to the queue in
+// its place (its seq is kept).
+const releaseSQL = `WITH d AS (
+	DELETE FROM $T WHERE ` + held + ` AND request IS NULL
+	RETURNING 1
+), u AS (
+	UPDATE $T SET state = 3, owner = '', lease_until = NULL
+	WHERE ` + held + ` AND request IS NOT NULL
+	RETURNING 1
+)
+SELECT (SELECT count(*) FROM d) + (SELECT count(*) FROM u)`
+
+// getSQL: $1 key.
+const getSQL = `SELECT false, ` + recordColumns + ` FROM $T WHERE key = $1 AND expires > now()`
+
+// enqueueSQL: $1 key, $2 fingerprint, $3 encoded request, $4 ttl. Like
+// claimSQL, an empty answer means "run again".
+const enqueueSQL = `WITH c AS (
+	INSERT INTO $T AS r (key, state, fingerprint, created, expires, request)
+	VALUES ($1, 3, $2, now(), now() + $4::interval, $3)
+	ON CONFLICT (key) DO UPDATE SET
+		state = 3, fingerprint = excluded.fingerprint, owner = '', lease_until = NULL,
+		created = now(), expires = excluded.expires, response = NULL,
+		request = excluded.request, seq = excluded.seq
+	WHERE r.expires <= now()
+	RETURNING true, r.key, r.state, r.fingerprint, r.owner, r.fence, r.lease_until, r.created, r.response, r.request, r.seq
+)
+SELECT * FROM c
+UNION ALL
+SELECT false, ` + recordColumns + ` FROM $T
+WHERE key = $1 AND expires > now() AND NOT EXISTS (SELECT 1 FROM c)`
+
+// claimQueuedSQL: $1 owner, $2 lease, $3 limit. Queued rows, and rows of a
+// replay whose lease expired, oldest first; rows another replayer is
+// claiming are skipped.
+const claimQueuedSQL = `WITH c AS (
+	SELECT key FROM $T
+	WHERE request IS NOT NULL AND expires > now()
+	  AND (state = 3 OR (state = 1 AND lease_until <= now()))
+	ORDER BY seq
+	LIMIT $3
+	FOR UPDATE SKIP LOCKED
+)
+UPDATE $T AS r SET state = 1, owner = $1, fence = r.fence + 1,
+	lease_until = now() + $2::interval, expires = greatest(r.expires, now() + $2::interval)
+FROM c WHERE r.key = c.key
+RETURNING true, r.key, r.state, r.fingerprint, r.owner, r.fence, r.lease_until, r.created, r.response, r.request, r.seq`
+
+// sweepSQL: $1 batch.
+const sweepSQL = `DELETE FROM $T WHERE key IN (
+	SELECT key FROM $T WHERE expires <= now() LIMIT $1 FOR UPDATE SKIP LOCKED
+)`
