@@ -322,6 +322,13 @@ func TestHandlerScopes(t *testing.T) {
 	assert.NotContains(t, cookie.Body.String(), "alice")
 	assert.Equal(t, int64(4), app.runs.Load())
 
+	// HTTP/2 may split cookies over several lines: all of them count.
+	split1 := post(h, "split", "x", "Cookie", "a=1", "Cookie", "session=alice")
+	split2 := post(h, "split", "x", "Cookie", "a=1", "Cookie", "session=mallory")
+	require.Equal(t, http.StatusCreated, split1.Code)
+	assert.Empty(t, split2.Header().Get(idempotency.HeaderReplayed))
+	assert.Equal(t, int64(6), app.runs.Load())
+
 	t.Run("custom scope", func(t *testing.T) {
 		app := &orders{}
 		h := idempotency.New(idempotency.Config{

@@ -403,8 +403,14 @@ func (x *Idempotency) recordKey(credentials bool, scope string, r *http.Request,
 	b := (*bp)[:0]
 	if credentials {
 		b = append(b, "holdfast/idempotency/v1/credentials\x00"...)
-		b = appendPart(b, r.Header.Get("Authorization"))
-		b = appendPart(b, r.Header.Get("Cookie"))
+		// Every line: HTTP/2 may split cookies over several.
+		for _, name := range [...]string{"Authorization", "Cookie"} {
+			vs := r.Header[name]
+			b = binary.BigEndian.AppendUint64(b, uint64(len(vs)))
+			for _, v := range vs {
+				b = appendPart(b, v)
+			}
+		}
 	} else {
 		b = append(b, "holdfast/idempotency/v1/scope\x00"...)
 		b = appendPart(b, scope)

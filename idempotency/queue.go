@@ -35,21 +35,17 @@ type replayingKey struct{}
 // A queued request is stored with its headers (credentials included, so that
 // Replay's handler authenticates it: secure the store accordingly), minus
 // hop-by-hop headers. A request without a key, or with a method that is not
-// guarded, is refused with 400: it could not be polled or deduplicated.
+// guarded, is refused with 503 and Retry-After: it could not be polled or
+// deduplicated, and the service cannot take it now.
 func (x *Idempotency) Enqueue(w http.ResponseWriter, r *http.Request) {
-	if !x.guards(r.Method) {
+	if !x.guards(r.Method) || len(r.Header[HeaderKey]) == 0 {
+		// Not queueable: it could not be deduplicated or polled. The
+		// service cannot take it now, so the answer is 503, not 400.
 		problem.Write(w, problem.Problem{
-			Type: "idempotency-not-queueable", Status: http.StatusBadRequest,
-			Title:  "Request cannot be queued",
-			Detail: "Only " + strings.Join(x.methods, ", ") + " requests with an Idempotency-Key are queued.",
-		})
-		return
-	}
-	if len(r.Header[HeaderKey]) == 0 {
-		problem.Write(w, problem.Problem{
-			Type: "idempotency-key-missing", Status: http.StatusBadRequest,
-			Title:  "Idempotency-Key required",
-			Detail: "The service is degraded and queues writes; send an Idempotency-Key to have this request queued.",
+			Type: "idempotency-not-queued", Status: http.StatusServiceUnavailable,
+			Title:      "Request not queued",
+			Detail:     "The service is degraded and queues only " + strings.Join(x.methods, ", ") + " requests that carry an Idempotency-Key. Retry later.",
+			RetryAfter: x.cfg.RetryAfter,
 		})
 		return
 	}

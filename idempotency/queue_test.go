@@ -120,7 +120,8 @@ func TestQueueAndReplay(t *testing.T) {
 	resp, _ = q.post(t, "/orders?n=1", `"q1"`, "another payload")
 	assert.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode)
 	resp, _ = q.post(t, "/orders", "", "no key")
-	assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "not queueable without a key")
+	assert.NotEmpty(t, resp.Header.Get("Retry-After"))
 	assert.Empty(t, app.log(), "nothing ran while degraded")
 
 	// Recovered: polling through the normal chain still says 202.
