@@ -555,3 +555,56 @@ func TestHandlerConcurrentDuplicatesRunOnce(t *testing.T) {
 	assert.Equal(t, created-1, replayed, "every 201 but the first is the stored one")
 	assert.GreaterOrEqual(t, conflict, n/2)
 }
+
+func TestHandlerHijackAndResponseController(t *testing.T) {
+	var reasons []string
+	var mu sync.Mutex
+	x := idempotency.New(idempotency.Config{
+		Store: newStore(t),
+		OnRelease: func(e idempotency.Event) {
+			mu.Lock()
+			reasons = append(reasons, e.Reason)
+			mu.Unlock()
+		},
+	})
+	srv := httptest.NewServer(x.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		// Reaches the server's writer through Unwrap.
+		require.NoError(t, rc.SetWriteDeadline(time.Now().Add(time.Minute)))
+		conn, buf, err := rc.Hijack()
+		if !assert.NoError(t, err) {
+			return
+		}
+		defer conn.Close()
+		_, _ = buf.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nhijacked")
+		_ = buf.Flush()
+	})))
+	defer srv.Close()
+	for range 2 {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader("x"))
+		req.Header.Set("Idempotency-Key", "k")
+		resp, err := srv.Client().Do(req)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, "hijacked", string(body))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, []string{idempotency.ReasonHijacked, idempotency.ReasonHijacked}, reasons)
+}
+
+func TestHandlerCompleteFailsStillAnswers(t *testing.T) {
+	app := &orders{}
+	store := &flakyStore{Store: newStore(t)}
+	var errs atomic.Int64
+	h := idempotency.New(idempotency.Config{
+		Store:        store,
+		OnStoreError: func(idempotency.Event) { errs.Add(1) },
+	}).Handler(app)
+	store.crashed.Store(true) // Claim works, Complete fails
+	w := post(h, "k", "x")
+	assert.Equal(t, http.StatusCreated, w.Code, "the client still gets its response")
+	assert.Contains(t, w.Body.String(), `"order":1`)
+	assert.Equal(t, int64(1), errs.Load())
+}
