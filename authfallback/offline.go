@@ -377,7 +377,6 @@ func (o *OfflineIssuer) Verify(raw string, now time.Time) (*Result, error) {
 	if len(raw) > offlineMaxTokenSize {
 		return nil, offlineInvalid(errors.New("token too large"))
 	}
-	ring := o.ring.Load()
 	var kid string
 	parser := jwt.NewParser(append(slices.Clip(o.opts), jwt.WithTimeFunc(func() time.Time { return now }))...)
 	tok, err := parser.Parse(raw, func(t *jwt.Token) (any, error) {
@@ -385,11 +384,11 @@ func (o *OfflineIssuer) Verify(raw string, now time.Time) (*Result, error) {
 			return nil, errors.New(`unsupported "crit" header`)
 		}
 		kid, _ = t.Header["kid"].(string)
-		k := ring.byKID[kid]
-		if k == nil || (!k.retireAt.IsZero() && !now.Before(k.retireAt)) {
+		pub, ok := o.offlinePublicKey(kid, now)
+		if !ok {
 			return nil, errors.New("unknown offline key id")
 		}
-		return k.pub, nil
+		return pub, nil
 	})
 	if err != nil {
 		return nil, offlineInvalid(err)
@@ -398,29 +397,15 @@ func (o *OfflineIssuer) Verify(raw string, now time.Time) (*Result, error) {
 	if !ok {
 		return nil, offlineInvalid(errors.New("unexpected claims type"))
 	}
-	exp, err1 := claims.GetExpirationTime()
-	iat, err2 := claims.GetIssuedAt()
-	if err1 != nil || err2 != nil || exp == nil || iat == nil {
-		return nil, offlineInvalid(errors.New(`missing "exp" or "iat"`))
+	if err := o.checkOfflineClaims(claims); err != nil {
+		return nil, err
 	}
-	if exp.Sub(iat.Time) > o.ttl {
-		return nil, offlineInvalid(fmt.Errorf("lifetime %v longer than the offline TTL %v", exp.Sub(iat.Time), o.ttl))
-	}
+	exp, _ := claims.GetExpirationTime()
+	iat, _ := claims.GetIssuedAt()
 	sub, _ := claims["sub"].(string)
 	jti, _ := claims["jti"].(string)
-	if sub == "" || jti == "" {
-		return nil, offlineInvalid(errors.New(`missing "sub" or "jti"`))
-	}
 	scope, _ := claims["scope"].(string)
 	scopes := strings.Fields(scope)
-	if len(scopes) == 0 {
-		return nil, offlineInvalid(errors.New("no scope"))
-	}
-	for _, s := range scopes {
-		if _, ok := o.allowed[s]; !ok {
-			return nil, offlineInvalid(fmt.Errorf("scope %q outside AllowedScopes", s))
-		}
-	}
 	h := sha256.Sum256([]byte(raw))
 	return &Result{
 		Subject:   sub,
@@ -435,6 +420,49 @@ func (o *OfflineIssuer) Verify(raw string, now time.Time) (*Result, error) {
 		Degraded:  true,
 		Reason:    ReasonOfflineToken,
 	}, nil
+}
+
+// offlinePublicKey returns the trusted public key kid at now: the current
+// key, or a previous one not yet retired. Lock-free, no allocation; the
+// seam for a verifier that checks the signature itself.
+func (o *OfflineIssuer) offlinePublicKey(kid string, now time.Time) (ed25519.PublicKey, bool) {
+	k := o.ring.Load().byKID[kid]
+	if k == nil || (!k.retireAt.IsZero() && !now.Before(k.retireAt)) {
+		return nil, false
+	}
+	return k.pub, true
+}
+
+// checkOfflineClaims applies the offline token policy to claims whose
+// signature, issuer, exp and iat have been verified: iat and exp present,
+// lifetime (exp - iat) at most TTL, sub and jti present, at least one
+// scope, every scope in AllowedScopes. Errors match ErrInvalidToken. A
+// verifier that checks offline tokens with its own parser must call it.
+func (o *OfflineIssuer) checkOfflineClaims(claims jwt.MapClaims) error {
+	exp, err1 := claims.GetExpirationTime()
+	iat, err2 := claims.GetIssuedAt()
+	if err1 != nil || err2 != nil || exp == nil || iat == nil {
+		return offlineInvalid(errors.New(`missing "exp" or "iat"`))
+	}
+	if life := exp.Sub(iat.Time); life > o.ttl {
+		return offlineInvalid(fmt.Errorf("lifetime %v longer than the offline TTL %v", life, o.ttl))
+	}
+	sub, _ := claims["sub"].(string)
+	jti, _ := claims["jti"].(string)
+	if sub == "" || jti == "" {
+		return offlineInvalid(errors.New(`missing "sub" or "jti"`))
+	}
+	scope, _ := claims["scope"].(string)
+	scopes := strings.Fields(scope)
+	if len(scopes) == 0 {
+		return offlineInvalid(errors.New("no scope"))
+	}
+	for _, s := range scopes {
+		if _, ok := o.allowed[s]; !ok {
+			return offlineInvalid(fmt.Errorf("scope %q outside AllowedScopes", s))
+		}
+	}
+	return nil
 }
 
 // IsOfflineToken reports, without verifying it, whether raw claims to be an
