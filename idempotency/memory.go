@@ -252,7 +252,11 @@ func (sh *memShard) fit(extraEntries int, extraBytes int64, maxEntries int, maxB
 			sh.compact()
 		}
 		if ref.key == keep {
-			continue
+			// The record just completed is the newest: nothing older is
+			// left to evict. Keep its reference for later.
+			sh.head--
+			sh.done[sh.head] = ref
+			return false
 		}
 		if e := sh.m[ref.key]; e != nil && e.gen == ref.gen && e.rec.State == StateDone {
 			sh.remove(ref.key, e)

@@ -130,3 +130,17 @@ func TestMemoryStoreSweeps(t *testing.T) {
 		assert.Empty(t, q)
 	})
 }
+
+func TestMemoryStoreOversizeRecordStaysEvictable(t *testing.T) {
+	ctx := context.Background()
+	s := idempotency.NewMemoryStore(idempotency.MemoryConfig{Shards: 1, MaxBytes: 4 << 10})
+	defer s.Close()
+	claimComplete(t, s, "big", make([]byte, 8<<10)) // larger than the bound: kept, alone
+	_, ok, _ := s.Get(ctx, "big")
+	require.True(t, ok)
+	claimComplete(t, s, "next", nil)
+	_, ok, _ = s.Get(ctx, "big")
+	assert.False(t, ok, "the oversized record is evicted by the next one")
+	_, ok, _ = s.Get(ctx, "next")
+	assert.True(t, ok)
+}
