@@ -141,3 +141,66 @@ func BenchmarkVerifyParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkVerifyVsBaseline interleaves the baseline (jwt.Parse with a
+// keyfunc.NewJWKSetJSON keyfunc) and Verify of a new token in the same
+// loop, so both see the same machine load, and reports their ratio
+// (target: verify/baseline <= 1.1).
+func BenchmarkVerifyVsBaseline(b *testing.B) {
+	for _, alg := range []string{"RS256", "ES256", "EdDSA"} {
+		idp := authtest.NewWithConfig(authtest.Config{Algorithm: alg})
+		defer idp.Close()
+		const pool = 256
+		toks := make([]string, pool)
+		for i := range toks {
+			toks[i] = idp.Issue(jwt.MapClaims{"jti": fmt.Sprint(i), "scope": "orders:read orders:write"})
+		}
+		for _, n := range []int{1, 50} {
+			doc := benchKeySet(b, idp, n)
+			b.Run(fmt.Sprintf("%s/keys=%d", alg, n), func(b *testing.B) {
+				kf, err := keyfunc.NewJWKSetJSON(doc)
+				if err != nil {
+					b.Fatal(err)
+				}
+				v := benchVerifier(b, idp, doc)
+				ctx := context.Background()
+				var base, ours time.Duration
+				i := 0
+				for b.Loop() {
+					if i%pool == 0 && i > 0 {
+						v.cache.mu.Lock()
+						clear(v.cache.m)
+						v.cache.mu.Unlock()
+					}
+					tok := toks[i%pool]
+					baseline := func() {
+						t0 := time.Now()
+						if _, err := jwt.Parse(tok, kf.Keyfunc); err != nil {
+							b.Fatal(err)
+						}
+						base += time.Since(t0)
+					}
+					verify := func() {
+						t0 := time.Now()
+						if _, err := v.Verify(ctx, tok); err != nil {
+							b.Fatal(err)
+						}
+						ours += time.Since(t0)
+					}
+					// Alternate the order so neither profits from going second.
+					if i%2 == 0 {
+						baseline()
+						verify()
+					} else {
+						verify()
+						baseline()
+					}
+					i++
+				}
+				b.ReportMetric(float64(base.Nanoseconds())/float64(i), "baseline-ns/op")
+				b.ReportMetric(float64(ours.Nanoseconds())/float64(i), "verify-ns/op")
+				b.ReportMetric(float64(ours)/float64(base), "ratio")
+			})
+		}
+	}
+}

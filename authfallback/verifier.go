@@ -345,21 +345,27 @@ func newResult(claims jwt.MapClaims, kid string, h [32]byte) *Result {
 	if t, err := claims.GetIssuedAt(); err == nil && t != nil {
 		r.IssuedAt = t.Time
 	}
-	switch s := claims["scope"].(type) {
-	case string:
-		r.Scopes = strings.Fields(s)
-	}
+	r.Scopes = scopes(claims["scope"])
 	if r.Scopes == nil {
-		switch s := claims["scp"].(type) {
-		case string:
-			r.Scopes = strings.Fields(s)
-		case []any:
-			for _, x := range s {
-				if str, ok := x.(string); ok {
-					r.Scopes = append(r.Scopes, str)
-				}
-			}
-		}
+		r.Scopes = scopes(claims["scp"])
 	}
 	return r
+}
+
+// scopes reads a scope claim: a space-separated string (RFC 8693 "scope")
+// or an array of strings ("scp").
+func scopes(c any) []string {
+	switch s := c.(type) {
+	case string:
+		return strings.Fields(s)
+	case []any:
+		var out []string
+		for _, x := range s {
+			if str, ok := x.(string); ok && str != "" {
+				out = append(out, str)
+			}
+		}
+		return out
+	}
+	return nil
 }
