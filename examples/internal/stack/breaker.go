@@ -54,3 +54,15 @@ func route(r *http.Request) string {
 	}
 	return "other"
 }
+
+// breakerStatus is what the status handler shows of a Breaker.
+func breakerStatus(b *breaker.Breaker) []map[string]any {
+	var out []map[string]any
+	for _, st := range b.Snapshot() {
+		out = append(out, map[string]any{
+			"key": st.Key, "state": st.State.String(), "retry_after_s": st.RetryAfter.Seconds(),
+			"requests": st.Requests, "failures": st.Failures,
+		})
+	}
+	return out
+}

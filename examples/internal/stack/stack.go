@@ -273,7 +273,7 @@ func New(cfg Config) (*Service, error) {
 		}
 	})
 	s.Controller.Register("breakers", func() any {
-		return map[string]any{"client": clientBrk.Snapshot(), "server": serverBrk.Snapshot()}
+		return map[string]any{"client": breakerStatus(clientBrk), "server": breakerStatus(serverBrk)}
 	})
 
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,0 +1,165 @@
+package stack
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-go/holdfast/authfallback/authtest"
+	"github.com/holdfast-go/holdfast/degrade"
+	"github.com/holdfast-go/holdfast/examples/internal/downstream"
+	"github.com/holdfast-go/holdfast/idempotency"
+	"github.com/holdfast-go/holdfast/internal/httpx"
+)
+
+type env struct {
+	idp   *authtest.Server
+	ds    *downstream.Server
+	cfg   Config
+	token string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	idp := authtest.New()
+	t.Cleanup(idp.Close)
+	ds := downstream.New()
+	dsrv := httptest.NewServer(ds)
+	t.Cleanup(dsrv.Close)
+	store := idempotency.NewMemoryStore(idempotency.MemoryConfig{})
+	t.Cleanup(func() { _ = store.Close() })
+	quiet := slog.New(slog.DiscardHandler)
+	return &env{
+		idp: idp, ds: ds,
+		token: idp.Issue(jwt.MapClaims{"sub": "alice", "scope": "read write"}),
+		cfg: Config{
+			Issuer: idp.Issuer(), Audience: []string{idp.Audience()}, JWKSURLs: []string{idp.JWKSURL()},
+			CacheFile:  filepath.Join(t.TempDir(), "jwks.json"),
+			KeyRefresh: 200 * time.Millisecond, Downstream: dsrv.URL,
+			CallTimeout: 200 * time.Millisecond, BreakerDelay: 200 * time.Millisecond,
+			DetectWindow: time.Second, ReplayEvery: 50 * time.Millisecond,
+			Store: store, AuditLog: quiet, Logger: quiet,
+		},
+	}
+}
+
+func (e *env) start(t *testing.T) *Service {
+	t.Helper()
+	s, err := New(e.cfg)
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (e *env) do(t *testing.T, h http.Handler, method, path, key, body string) *http.Response {
+	t.Helper()
+	r := httptest.NewRequest(method, path, strings.NewReader(body))
+	r.Header.Set("Authorization", "Bearer "+e.token)
+	if key != "" {
+		r.Header.Set(idempotency.HeaderKey, key)
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w.Result()
+}
+
+func TestOrderRunsOnceAndIsReplayed(t *testing.T) {
+	e := newEnv(t)
+	s := e.start(t)
+	first := e.do(t, s, http.MethodPost, "/orders", `"k1"`, `{"write_id":"w1"}`)
+	require.Equal(t, http.StatusCreated, first.StatusCode)
+	again := e.do(t, s, http.MethodPost, "/orders", `"k1"`, `{"write_id":"w1"}`)
+	assert.Equal(t, http.StatusCreated, again.StatusCode)
+	assert.Equal(t, "true", again.Header.Get(idempotency.HeaderReplayed))
+	b1, _ := io.ReadAll(first.Body)
+	b2, _ := io.ReadAll(again.Body)
+	assert.Equal(t, string(b1), string(b2))
+	assert.Equal(t, 1, e.ds.Executions("w1"))
+
+	other := e.do(t, s, http.MethodPost, "/orders", `"k1"`, `{"write_id":"w2"}`)
+	assert.Equal(t, http.StatusUnprocessableEntity, other.StatusCode, "same key, other payload")
+	assert.Equal(t, 0, e.ds.Executions("w2"))
+}
+
+func TestRestartDuringIdPOutageVerifiesFromCacheFile(t *testing.T) {
+	e := newEnv(t)
+	s := e.start(t)
+	require.Equal(t, http.StatusOK, e.do(t, s, http.MethodGet, "/items/1", "", "").StatusCode)
+	s.Close()
+
+	e.idp.SetDown(true)
+	s2 := e.start(t)
+	resp := e.do(t, s2, http.MethodGet, "/items/1", "", "")
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	// Once the restarted verifier has noticed the outage, requests say so.
+	require.Eventually(t, func() bool { return s2.Verifier.Status().Fallback }, 5*time.Second, 20*time.Millisecond)
+	resp = e.do(t, s2, http.MethodGet, "/items/2", "", "")
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.NotEmpty(t, resp.Header.Get(httpx.HeaderDegraded))
+
+	r := httptest.NewRequest(http.MethodGet, "/items/1", nil)
+	r.Header.Set("Authorization", "Bearer not-a-token")
+	w := httptest.NewRecorder()
+	s2.ServeHTTP(w, r)
+	assert.Equal(t, http.StatusUnauthorized, w.Code, "fallback never widens access")
+}
+
+func TestDownstreamOutageServesStaleAndQueuesWrites(t *testing.T) {
+	e := newEnv(t)
+	s := e.start(t)
+	require.Equal(t, http.StatusOK, e.do(t, s, http.MethodGet, "/items/7", "", "").StatusCode)
+
+	e.ds.SetMode(downstream.Fail5xx)
+	// Reads are answered from the last good response.
+	stale := e.do(t, s, http.MethodGet, "/items/7", "", "")
+	assert.Equal(t, http.StatusOK, stale.StatusCode)
+	assert.NotEmpty(t, stale.Header.Get(httpx.HeaderDegraded))
+
+	// Writes fail until the breaker opens and the service degrades; then
+	// they are queued.
+	require.Eventually(t, func() bool {
+		e.do(t, s, http.MethodGet, "/items/8", "", "")
+		return s.Controller.Mode() == degrade.Degraded
+	}, 5*time.Second, 10*time.Millisecond)
+	hits := e.ds.Hits()
+	queued := e.do(t, s, http.MethodPost, "/orders", `"q1"`, `{"write_id":"q1"}`)
+	require.Equal(t, http.StatusAccepted, queued.StatusCode)
+	assert.Equal(t, hits, e.ds.Hits(), "a queued write does not reach the downstream")
+	assert.Equal(t, http.StatusAccepted, e.do(t, s, http.MethodPost, "/orders", `"q1"`, `{"write_id":"q1"}`).StatusCode)
+
+	// Recovery: the breaker closes, the mode returns to normal, the queue is
+	// replayed, and the client's poll gets the final answer.
+	e.ds.SetMode(downstream.Healthy)
+	require.Eventually(t, func() bool {
+		e.do(t, s, http.MethodGet, "/items/9", "", "")
+		return s.Controller.Mode() == degrade.Normal
+	}, 5*time.Second, 20*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := s.Drain(ctx)
+	require.NoError(t, err)
+	final := e.do(t, s, http.MethodPost, "/orders", `"q1"`, `{"write_id":"q1"}`)
+	assert.Equal(t, http.StatusCreated, final.StatusCode)
+	assert.Equal(t, 1, e.ds.Executions("q1"))
+}
+
+func TestDownstreamKeyIsStablePerCallerAndKey(t *testing.T) {
+	r := httptest.NewRequest(http.MethodPost, "/orders", nil)
+	assert.Empty(t, downstreamKey(r), "no caller key, no derived key")
+	r.Header.Set(idempotency.HeaderKey, `"a"`)
+	k1 := downstreamKey(r)
+	assert.Len(t, k1, 32)
+	assert.Equal(t, k1, downstreamKey(r.Clone(context.Background())))
+	r.Header.Set(idempotency.HeaderKey, `"b"`)
+	assert.NotEqual(t, k1, downstreamKey(r))
+}
