@@ -65,7 +65,7 @@ func TestUnknownKIDFloodDuringRotation(t *testing.T) {
 	start := time.Now()
 
 	var stop atomic.Bool
-	var calls, slow atomic.Int64
+	var calls atomic.Int64
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Add(1)
@@ -73,11 +73,7 @@ func TestUnknownKIDFloodDuringRotation(t *testing.T) {
 			defer wg.Done()
 			for !stop.Load() {
 				tok := idp.IssueWithHeader(map[string]any{"kid": randomKID()}, nil)
-				t0 := time.Now()
 				_, err := h.verify(tok)
-				if time.Since(t0) > 100*time.Millisecond {
-					slow.Add(1)
-				}
 				if !errors.Is(err, authfallback.ErrUnknownKeyID) {
 					t.Errorf("flood token: %v", err)
 					return
@@ -98,7 +94,6 @@ func TestUnknownKIDFloodDuringRotation(t *testing.T) {
 	elapsed := time.Since(start)
 
 	assert.Positive(t, calls.Load())
-	assert.Zero(t, slow.Load(), "no flood request waited on a fetch")
 	maxHits := int64(elapsed/interval) + 2
 	assert.LessOrEqual(t, idp.JWKSHits()-hits0, maxHits, "refreshes are rate limited (%d calls in %v)", calls.Load(), elapsed)
 }

@@ -30,6 +30,8 @@ type fakeIdP struct {
 	order []string
 	fail  bool
 	hits  []time.Time
+	// block, if set, holds every fetch until it is closed.
+	block chan struct{}
 }
 
 func newFakeIdP(t *testing.T) *fakeIdP {
@@ -75,8 +77,18 @@ func (f *fakeIdP) issue(t *testing.T, kid string, ttl time.Duration) string {
 
 func (f *fakeIdP) RoundTrip(r *http.Request) (*http.Response, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.hits = append(f.hits, time.Now())
+	block := f.block
+	f.mu.Unlock()
+	if block != nil {
+		select {
+		case <-block:
+		case <-r.Context().Done():
+			return nil, r.Context().Err()
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.fail {
 		return nil, errors.New("connection refused")
 	}
@@ -250,5 +262,36 @@ func TestHooksMayCallBack(t *testing.T) {
 		assert.True(t, seen[0].Fallback)
 		assert.Equal(t, 1, seen[1].Failures)
 		assert.False(t, seen[2].Fallback)
+	})
+}
+
+func TestUnknownKIDNeverWaitsForAFetch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeIdP(t)
+		v := newFakeVerifier(t, f, nil)
+		defer v.Close()
+		block := make(chan struct{})
+		f.mu.Lock()
+		f.block = block
+		f.mu.Unlock()
+		kid := f.rotate(t)
+		rotated := f.issue(t, kid, time.Hour)
+		known := f.issue(t, f.order[0], time.Hour)
+
+		start := time.Now()
+		_, err := v.Verify(context.Background(), rotated)
+		require.ErrorIs(t, err, authfallback.ErrUnknownKeyID)
+		synctest.Wait() // the triggered refresh is now stuck in the fetch
+		require.Equal(t, 2, f.hitCount())
+		_, err = v.Verify(context.Background(), rotated)
+		require.ErrorIs(t, err, authfallback.ErrUnknownKeyID, "answered while the fetch hangs")
+		_, err = v.Verify(context.Background(), known)
+		require.NoError(t, err, "known keys keep verifying during the fetch")
+		assert.Zero(t, time.Since(start), "no fake time passed: nothing waited")
+
+		close(block)
+		synctest.Wait()
+		_, err = v.Verify(context.Background(), rotated)
+		assert.NoError(t, err)
 	})
 }
