@@ -7,41 +7,24 @@ import (
 	"github.com/holdfast-go/holdfast/breaker"
 )
 
-// newBreakers builds the client-side (per downstream host) and server-side
-// (per route) breakers. The client side's state drives the degrade
-// controller: an open downstream breaker marks the downstream down at once,
-// without waiting for the failure rate.
-func (s *Service) newBreakers() (client, server *breaker.Breaker) {
+// breakerHook reports a breaker's state changes to the Hooks and, for the
+// downstream's breaker, to the degrade controller: an open downstream breaker
+// marks the downstream down at once, without waiting for the failure rate.
+func (s *Service) breakerHook(side string, drivesMode bool) func(breaker.StateChange) {
 	h := s.cfg.Hooks
-	hook := func(side string, down bool) func(breaker.StateChange) {
-		return func(ch breaker.StateChange) {
-			if down {
-				switch ch.To {
-				case breaker.Open:
-					s.Controller.SetDown(DepDownstream, true, "breaker open")
-				case breaker.Closed:
-					s.Controller.SetDown(DepDownstream, false, "")
-				}
-			}
-			if h.OnBreaker != nil {
-				h.OnBreaker(BreakerChange{Side: side, Key: ch.Key, From: ch.From.String(), To: ch.To.String()})
+	return func(ch breaker.StateChange) {
+		if drivesMode {
+			switch ch.To {
+			case breaker.Open:
+				s.Controller.SetDown(DepDownstream, true, "breaker open")
+			case breaker.Closed:
+				s.Controller.SetDown(DepDownstream, false, "")
 			}
 		}
+		if h.OnBreaker != nil {
+			h.OnBreaker(BreakerChange{Side: side, Key: ch.Key, From: ch.From.String(), To: ch.To.String()})
+		}
 	}
-	client = breaker.New(breaker.Config{
-		Timeout:       s.callTimeout(),
-		Delay:         s.cfg.BreakerDelay,
-		OnStateChange: hook("client", true),
-		Logger:        s.cfg.Logger,
-	})
-	server = breaker.New(breaker.Config{
-		Timeout:       2 * s.callTimeout(),
-		Delay:         s.cfg.BreakerDelay,
-		Key:           route,
-		OnStateChange: hook("server", false),
-		Logger:        s.cfg.Logger,
-	})
-	return client, server
 }
 
 // route names the App's routes for the server-side breaker.

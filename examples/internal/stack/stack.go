@@ -1,24 +1,34 @@
-// Package stack wires every holdfast package into one service, in the order
-// DESIGN.md gives. examples/resilient-api serves it and examples/outagedrill
-// drills it, so what the drill measures is what the example shows.
+// Package stack wires every holdfast package into one service.
+// examples/resilient-api serves it and examples/outagedrill drills it, so what
+// the drill measures is what the example shows.
 //
-// Server side, outermost first:
+// Server side, outermost first (DESIGN.md's order):
 //
 //	degrade gate        mode + tier: reads pass, writes are queued (202) while the downstream is down
 //	authfallback        bearer token verified against the last-known-good JWKS (memory + CacheFile)
 //	idempotency         Idempotency-Key: replay, 409, 422, run once and store
-//	breaker (route)     a failing route fails fast
 //	degrade.Stale       a failing read is answered with its last good response, marked stale
+//	breaker (route)     a failing route fails fast
 //	App                 the service's own code
 //
-// The App calls the downstream through, outermost first:
+// The App calls the downstream through NewClient's stack, outermost first:
 //
 //	idempotency.Transport   a key on every write (the App derives it from the caller's key)
-//	retry.Transport         safe retries within a shared budget
+//	degrade.Stale           last good response of a read when its retries failed
+//	retry.Transport         safe retries within a budget
 //	breaker (host)          fail fast while the downstream is down
-//	degrade.Stale           last good response of a read when all else fails
 //	report                  every attempt's outcome to the degrade controller
 //	http.Transport
+//
+// One deviation from DESIGN.md, on both sides: degrade.Stale sits above the
+// breaker (and retry), not below. Below it, a stale answer would look like a
+// success to the breaker, which would then never open for reads; above it,
+// the breaker counts the downstream's real failures and Stale answers reads
+// through an open breaker (its error is httpx.ErrCircuitOpen).
+//
+// An order's downstream Idempotency-Key is derived from the caller's subject
+// and key, so a client's retry, a replay of a queued write, and the retries
+// below are all one write downstream.
 package stack
 
 import (
@@ -221,32 +231,32 @@ func New(cfg Config) (*Service, error) {
 	s.Verifier = v
 	s.closes = append(s.closes, func() { _ = v.Close() })
 
-	// The downstream client, innermost first. degrade.Stale sits above
-	// retry and breaker rather than below them: a read is retried first and
-	// answered stale only as the last resort, and the breaker counts the
-	// downstream's real failures, not stale answers that look like
-	// successes. An open breaker's error is not retried, and Stale serves
-	// reads through it.
-	clientBrk, serverBrk := s.newBreakers()
-	s.ClientBreaker, s.ServerBreaker = clientBrk, serverBrk
+	// The downstream client (see NewClient); below it, every attempt's
+	// outcome is reported to the degrade controller.
 	base := cfg.Base
 	if base == nil {
 		base = http.DefaultTransport.(*http.Transport).Clone()
 	}
-	var rt http.RoundTripper = &reportTransport{base: base, c: s.Controller, dep: DepDownstream}
-	rt = clientBrk.Transport(rt)
-	rt = &retry.Transport{
-		Base:     rt,
-		Budget:   cfg.RetryBudget,
-		Deadline: 3 * s.callTimeout(),
-		OnRetry:  h.OnRetry,
-		OnGiveUp: h.OnGiveUp,
-		Logger:   cfg.Logger,
-	}
-	clientStale := &degrade.Stale{MaxStale: time.Hour, OnStale: h.OnStale, Logger: cfg.Logger}
-	rt = clientStale.Transport(rt)
-	rt = &idempotency.Transport{Base: rt}
-	s.Client = &http.Client{Transport: rt}
+	var clientBrk *breaker.Breaker
+	s.Client, clientBrk = NewClient(ClientConfig{
+		Base:         &reportTransport{base: base, c: s.Controller, dep: DepDownstream},
+		CallTimeout:  s.callTimeout(),
+		BreakerDelay: cfg.BreakerDelay,
+		Budget:       cfg.RetryBudget,
+		OnBreaker:    s.breakerHook("client", true),
+		Hooks:        h,
+		Logger:       cfg.Logger,
+	})
+	// The route breaker; degrade.Stale sits outside it for the reason
+	// NewClient gives.
+	serverBrk := breaker.New(breaker.Config{
+		Timeout:       2 * s.callTimeout(),
+		Delay:         cfg.BreakerDelay,
+		Key:           route,
+		OnStateChange: s.breakerHook("server", false),
+		Logger:        cfg.Logger,
+	})
+	s.ClientBreaker, s.ServerBreaker = clientBrk, serverBrk
 
 	app := &App{
 		Client:        s.Client,
@@ -254,8 +264,7 @@ func New(cfg Config) (*Service, error) {
 		DownstreamKey: downstreamKey,
 		Error:         writeProblem,
 	}
-	// Server side, innermost first; the same reasoning puts Stale outside
-	// the route breaker.
+	// Server side, innermost first.
 	serverStale := &degrade.Stale{MaxStale: time.Hour, OnStale: h.OnStale, Logger: cfg.Logger}
 	var inner http.Handler = serverBrk.Handler(app)
 	inner = serverStale.Handler(inner)
