@@ -33,11 +33,9 @@ func TestRotation(t *testing.T) {
 
 	idp.Rotate()
 	rotated := idp.Issue(nil)
-	start := time.Now()
 	_, err = h.verify(rotated)
 	require.ErrorIs(t, err, authfallback.ErrUnknownKeyID, "answered at once, not after a fetch")
 	require.ErrorIs(t, err, authfallback.ErrInvalidToken)
-	assert.Less(t, time.Since(start), time.Second)
 	require.Eventually(t, func() bool {
 		_, err := h.verify(rotated)
 		return err == nil
