@@ -100,24 +100,35 @@ func (v *Verifier) refreshLocked(ctx context.Context) (next time.Duration, notif
 			break
 		}
 		errs = append(errs, err)
-		var fe *FetchError
-		if errors.As(err, &fe) && fe.Invalid {
-			v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: key set refused",
-				slog.String("url", u), slog.String("error", err.Error()))
-		}
 		if ctx.Err() != nil {
 			break
 		}
 	}
+	if ks == nil && ctx.Err() != nil {
+		// Cancelled (Close, or the caller of Refresh gave up): not an
+		// outage, nothing to record.
+		return 0, func() {}, context.Cause(ctx)
+	}
 	now := time.Now()
+	var report func()
 	if ks != nil {
 		next = v.refreshInterval()
-		notify = v.applySuccess(ctx, ks, now)
+		report = v.applySuccess(ctx, ks, now)
 	} else {
 		err = errors.Join(errs...)
-		next, notify = v.applyFailure(ctx, err, errs, now)
+		next, report = v.applyFailure(ctx, err, errs, now)
 	}
 	v.nextAttempt.Store(now.Add(next).UnixNano())
+	notify = func() {
+		for _, e := range errs {
+			var fe *FetchError
+			if errors.As(e, &fe) && fe.Invalid {
+				v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: key set refused",
+					slog.String("url", fe.URL), slog.String("error", e.Error()))
+			}
+		}
+		report()
+	}
 	return next, notify, err
 }
 
@@ -166,10 +177,9 @@ func (v *Verifier) applySuccess(ctx context.Context, ks *keySet, now time.Time) 
 	}
 	v.keys.Store(ks)
 	v.cache.retain(func(kid string) *verifyKey { return v.lookup(ks, kid) })
+	var writeErr error
 	if v.cfg.CacheFile != "" {
-		if err := writeCacheFile(v.cfg.CacheFile, ks); err != nil {
-			v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: cache file not written", slog.String("error", err.Error()))
-		}
+		writeErr = writeCacheFile(v.cfg.CacheFile, ks)
 	}
 
 	v.mu.Lock()
@@ -180,6 +190,9 @@ func (v *Verifier) applySuccess(ctx context.Context, ks *keySet, now time.Time) 
 	v.mu.Unlock()
 
 	return func() {
+		if writeErr != nil {
+			v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: cache file not written", slog.String("error", writeErr.Error()))
+		}
 		if fb == nil {
 			return
 		}

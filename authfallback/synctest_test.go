@@ -295,3 +295,29 @@ func TestUnknownKIDNeverWaitsForAFetch(t *testing.T) {
 		assert.NoError(t, err)
 	})
 }
+
+func TestCloseDuringFetchIsNotAnOutage(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeIdP(t)
+		var entered, refreshErrs int
+		v := newFakeVerifier(t, f, func(c *authfallback.Config) {
+			c.OnFallbackEnter = func(authfallback.FallbackEvent) { entered++ }
+			c.OnRefreshError = func(authfallback.RefreshErrorEvent) { refreshErrs++ }
+		})
+		f.mu.Lock()
+		f.block = make(chan struct{})
+		f.mu.Unlock()
+		time.Sleep(5 * time.Minute)
+		synctest.Wait() // the scheduled refresh hangs in its fetch
+		require.Equal(t, 2, f.hitCount())
+		require.NoError(t, v.Close())
+		assert.Zero(t, entered)
+		assert.Zero(t, refreshErrs)
+		assert.False(t, v.Status().Fallback)
+
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		assert.ErrorIs(t, v.Refresh(ctx), context.Canceled)
+		assert.Zero(t, v.Status().Failures, "a caller that gives up is not an outage")
+	})
+}
