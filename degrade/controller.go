@@ -114,6 +114,7 @@ type Controller struct {
 	timeIn     [ReadOnly + 1]time.Duration
 	timer      *time.Timer
 	closed     bool
+	pending    []depLog // dependency changes to log outside the lock
 	components map[string]func() any
 }
 
@@ -241,8 +242,12 @@ func (c *Controller) SetDown(dependency string, down bool, reason string) {
 		c.logger().Warn("degrade: too many dependencies, SetDown ignored", "dependency", truncate(dependency, 64))
 		return
 	}
+	was := d.down()
 	d.setDown = down
 	d.setWhy = reason
+	if d.down() != was {
+		c.depChangedLocked(d, now)
+	}
 	ch := c.evalLocked(now, d)
 	c.mu.Unlock()
 	c.notify(ch)
@@ -303,15 +308,39 @@ func (c *Controller) countLocked(d *depState, now time.Time) {
 	wasDown := d.down()
 	d.rateDown = total >= c.minReports() && total > 0 && float64(failed) >= c.failureRate()*float64(total)
 	if d.down() != wasDown {
-		d.since = now
-		c.logger().Info("degrade: dependency state", "dependency", d.name, "down", d.down(),
-			"reports", total, "failures", failed)
+		c.depChangedLocked(d, now)
 	}
 }
 
+// depChangedLocked notes that d went down or came back. The log line is
+// written by notify, outside the lock.
+func (c *Controller) depChangedLocked(d *depState, now time.Time) {
+	d.since = now
+	c.pending = append(c.pending, depLog{name: d.name, down: d.down(), total: d.total, failed: d.failed})
+}
+
+type depLog struct {
+	name          string
+	down          bool
+	total, failed int
+}
+
+// events are what a change of state announces once the lock is released.
+type events struct {
+	change *ModeChange
+	deps   []depLog
+}
+
 // evalLocked recounts dependency only (every dependency if nil) and
-// re-decides the mode. It returns the mode change to announce, if any.
-func (c *Controller) evalLocked(now time.Time, only *depState) *ModeChange {
+// re-decides the mode. It returns what to announce.
+func (c *Controller) evalLocked(now time.Time, only *depState) events {
+	ch := c.decideLocked(now, only)
+	ev := events{change: ch, deps: c.pending}
+	c.pending = nil
+	return ev
+}
+
+func (c *Controller) decideLocked(now time.Time, only *depState) *ModeChange {
 	if only != nil {
 		c.countLocked(only, now)
 	}
@@ -371,7 +400,12 @@ func (d *depState) reason() string {
 	return fmt.Sprintf("%s: %d of %d calls failed", d.name, d.failed, d.total)
 }
 
-func (c *Controller) notify(ch *ModeChange) {
+func (c *Controller) notify(ev events) {
+	for _, l := range ev.deps {
+		c.logger().Info("degrade: dependency state", "dependency", l.name, "down", l.down,
+			"reports", l.total, "failures", l.failed)
+	}
+	ch := ev.change
 	if ch == nil {
 		return
 	}

@@ -3,6 +3,7 @@ package degrade
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -224,4 +225,44 @@ func TestWindow(t *testing.T) {
 	total, failed = w.counts(t0.Add(120 * time.Second))
 	assert.Equal(t, 1, total)
 	assert.Equal(t, 0, failed)
+}
+
+// lockProbeHandler is a slog.Handler that calls back into the controller,
+// which deadlocks if it is called under the controller's lock.
+type lockProbeHandler struct {
+	c    **Controller
+	msgs *[]string
+	mu   *sync.Mutex
+}
+
+func (h lockProbeHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h lockProbeHandler) Handle(_ context.Context, r slog.Record) error {
+	_ = (*h.c).Reason()
+	h.mu.Lock()
+	*h.msgs = append(*h.msgs, r.Message)
+	h.mu.Unlock()
+	return nil
+}
+func (h lockProbeHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h lockProbeHandler) WithGroup(string) slog.Handler      { return h }
+
+func TestLoggerOutsideLockAndSince(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var c *Controller
+		var msgs []string
+		var mu sync.Mutex
+		c = New(Config{MinReports: 1, Logger: slog.New(lockProbeHandler{&c, &msgs, &mu})})
+		defer c.Close()
+		time.Sleep(time.Second)
+		c.SetDown("idp", true, "fallback")
+		assert.Equal(t, time.Now(), c.Status().Dependencies["idp"].Since)
+		c.Report("db", errBoom)
+		time.Sleep(time.Second)
+		c.SetDown("idp", false, "")
+		assert.Equal(t, time.Now(), c.Status().Dependencies["idp"].Since)
+		mu.Lock()
+		defer mu.Unlock()
+		assert.Contains(t, msgs, "degrade: dependency state")
+		assert.Contains(t, msgs, "degrade: mode change")
+	})
 }
