@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -608,3 +609,29 @@ func TestHandlerCompleteFailsStillAnswers(t *testing.T) {
 	assert.Contains(t, w.Body.String(), `"order":1`)
 	assert.Equal(t, int64(1), errs.Load())
 }
+
+func TestHandlerLogsNoSecrets(t *testing.T) {
+	var buf strings.Builder
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.Write(p)
+	}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	store := &flakyStore{Store: newStore(t)}
+	h := idempotency.New(idempotency.Config{Store: store, Logger: logger}).Handler(&orders{status: 503})
+	post(h, "secret-key-1", "secret-body", "Authorization", "Bearer secret-token")
+	store.down.Store(true)
+	post(h, "secret-key-2", "secret-body", "Authorization", "Bearer secret-token")
+
+	mu.Lock()
+	defer mu.Unlock()
+	out := buf.String()
+	assert.Contains(t, out, "released")
+	assert.Contains(t, out, "store claim failed")
+	assert.NotContains(t, out, "secret")
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
