@@ -1,0 +1,190 @@
+package pgstore_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-go/holdfast/idempotency"
+	"github.com/holdfast-go/holdfast/idempotency/pgstore"
+)
+
+// The end-to-end tests: two service instances (two idempotency handlers on
+// two httptest servers, each with its own Store value) share one backend,
+// as two replicas of a service would.
+
+type answer struct {
+	status   int
+	body     string
+	replayed bool
+}
+
+func post(t *testing.T, srv *httptest.Server, path, key, body string) answer {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, srv.URL+path, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Idempotency-Key", key)
+	req.Header.Set("Authorization", "Bearer alice")
+	resp, err := srv.Client().Do(req)
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return answer{resp.StatusCode, string(b), resp.Header.Get(idempotency.HeaderReplayed) == "true"}
+}
+
+// testTwoInstancesDuplicates sends 50 concurrent duplicates, alternating
+// between the instances; the first to run waits until half of the others
+// were turned away, so they overlap for certain.
+func testTwoInstancesDuplicates(t *testing.T, a, b idempotency.Store) {
+	const n = 50
+	var (
+		runs, conflicts atomic.Int64
+		enough          = make(chan struct{})
+		once            sync.Once
+	)
+	onConflict := func(idempotency.Event) {
+		if conflicts.Add(1) == n/2 {
+			once.Do(func() { close(enough) })
+		}
+	}
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		runs.Add(1)
+		select {
+		case <-enough:
+		case <-time.After(10 * time.Second):
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, `{"order":1}`)
+	})
+	var servers []*httptest.Server
+	for _, s := range []idempotency.Store{a, b} {
+		x := idempotency.New(idempotency.Config{Store: s, OnConflict: onConflict})
+		srv := httptest.NewServer(x.Handler(app))
+		t.Cleanup(srv.Close)
+		servers = append(servers, srv)
+	}
+
+	start := make(chan struct{})
+	answers := make(chan answer, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			answers <- post(t, servers[i%2], "/orders", `"dup"`, `{"sku":7}`)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(answers)
+
+	assert.Equal(t, int64(1), runs.Load(), "the handler ran exactly once across both instances")
+	var created, replayed, conflict int
+	for a := range answers {
+		switch a.status {
+		case http.StatusCreated:
+			created++
+			assert.Equal(t, `{"order":1}`, a.body)
+			if a.replayed {
+				replayed++
+			}
+		case http.StatusConflict:
+			conflict++
+		default:
+			t.Errorf("unexpected answer %d %s", a.status, a.body)
+		}
+	}
+	assert.Equal(t, n, created+conflict, "every answer is the stored response or 409")
+	assert.Equal(t, created-1, replayed, "every 201 but the first is the stored one")
+	assert.GreaterOrEqual(t, conflict, n/2)
+
+	// Afterwards both instances replay the stored response.
+	for _, srv := range servers {
+		got := post(t, srv, "/orders", `"dup"`, `{"sku":7}`)
+		assert.Equal(t, answer{http.StatusCreated, `{"order":1}`, true}, got)
+	}
+	got := post(t, servers[1], "/orders", `"dup"`, `{"sku":8}`)
+	assert.Equal(t, http.StatusUnprocessableEntity, got.status, "another payload under the key")
+	assert.Equal(t, int64(1), runs.Load())
+}
+
+// testTwoInstancesQueue queues writes on one instance and replays them from
+// both at once: each runs once, and a client polling either instance gets
+// the final response.
+func testTwoInstancesQueue(t *testing.T, a, b idempotency.Store) {
+	var (
+		mu  sync.Mutex
+		ran = map[string]int{}
+	)
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		ran[string(body)]++
+		mu.Unlock()
+		w.WriteHeader(http.StatusCreated)
+		_, _ = w.Write(body)
+	})
+	xa := idempotency.New(idempotency.Config{Store: a})
+	xb := idempotency.New(idempotency.Config{Store: b})
+	queueing := httptest.NewServer(http.HandlerFunc(xa.Enqueue))
+	t.Cleanup(queueing.Close)
+	serving := httptest.NewServer(xb.Handler(app))
+	t.Cleanup(serving.Close)
+
+	const n = 6
+	for i := range n {
+		got := post(t, queueing, "/orders", fmt.Sprintf(`"q%d"`, i), fmt.Sprintf("order-%d", i))
+		require.Equal(t, http.StatusAccepted, got.status, got.body)
+	}
+	got := post(t, serving, "/orders", `"q0"`, "order-0")
+	assert.Equal(t, http.StatusAccepted, got.status, "polling before the replay: still queued")
+
+	var wg sync.WaitGroup
+	var total atomic.Int64
+	for _, x := range []*idempotency.Idempotency{xa, xb, xa, xb} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			done, err := x.Replay(context.Background(), app)
+			assert.NoError(t, err)
+			total.Add(int64(done))
+		}()
+	}
+	wg.Wait()
+	assert.Equal(t, int64(n), total.Load())
+	mu.Lock()
+	for i := range n {
+		assert.Equal(t, 1, ran[fmt.Sprintf("order-%d", i)], "order-%d ran once", i)
+	}
+	mu.Unlock()
+	got = post(t, serving, "/orders", `"q3"`, "order-3")
+	assert.Equal(t, http.StatusCreated, got.status)
+	assert.Equal(t, "order-3", got.body, "the poll gets the replayed response")
+}
+
+func TestE2ETwoInstancesDuplicates(t *testing.T) {
+	pool := newPool(t, nil)
+	table := newTable(t, pool)
+	// Two pools, as two processes would have.
+	testTwoInstancesDuplicates(t, newStore(t, pool, pgstore.Config{Table: table}),
+		newStore(t, newPool(t, nil), pgstore.Config{Table: table}))
+}
+
+func TestE2ETwoInstancesQueue(t *testing.T) {
+	pool := newPool(t, nil)
+	table := newTable(t, pool)
+	testTwoInstancesQueue(t, newStore(t, pool, pgstore.Config{Table: table}),
+		newStore(t, newPool(t, nil), pgstore.Config{Table: table}))
+}
