@@ -47,6 +47,11 @@ const entryOverhead = 256
 // records are never evicted, and a new record that does not fit is refused
 // with ErrMemoryFull.
 //
+// Size the bounds for the TTL times the rate of keyed requests: a client
+// that sends many keys makes older done records go sooner, and a shard full
+// of in-flight records answers ErrMemoryFull (so the handler answers 503)
+// rather than growing.
+//
 // Records it returns share the stored Response and Request with the store:
 // treat them as read-only. It is safe for concurrent use. Close stops the
 // sweeper.
