@@ -173,12 +173,13 @@ func credentialScope(r *http.Request) string {
 }
 
 // primaryKey is the cache key of r without its Vary variant: scope, URL.
+// The scope is length-prefixed, so no scope can run into the URL part.
 func primaryKey(scope string, r *http.Request) string {
 	host := r.URL.Host
 	if host == "" {
 		host = r.Host
 	}
-	return scope + "\x00" + r.URL.Scheme + "\x00" + strings.ToLower(host) + "\x00" + r.URL.RequestURI()
+	return strconv.Itoa(len(scope)) + ":" + scope + "\x00" + r.URL.Scheme + "\x00" + strings.ToLower(host) + "\x00" + r.URL.RequestURI()
 }
 
 // cacheableStatus reports whether a status is cacheable by default (RFC
