@@ -306,6 +306,8 @@ func TestMissingToken(t *testing.T) {
 	assert.Equal(t, http.StatusUnauthorized, rec.Code)
 	assert.Equal(t, `Bearer realm="api"`, rec.Header().Get("WWW-Authenticate"))
 	assert.Equal(t, "application/problem+json", rec.Header().Get("Content-Type"))
+	rec, _ = h.serve("bad")
+	assert.Equal(t, `Bearer realm="api", error="invalid_token"`, rec.Header().Get("WWW-Authenticate"))
 }
 
 func TestErrorHandlerOverride(t *testing.T) {
