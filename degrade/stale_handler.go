@@ -20,6 +20,10 @@ import (
 // held back and discarded, and the stale response is written instead.
 // Header fields set on w before Handler ran (by outer middleware) are kept.
 // A handler that panics or hijacks the connection is left alone.
+//
+// Mount Handler inside authentication (after authfallback's Handler), so
+// that a request is authenticated before anything is served to it and an
+// authentication failure is never replaced by a stored response.
 func (s *Stale) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet {
