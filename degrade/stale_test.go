@@ -650,3 +650,45 @@ func TestStaleKeepsHandlerOverridesOfOuterFields(t *testing.T) {
 	assert.Equal(t, "text/html", rec.Header().Get("Content-Type"))
 	assert.Equal(t, "DENY", rec.Header().Get("X-Frame-Options"))
 }
+
+func TestStaleAgeAndExpires(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var fail atomic.Bool
+		base := rtFunc(func(r *http.Request) (*http.Response, error) {
+			if fail.Load() {
+				return nil, errors.New("down")
+			}
+			now := time.Now()
+			h := http.Header{}
+			h.Set("Age", "30")
+			h.Set("Date", now.UTC().Format(http.TimeFormat))
+			h.Set("Expires", now.Add(100*time.Second).UTC().Format(http.TimeFormat))
+			h.Set("Cache-Control", "stale-if-error=60")
+			h.Set("Cache-Status", `"CDN"; hit`)
+			return &http.Response{StatusCode: 200, Header: h, Body: io.NopCloser(strings.NewReader("x")), Request: r}, nil
+		})
+		s := &Stale{}
+		rt := s.Transport(base)
+		req, _ := http.NewRequest("GET", "https://api.example/a", nil)
+		resp, err := rt.RoundTrip(req)
+		require.NoError(t, err)
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fail.Store(true)
+
+		time.Sleep(20 * time.Second)
+		resp, err = rt.RoundTrip(req)
+		require.NoError(t, err)
+		assert.Equal(t, "50", resp.Header.Get("Age"))
+		assert.Equal(t, []string{`"CDN"; hit`, "holdfast; hit; ttl=50; detail=stale-if-error"}, resp.Header.Values("Cache-Status"),
+			"our member comes last, after the upstream caches'")
+
+		// lifetime 100 s + stale-if-error 60 s = age 160 s, i.e. 130 s after storing.
+		time.Sleep(110 * time.Second)
+		_, err = rt.RoundTrip(req)
+		assert.NoError(t, err)
+		time.Sleep(time.Second)
+		_, err = rt.RoundTrip(req)
+		assert.Error(t, err)
+	})
+}
