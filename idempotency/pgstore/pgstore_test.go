@@ -143,7 +143,8 @@ func (c *counter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndDat
 func TestRoundTrips(t *testing.T) {
 	cnt := &counter{}
 	pool := newPool(t, cnt)
-	s := newStore(t, pool, pgstore.Config{DisableSweeper: true})
+	table := newTable(t, pool)
+	s := newStore(t, pool, pgstore.Config{Table: table, DisableSweeper: true})
 	ctx := t.Context()
 
 	cnt.n.Store(0)
@@ -161,6 +162,21 @@ func TestRoundTrips(t *testing.T) {
 	require.NotNil(t, rec.Response, "Claim answers a replay with the stored response")
 	assert.Equal(t, []byte(`{"id":1}`), rec.Response.Body)
 	assert.Equal(t, int64(1), cnt.n.Load(), "a replay: Claim")
+
+	// A replay only reads: it neither locks nor rewrites the row (no xid,
+	// no WAL flush).
+	version := func() (v string) {
+		require.NoError(t, pool.QueryRow(ctx, "SELECT xmin::text || '/' || xmax::text || '/' || ctid::text FROM "+table+" WHERE key = 'k1'").Scan(&v))
+		return v
+	}
+	before := version()
+	for range 3 {
+		_, claimed, err = s.Claim(ctx, "k1", "fp", "owner-3", time.Minute)
+		require.NoError(t, err)
+		require.False(t, claimed)
+	}
+	assert.Equal(t, before, version(), "replays leave the row untouched")
+	cnt.n.Store(0)
 
 	cnt.n.Store(0)
 	_, created, err := s.Enqueue(ctx, "q1", "fp", idempotency.Request{Method: "POST", URL: "/x"}, time.Hour)

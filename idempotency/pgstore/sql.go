@@ -28,13 +28,19 @@ var migrationSQL = []string{
 const recordColumns = `key, state, fingerprint, owner, fence, lease_until, created, response, request, seq`
 
 // claimSQL: $1 key, $2 fingerprint, $3 owner, $4 lease, $5 in-flight grace.
-// The insert takes an expired row's place, or takes over an expired lease
-// with the same fingerprint; otherwise the existing row is answered. An
-// empty answer means the conflicting row was committed after the
-// statement's snapshot: the caller runs it again.
-const claimSQL = `WITH c AS (
+// If the row in the statement's snapshot can't be claimed (done, queued,
+// held under a live lease, another fingerprint), it is answered as it is:
+// a replay reads and writes nothing. Otherwise the insert takes an expired
+// row's place or takes over an expired lease with the same fingerprint, the
+// conditions checked again on the latest row version. An empty answer means
+// the conflicting row was committed after the snapshot: the caller runs the
+// statement again.
+const claimSQL = `WITH cur AS (
+	SELECT ` + recordColumns + ` FROM $T WHERE key = $1 AND expires > now()
+), ins AS (
 	INSERT INTO $T AS r (key, state, fingerprint, owner, fence, lease_until, created, expires)
-	VALUES ($1, 1, $2, $3, 1, now() + $4::interval, now(), now() + $4::interval + $5::interval)
+	SELECT $1, 1, $2, $3, 1, now() + $4::interval, now(), now() + $4::interval + $5::interval
+	WHERE NOT EXISTS (SELECT 1 FROM cur WHERE NOT (state = 1 AND lease_until <= now() AND fingerprint = $2))
 	ON CONFLICT (key) DO UPDATE SET
 		state = 1,
 		fingerprint = excluded.fingerprint,
@@ -51,10 +57,9 @@ const claimSQL = `WITH c AS (
 	   OR (r.state = 1 AND r.lease_until <= now() AND r.fingerprint = excluded.fingerprint)
 	RETURNING true, r.key, r.state, r.fingerprint, r.owner, r.fence, r.lease_until, r.created, r.response, r.request, r.seq
 )
-SELECT * FROM c
+SELECT * FROM ins
 UNION ALL
-SELECT false, ` + recordColumns + ` FROM $T
-WHERE key = $1 AND expires > now() AND NOT EXISTS (SELECT 1 FROM c)`
+SELECT false, ` + recordColumns + ` FROM cur WHERE NOT EXISTS (SELECT 1 FROM ins)`
 
 // held is the condition of the owner-conditional statements: $1 key,
 // $2 owner, $3 fence.
@@ -95,11 +100,15 @@ SELECT (SELECT count(*) FROM d) + (SELECT count(*) FROM u)`
 // getSQL: $1 key.
 const getSQL = `SELECT false, ` + recordColumns + ` FROM $T WHERE key = $1 AND expires > now()`
 
-// enqueueSQL: $1 key, $2 fingerprint, $3 encoded request, $4 ttl. Like
-// claimSQL, an empty answer means "run again".
-const enqueueSQL = `WITH c AS (
+// enqueueSQL: $1 key, $2 fingerprint, $3 encoded request, $4 ttl. A row in
+// the snapshot is answered as it is; otherwise the insert takes an expired
+// row's place. Like claimSQL, an empty answer means "run again".
+const enqueueSQL = `WITH cur AS (
+	SELECT ` + recordColumns + ` FROM $T WHERE key = $1 AND expires > now()
+), ins AS (
 	INSERT INTO $T AS r (key, state, fingerprint, created, expires, request)
-	VALUES ($1, 3, $2, now(), now() + $4::interval, $3)
+	SELECT $1, 3, $2, now(), now() + $4::interval, $3
+	WHERE NOT EXISTS (SELECT 1 FROM cur)
 	ON CONFLICT (key) DO UPDATE SET
 		state = 3, fingerprint = excluded.fingerprint, owner = '', lease_until = NULL,
 		created = now(), expires = excluded.expires, response = NULL,
@@ -107,10 +116,9 @@ const enqueueSQL = `WITH c AS (
 	WHERE r.expires <= now()
 	RETURNING true, r.key, r.state, r.fingerprint, r.owner, r.fence, r.lease_until, r.created, r.response, r.request, r.seq
 )
-SELECT * FROM c
+SELECT * FROM ins
 UNION ALL
-SELECT false, ` + recordColumns + ` FROM $T
-WHERE key = $1 AND expires > now() AND NOT EXISTS (SELECT 1 FROM c)`
+SELECT false, ` + recordColumns + ` FROM cur WHERE NOT EXISTS (SELECT 1 FROM ins)`
 
 // claimQueuedSQL: $1 owner, $2 lease, $3 limit. Queued rows, and rows of a
 // replay whose lease expired, oldest first; rows another replayer is
