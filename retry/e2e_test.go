@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -403,4 +404,24 @@ func TestPermanentErrorsNotRetried(t *testing.T) {
 		assert.ErrorIs(t, err, retry.ErrMaxAttempts)
 		assert.Equal(t, 3, n)
 	})
+}
+
+func TestLoggerNeverLogsTheURL(t *testing.T) {
+	var buf bytes.Buffer
+	tr := fast()
+	tr.Logger = slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	tr.Base = rtFunc(func(req *http.Request) (*http.Response, error) {
+		return response(req, 503, http.NoBody), nil
+	})
+	req, err := http.NewRequest(http.MethodGet, "https://user:pw@upstream.test/reset?token=s3cr3t", nil)
+	require.NoError(t, err)
+	resp, err := tr.RoundTrip(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	out := buf.String()
+	assert.Contains(t, out, "host=upstream.test")
+	assert.Contains(t, out, "retry: giving up")
+	for _, secret := range []string{"s3cr3t", "pw", "/reset"} {
+		assert.NotContains(t, out, secret)
+	}
 }
