@@ -2,6 +2,7 @@ package redisstore_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -186,5 +187,72 @@ func TestE2ETwoInstancesQueue(t *testing.T) {
 	c := newClient(t)
 	prefix := newPrefix(t, c)
 	testTwoInstancesQueue(t, redisstore.New(c, redisstore.Config{Prefix: prefix}),
+		redisstore.New(newClient(t), redisstore.Config{Prefix: prefix}))
+}
+
+// partitioned is a replica cut off from the store after its claim: its
+// lease renewals fail, as a crashed or partitioned process's would.
+type partitioned struct{ idempotency.Store }
+
+func (partitioned) Extend(context.Context, string, string, uint64, time.Duration) error {
+	return errors.New("partitioned")
+}
+
+// testTwoInstancesTakeover: instance A claims and stops renewing its lease;
+// once the lease expired on the store's clock, instance B takes over and
+// runs the request, and A's late completion is refused by the fence: B's
+// response is the one stored and replayed.
+func testTwoInstancesTakeover(t *testing.T, a, b idempotency.Store) {
+	const lease = 300 * time.Millisecond
+	var (
+		runs    atomic.Int64
+		started = make(chan struct{}, 2)
+		unblock = make(chan struct{})
+	)
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := runs.Add(1)
+		started <- struct{}{}
+		if n == 1 {
+			<-unblock // instance A hangs
+		}
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, "run-%d", n)
+	})
+	var lost atomic.Int64
+	xa := idempotency.New(idempotency.Config{Store: partitioned{a}, Lease: lease,
+		OnRelease: func(e idempotency.Event) {
+			if e.Reason == idempotency.ReasonLeaseLost {
+				lost.Add(1)
+			}
+		}})
+	xb := idempotency.New(idempotency.Config{Store: b, Lease: lease})
+	sa := httptest.NewServer(xa.Handler(app))
+	t.Cleanup(sa.Close)
+	sb := httptest.NewServer(xb.Handler(app))
+	t.Cleanup(sb.Close)
+
+	first := make(chan answer, 1)
+	go func() { first <- post(t, sa, "/pay", `"crash"`, "100") }()
+	<-started
+	assert.Equal(t, http.StatusConflict, post(t, sb, "/pay", `"crash"`, "100").status, "A's lease is live")
+
+	time.Sleep(3 * lease) // A's lease expires on the store's clock
+	got := post(t, sb, "/pay", `"crash"`, "100")
+	assert.Equal(t, answer{http.StatusCreated, "run-2", false}, got, "B took over and ran it")
+
+	close(unblock)
+	<-first // A's answer reaches its client, but A cannot store it
+	assert.Equal(t, int64(2), runs.Load())
+	for _, srv := range []*httptest.Server{sa, sb} {
+		assert.Equal(t, answer{http.StatusCreated, "run-2", true}, post(t, srv, "/pay", `"crash"`, "100"),
+			"the stored response is B's")
+	}
+	assert.Equal(t, int64(1), lost.Load(), "A learns that it lost the lease")
+}
+
+func TestE2ETwoInstancesTakeover(t *testing.T) {
+	c := newClient(t)
+	prefix := newPrefix(t, c)
+	testTwoInstancesTakeover(t, redisstore.New(c, redisstore.Config{Prefix: prefix}),
 		redisstore.New(newClient(t), redisstore.Config{Prefix: prefix}))
 }
