@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -50,4 +51,28 @@ func TestOpenStoreRedis(t *testing.T) {
 	_, found, err := s.Get(context.Background(), "no-such-key")
 	require.NoError(t, err)
 	assert.False(t, found)
+}
+
+func TestOpenStorePostgres(t *testing.T) {
+	dsn := os.Getenv("HOLDFAST_PG_DSN")
+	if dsn == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("HOLDFAST_PG_DSN is not set")
+		}
+		t.Skip("HOLDFAST_PG_DSN is not set")
+	}
+	s, closeFn, err := openStore(context.Background(), config{store: "postgres", pgDSN: dsn, keyPrefix: "resilient-api-test"})
+	require.NoError(t, err)
+	defer closeFn()
+	_, found, err := s.Get(context.Background(), "no-such-key")
+	require.NoError(t, err)
+	assert.False(t, found)
+}
+
+func TestTableName(t *testing.T) {
+	assert.Equal(t, "resilient_api", tableName("resilient-api"))
+	assert.Equal(t, "idempotency", tableName("{}!"))
+	assert.Equal(t, "a1", tableName("1a1"), "an identifier does not start with a digit")
+	assert.Len(t, tableName(strings.Repeat("x", 100)), 48)
+	assert.Equal(t, "droptablex", tableName("drop table x;"))
 }

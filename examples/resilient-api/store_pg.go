@@ -2,12 +2,51 @@ package main
 
 import (
 	"context"
-	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/holdfast-go/holdfast/idempotency"
+	"github.com/holdfast-go/holdfast/idempotency/pgstore"
 )
 
-// openPostgres is a placeholder until the pgstore module lands.
-func openPostgres(context.Context, config) (idempotency.Store, func(), error) {
-	return nil, nil, errors.New("-store postgres: the pgstore module is not built yet")
+// openPostgres opens the PostgreSQL store and creates its table if needed.
+func openPostgres(ctx context.Context, c config) (idempotency.Store, func(), error) {
+	pool, err := pgxpool.New(ctx, c.pgDSN)
+	if err != nil {
+		return nil, nil, fmt.Errorf("postgres: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, nil, fmt.Errorf("postgres: %w", err)
+	}
+	store := pgstore.New(pool, pgstore.Config{Table: tableName(c.keyPrefix)})
+	if err := store.Migrate(ctx); err != nil {
+		_ = store.Close()
+		pool.Close()
+		return nil, nil, fmt.Errorf("postgres: creating the table: %w", err)
+	}
+	return store, func() { _ = store.Close(); pool.Close() }, nil
+}
+
+// tableName turns the store prefix into a plain SQL identifier.
+func tableName(prefix string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(prefix) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9' && b.Len() > 0, r == '_':
+			b.WriteRune(r)
+		case r == '-' || r == '.' || r == ':':
+			b.WriteByte('_')
+		}
+	}
+	name := b.String()
+	if len(name) > 48 {
+		name = name[:48]
+	}
+	if name == "" {
+		return "idempotency"
+	}
+	return name
 }
