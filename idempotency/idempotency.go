@@ -286,6 +286,7 @@ type keyed struct {
 	key         string // the client's key
 	storeKey    string
 	fingerprint string
+	owner       string // for a claim
 	body        []byte
 	br          bodyReader
 	cw          capture
@@ -352,8 +353,15 @@ func (x *Idempotency) prepare(w http.ResponseWriter, r *http.Request) (*keyed, b
 		route = x.cfg.Route(r)
 	}
 	in.body = body
-	in.storeKey = x.recordKey(x.cfg.Scope == nil, scope, r, route, key)
-	in.fingerprint = x.fingerprint(r, body)
+	rk := x.recordKey(x.cfg.Scope == nil, scope, r, route, key)
+	fp := x.fingerprint(r, body)
+	// One allocation for the record key, the fingerprint and the owner.
+	var ids [2*2*sha256.Size + ownerLen]byte
+	hex.Encode(ids[:64], rk[:])
+	hex.Encode(ids[64:128], fp[:])
+	x.putOwner(ids[128:])
+	all := string(ids[:])
+	in.storeKey, in.fingerprint, in.owner = all[:64], all[64:128], all[128:]
 	return in, true
 }
 
@@ -398,7 +406,7 @@ func (x *Idempotency) readBody(r *http.Request, br *bodyReader) ([]byte, error) 
 
 // recordKey hashes the scope, method, route and key into the store's key.
 // Each part is length-prefixed so that no two tuples collide.
-func (x *Idempotency) recordKey(credentials bool, scope string, r *http.Request, route, key string) string {
+func (x *Idempotency) recordKey(credentials bool, scope string, r *http.Request, route, key string) [sha256.Size]byte {
 	bp := x.hashBufs.Get().(*[]byte)
 	b := (*bp)[:0]
 	if credentials {
@@ -420,11 +428,11 @@ func (x *Idempotency) recordKey(credentials bool, scope string, r *http.Request,
 	b = appendPart(b, key)
 	sum := sha256.Sum256(b)
 	x.putHashBuf(bp, b)
-	return hex.EncodeToString(sum[:])
+	return sum
 }
 
 // fingerprint identifies the request: method, path, query and body.
-func (x *Idempotency) fingerprint(r *http.Request, body []byte) string {
+func (x *Idempotency) fingerprint(r *http.Request, body []byte) [sha256.Size]byte {
 	bp := x.hashBufs.Get().(*[]byte)
 	b := (*bp)[:0]
 	b = appendPart(b, r.Method)
@@ -439,7 +447,7 @@ func (x *Idempotency) fingerprint(r *http.Request, body []byte) string {
 	}
 	sum := sha256.Sum256(b)
 	x.putHashBuf(bp, b)
-	return hex.EncodeToString(sum[:])
+	return sum
 }
 
 func (x *Idempotency) putHashBuf(bp *[]byte, b []byte) {
@@ -454,19 +462,26 @@ func appendPart(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-// newOwner returns a token unique to this claim: a random per-instance
-// prefix (crypto/rand) and a counter.
+// ownerLen is the length of an owner token.
+const ownerLen = 16 + 1 + 16
+
+// newOwner returns a token unique to a claim: a random per-instance prefix
+// (crypto/rand) and a counter.
 func (x *Idempotency) newOwner() string {
-	var b [16 + 1 + 16]byte
-	copy(b[:], x.ownerPrefix)
+	var b [ownerLen]byte
+	x.putOwner(b[:])
+	return string(b[:])
+}
+
+func (x *Idempotency) putOwner(b []byte) {
+	copy(b, x.ownerPrefix)
 	b[16] = '.'
 	n := x.ownerSeq.Add(1)
 	const digits = "0123456789abcdef"
-	for i := len(b) - 1; i > 16; i-- {
+	for i := ownerLen - 1; i > 16; i-- {
 		b[i] = digits[n&0xf]
 		n >>= 4
 	}
-	return string(b[:])
 }
 
 // newToken returns 128 random bits in hex.
@@ -499,7 +514,7 @@ func (x *Idempotency) detachedCtx(parent context.Context) (context.Context, cont
 }
 
 func (x *Idempotency) serve(w http.ResponseWriter, r *http.Request, next http.Handler, in *keyed) {
-	owner := x.newOwner()
+	owner := in.owner
 	ctx, cancel := x.storeCtx(r.Context())
 	rec, claimed, err := x.cfg.Store.Claim(ctx, in.storeKey, in.fingerprint, owner, x.cfg.Lease)
 	cancel()
@@ -641,25 +656,18 @@ func (x *Idempotency) putBuf(b *bytes.Buffer) {
 	x.bufs.Put(b)
 }
 
-// storedHeader returns a fresh copy of the allow-listed headers of h.
+// storedHeader returns the allow-listed headers of h in a new map. The
+// value slices are shared with h, capacity-limited so that an append (Add)
+// copies; net/http and middleware replace (Set) rather than edit values in
+// place.
 func (x *Idempotency) storedHeader(h http.Header) http.Header {
-	n, values := 0, 0
+	var out http.Header
 	for k, vs := range h {
 		if _, ok := x.allow[k]; ok {
-			n++
-			values += len(vs)
-		}
-	}
-	if n == 0 {
-		return nil
-	}
-	out := make(http.Header, n)
-	all := make([]string, 0, values)
-	for k, vs := range h {
-		if _, ok := x.allow[k]; ok {
-			start := len(all)
-			all = append(all, vs...)
-			out[k] = all[start:len(all):len(all)]
+			if out == nil {
+				out = make(http.Header, 2)
+			}
+			out[k] = vs[:len(vs):len(vs)]
 		}
 	}
 	return out
