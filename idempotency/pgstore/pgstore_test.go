@@ -274,3 +274,20 @@ func itoa(i int) string {
 	}
 	return itoa(i/10) + string(rune('0'+i%10))
 }
+
+// TestClaimRetried checks that a Claim sent again after a lost answer is
+// recognized as the caller's own: owners are unique per request.
+func TestClaimRetried(t *testing.T) {
+	s := newStore(t, newPool(t, nil), pgstore.Config{DisableSweeper: true})
+	ctx := t.Context()
+	first, claimed, err := s.Claim(ctx, "k", "fp", "owner-1", time.Minute)
+	require.NoError(t, err)
+	require.True(t, claimed)
+	again, claimed, err := s.Claim(ctx, "k", "fp", "owner-1", time.Minute)
+	require.NoError(t, err)
+	assert.True(t, claimed)
+	assert.Equal(t, first.Fence, again.Fence, "nothing changed")
+	_, claimed, err = s.Claim(ctx, "k", "fp", "owner-2", time.Minute)
+	require.NoError(t, err)
+	assert.False(t, claimed)
+}

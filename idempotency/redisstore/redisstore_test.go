@@ -239,3 +239,21 @@ func TestRedisDown(t *testing.T) {
 	_, err = s.ClaimQueued(ctx, "o", time.Minute, 1)
 	assert.Error(t, err)
 }
+
+// TestClaimRetried checks that a Claim the client library sent again after
+// a lost reply is recognized as the caller's own: owners are unique per
+// request.
+func TestClaimRetried(t *testing.T) {
+	s, _, _ := newStore(t)
+	ctx := t.Context()
+	first, claimed, err := s.Claim(ctx, "k", "fp", "owner-1", time.Minute)
+	require.NoError(t, err)
+	require.True(t, claimed)
+	again, claimed, err := s.Claim(ctx, "k", "fp", "owner-1", time.Minute)
+	require.NoError(t, err)
+	assert.True(t, claimed)
+	assert.Equal(t, first.Fence, again.Fence, "nothing changed")
+	_, claimed, err = s.Claim(ctx, "k", "fp", "owner-2", time.Minute)
+	require.NoError(t, err)
+	assert.False(t, claimed)
+}
