@@ -6,6 +6,9 @@
 //	x := idempotency.New(idempotency.Config{Store: store})
 //	mux.Handle("POST /orders", x.Handler(orders))
 //
+// It needs Redis 5 or newer (or a compatible server such as Valkey): the
+// scripts read the server's time before they write.
+//
 // # Model
 //
 // Every operation on a record is one Lua script (EVALSHA, with the script
