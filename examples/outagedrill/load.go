@@ -30,8 +30,8 @@ type result struct {
 	at       time.Duration // since the drill started
 	phase    int
 	op       opKind
-	status   int // 0: transport error or timeout
-	degraded bool
+	status   int    // 0: transport error or timeout
+	degraded string // the Holdfast-Degraded header
 	latency  time.Duration
 	writeID  string
 	subject  string
@@ -137,16 +137,16 @@ func (l *load) worker(ctx context.Context, i int) {
 	}
 }
 
-// send sends one request and returns its status (0 on error) and whether it
-// was marked degraded.
-func (l *load) send(ctx context.Context, tok token, w *write, path string) (int, bool) {
+// send sends one request and returns its status (0 on error) and its
+// Holdfast-Degraded header.
+func (l *load) send(ctx context.Context, tok token, w *write, path string) (int, string) {
 	method, body := http.MethodGet, io.Reader(nil)
 	if w != nil {
 		method, body = http.MethodPost, bytes.NewReader(w.body)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, l.url+path, body)
 	if err != nil {
-		return 0, false
+		return 0, ""
 	}
 	req.Header.Set("Authorization", "Bearer "+tok.raw)
 	if w != nil {
@@ -155,10 +155,10 @@ func (l *load) send(ctx context.Context, tok token, w *write, path string) (int,
 	}
 	resp, err := l.client.Do(req)
 	if err != nil {
-		return 0, false
+		return 0, ""
 	}
 	httpx.DrainClose(resp.Body)
-	return resp.StatusCode, resp.Header.Get(httpx.HeaderDegraded) != ""
+	return resp.StatusCode, resp.Header.Get(httpx.HeaderDegraded)
 }
 
 func (l *load) do(ctx context.Context, op opKind, tok token, w *write, path string) {

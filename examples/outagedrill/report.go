@@ -64,6 +64,10 @@ type stats struct {
 	Queued   int `json:"queued"`
 	Degraded int `json:"degraded"`
 	Refused  int `json:"refused"`
+	// DegradedBy counts the served answers by their Holdfast-Degraded
+	// value; RefusedBy the refused ones by status ("error" for no answer).
+	DegradedBy map[string]int `json:"degraded_by,omitempty"`
+	RefusedBy  map[string]int `json:"refused_by,omitempty"`
 	// Reads and ReadsServed count the GETs; ReadsServedPct is their ratio.
 	Reads          int     `json:"reads"`
 	ReadsServed    int     `json:"reads_served"`
@@ -183,12 +187,18 @@ func (s *stats) add(r result) {
 		s.Served++
 	} else {
 		s.Refused++
+		k := "error"
+		if r.status != 0 {
+			k = fmt.Sprint(r.status)
+		}
+		inc(&s.RefusedBy, k)
 	}
 	if r.status == http.StatusAccepted {
 		s.Queued++
 	}
-	if ok && r.degraded {
+	if ok && r.degraded != "" {
 		s.Degraded++
+		inc(&s.DegradedBy, r.degraded)
 	}
 	if r.op == opRead {
 		s.Reads++
@@ -197,6 +207,13 @@ func (s *stats) add(r result) {
 		}
 	}
 	s.lat = append(s.lat, r.latency)
+}
+
+func inc(m *map[string]int, k string) {
+	if *m == nil {
+		*m = map[string]int{}
+	}
+	(*m)[k]++
 }
 
 func (s *stats) finish() {
@@ -216,6 +233,14 @@ func (s *stats) merge(o *stats) {
 	s.Queued += o.Queued
 	s.Degraded += o.Degraded
 	s.Refused += o.Refused
+	for k, v := range o.DegradedBy {
+		inc(&s.DegradedBy, k)
+		s.DegradedBy[k] += v - 1
+	}
+	for k, v := range o.RefusedBy {
+		inc(&s.RefusedBy, k)
+		s.RefusedBy[k] += v - 1
+	}
 	s.Reads += o.Reads
 	s.ReadsServed += o.ReadsServed
 	s.Writes += o.Writes
@@ -305,6 +330,28 @@ func (rep *report) build(loads [2]*load, ds [2]*downstream.Server, hits [2][]int
 	}
 }
 
+// counts renders a count map as "a 3, b 1", largest first.
+func counts(m map[string]int) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if m[keys[i]] != m[keys[j]] {
+			return m[keys[i]] > m[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %d", k, m[k])
+	}
+	return strings.Join(parts, ", ")
+}
+
 func (rep *report) failed(all bool) bool {
 	for _, c := range rep.Checks {
 		if !c.Pass && (all || c.Always) {
@@ -336,6 +383,17 @@ func (rep *report) print(out io.Writer) {
 		row("total", name, rep.Totals[name])
 	}
 	tw.Flush()
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, "why (Holdfast-Degraded values of served answers; statuses of refused ones):")
+	for _, p := range rep.Phases {
+		for _, name := range stackNames {
+			st := p.Stacks[name]
+			if len(st.DegradedBy)+len(st.RefusedBy) == 0 {
+				continue
+			}
+			fmt.Fprintf(out, "  %-18s %-9s degraded %s  refused %s\n", p.Name, name, counts(st.DegradedBy), counts(st.RefusedBy))
+		}
+	}
 	fmt.Fprintln(out)
 	e := rep.Holdfast
 	fmt.Fprintf(out, "holdfast hooks: auth fallback entered %d, left %d; retries %d, give-ups %d; stale responses %d; idempotent replays %d, conflicts %d; queued writes replayed %d\n",
