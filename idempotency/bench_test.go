@@ -100,6 +100,19 @@ func BenchmarkHandler(b *testing.B) {
 		warm(h, 20000, func(i int) string { return "warm-" + strconv.Itoa(i) })
 		benchRequests(b, h, strconv.Itoa)
 	})
+	b.Run("FirstRequestLocation", func(b *testing.B) {
+		// Every response has its own Location: no stored headers shared.
+		s := idempotency.NewMemoryStore(idempotency.MemoryConfig{MaxEntries: 10000})
+		b.Cleanup(func() { _ = s.Close() })
+		n := 0
+		h := idempotency.New(idempotency.Config{Store: s}).Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n++
+			w.Header().Set("Location", "/orders/"+strconv.Itoa(n))
+			app1K(w, r)
+		}))
+		warm(h, 20000, func(i int) string { return "warm-" + strconv.Itoa(i) })
+		benchRequests(b, h, strconv.Itoa)
+	})
 	b.Run("Replay", func(b *testing.B) {
 		h := newHandler(b)
 		const distinct = 1024

@@ -110,6 +110,30 @@ func TestHandlerStoresAndReplays(t *testing.T) {
 	other := post(h, `"k2"`, `{"sku":1}`, "Authorization", "Bearer alice")
 	assert.Equal(t, http.StatusCreated, other.Code)
 	assert.Equal(t, int64(2), app.runs.Load())
+	assert.Equal(t, "/orders/1", post(h, "k1", `{"sku":1}`, "Authorization", "Bearer alice").Header().Get("Location"))
+	assert.Equal(t, "/orders/2", post(h, "k2", `{"sku":1}`, "Authorization", "Bearer alice").Header().Get("Location"))
+}
+
+func TestHandlerSharedStoredHeadersStayDistinct(t *testing.T) {
+	types := []string{"application/json", "application/json", "text/plain", "application/json"}
+	var i atomic.Int64
+	h := idempotency.New(idempotency.Config{Store: newStore(t)}).Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := i.Add(1) - 1
+		w.Header().Set("Content-Type", types[n])
+		if n == 3 {
+			w.Header().Add("Vary", "Accept")
+		}
+		w.WriteHeader(http.StatusCreated)
+	}))
+	for n := range types {
+		post(h, fmt.Sprint("k", n), "x")
+	}
+	for n, typ := range types {
+		w := post(h, fmt.Sprint("k", n), "x")
+		assert.Equal(t, "true", w.Header().Get(idempotency.HeaderReplayed))
+		assert.Equal(t, typ, w.Header().Get("Content-Type"), n)
+		assert.Equal(t, n == 3, w.Header().Get("Vary") == "Accept", n)
+	}
 }
 
 func TestHandlerMismatch(t *testing.T) {

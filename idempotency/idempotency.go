@@ -170,6 +170,7 @@ type Idempotency struct {
 	cfg         Config
 	methods     []string
 	allow       map[string]struct{} // stored response headers
+	lastHeader  atomic.Pointer[http.Header]
 	nonBlocking bool
 	ownerPrefix string
 	ownerSeq    atomic.Uint64
@@ -656,21 +657,56 @@ func (x *Idempotency) putBuf(b *bytes.Buffer) {
 	x.bufs.Put(b)
 }
 
-// storedHeader returns the allow-listed headers of h in a new map. The
-// value slices are shared with h, capacity-limited so that an append (Add)
-// copies; net/http and middleware replace (Set) rather than edit values in
-// place.
+// storedHeader returns a copy of the allow-listed headers of h. Stored
+// headers are never modified, so consecutive responses with the same stored
+// headers (the same Content-Type and nothing else, say) share one copy: it
+// saves the allocation and the store's memory.
 func (x *Idempotency) storedHeader(h http.Header) http.Header {
-	var out http.Header
+	if last := x.lastHeader.Load(); last != nil && x.sameStored(*last, h) {
+		return *last
+	}
+	n, values := 0, 0
 	for k, vs := range h {
 		if _, ok := x.allow[k]; ok {
-			if out == nil {
-				out = make(http.Header, 2)
-			}
-			out[k] = vs[:len(vs):len(vs)]
+			n++
+			values += len(vs)
 		}
 	}
+	if n == 0 {
+		return nil
+	}
+	out := make(http.Header, n)
+	all := make([]string, 0, values)
+	for k, vs := range h {
+		if _, ok := x.allow[k]; ok {
+			start := len(all)
+			all = append(all, vs...)
+			out[k] = all[start:len(all):len(all)]
+		}
+	}
+	x.lastHeader.Store(&out)
 	return out
+}
+
+// sameStored reports whether the allow-listed headers of h are stored.
+func (x *Idempotency) sameStored(stored, h http.Header) bool {
+	n := 0
+	for k, vs := range h {
+		if _, ok := x.allow[k]; !ok {
+			continue
+		}
+		n++
+		svs, ok := stored[k]
+		if !ok || len(svs) != len(vs) {
+			return false
+		}
+		for i := range vs {
+			if vs[i] != svs[i] {
+				return false
+			}
+		}
+	}
+	return n == len(stored)
 }
 
 func (x *Idempotency) release(r *http.Request, key, storeKey, owner string, fence uint64, reason string, status int) {
