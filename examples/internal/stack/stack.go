@@ -4,7 +4,7 @@
 //
 // Server side, outermost first (DESIGN.md's order):
 //
-//	degrade gate        mode + tier: reads pass, writes are queued (202) while the downstream is down
+//	degrade gate        mode + tier: reads pass, writes are authenticated and queued (202) while the downstream is down
 //	authfallback        bearer token verified against the last-known-good JWKS (memory + CacheFile)
 //	idempotency         Idempotency-Key: replay, 409, 422, run once and store
 //	degrade.Stale       a failing read is answered with its last good response, marked stale
@@ -143,6 +143,7 @@ type Service struct {
 
 	handler http.Handler
 	replay  http.Handler // the chain without the gate: what Replay runs
+	queue   http.Handler // authentication, then Enqueue: where the gate sends writes
 	owned   *idempotency.MemoryStore
 	cfg     Config
 
@@ -188,7 +189,11 @@ func New(cfg Config) (*Service, error) {
 		},
 		Window:     cfg.DetectWindow,
 		MinReports: 5,
-		Queue:      http.HandlerFunc(s.Idempotency.Enqueue),
+		// The gate is outermost, so a write it queues has not been
+		// authenticated yet: authenticate it before it is stored, so no
+		// one without a valid token can fill the queue during an outage
+		// (Replay authenticates it again when it runs).
+		Queue:      http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.queue.ServeHTTP(w, r) }),
 		RetryAfter: time.Second,
 		Logger:     cfg.Logger,
 		OnModeChange: func(ch degrade.ModeChange) {
@@ -271,6 +276,7 @@ func New(cfg Config) (*Service, error) {
 	inner = s.Idempotency.Handler(inner)
 	inner = v.Handler(inner)
 	s.replay = inner
+	s.queue = v.Handler(http.HandlerFunc(s.Idempotency.Enqueue))
 	s.handler = s.Controller.Handler(inner)
 
 	// What the status handler shows beside the mode and dependencies.

@@ -132,6 +132,12 @@ func TestDownstreamOutageServesStaleAndQueuesWrites(t *testing.T) {
 		return s.Controller.Mode() == degrade.Degraded
 	}, 5*time.Second, 10*time.Millisecond)
 	hits := e.ds.Hits()
+	r := httptest.NewRequest(http.MethodPost, "/orders", strings.NewReader(`{"write_id":"x"}`))
+	r.Header.Set("Authorization", "Bearer forged")
+	r.Header.Set(idempotency.HeaderKey, `"x"`)
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, r)
+	assert.Equal(t, http.StatusUnauthorized, w.Code, "no queueing without a valid token")
 	queued := e.do(t, s, http.MethodPost, "/orders", `"q1"`, `{"write_id":"q1"}`)
 	require.Equal(t, http.StatusAccepted, queued.StatusCode)
 	assert.Equal(t, hits, e.ds.Hits(), "a queued write does not reach the downstream")
