@@ -257,3 +257,46 @@ func TestClaimRetried(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, claimed)
 }
+
+// TestClaimQueuedPages checks the queue order over more than one page of
+// the index, with busy records and garbage members in between.
+func TestClaimQueuedPages(t *testing.T) {
+	s, c, prefix := newStore(t)
+	ctx := t.Context()
+	const n = 150
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = "q" + itoa(int64(i))
+		_, created, err := s.Enqueue(ctx, keys[i], "fp", idempotency.Request{Method: "POST", URL: "/" + keys[i]}, time.Hour)
+		require.NoError(t, err)
+		require.True(t, created)
+	}
+	// Hold every third record, complete every fifth: those are skipped.
+	busy, err := s.ClaimQueued(ctx, "holder", time.Minute, n)
+	require.NoError(t, err)
+	require.Len(t, busy, n)
+	var want []string
+	for i, q := range busy {
+		switch {
+		case i%5 == 0:
+			require.NoError(t, s.Complete(ctx, q.Key, "holder", q.Record.Fence, idempotency.Response{Status: 200}, time.Hour))
+		case i%3 == 0:
+		default:
+			require.NoError(t, s.Release(ctx, q.Key, "holder", q.Record.Fence))
+			want = append(want, q.Key)
+		}
+	}
+	var got []string
+	for {
+		q, err := s.ClaimQueued(ctx, "replayer", time.Minute, 7)
+		require.NoError(t, err)
+		if len(q) == 0 {
+			break
+		}
+		for _, item := range q {
+			got = append(got, item.Key)
+		}
+	}
+	assert.Equal(t, want, got, "released records, in their original order, across pages")
+	assert.Equal(t, int64(n-n/5), c.ZCard(ctx, "{"+prefix+"}:queue").Val(), "the completed records left the index")
+}
