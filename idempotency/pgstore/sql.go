@@ -33,8 +33,9 @@ const recordColumns = `key, state, fingerprint, owner, fence, lease_until, creat
 // a replay reads and writes nothing. Otherwise the insert takes an expired
 // row's place or takes over an expired lease with the same fingerprint, the
 // conditions checked again on the latest row version. An empty answer means
-// the conflicting row was committed after the snapshot: the caller runs the
-// statement again.
+// the row changed after the snapshot (a conflicting row committed, or a
+// takeover by someone else): the caller runs the statement again, so it
+// never answers with a stale expired lease.
 const claimSQL = `WITH cur AS (
 	SELECT ` + recordColumns + ` FROM $T WHERE key = $1 AND expires > now()
 ), ins AS (
@@ -59,7 +60,8 @@ const claimSQL = `WITH cur AS (
 )
 SELECT * FROM ins
 UNION ALL
-SELECT false, ` + recordColumns + ` FROM cur WHERE NOT EXISTS (SELECT 1 FROM ins)`
+SELECT false, ` + recordColumns + ` FROM cur WHERE NOT EXISTS (SELECT 1 FROM ins)
+	AND NOT (state = 1 AND lease_until <= now() AND fingerprint = $2)`
 
 // held is the condition of the owner-conditional statements: $1 key,
 // $2 owner, $3 fence.
