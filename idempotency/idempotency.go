@@ -758,6 +758,11 @@ type extender struct {
 	fence         uint64
 }
 
+// renewEvery is how often a running claim's lease is renewed.
+func (x *Idempotency) renewEvery() time.Duration {
+	return max(x.cfg.Lease/3, time.Millisecond)
+}
+
 // extend starts renewing the claim; stop ends it.
 func (x *Idempotency) extend(r *http.Request, in *keyed, owner string, fence uint64) *extender {
 	e, _ := x.exts.Get().(*extender)
@@ -772,7 +777,7 @@ func (x *Idempotency) extend(r *http.Request, in *keyed, owner string, fence uin
 	e.gen++
 	e.active, e.lost = true, false
 	e.r, e.key, e.storeKey, e.owner, e.fence = r, in.key, in.storeKey, owner, fence
-	e.t.Reset(x.cfg.Lease / 3)
+	e.t.Reset(x.renewEvery())
 	e.mu.Unlock()
 	return e
 }
@@ -798,7 +803,7 @@ func (e *extender) fire() {
 	case errors.Is(err, ErrNotOwner):
 		e.lost = true
 	default:
-		e.t.Reset(x.cfg.Lease / 3)
+		e.t.Reset(x.renewEvery())
 	}
 	e.mu.Unlock()
 	if current && err != nil && !errors.Is(err, ErrNotOwner) {

@@ -32,6 +32,11 @@ type replayingKey struct{}
 // while it waits, 409 while it runs, 422 for another request under the same
 // key.
 //
+// Enqueue computes the record key like Handler: with a Config.Scope that
+// reads the verified caller, call Enqueue after authentication (a Scope that
+// finds no caller makes it answer 500); the default scope, the caller's
+// credentials, works in front of authentication too.
+//
 // A queued request is stored with its headers (credentials included, so that
 // Replay's handler authenticates it: secure the store accordingly), minus
 // hop-by-hop headers. A request without a key, or with a method that is not
