@@ -46,9 +46,11 @@
 // fingerprint takes it over (the fence increases) and runs.
 //
 // Every error answer is application/problem+json (RFC 9457) with a stable
-// type: idempotency-key-missing, idempotency-key-invalid (400),
-// idempotency-body-too-large (413), idempotency-key-in-use (409),
-// idempotency-key-reused (422), idempotency-store-unavailable (503).
+// type: idempotency-key-missing, idempotency-key-invalid,
+// idempotency-body-unreadable (400), idempotency-body-too-large (413),
+// idempotency-key-in-use (409), idempotency-key-reused (422),
+// idempotency-scope-missing (500), idempotency-store-unavailable and
+// idempotency-not-queued (503).
 //
 // # Scope
 //
