@@ -411,17 +411,17 @@ func (x *Idempotency) recordKey(credentials bool, scope string, r *http.Request,
 	bp := x.hashBufs.Get().(*[]byte)
 	b := (*bp)[:0]
 	if credentials {
-		b = append(b, "holdfast/idempotency/v1/credentials\x00"...)
+		b = append(b, "hf-idem-1c\x00"...)
 		// Every line: HTTP/2 may split cookies over several.
 		for _, name := range [...]string{"Authorization", "Cookie"} {
 			vs := r.Header[name]
-			b = binary.BigEndian.AppendUint64(b, uint64(len(vs)))
+			b = binary.AppendUvarint(b, uint64(len(vs)))
 			for _, v := range vs {
 				b = appendPart(b, v)
 			}
 		}
 	} else {
-		b = append(b, "holdfast/idempotency/v1/scope\x00"...)
+		b = append(b, "hf-idem-1s\x00"...)
 		b = appendPart(b, scope)
 	}
 	b = appendPart(b, r.Method)
@@ -443,7 +443,7 @@ func (x *Idempotency) fingerprint(r *http.Request, body []byte) [sha256.Size]byt
 		sum := sha256.Sum256(body)
 		b = appendPart(b, string(sum[:]))
 	} else {
-		b = binary.BigEndian.AppendUint64(b, uint64(len(body)))
+		b = binary.AppendUvarint(b, uint64(len(body)))
 		b = append(b, body...)
 	}
 	sum := sha256.Sum256(b)
@@ -458,8 +458,10 @@ func (x *Idempotency) putHashBuf(bp *[]byte, b []byte) {
 	}
 }
 
+// appendPart appends s with its length as a uvarint: a prefix-free
+// encoding, so no two tuples of parts encode alike.
 func appendPart(b []byte, s string) []byte {
-	b = binary.BigEndian.AppendUint64(b, uint64(len(s)))
+	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
 }
 

@@ -254,7 +254,11 @@ func (sh *memShard) fit(extraEntries int, extraBytes int64, maxEntries int, maxB
 		sh.done[sh.head] = doneRef{}
 		sh.head++
 		if sh.head > 1024 && sh.head > len(sh.done)/2 {
-			sh.compact()
+			// Drop the consumed half; validity is checked when popped.
+			n := copy(sh.done, sh.done[sh.head:])
+			clear(sh.done[n:])
+			sh.done = sh.done[:n]
+			sh.head = 0
 		}
 		if ref.key == keep {
 			// The record just completed is the newest: nothing older is
