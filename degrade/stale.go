@@ -157,19 +157,16 @@ func credentialScope(r *http.Request) string {
 	if len(a) == 0 && len(c) == 0 {
 		return ""
 	}
-	h := sha256.New()
+	var stack [512]byte
+	b := stack[:0]
 	for _, v := range a {
-		io.WriteString(h, "a\x00")
-		io.WriteString(h, v)
-		io.WriteString(h, "\x00")
+		b = append(append(append(b, "a\x00"...), v...), 0)
 	}
 	for _, v := range c {
-		io.WriteString(h, "c\x00")
-		io.WriteString(h, v)
-		io.WriteString(h, "\x00")
+		b = append(append(append(b, "c\x00"...), v...), 0)
 	}
-	var sum [sha256.Size]byte
-	return "cred:" + string(h.Sum(sum[:0])) // raw bytes: the key is never shown
+	sum := sha256.Sum256(b)
+	return "cred:" + string(sum[:]) // raw bytes: the key is never shown
 }
 
 // primaryKey is the cache key of r without its Vary variant: scope, URL.
