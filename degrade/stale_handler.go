@@ -23,7 +23,10 @@ import (
 //
 // Mount Handler inside authentication (after authfallback's Handler), so
 // that a request is authenticated before anything is served to it and an
-// authentication failure is never replaced by a stored response.
+// authentication failure is never replaced by a stored response, and
+// outside a circuit breaker's Handler, so that the breaker sees the real
+// failures and its open-circuit 503 is replaced by the stored response
+// (or connect the breaker's Cached hook to [Stale.Lookup]).
 func (s *Stale) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet {

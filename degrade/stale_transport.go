@@ -16,7 +16,15 @@ import (
 //
 // A response is stored once its body has been read to the end (up to
 // MaxEntryBytes); Close reads up to 4 KiB of what the caller left, and a
-// body closed with more left unread is not stored. The request is not
+// body closed with more left unread is not stored.
+//
+// Place it outside retry and circuit breaker transports (Stale(retry(
+// breaker(base)))): they then see the real failures (a stale response looks
+// like a success to whatever sits above it) and an open breaker's
+// httpx.ErrCircuitOpen reaches Stale, which answers with the stored
+// response. Scope sees the request as it reaches Stale: if credentials are
+// added by an inner transport (oauth2.Transport) and the client acts for
+// several identities, set Scope. The request is not
 // modified.
 func (s *Stale) Transport(base http.RoundTripper) http.RoundTripper {
 	return &staleTransport{s: s, base: base}
