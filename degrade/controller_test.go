@@ -266,3 +266,16 @@ func TestLoggerOutsideLockAndSince(t *testing.T) {
 		assert.Contains(t, msgs, "degrade: mode change")
 	})
 }
+
+func TestCustomWindowAndRate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := New(Config{Window: 10 * time.Second, FailureRate: 0.5, MinReports: 2})
+		defer c.Close()
+		c.Report("x", errBoom)
+		c.Report("x", nil)
+		assert.Equal(t, Degraded, c.Mode(), "1 of 2 = 50 %")
+		time.Sleep(11 * time.Second)
+		synctest.Wait()
+		assert.Equal(t, Normal, c.Mode(), "aged out of the 10 s window")
+	})
+}

@@ -692,3 +692,31 @@ func TestStaleAgeAndExpires(t *testing.T) {
 		assert.Error(t, err)
 	})
 }
+
+func TestStaleStatuses(t *testing.T) {
+	s := &Stale{}
+	var fail atomic.Bool
+	h := s.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fail.Load() {
+			w.WriteHeader(504)
+			return
+		}
+		switch r.URL.Path {
+		case "/found":
+			http.Redirect(w, r, "/elsewhere", http.StatusFound)
+		case "/gone":
+			http.Error(w, "gone", http.StatusGone)
+		case "/teapot":
+			w.WriteHeader(http.StatusTeapot)
+		}
+	}))
+	for _, p := range []string{"/found", "/gone", "/teapot"} {
+		get(t, h, p)
+	}
+	assert.Equal(t, 1, s.Len(), "only 410 is cacheable by default")
+	fail.Store(true)
+	assert.Equal(t, 504, get(t, h, "/found").Code)
+	assert.Equal(t, 504, get(t, h, "/teapot").Code)
+	assert.Equal(t, 410, get(t, h, "/gone").Code)
+	assert.Contains(t, (&StatusError{URL: "u", StatusCode: 502}).Error(), "502")
+}
