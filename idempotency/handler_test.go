@@ -657,3 +657,29 @@ func TestHandlerLogsNoSecrets(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// lostStore loses every claim at its first renewal, as if another replica
+// had taken it over.
+type lostStore struct{ idempotency.Store }
+
+func (lostStore) Extend(context.Context, string, string, uint64, time.Duration) error {
+	return idempotency.ErrNotOwner
+}
+
+func TestHandlerLeaseLostIsNotStored(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var reasons []string
+		h := idempotency.New(idempotency.Config{
+			Store:     lostStore{newStore(t)},
+			OnRelease: func(e idempotency.Event) { reasons = append(reasons, e.Reason) },
+		}).Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(30 * time.Second) // past the first renewal at 20 s
+			w.WriteHeader(http.StatusCreated)
+		}))
+		w := post(h, "k", "x")
+		assert.Equal(t, http.StatusCreated, w.Code, "the client still gets its answer")
+		assert.Equal(t, []string{idempotency.ReasonLeaseLost}, reasons)
+		w = post(h, "k", "x")
+		assert.Equal(t, http.StatusConflict, w.Code, "a lost claim never stores; the record is another's")
+	})
+}
