@@ -272,9 +272,8 @@ func run(o options) (*report, error) {
 		return nil, fmt.Errorf("holdfast restart: %w", err)
 	}
 	hfFront.set(hf)
-	// The old process finishes its in-flight requests, then stops (the
-	// deferred Close of every service started does it).
-	_ = old
+	// The old process finishes its in-flight requests, then stops.
+	time.AfterFunc(time.Second, old.Close)
 	nv.restart()
 	event(fmt.Sprintf("both services restarted; holdfast loaded %d keys from its cache file", hf.Verifier.Status().KeyCount))
 	// downstream-outage

@@ -147,11 +147,12 @@ type Service struct {
 	owned   *idempotency.MemoryStore
 	cfg     Config
 
-	kick   chan struct{}
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	mu     sync.Mutex // serialises replays
-	closes []func()
+	kick      chan struct{}
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	mu        sync.Mutex // serialises replays
+	closeOnce sync.Once
+	closes    []func()
 }
 
 // New builds a Service. It fails only on an invalid configuration: an
@@ -385,8 +386,10 @@ func (s *Service) Drain(ctx context.Context) (int, error) {
 }
 
 // Close stops the Service's goroutines. A store passed in Config is not
-// closed.
-func (s *Service) Close() {
+// closed. Close is idempotent.
+func (s *Service) Close() { s.closeOnce.Do(s.close) }
+
+func (s *Service) close() {
 	if s.cancel != nil {
 		s.cancel()
 		s.wg.Wait()
