@@ -397,7 +397,12 @@ func TestOpenFallbacks(t *testing.T) {
 		if r.URL.Path != "/cached" {
 			return nil, false
 		}
-		return &http.Response{StatusCode: 200, Header: cachedHeader, Body: io.NopCloser(strings.NewReader("old"))}, true
+		// The stored response still points at the request that fetched it,
+		// with that caller's credentials.
+		first, _ := http.NewRequest(http.MethodGet, "http://a/cached", nil)
+		first.Header.Set("Authorization", "Bearer someone-else")
+		return &http.Response{StatusCode: 200, Header: cachedHeader, Body: io.NopCloser(strings.NewReader("old")),
+			Request: first}, true
 	}
 	doc := &Document{ContentType: "application/json", Body: []byte(`{"items":[]}`)}
 
@@ -410,6 +415,7 @@ func TestOpenFallbacks(t *testing.T) {
 		assert.Equal(t, "old", string(body))
 		assert.Equal(t, "circuit-open", resp.Header.Get(httpx.HeaderDegraded))
 		assert.Empty(t, cachedHeader.Get(httpx.HeaderDegraded), "the hook's header map is not modified")
+		assert.Same(t, req, resp.Request, "the response answers this request, not the one that filled the cache")
 		assert.EqualValues(t, 1, up.calls.Load())
 	})
 	t.Run("fallback document when nothing cached", func(t *testing.T) {

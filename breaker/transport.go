@@ -152,6 +152,9 @@ func (b *rwcWithCancel) Close() error {
 func (b *Breaker) openResponse(req *http.Request, e *entry) (*http.Response, error) {
 	if httpx.IsSafe(req.Method) {
 		if resp, ok := b.cached(req); ok {
+			// The cached response may carry the request that first fetched
+			// it, someone else's, with their credentials: it answers this one.
+			resp.Request = req
 			return resp, nil
 		}
 		if d := b.cfg.Fallback; d != nil {
