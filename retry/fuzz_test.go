@@ -11,6 +11,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/holdfast-go/holdfast/internal/httpx"
 	"github.com/holdfast-go/holdfast/retry"
 )
 
@@ -37,6 +38,18 @@ func FuzzRetryAfter(f *testing.F) {
 				OnRetry: func(ev retry.RetryEvent) {
 					if ev.Delay < 0 || ev.Delay > maxRA+maxDelay {
 						t.Errorf("delay %v for Retry-After %q", ev.Delay, ra)
+					}
+					if code != http.StatusTooManyRequests && code != http.StatusServiceUnavailable {
+						return
+					}
+					// The fake clock has not moved since the delay was chosen.
+					if want, _, ok := httpx.ParseRetryAfter(ra, time.Now(), 0); ok {
+						if want > maxRA {
+							t.Errorf("retried although Retry-After %q (%v) is beyond MaxRetryAfter", ra, want)
+						}
+						if ev.Delay < want {
+							t.Errorf("delay %v below Retry-After %q (%v)", ev.Delay, ra, want)
+						}
 					}
 				}}
 			start := time.Now()
