@@ -683,3 +683,41 @@ func TestHandlerLeaseLostIsNotStored(t *testing.T) {
 		assert.Equal(t, http.StatusConflict, w.Code, "a lost claim never stores; the record is another's")
 	})
 }
+
+func TestHandlerInformationalAndSuperfluousStatus(t *testing.T) {
+	h := idempotency.New(idempotency.Config{Store: newStore(t)}).Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints) // goes out at once
+		w.WriteHeader(http.StatusCreated)
+		w.WriteHeader(http.StatusInternalServerError) // superfluous, ignored
+		_, _ = io.WriteString(w, "ok")
+	}))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	var statuses []int
+	for range 2 {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader("x"))
+		req.Header.Set("Idempotency-Key", "k")
+		resp, err := srv.Client().Do(req)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, "ok", string(b))
+		statuses = append(statuses, resp.StatusCode)
+		if len(statuses) == 2 {
+			assert.Equal(t, "true", resp.Header.Get(idempotency.HeaderReplayed))
+			assert.Equal(t, "</style.css>; rel=preload", resp.Header.Get("Link"))
+		}
+	}
+	assert.Equal(t, []int{201, 201}, statuses)
+}
+
+func TestHandlerLargeBodyFingerprint(t *testing.T) {
+	app := &orders{}
+	h := idempotency.New(idempotency.Config{Store: newStore(t)}).Handler(app)
+	big := strings.Repeat("a", 64<<10)
+	require.Equal(t, http.StatusCreated, post(h, "k", big).Code)
+	assert.Equal(t, "true", post(h, "k", big).Header().Get(idempotency.HeaderReplayed))
+	assertProblem(t, post(h, "k", big[:len(big)-1]+"b"), http.StatusUnprocessableEntity, "idempotency-key-reused")
+	assert.Equal(t, int64(1), app.runs.Load())
+}

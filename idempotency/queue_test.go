@@ -274,3 +274,24 @@ func TestReplayRunsInOrderAcrossBatches(t *testing.T) {
 	assert.Equal(t, 40, n)
 	assert.Equal(t, want, app.log())
 }
+
+func TestReplayOversizeStoredAsError(t *testing.T) {
+	x := idempotency.New(idempotency.Config{Store: newStore(t), MaxResponseBytes: 4})
+	r := httptest.NewRequest(http.MethodPost, "/orders", strings.NewReader("b"))
+	r.Header.Set("Idempotency-Key", "k")
+	x.Enqueue(httptest.NewRecorder(), r)
+	app := x.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "far too long")
+		w.(http.Flusher).Flush() // no client to stream to: ignored
+	}))
+	n, err := x.Replay(context.Background(), app)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+
+	r = httptest.NewRequest(http.MethodPost, "/orders", strings.NewReader("b"))
+	r.Header.Set("Idempotency-Key", "k")
+	w := httptest.NewRecorder()
+	app.ServeHTTP(w, r)
+	assertProblem(t, w, http.StatusInternalServerError, "idempotency-replay-failed")
+	assert.Equal(t, "true", w.Header().Get(idempotency.HeaderReplayed))
+}
