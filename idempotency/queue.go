@@ -37,6 +37,10 @@ type replayingKey struct{}
 // finds no caller makes it answer 500); the default scope, the caller's
 // credentials, works in front of authentication too.
 //
+// Queued records are never evicted: in front of authentication anyone can
+// fill the queue until the store refuses (503). Bound the store, and
+// authenticate or rate-limit before the gate where you can.
+//
 // A queued request is stored with its headers (credentials included, so that
 // Replay's handler authenticates it: secure the store accordingly), minus
 // hop-by-hop headers. A request without a key, or with a method that is not
