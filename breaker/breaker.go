@@ -294,9 +294,17 @@ func (b *Breaker) get(key string) *entry {
 		}
 		return e
 	}
-	return b.insert(key)
+	e := b.insert(key)
+	if e == nil && b.cfg.Logger != nil {
+		// Logged outside b.mu: a slog handler is user code.
+		b.cfg.Logger.Warn("breaker: registry full of open breakers; call not protected",
+			slog.String("key", key), slog.Int("max_keys", b.cfg.MaxKeys))
+	}
+	return e
 }
 
+// insert returns key's entry, creating it, or nil when the registry is full
+// of breakers that cannot be evicted.
 func (b *Breaker) insert(key string) *entry {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -304,10 +312,6 @@ func (b *Breaker) insert(key string) *entry {
 		return v.(*entry)
 	}
 	if b.n >= b.cfg.MaxKeys && !b.evict() {
-		if b.cfg.Logger != nil {
-			b.cfg.Logger.Warn("breaker: registry full of open breakers; call not protected",
-				slog.String("key", key), slog.Int("max_keys", b.cfg.MaxKeys))
-		}
 		return nil
 	}
 	e := &entry{key: key}

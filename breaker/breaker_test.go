@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -581,4 +582,49 @@ func TestBasePanicReleasesPermit(t *testing.T) {
 		_, err = call(t, nilRT, "http://a/")
 		assert.Error(t, err)
 	})
+}
+
+// reentrantHandler is a slog handler that ships each record through the
+// breaker's own transport, as a log shipper over HTTP would.
+type reentrantHandler struct {
+	rt   http.RoundTripper
+	sent atomic.Int32
+}
+
+func (h *reentrantHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *reentrantHandler) WithAttrs([]slog.Attr) slog.Handler      { return h }
+func (h *reentrantHandler) WithGroup(string) slog.Handler           { return h }
+func (h *reentrantHandler) Handle(_ context.Context, r slog.Record) error {
+	if !strings.Contains(r.Message, "registry full") {
+		return nil
+	}
+	if h.sent.Add(1) == 1 { // once: the shipment itself finds the registry full
+		req, _ := http.NewRequest(http.MethodPost, "http://logs.example/", nil)
+		if resp, err := h.rt.RoundTrip(req); err == nil {
+			_ = resp.Body.Close()
+		}
+	}
+	return nil
+}
+
+func TestRegistryFullLogsOutsideLock(t *testing.T) {
+	lh := &reentrantHandler{}
+	b := New(Config{MaxKeys: 1, FailureThreshold: 1, Logger: slog.New(lh)})
+	up := newUpstream(500)
+	rt := b.Transport(up)
+	lh.rt = rt
+	_, _ = call(t, rt, "http://x/")
+	require.Equal(t, Open, b.State("x"))
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = call(t, rt, "http://y/") // full: logged, and the log handler calls the breaker
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("deadlock: the Logger was called under the registry lock")
+	}
+	assert.EqualValues(t, 2, lh.sent.Load(), "both unprotected calls were logged")
 }
