@@ -32,7 +32,10 @@ func countingServer(t *testing.T, status int) (*httptest.Server, *atomic.Int32, 
 }
 
 func TestEndToEndClient(t *testing.T) {
-	const delay = 50 * time.Millisecond
+	// Long enough that the open-state checks, a few real requests on a
+	// loaded machine, finish before the breaker half-opens (with 50 ms a
+	// slow request let a trial through and the checks flaked).
+	const delay = time.Second
 	var ev events
 	b := New(Config{Delay: delay, DisableJitter: true, SuccessThreshold: 1, OnStateChange: ev.add})
 	client := &http.Client{Transport: b.Transport(nil)}
@@ -71,7 +74,7 @@ func TestEndToEndClient(t *testing.T) {
 	require.Eventually(t, func() bool {
 		resp, err := get(bad.URL)
 		return err == nil && resp.StatusCode == 200
-	}, 5*time.Second, delay/5)
+	}, 10*time.Second, delay/10)
 	assert.Equal(t, Closed, b.State(badKey), "recovery closes")
 	assert.Equal(t, []StateChange{
 		{Key: badKey, From: Closed, To: Open},
@@ -81,7 +84,10 @@ func TestEndToEndClient(t *testing.T) {
 }
 
 func TestEndToEndServer(t *testing.T) {
-	const delay = 50 * time.Millisecond
+	// Long enough that the open-state checks, a few real requests on a
+	// loaded machine, finish before the breaker half-opens (with 50 ms a
+	// slow request let a trial through and the checks flaked).
+	const delay = time.Second
 	b := New(Config{Delay: delay, DisableJitter: true, SuccessThreshold: 1})
 	var failing atomic.Bool
 	failing.Store(true)
@@ -137,7 +143,7 @@ func TestEndToEndServer(t *testing.T) {
 		}
 		httpx.DrainClose(resp.Body)
 		return resp.StatusCode == 200
-	}, 5*time.Second, delay/5)
+	}, 10*time.Second, delay/10)
 	assert.Equal(t, Closed, b.State("GET /orders/{id}"))
 }
 
