@@ -581,6 +581,17 @@ func TestBasePanicReleasesPermit(t *testing.T) {
 		nilRT := New(Config{}).Transport(rtFunc(func(*http.Request) (*http.Response, error) { return nil, nil }))
 		_, err = call(t, nilRT, "http://a/")
 		assert.Error(t, err)
+
+		// A response beside an error: the error wins and the body is closed.
+		body := &closeRecorder{Reader: strings.NewReader("x")}
+		bothRT := New(Config{}).Transport(rtFunc(func(*http.Request) (*http.Response, error) {
+			return &http.Response{StatusCode: 502, Body: body}, errors.New("broken")
+		}))
+		req, _ := http.NewRequest(http.MethodGet, "http://a/", nil)
+		resp, err := bothRT.RoundTrip(req)
+		assert.Nil(t, resp, "no response beside an error")
+		assert.Error(t, err)
+		assert.True(t, body.closed)
 	})
 }
 

@@ -88,8 +88,12 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}()
 	resp, err := t.baseRT().RoundTrip(r)
 	returned = true
-	if err == nil && resp == nil {
+	switch {
+	case err == nil && resp == nil:
 		err = errNilResponse
+	case err != nil && resp != nil: // a base that breaks the contract
+		httpx.DrainClose(resp.Body)
+		resp = nil
 	}
 
 	timedOut := cancel != nil && parent.Err() == nil && context.Cause(ctx) == timeoutCause
