@@ -155,3 +155,21 @@ func BenchmarkTransportParallel(b *testing.B) {
 		}
 	})
 }
+
+// TestTransportHappyPathAllocs guards the budget for the happy path
+// without a timer: no allocation above the stub's own response. (With the
+// default Timeout, context.WithTimeoutCause and the body wrapper allocate;
+// BenchmarkTransport reports both.)
+func TestTransportHappyPathAllocs(t *testing.T) {
+	req := requests(1, context.Background())[0]
+	rt := New(Config{Timeout: -1}).Transport(newStub())
+	run := func(rt http.RoundTripper) float64 {
+		return testing.AllocsPerRun(1000, func() {
+			resp, _ := rt.RoundTrip(req)
+			_ = resp.Body.Close()
+		})
+	}
+	if extra := run(rt) - run(newStub()); extra > 0 {
+		t.Errorf("%v allocations per call above the bare RoundTripper, want 0", extra)
+	}
+}
