@@ -240,3 +240,18 @@ func TestCachedSetCookieStripped(t *testing.T) {
 	assert.Equal(t, "1", resp.Header.Get("X-A"))
 	assert.Empty(t, resp.Header.Values("Set-Cookie"))
 }
+
+func TestHandlerWriterUnwraps(t *testing.T) {
+	// SetWriteDeadline is reached only through Unwrap: the wrapped writer
+	// has no such method.
+	b := New(Config{})
+	errc := make(chan error, 1)
+	srv := httptest.NewServer(b.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		errc <- http.NewResponseController(w).SetWriteDeadline(time.Now().Add(time.Minute))
+	})))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	require.NoError(t, err)
+	httpx.DrainClose(resp.Body)
+	assert.NoError(t, <-errc, "http.ResponseController reaches the server's writer")
+}
