@@ -73,14 +73,19 @@ func newLoad(stack int, url string, tokens []token, interval, timeout time.Durat
 	}
 }
 
-// run starts workers and returns when ctx ends and every worker stopped.
-func (l *load) run(ctx context.Context, workers int) {
+// run starts workers, and one more worker for each extra token, and returns
+// when ctx ends and every worker stopped.
+func (l *load) run(ctx context.Context, workers int, extra []token) {
 	var wg sync.WaitGroup
-	for i := range workers {
+	for i := range workers + len(extra) {
+		tok := l.tokens[i%len(l.tokens)]
+		if i >= workers {
+			tok = extra[i-workers]
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l.worker(ctx, i)
+			l.worker(ctx, i, tok)
 		}()
 	}
 	wg.Wait()
@@ -91,8 +96,7 @@ func (l *load) run(ctx context.Context, workers int) {
 // client did not get the answer and retries with the same key).
 var mix = [10]opKind{opRead, opRead, opWrite, opRead, opRead, opResend, opRead, opWrite, opRead, opRead}
 
-func (l *load) worker(ctx context.Context, i int) {
-	tok := l.tokens[i%len(l.tokens)]
+func (l *load) worker(ctx context.Context, i int, tok token) {
 	var last *write
 	next := time.Now()
 	for n := 0; ; n++ {

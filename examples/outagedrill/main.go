@@ -157,6 +157,10 @@ func run(o options) (*report, error) {
 		dsURL[i] = srv.URL
 	}
 
+	revs := newRevocationServer()
+	revSrv := httptest.NewServer(revs)
+	defer revSrv.Close()
+
 	// The idempotency store outlives the holdfast service's restart, as a
 	// Redis or PostgreSQL store would.
 	store := idempotency.NewMemoryStore(idempotency.MemoryConfig{})
@@ -164,20 +168,22 @@ func run(o options) (*report, error) {
 
 	rec := newRecorder()
 	cfg := stack.Config{
-		Issuer:       idp.Issuer(),
-		Audience:     []string{idp.Audience()},
-		JWKSURLs:     []string{idp.JWKSURL()},
-		CacheFile:    filepath.Join(dir, "jwks.json"),
-		KeyRefresh:   scaled(o.duration, 1.0/20, time.Second),
-		Downstream:   dsURL[stackHoldfast],
-		CallTimeout:  time.Second, // generous: the drill must not fail on a busy machine
-		BreakerDelay: scaled(o.duration, 1.0/40, 500*time.Millisecond),
-		DetectWindow: scaled(o.duration, 1.0/20, time.Second),
-		ReplayEvery:  500 * time.Millisecond,
-		Store:        store,
-		AuditLog:     logger,
-		Logger:       logger,
-		Hooks:        rec.hooks(),
+		Issuer:              idp.Issuer(),
+		Audience:            []string{idp.Audience()},
+		JWKSURLs:            []string{idp.JWKSURL()},
+		CacheFile:           filepath.Join(dir, "jwks.json"),
+		RevocationURL:       revSrv.URL,
+		RevocationCacheFile: filepath.Join(dir, "revocations.json"),
+		KeyRefresh:          scaled(o.duration, 1.0/20, time.Second),
+		Downstream:          dsURL[stackHoldfast],
+		CallTimeout:         time.Second, // generous: the drill must not fail on a busy machine
+		BreakerDelay:        scaled(o.duration, 1.0/40, 500*time.Millisecond),
+		DetectWindow:        scaled(o.duration, 1.0/20, time.Second),
+		ReplayEvery:         500 * time.Millisecond,
+		Store:               store,
+		AuditLog:            logger,
+		Logger:              logger,
+		Hooks:               rec.hooks(),
 	}
 	var services []*stack.Service
 	var svcMu sync.Mutex
@@ -219,6 +225,8 @@ func run(o options) (*report, error) {
 		tokens = append(tokens, token{subject: sub, raw: idp.Issue(jwt.MapClaims{"sub": sub, "scope": "read write"})})
 	}
 
+	extra := []token{{subject: revokedSubject, raw: idp.Issue(jwt.MapClaims{"sub": revokedSubject, "scope": "read write"})}}
+
 	clock := &drillClock{start: time.Now()}
 	loads := [2]*load{
 		newLoad(stackHoldfast, hfSrv.URL, tokens, o.interval, 5*time.Second, clock),
@@ -243,7 +251,7 @@ func run(o options) (*report, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l.run(ctx, o.workers)
+			l.run(ctx, o.workers, extra)
 		}()
 	}
 	sleepUntil := func(d time.Duration) { time.Sleep(time.Until(clock.start.Add(d))) }
@@ -262,7 +270,12 @@ func run(o options) (*report, error) {
 	clock.cur.Store(1)
 	mark()
 	idp.SetDown(true)
+	revs.down.Store(true)
 	event("IdP down: JWKS and token endpoints refuse connections")
+	sleepUntil(bounds[1] + (bounds[2]-bounds[1])/4)
+	revokedAt := time.Now()
+	revs.revoke(revokedSubject, revokedAt)
+	event("the IdP revokes " + revokedSubject + " (its revocation list is down with it)")
 	sleepUntil(bounds[1] + (bounds[2]-bounds[1])/2)
 	old := hf
 	hf, err = startHoldfast()
@@ -281,6 +294,8 @@ func run(o options) (*report, error) {
 	clock.cur.Store(2)
 	mark()
 	idp.SetDown(false)
+	revs.down.Store(false)
+	idpBack := time.Now()
 	nv.restart()
 	for _, d := range ds {
 		d.SetMode(downstream.Fail5xx)
@@ -321,5 +336,6 @@ func run(o options) (*report, error) {
 	mark()
 
 	rep.build(loads, ds, hits, bounds, rec)
+	rep.buildRevoked(loads, clock.start, revokedAt, idpBack, cfg.KeyRefresh, rec)
 	return rep, nil
 }

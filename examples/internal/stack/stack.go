@@ -49,6 +49,10 @@ import (
 	"github.com/holdfast-go/holdfast/retry"
 )
 
+// RevocationsEnforced says whether the Service's verifier enforces the
+// revocation list (Config.RevocationURL).
+const RevocationsEnforced = false
+
 // Dependency names reported to the degrade controller.
 const (
 	DepDownstream = "downstream"
@@ -65,6 +69,11 @@ type Config struct {
 	CacheFile string
 	// KeyRefresh is authfallback's RefreshInterval. If zero, 5 min.
 	KeyRefresh time.Duration
+	// RevocationURL, if set, is the IdP's revocation list (see
+	// authfallback.RevocationList), polled every KeyRefresh and kept in
+	// RevocationCacheFile when that is set.
+	RevocationURL       string
+	RevocationCacheFile string
 	// AllowedScopes are the scopes a request authenticated in fallback mode
 	// keeps. If nil, read and write.
 	AllowedScopes []string
@@ -112,6 +121,7 @@ type Hooks struct {
 	OnFallbackEnter func(authfallback.FallbackEvent)
 	OnFallbackExit  func(authfallback.FallbackEvent)
 	OnRefreshError  func(authfallback.RefreshErrorEvent)
+	OnRevocation    func(authfallback.RevocationEvent)
 	OnModeChange    func(degrade.ModeChange)
 	OnStale         func(degrade.StaleEvent)
 	OnRetry         func(retry.RetryEvent)
@@ -207,6 +217,25 @@ func New(cfg Config) (*Service, error) {
 		},
 	})
 	s.closes = append(s.closes, s.Controller.Close)
+
+	var revocations *authfallback.RevocationList
+	if cfg.RevocationURL != "" {
+		rl, err := authfallback.NewRevocationList(authfallback.RevocationListConfig{
+			URL:             cfg.RevocationURL,
+			CacheFile:       cfg.RevocationCacheFile,
+			RefreshInterval: cfg.KeyRefresh,
+			FetchTimeout:    2 * time.Second,
+			Logger:          cfg.Logger,
+			OnRevocation:    h.OnRevocation,
+		})
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		revocations = rl
+		s.closes = append(s.closes, func() { _ = rl.Close() })
+	}
+	_ = revocations // TODO: authfallback.Config.Revocations once it lands
 
 	v, err := authfallback.New(authfallback.Config{
 		Issuer:          cfg.Issuer,
