@@ -118,8 +118,11 @@ type Config struct {
 	Key func(*http.Request) string
 	// IsFailure classifies a finished call: status is the response status
 	// (0 when no response arrived) and err a transport error or one
-	// matching ErrTimeout. A call cancelled by its caller is never classified nor
-	// counted; a handler panic always counts as a failure. If nil, errors
+	// matching ErrTimeout. A call ended by its caller (cancelled, or past
+	// the caller's own deadline) is not classified and not counted, except a
+	// half-open trial call: failsafe-go cannot take back its permit unused,
+	// so an abandoned trial counts as a failed one and the breaker opens
+	// again. A handler panic always counts as a failure. If nil, errors
 	// and 5xx statuses other than 501 are failures; 4xx statuses are not.
 	IsFailure func(status int, err error) bool
 	// Cached, if set, is asked for a response to serve while the breaker is

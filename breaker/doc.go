@@ -12,8 +12,10 @@
 // through: if all succeed it closes, on the first failure it opens again.
 // Each call is bounded by a 2 s timeout that counts as a failure. Failures
 // are transport errors, timeouts and 5xx statuses other than 501; 4xx
-// statuses are not failures, and a call cancelled by its caller is not
-// counted at all ([Config.IsFailure] overrides this).
+// statuses are not failures, and a call ended by its caller (cancelled, or
+// past the caller's own deadline) is not counted, except as a half-open
+// trial, which then counts as failed ([Config.IsFailure] overrides the
+// classification).
 //
 // While a breaker is open, no call reaches the dependency. For safe
 // methods the answer is a cached response ([Config.Cached], which the
