@@ -24,7 +24,8 @@ var (
 // is not safe to repeat or its body cannot be sent again.
 type NotReplayableError struct {
 	Method string
-	// Reason says what is missing, e.g. "POST without Idempotency-Key".
+	// Reason says what is missing, e.g. "method without Idempotency-Key"
+	// or "body without GetBody".
 	Reason string
 	// Err is the error of GetBody or of reading the body, if any.
 	Err error
