@@ -76,7 +76,8 @@ type stats struct {
 	// Writes are the new logical writes started in the phase.
 	Writes int `json:"writes"`
 	// UpstreamAttempts are the requests that reached the downstream during
-	// the phase; AttemptsPerRequest divides them by Requests.
+	// the phase; AttemptsPerRequest divides them by the requests sent in
+	// the phase (the revoked subject's included).
 	UpstreamAttempts   int64   `json:"upstream_attempts"`
 	AttemptsPerRequest float64 `json:"attempts_per_request"`
 	// Duplicates: extra executions of writes started in the phase. Lost:
@@ -88,6 +89,9 @@ type stats struct {
 	P99MS      float64 `json:"p99_ms"`
 
 	lat []time.Duration
+	// others counts the revoked subject's requests, reported apart but
+	// sent to the same service: the downstream's hits include theirs.
+	others int
 }
 
 type timelinePoint struct {
@@ -238,8 +242,8 @@ func (s *stats) finish() {
 	if s.Reads > 0 {
 		s.ReadsServedPct = round(100*float64(s.ReadsServed)/float64(s.Reads), 2)
 	}
-	if s.Requests > 0 {
-		s.AttemptsPerRequest = round(float64(s.UpstreamAttempts)/float64(s.Requests), 3)
+	if n := s.Requests + s.others; n > 0 {
+		s.AttemptsPerRequest = round(float64(s.UpstreamAttempts)/float64(n), 3)
 	}
 	sort.Slice(s.lat, func(i, j int) bool { return s.lat[i] < s.lat[j] })
 	s.P50MS, s.P99MS = ms(percentile(s.lat, 0.5)), ms(percentile(s.lat, 0.99))
@@ -251,6 +255,7 @@ func (s *stats) merge(o *stats) {
 	s.Queued += o.Queued
 	s.Degraded += o.Degraded
 	s.Refused += o.Refused
+	s.others += o.others
 	for k, v := range o.DegradedBy {
 		inc(&s.DegradedBy, k)
 		s.DegradedBy[k] += v - 1
@@ -292,6 +297,7 @@ func (rep *report) build(loads [2]*load, ds [2]*downstream.Server, hits [2][]int
 		l.mu.Lock()
 		for _, r := range l.results {
 			if r.subject == revokedSubject {
+				per[r.phase].others++
 				continue // reported apart
 			}
 			per[r.phase].add(r)
