@@ -66,10 +66,11 @@ type Stale struct {
 
 	// Scope returns the caller a request belongs to, e.g. the
 	// authenticated subject or tenant. A response is stored and served
-	// only within one scope; "" is the scope shared by every caller. If
-	// nil, requests without Authorization and Cookie headers are shared
-	// and every other request is scoped by a SHA-256 hash of those
-	// headers, so a response is never served to another credential.
+	// only within one scope. If nil, or when it returns "", a request
+	// without Authorization and Cookie headers is in the scope shared by
+	// every caller and any other request is scoped by a SHA-256 hash of
+	// those headers, so a response is never served to another credential:
+	// a request with credentials is never shared, whatever Scope says.
 	//
 	// A service that authenticates callers by anything else (an API key
 	// header, a client certificate) must set Scope, or its responses are
@@ -144,9 +145,17 @@ func (s *Stale) maxStale() time.Duration {
 	return time.Hour
 }
 
+// scope returns the cache scope of r: "" for the entry shared by every
+// caller, else a key that cannot collide between Scope's values and
+// credential hashes. A request that carries Authorization or Cookie is never
+// put into the shared scope: when Scope returns "" for it (it could not
+// tell the caller, or the author meant "anyone"), it is scoped by its
+// credentials as if Scope were nil.
 func (s *Stale) scope(r *http.Request) string {
 	if s.Scope != nil {
-		return s.Scope(r)
+		if sc := s.Scope(r); sc != "" {
+			return "s:" + sc
+		}
 	}
 	return credentialScope(r)
 }
@@ -166,7 +175,7 @@ func credentialScope(r *http.Request) string {
 		b = append(append(append(b, "c\x00"...), v...), 0)
 	}
 	sum := sha256.Sum256(b)
-	return "cred:" + string(sum[:]) // raw bytes: the key is never shown
+	return "c:" + string(sum[:]) // raw bytes: the key is never shown
 }
 
 // primaryKey is the cache key of r without its Vary variant: scope, URL.

@@ -146,7 +146,6 @@ func TestStaleNeverStores(t *testing.T) {
 		"set-cookie shared":    {extra: func(h http.Header) { h.Set("Set-Cookie", "a=b") }},
 		"s-maxage shared":      {cc: "s-maxage=60"},
 		"proxy-revalidate":     {cc: "proxy-revalidate"},
-		"authorization shared": {reqHdr: []string{"Authorization", "Bearer x"}, scope: func(*http.Request) string { return "" }},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -240,6 +239,37 @@ func TestStaleCustomScope(t *testing.T) {
 	assert.Equal(t, "hello /t Bearer 1", rec.Body.String())
 	assert.Equal(t, 503, get(t, h, "/t", "X-Tenant", "other").Code)
 	assert.Equal(t, 503, get(t, h, "/t").Code)
+}
+
+// A Scope that returns "" for a request with credentials (it could not
+// tell the tenant) must not put that caller's response into the shared
+// entry: a caller-specific response without Cache-Control would otherwise
+// be served to everyone.
+func TestStaleEmptyScopeNeverSharesCredentials(t *testing.T) {
+	o := &origin{} // no Cache-Control at all: storable, and the body names the caller
+	s := &Stale{Scope: func(r *http.Request) string { return r.Header.Get("X-Tenant") }}
+	h := s.Handler(o)
+	for _, hdr := range [][]string{
+		{"Authorization", "Bearer alice"},
+		{"Cookie", "session=carol"},
+	} {
+		require.Equal(t, 200, get(t, h, "/me", hdr...).Code)
+	}
+	o.fail.Store(true)
+	rec := get(t, h, "/me", "Authorization", "Bearer alice")
+	assert.Equal(t, 200, rec.Code, "the same credential gets its own response")
+	assert.Equal(t, "hello /me Bearer alice", rec.Body.String())
+	assert.Equal(t, 200, get(t, h, "/me", "Cookie", "session=carol").Code)
+	for _, hdr := range [][]string{
+		{},
+		{"Authorization", "Bearer bob"},
+		{"Cookie", "session=mallory"},
+		{"X-Tenant", "acme"},
+	} {
+		rec := get(t, h, "/me", hdr...)
+		assert.Equal(t, 503, rec.Code, "%v must not see another caller's response", hdr)
+		assert.NotContains(t, rec.Body.String(), "alice")
+	}
 }
 
 func TestStaleVary(t *testing.T) {
