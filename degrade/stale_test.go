@@ -135,17 +135,17 @@ func TestStaleNeverStores(t *testing.T) {
 		extra  func(h http.Header)
 		scope  func(*http.Request) string
 	}{
-		"no-store":             {cc: "no-store"},
-		"NO-STORE mixed case":  {cc: "max-age=5, NO-STORE"},
-		"no-cache":             {cc: "no-cache"},
-		"must-revalidate":      {cc: "max-age=5, must-revalidate"},
-		"request no-store":     {reqHdr: []string{"Cache-Control", "no-store"}},
-		"private anonymous":    {cc: "private, max-age=60"},
-		"private qualified":    {cc: `private="X-Foo", max-age=60`},
-		"vary star":            {extra: func(h http.Header) { h.Set("Vary", "*") }},
-		"set-cookie shared":    {extra: func(h http.Header) { h.Set("Set-Cookie", "a=b") }},
-		"s-maxage shared":      {cc: "s-maxage=60"},
-		"proxy-revalidate":     {cc: "proxy-revalidate"},
+		"no-store":            {cc: "no-store"},
+		"NO-STORE mixed case": {cc: "max-age=5, NO-STORE"},
+		"no-cache":            {cc: "no-cache"},
+		"must-revalidate":     {cc: "max-age=5, must-revalidate"},
+		"request no-store":    {reqHdr: []string{"Cache-Control", "no-store"}},
+		"private anonymous":   {cc: "private, max-age=60"},
+		"private qualified":   {cc: `private="X-Foo", max-age=60`},
+		"vary star":           {extra: func(h http.Header) { h.Set("Vary", "*") }},
+		"set-cookie shared":   {extra: func(h http.Header) { h.Set("Set-Cookie", "a=b") }},
+		"s-maxage shared":     {cc: "s-maxage=60"},
+		"proxy-revalidate":    {cc: "proxy-revalidate"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
