@@ -54,6 +54,7 @@ type Server struct {
 	cfg Config
 	srv *httptest.Server
 	ln  *switchListener
+	h   http.Handler
 
 	mu      sync.Mutex
 	keys    []*signingKey // current key last
@@ -111,7 +112,8 @@ func NewWithConfig(cfg Config) *Server {
 	mux.HandleFunc(JWKSPath, s.serveJWKS)
 	mux.HandleFunc(TokenPath, s.serveToken)
 	mux.HandleFunc(DiscoveryPath, s.serveDiscovery)
-	s.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: s.outage(mux)}}
+	s.h = s.outage(mux)
+	s.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: s.h}}
 	s.srv.Start()
 	return s
 }
@@ -183,6 +185,46 @@ func (s *Server) ClientSecret() string { return s.cfg.ClientSecret }
 
 // Client returns an http.Client that trusts the server.
 func (s *Server) Client() *http.Client { return s.srv.Client() }
+
+// Handler returns the handler that serves every endpoint, with the outage
+// switches applied, for tests that call it without a network (see
+// InProcessTransport).
+func (s *Server) Handler() http.Handler { return s.h }
+
+// InProcessTransport returns an http.RoundTripper that serves each request
+// with Handler in the calling goroutine, without a network connection; the
+// request's host is ignored. While the server is down (SetDown) a request
+// fails with an error, as a refused connection would. Use it inside a
+// testing/synctest bubble, where real network I/O does not advance the fake
+// clock and a server's goroutines do not belong to the bubble.
+func (s *Server) InProcessTransport() http.RoundTripper { return inProcess{s} }
+
+type inProcess struct{ s *Server }
+
+func (t inProcess) RoundTrip(r *http.Request) (resp *http.Response, err error) {
+	if r.Body != nil {
+		defer r.Body.Close()
+	}
+	t.s.mu.Lock()
+	down := t.s.down
+	t.s.mu.Unlock()
+	if down {
+		return nil, fmt.Errorf("authtest: %s %s: connection refused (server down)", r.Method, r.URL)
+	}
+	if err := r.Context().Err(); err != nil {
+		return nil, err
+	}
+	rec := httptest.NewRecorder()
+	defer func() {
+		if p := recover(); p != nil {
+			resp, err = nil, fmt.Errorf("authtest: %s %s: connection reset (%v)", r.Method, r.URL, p)
+		}
+	}()
+	t.s.h.ServeHTTP(rec, r)
+	resp = rec.Result()
+	resp.Request = r
+	return resp, nil
+}
 
 // Close shuts the server down.
 func (s *Server) Close() { s.srv.Close() }

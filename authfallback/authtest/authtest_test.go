@@ -146,3 +146,31 @@ func TestTokenEndpointClientCredentials(t *testing.T) {
 	_, err = cc.Token(context.Background())
 	require.Error(t, err)
 }
+
+func TestInProcessTransport(t *testing.T) {
+	s := authtest.NewWithConfig(authtest.Config{Algorithm: "EdDSA"})
+	defer s.Close()
+	c := &http.Client{Transport: s.InProcessTransport()}
+	resp, err := c.Get("http://ignored.example" + authtest.JWKSPath)
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.JSONEq(t, string(s.JWKS()), string(body))
+
+	s.SetFail5xx(true)
+	resp, err = c.Get(s.JWKSURL())
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+
+	s.SetDown(true)
+	_, err = c.Get(s.JWKSURL())
+	assert.Error(t, err)
+	s.Reset()
+	resp, err = c.Get(s.JWKSURL())
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+}
