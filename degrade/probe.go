@@ -55,7 +55,13 @@ type Probe struct {
 	// and no redirects followed is used.
 	Client *http.Client
 
-	mu     sync.Mutex
+	mu  sync.Mutex
+	run *probeRun // the running round, nil when stopped
+}
+
+// probeRun is one Start..Close: its own WaitGroup, so that a Start racing
+// with Close never adds goroutines to the group Close waits for.
+type probeRun struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -96,15 +102,16 @@ func (p *Probe) client() *http.Client {
 func (p *Probe) Start() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cancel != nil {
+	if p.run != nil {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p.cancel = cancel
+	run := &probeRun{cancel: cancel}
+	p.run = run
 	c := p.client()
 	for _, t := range p.Targets {
-		p.wg.Add(1)
-		go p.run(ctx, c, t)
+		run.wg.Add(1)
+		go p.loop(ctx, &run.wg, c, t)
 	}
 }
 
@@ -112,17 +119,17 @@ func (p *Probe) Start() {
 // Probe may be started again.
 func (p *Probe) Close() {
 	p.mu.Lock()
-	cancel := p.cancel
-	p.cancel = nil
+	run := p.run
+	p.run = nil
 	p.mu.Unlock()
-	if cancel != nil {
-		cancel()
-		p.wg.Wait()
+	if run != nil {
+		run.cancel()
+		run.wg.Wait()
 	}
 }
 
-func (p *Probe) run(ctx context.Context, c *http.Client, t Target) {
-	defer p.wg.Done()
+func (p *Probe) loop(ctx context.Context, wg *sync.WaitGroup, c *http.Client, t Target) {
+	defer wg.Done()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {

@@ -173,3 +173,37 @@ func TestProbeCustomCheckAndBadURL(t *testing.T) {
 		}
 	})
 }
+
+// Close must return even when a Start runs while it waits: the new round's
+// goroutines are not the ones Close stops.
+func TestProbeCloseRacingStart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		var calls atomic.Int32
+		p := &Probe{
+			Targets:  []Target{{Dependency: "d", URL: "https://d.example/"}},
+			Interval: time.Hour,
+			Client: &http.Client{Transport: rtFunc(func(r *http.Request) (*http.Response, error) {
+				if calls.Add(1) == 1 {
+					<-release // the first check ends only once Close is waiting
+				}
+				return &http.Response{StatusCode: 200, Body: http.NoBody, Request: r}, nil
+			})},
+		}
+		p.Start()
+		synctest.Wait()
+		closed := make(chan struct{})
+		go func() { p.Close(); close(closed) }()
+		synctest.Wait() // Close has cancelled round 1 and waits for its check
+		p.Start()       // round 2 starts while Close waits
+		synctest.Wait()
+		close(release)
+		synctest.Wait()
+		select {
+		case <-closed:
+		default:
+			t.Fatal("Close waits for goroutines of a later Start")
+		}
+		p.Close()
+	})
+}
