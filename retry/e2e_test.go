@@ -158,7 +158,7 @@ func TestRequestBodiesClosed(t *testing.T) {
 	resp.Body.Close()
 	assert.EqualValues(t, 3, u.hits.Load())
 	assert.Equal(t, []string{"payload", "payload", "payload"}, u.seen())
-	assert.Eventually(t, func() bool { return closed.Load() == 3 }, time.Second, time.Millisecond,
+	assert.Eventually(t, func() bool { return closed.Load() == 3 }, 5*time.Second, time.Millisecond,
 		"every request body closed (opened %d, closed %d)", opened.Load(), closed.Load())
 	assert.EqualValues(t, 3, opened.Load())
 }
@@ -310,7 +310,7 @@ func TestBufferedBody(t *testing.T) {
 		assert.Equal(t, []string{"longer than four"}, u.seen())
 		var nr *retry.NotReplayableError
 		assert.ErrorAs(t, reason, &nr)
-		assert.Eventually(t, func() bool { return closed.Load() == 1 }, time.Second, time.Millisecond)
+		assert.Eventually(t, func() bool { return closed.Load() == 1 }, 5*time.Second, time.Millisecond)
 	})
 }
 
