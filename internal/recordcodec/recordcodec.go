@@ -10,8 +10,12 @@
 //	header:   nkeys { key nvalues { value } }
 //	body:     the remaining bytes
 //
-// Decoding rejects truncated or inconsistent input with ErrCorrupt and never
-// allocates more than the input's length for counts it reads.
+// Decoding rejects truncated or inconsistent input with ErrCorrupt (and a
+// response status outside 200-999, which no handler could write). The records
+// come from a shared store that someone else may have written, so every count
+// is checked against the bytes left before anything is allocated for it, and
+// a header's map starts small: the memory decoding takes stays within a small
+// multiple of the input's length.
 package recordcodec
 
 import (
@@ -43,7 +47,9 @@ func DecodeResponse(b []byte) (status int, header http.Header, body []byte, err 
 		return 0, nil, nil, ErrCorrupt
 	}
 	s := d.uvarint()
-	if s > 999 {
+	if s < 200 || s > 999 {
+		// A stored response is final: http.ResponseWriter.WriteHeader
+		// panics below 100 and treats 1xx as informational.
 		d.fail()
 	}
 	header = d.header()
@@ -144,10 +150,10 @@ func (d *decoder) uvarint() uint64 {
 	return v
 }
 
-// count reads a count of items that take at least one byte each.
-func (d *decoder) count() int {
+// count reads a count of items that take at least size bytes each.
+func (d *decoder) count(size int) int {
 	n := d.uvarint()
-	if n > uint64(len(d.b)) {
+	if n > uint64(len(d.b)/size) {
 		d.fail()
 		return 0
 	}
@@ -166,14 +172,16 @@ func (d *decoder) string() string {
 }
 
 func (d *decoder) header() http.Header {
-	n := d.count()
+	n := d.count(2) // a key's length and its count of values
 	if n == 0 {
 		return nil
 	}
-	h := make(http.Header, n)
+	// The map grows as keys are read: a hint of n would cost some 40 bytes
+	// per input byte before one key was checked.
+	h := make(http.Header, min(n, 32))
 	for range n {
 		k := d.string()
-		nv := d.count()
+		nv := d.count(1)
 		if d.err != nil {
 			return nil
 		}

@@ -53,9 +53,13 @@ func TestDecodeCorrupt(t *testing.T) {
 	_, _, _, err = DecodeResponse([]byte{1, 200, 1, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	assert.ErrorIs(t, err, ErrCorrupt, "huge header count")
 	// Duplicate header keys are refused.
-	dup := []byte{1, 100, 2, 1, 'A', 0, 1, 'A', 0}
+	dup := []byte{1, 0xc8, 0x01, 2, 1, 'A', 0, 1, 'A', 0}
 	_, _, _, err = DecodeResponse(dup)
 	assert.ErrorIs(t, err, ErrCorrupt)
+	for _, status := range []int{0, 99, 100, 103, 199, 1000} {
+		_, _, _, err = DecodeResponse(EncodeResponse(status, nil, nil))
+		assert.ErrorIs(t, err, ErrCorrupt, "status %d is not a final response", status)
+	}
 	_, _, _, _, err = DecodeRequest([]byte{1, 5, 'G'})
 	assert.ErrorIs(t, err, ErrCorrupt, "method longer than input")
 }
