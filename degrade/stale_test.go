@@ -750,3 +750,56 @@ func TestStaleStatuses(t *testing.T) {
 	assert.Equal(t, 410, get(t, h, "/gone").Code)
 	assert.Contains(t, (&StatusError{URL: "u", StatusCode: 502}).Error(), "502")
 }
+
+// Closing a streamed body (unknown length) must not wait for more data,
+// and a Close from another goroutine must not wait for a blocked Read.
+func TestStaleTransportCloseDoesNotBlockOnStream(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		pipes := make(chan *io.PipeWriter, 2)
+		base := rtFunc(func(r *http.Request) (*http.Response, error) {
+			pr, pw := io.Pipe()
+			pipes <- pw
+			return &http.Response{StatusCode: 200, Header: http.Header{}, ContentLength: -1, Body: pr, Request: r}, nil
+		})
+		s := &Stale{}
+		rt := s.Transport(base)
+		open := func() (*http.Response, *io.PipeWriter) {
+			req, _ := http.NewRequest("GET", "https://api.example/events", nil)
+			resp, err := rt.RoundTrip(req)
+			require.NoError(t, err)
+			return resp, <-pipes
+		}
+
+		// Same goroutine: one event read, then Close while the stream is idle.
+		resp, pw := open()
+		go pw.Write([]byte("event 1\n"))
+		buf := make([]byte, 64)
+		n, err := resp.Body.Read(buf)
+		require.NoError(t, err)
+		require.Equal(t, "event 1\n", string(buf[:n]))
+		closed := make(chan struct{})
+		go func() { resp.Body.Close(); close(closed) }()
+		synctest.Wait()
+		select {
+		case <-closed:
+		default:
+			t.Fatal("Close waits for more of an endless stream")
+		}
+
+		// Another goroutine: Close aborts a Read blocked on the stream.
+		resp, _ = open()
+		readErr := make(chan error, 1)
+		go func() { _, err := resp.Body.Read(buf); readErr <- err }()
+		synctest.Wait()
+		closed = make(chan struct{})
+		go func() { resp.Body.Close(); close(closed) }()
+		synctest.Wait()
+		select {
+		case <-closed:
+		default:
+			t.Fatal("Close waits for a Read in flight")
+		}
+		assert.Error(t, <-readErr)
+		assert.Equal(t, 0, s.Len())
+	})
+}

@@ -3,6 +3,7 @@ package degrade
 import (
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/holdfast-go/holdfast/internal/httpx"
@@ -15,8 +16,11 @@ import (
 // as is. If base is nil, http.DefaultTransport is used.
 //
 // A response is stored once its body has been read to the end (up to
-// MaxEntryBytes); Close reads up to 4 KiB of what the caller left, and a
-// body closed with more left unread is not stored.
+// MaxEntryBytes). When the caller closes a body whose declared
+// Content-Length leaves at most 4 KiB unread (a JSON decoder stops before
+// the final newline), Close reads the rest so the response is still
+// stored; any other body closed early is not stored, and Close never
+// waits for a body of unknown length (a stream) or for a Read in flight.
 //
 // Place it outside retry and circuit breaker transports (Stale(retry(
 // breaker(base)))): they then see the real failures (a stale response looks
@@ -81,6 +85,7 @@ func (t *staleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		status: resp.StatusCode, age: ageOf(resp.Header), now: time.Now(),
 		header: storedHeader(resp.Header.Clone()),
 	}
+	c.length = resp.ContentLength
 	if resp.ContentLength > 0 {
 		c.buf = make([]byte, 0, resp.ContentLength)
 	}
@@ -89,9 +94,13 @@ func (t *staleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // captureBody copies a response body as the caller reads it and stores
-// the response when it reaches EOF within the size limit.
+// the response when it reaches EOF within the size limit. mu is held for
+// the whole of a Read, so a Close from another goroutine (to abort a
+// blocked Read) sees it busy and only closes.
 type captureBody struct {
+	mu      sync.Mutex
 	rc      io.ReadCloser
+	length  int64 // declared Content-Length, -1 if unknown
 	s       *Stale
 	req     *http.Request
 	primary string
@@ -105,6 +114,12 @@ type captureBody struct {
 }
 
 func (c *captureBody) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.readLocked(p)
+}
+
+func (c *captureBody) readLocked(p []byte) (int, error) {
 	n, err := c.rc.Read(p)
 	if !c.done {
 		if int64(len(c.buf)+n) > c.s.maxEntryBytes() {
@@ -128,19 +143,25 @@ func (c *captureBody) Read(p []byte) (int, error) {
 }
 
 // Close reads what is left of a body the caller did not finish (a JSON
-// decoder stops before the final newline), up to httpx.DrainLimit, so that
-// a complete response is still stored and the connection can be reused.
+// decoder stops before the final newline) when its Content-Length says at
+// most httpx.DrainLimit bytes remain, so that a complete response is still
+// stored and the connection can be reused. It does not read a body of
+// unknown length, which may be a stream that never ends, and does not
+// wait for a Read in flight in another goroutine: it closes at once.
 func (c *captureBody) Close() error {
-	if !c.done {
-		var scratch [512]byte
-		for n := 0; !c.done && n < httpx.DrainLimit; {
-			m, err := c.Read(scratch[:])
-			n += m
-			if err != nil {
-				break
+	if c.mu.TryLock() {
+		if !c.done && c.length >= 0 && c.length-int64(len(c.buf)) <= httpx.DrainLimit {
+			var scratch [512]byte
+			for n := 0; !c.done && n <= httpx.DrainLimit; {
+				m, err := c.readLocked(scratch[:])
+				n += m
+				if err != nil {
+					break
+				}
 			}
 		}
+		c.done, c.buf = true, nil
+		c.mu.Unlock()
 	}
-	c.done, c.buf = true, nil
 	return c.rc.Close()
 }
