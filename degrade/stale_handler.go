@@ -143,7 +143,15 @@ func (w *staleWriter) Write(p []byte) (int, error) {
 	case swHold:
 		return len(p), nil
 	case swTee:
+		n, err := w.ResponseWriter.Write(p)
+		if err != nil || n < len(p) {
+			// The client is gone or the connection broke: next may stop
+			// here, and what was copied is not the whole response.
+			w.state, w.buf, w.prev = swPass, nil, nil
+			return n, err
+		}
 		w.capture(p)
+		return n, nil
 	}
 	return w.ResponseWriter.Write(p)
 }
@@ -191,6 +199,12 @@ func (w *staleWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 func (w *staleWriter) finish() {
+	if w.r.Context().Err() != nil && (w.state == swUndecided || w.state == swTee) {
+		// The request was cancelled (client gone, server shutting down):
+		// next may have given up before writing all, or anything, of its
+		// response. Do not store it over the last good one.
+		return
+	}
 	if w.state == swUndecided {
 		w.WriteHeader(http.StatusOK) // what net/http would send: store it
 	}

@@ -803,3 +803,52 @@ func TestStaleTransportCloseDoesNotBlockOnStream(t *testing.T) {
 		assert.Equal(t, 0, s.Len())
 	})
 }
+
+// failingWriter fails every Write after the first, like a connection that
+// broke mid-response.
+type failingWriter struct {
+	*httptest.ResponseRecorder
+	writes int
+}
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	w.writes++
+	if w.writes > 1 {
+		return 0, errors.New("write: broken pipe")
+	}
+	return w.ResponseRecorder.Write(p)
+}
+
+// A response cut short (a failed write, a cancelled request) is never
+// stored over the last good one.
+func TestStaleHandlerDoesNotStoreCutResponses(t *testing.T) {
+	s := &Stale{}
+	var fail atomic.Bool
+	h := s.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fail.Load() {
+			w.WriteHeader(500)
+			return
+		}
+		if r.Context().Err() != nil {
+			return // gave up without writing: the client is gone
+		}
+		for _, part := range []string{"part1 ", "part2 ", "part3"} {
+			if _, err := io.WriteString(w, part); err != nil {
+				return
+			}
+		}
+	}))
+	require.Equal(t, "part1 part2 part3", get(t, h, "/r").Body.String())
+	require.Equal(t, 1, s.Len())
+
+	fw := &failingWriter{ResponseRecorder: httptest.NewRecorder()}
+	h.ServeHTTP(fw, httptest.NewRequest("GET", "/r", nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/r", nil).WithContext(ctx))
+
+	fail.Store(true)
+	rec := get(t, h, "/r")
+	assert.Equal(t, 200, rec.Code)
+	assert.Equal(t, "part1 part2 part3", rec.Body.String(), "the last complete response is served")
+}
