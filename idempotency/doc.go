@@ -39,7 +39,10 @@
 //     writes more than MaxResponseBytes: such a response is passed through
 //     to the client, never stored in part. OnRelease says why;
 //   - refuses with 503 and Retry-After when the store fails, unless FailOpen:
-//     nothing ran, the client retries with the same key.
+//     nothing ran, the client retries with the same key. A done record it
+//     cannot replay (a shared store holds what others wrote: no response, a
+//     status outside 200-999) gets 503 too and never runs again; replayed
+//     headers are filtered like stored ones.
 //
 // A process that dies between claim and completion leaves a claim that
 // expires with its lease; the next request with the key and the same

@@ -2,6 +2,7 @@ package idempotency_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -719,5 +720,54 @@ func TestHandlerLargeBodyFingerprint(t *testing.T) {
 	require.Equal(t, http.StatusCreated, post(h, "k", big).Code)
 	assert.Equal(t, "true", post(h, "k", big).Header().Get(idempotency.HeaderReplayed))
 	assertProblem(t, post(h, "k", big[:len(big)-1]+"b"), http.StatusUnprocessableEntity, "idempotency-key-reused")
+	// A small body equal to the large body's hash is another request too.
+	sum := sha256.Sum256([]byte(big))
+	assertProblem(t, post(h, "k", string(sum[:])), http.StatusUnprocessableEntity, "idempotency-key-reused")
 	assert.Equal(t, int64(1), app.runs.Load())
+}
+
+// forged is a store that answers every claim with a done record that
+// someone else wrote into the shared backend.
+type forged struct {
+	*idempotency.MemoryStore
+	resp *idempotency.Response
+}
+
+func (f forged) Claim(_ context.Context, _, fingerprint, _ string, _ time.Duration) (idempotency.Record, bool, error) {
+	return idempotency.Record{State: idempotency.StateDone, Fingerprint: fingerprint, Response: f.resp}, false, nil
+}
+
+func TestHandlerReplaysOnlyWhatItWouldStore(t *testing.T) {
+	for _, bad := range []*idempotency.Response{nil, {Status: 0}, {Status: 42}, {Status: 101}, {Status: 1000}} {
+		app := &orders{}
+		var errs []error
+		x := idempotency.New(idempotency.Config{Store: forged{newStore(t), bad},
+			OnStoreError: func(e idempotency.Event) { errs = append(errs, e.Err) }})
+		w := post(x.Handler(app), "k", "x")
+		assertProblem(t, w, http.StatusServiceUnavailable, "idempotency-store-unavailable")
+		assert.Len(t, errs, 1)
+		assert.Zero(t, app.runs.Load(), "a done record is never run again")
+	}
+
+	resp := &idempotency.Response{Status: http.StatusCreated, Body: []byte("stored"), Header: http.Header{
+		"Content-Type": {"text/plain"}, "Set-Cookie": {"session=attacker"}, "set-cookie": {"s=2"},
+		"Transfer-Encoding": {"chunked"}, "Content-Length": {"999"}, "Connection": {"close"},
+	}}
+	w := post(idempotency.New(idempotency.Config{Store: forged{newStore(t), resp}}).Handler(&orders{}), "k", "x")
+	assert.Equal(t, http.StatusCreated, w.Code)
+	assert.Equal(t, "stored", w.Body.String())
+	assert.Equal(t, "text/plain", w.Header().Get("Content-Type"))
+	assert.Equal(t, "6", w.Header().Get("Content-Length"))
+	for _, h := range []string{"Set-Cookie", "set-cookie", "Transfer-Encoding", "Connection"} {
+		assert.NotContains(t, w.Header(), h)
+	}
+}
+
+func TestHandlerReplayedHeadersAreCopies(t *testing.T) {
+	h := idempotency.New(idempotency.Config{Store: newStore(t)}).Handler(&orders{})
+	require.Equal(t, http.StatusCreated, post(h, "k", "x").Code)
+	w := post(h, "k", "x")
+	require.Equal(t, "/orders/1", w.Header().Get("Location"))
+	w.Header()["Location"][0] = "https://evil.example/" // a middleware editing in place
+	assert.Equal(t, "/orders/1", post(h, "k", "x").Header().Get("Location"), "the stored record is unchanged")
 }

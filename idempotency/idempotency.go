@@ -85,7 +85,9 @@ type Config struct {
 	// Enqueue in front of authentication). Its cost: a client whose token or
 	// cookie changed between two attempts (a refresh) gets a new scope, and
 	// its retry runs again. Requests without either header share the
-	// anonymous scope.
+	// anonymous scope: a service whose callers authenticate otherwise (an
+	// API key header, a client certificate) must set Scope, or callers who
+	// guess each other's keys replay each other's responses.
 	Scope func(*http.Request) string
 
 	// Route names the operation, one part of the record key. If nil, the
@@ -439,10 +441,14 @@ func (x *Idempotency) fingerprint(r *http.Request, body []byte) [sha256.Size]byt
 	b = appendPart(b, r.Method)
 	b = appendPart(b, r.URL.EscapedPath())
 	b = appendPart(b, r.URL.RawQuery)
+	// A tag byte tells a hashed body from an inline one: without it, a
+	// 32-byte body equal to the SHA-256 of a large body would encode alike.
 	if len(body) > 4<<10 {
 		sum := sha256.Sum256(body)
-		b = appendPart(b, string(sum[:]))
+		b = append(b, 'h')
+		b = append(b, sum[:]...)
 	} else {
+		b = append(b, 'b')
 		b = binary.AppendUvarint(b, uint64(len(body)))
 		b = append(b, body...)
 	}
@@ -558,7 +564,15 @@ func (x *Idempotency) answer(w http.ResponseWriter, r *http.Request, key string,
 			Title:  "Idempotency-Key reused",
 			Detail: "This Idempotency-Key was used with a different request.",
 		})
-	case rec.State == StateDone && rec.Response != nil:
+	case rec.State == StateDone:
+		if resp := rec.Response; resp == nil || resp.Status < 200 || resp.Status > 999 {
+			// A record that no handler wrote (a shared store is writable
+			// by others): never run the request again, never panic in
+			// WriteHeader.
+			x.storeError(r, key, "replay", errCorruptRecord)
+			x.unavailable(w)
+			return
+		}
 		if f := x.cfg.OnReplay; f != nil {
 			f(Event{Request: r, Key: key, Status: rec.Response.Status})
 		}
@@ -578,11 +592,27 @@ func (x *Idempotency) answer(w http.ResponseWriter, r *http.Request, key string,
 	}
 }
 
-// writeStored replays a stored response.
+// errCorruptRecord reports a stored record that the handler cannot replay.
+var errCorruptRecord = errors.New("idempotency: corrupt stored record")
+
+// writeStored replays a stored response. Headers that are never stored are
+// skipped here too, in case the store holds a record this package did not
+// write. The values are copied: the memory store shares them between
+// records, and a middleware above may edit a header in place.
 func writeStored(w http.ResponseWriter, resp *Response) {
 	h := w.Header()
+	n := 0
+	for _, vs := range resp.Header {
+		n += len(vs)
+	}
+	all := make([]string, 0, n)
 	for k, vs := range resp.Header {
-		h[k] = vs[:len(vs):len(vs)] // an append by someone else copies
+		if neverStored(http.CanonicalHeaderKey(k)) {
+			continue
+		}
+		start := len(all)
+		all = append(all, vs...)
+		h[k] = all[start:len(all):len(all)]
 	}
 	h[HeaderReplayed] = []string{"true"}
 	h["Content-Length"] = []string{strconv.Itoa(len(resp.Body))}
