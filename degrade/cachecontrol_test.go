@@ -104,7 +104,7 @@ func FuzzStoredResponse(f *testing.F) {
 		if e.initialAge < 0 || e.lifetime < 0 {
 			t.Fatalf("negative age %v or lifetime %v", e.initialAge, e.lifetime)
 		}
-		sh := e.staleHeader(now.Add(time.Hour))
+		sh := e.staleHeader(now.Add(time.Hour), 503)
 		for _, k := range []string{"Set-Cookie", "Connection"} {
 			if sh.Get(k) != "" {
 				t.Fatalf("%s survived", k)

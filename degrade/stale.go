@@ -31,9 +31,14 @@ const maxVariants = 8
 // stale-if-error cache and nothing more: a working upstream is always
 // asked, so clients never see a stale response while it answers.
 //
-// A served stale response carries Age, Cache-Status: holdfast; hit;
-// ttl=<remaining freshness, negative when stale>; detail=stale-if-error
-// (RFC 9211), and Holdfast-Degraded: stale-if-error.
+// A served stale response carries Age, Holdfast-Degraded: stale-if-error
+// and a Cache-Status member (RFC 9211) appended after those of upstream
+// caches: "holdfast; fwd=stale; fwd-status=503; ttl=-90;
+// detail=stale-if-error" after a failure (fwd-status absent after a
+// transport error; fwd=bypass while the stored response is still fresh),
+// and "holdfast; hit; ttl=-90; detail=stale-if-error" from [Stale.Lookup]
+// and [Stale.ServeStale], which serve without forwarding. ttl is the
+// remaining freshness in seconds, negative when stale.
 //
 // What is stored follows RFC 9111: only GET responses with a status that
 // is cacheable by default (200, 203, 204, 300, 301, 308, 404, 405, 410,
@@ -460,8 +465,42 @@ func (s *Stale) Len() int {
 	return s.lru.Len()
 }
 
-// staleHeader returns the response header of a stale response of e.
-func (e *entry) staleHeader(now time.Time) http.Header {
+// notForwarded is the fwdStatus of a stale response served without asking
+// the next hop (Lookup, ServeStale: an open breaker did not forward).
+const notForwarded = -1
+
+// cacheStatus returns this cache's Cache-Status member (RFC 9211) for a
+// stale response with the given remaining freshness. fwdStatus is the
+// status the next hop answered, 0 after a transport error, notForwarded
+// when the request did not go forward. "hit" means not forwarded (§2.1);
+// a request that went forward and failed is fwd=stale (the stored response
+// was stale) or fwd=bypass (it was fresh, but this cache only stands in
+// for failures and forwards every request), with fwd-status when a status
+// came back (§2.2, §2.3).
+func cacheStatus(ttl int64, fwdStatus int) string {
+	b := make([]byte, 0, 80)
+	b = append(b, CacheStatusName...)
+	switch {
+	case fwdStatus == notForwarded:
+		b = append(b, "; hit"...)
+	case ttl < 0:
+		b = append(b, "; fwd=stale"...)
+	default:
+		b = append(b, "; fwd=bypass"...)
+	}
+	if fwdStatus > 0 {
+		b = append(b, "; fwd-status="...)
+		b = strconv.AppendInt(b, int64(fwdStatus), 10)
+	}
+	b = append(b, "; ttl="...)
+	b = strconv.AppendInt(b, ttl, 10)
+	b = append(b, "; detail=stale-if-error"...)
+	return string(b)
+}
+
+// staleHeader returns the response header of a stale response of e; see
+// cacheStatus for fwdStatus.
+func (e *entry) staleHeader(now time.Time, fwdStatus int) http.Header {
 	h := make(http.Header, len(e.header)+4)
 	for k, v := range e.header {
 		h[k] = append([]string(nil), v...)
@@ -469,7 +508,7 @@ func (e *entry) staleHeader(now time.Time) http.Header {
 	age := e.age(now)
 	h.Set("Age", strconv.FormatInt(int64(age/time.Second), 10))
 	ttl := int64((e.lifetime - age) / time.Second)
-	h.Add("Cache-Status", CacheStatusName+"; hit; ttl="+strconv.FormatInt(ttl, 10)+"; detail=stale-if-error")
+	h.Add("Cache-Status", cacheStatus(ttl, fwdStatus))
 	h.Set(httpx.HeaderDegraded, "stale-if-error")
 	h.Set("Content-Length", strconv.Itoa(len(e.body)))
 	return h
@@ -500,10 +539,10 @@ func (s *Stale) Lookup(r *http.Request) (*http.Response, bool) {
 		return nil, false
 	}
 	s.served(r, e, 0, nil, now)
-	return e.response(r, now), true
+	return e.response(r, now, notForwarded), true
 }
 
-func (e *entry) response(r *http.Request, now time.Time) *http.Response {
+func (e *entry) response(r *http.Request, now time.Time, fwdStatus int) *http.Response {
 	var body io.ReadCloser = http.NoBody
 	if r.Method != http.MethodHead && len(e.body) > 0 {
 		body = io.NopCloser(bytes.NewReader(e.body))
@@ -514,7 +553,7 @@ func (e *entry) response(r *http.Request, now time.Time) *http.Response {
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
-		Header:        e.staleHeader(now),
+		Header:        e.staleHeader(now, fwdStatus),
 		Body:          body,
 		ContentLength: int64(len(e.body)),
 		Request:       r,
@@ -522,8 +561,11 @@ func (e *entry) response(r *http.Request, now time.Time) *http.Response {
 }
 
 // ServeStale writes the stored response for r if one may be served stale
-// now and reports whether it did. It is the hook for a circuit breaker's
-// fallback on the server side. Nothing is written when it returns false.
+// now and reports whether it did, for a fallback of the caller's own that
+// did not call the handler (e.g. an open breaker of its own). Header fields
+// already set on w (by outer middleware) are kept unless the stored
+// response has them. Nothing is written when it returns false. The
+// breaker package's server side takes [Stale.Lookup] instead.
 func (s *Stale) ServeStale(w http.ResponseWriter, r *http.Request) bool {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return false
@@ -534,19 +576,19 @@ func (s *Stale) ServeStale(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	s.served(r, e, 0, nil, now)
-	e.write(w, r, nil, now)
+	e.write(w, r, w.Header().Clone(), now, notForwarded)
 	return true
 }
 
 // write writes e as a stale response. The header of w is replaced, except
 // for pre, the fields set before the handler ran.
-func (e *entry) write(w http.ResponseWriter, r *http.Request, pre http.Header, now time.Time) {
+func (e *entry) write(w http.ResponseWriter, r *http.Request, pre http.Header, now time.Time, fwdStatus int) {
 	h := w.Header()
 	clear(h)
 	for k, v := range pre {
 		h[k] = v
 	}
-	for k, v := range e.staleHeader(now) {
+	for k, v := range e.staleHeader(now, fwdStatus) {
 		h[k] = v
 	}
 	w.WriteHeader(e.status)

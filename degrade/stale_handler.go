@@ -211,7 +211,7 @@ func (w *staleWriter) finish() {
 	switch w.state {
 	case swHold:
 		w.s.served(w.r, w.held, w.status, nil, w.now)
-		w.held.write(w.ResponseWriter, w.r, w.pre, time.Now())
+		w.held.write(w.ResponseWriter, w.r, w.pre, time.Now(), w.status)
 	case swTee:
 		body := w.buf
 		if body == nil && w.prev != nil {

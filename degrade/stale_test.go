@@ -82,7 +82,7 @@ func TestStaleHandlerServesStaleWithHeaders(t *testing.T) {
 		assert.Equal(t, 200, rec.Code)
 		assert.Equal(t, "hello /a Bearer t", rec.Body.String())
 		assert.Equal(t, "100", rec.Header().Get("Age"))
-		assert.Equal(t, "holdfast; hit; ttl=-90; detail=stale-if-error", rec.Header().Get("Cache-Status"))
+		assert.Equal(t, "holdfast; fwd=stale; fwd-status=503; ttl=-90; detail=stale-if-error", rec.Header().Get("Cache-Status"))
 		assert.Equal(t, "stale-if-error", rec.Header().Get(httpx.HeaderDegraded))
 		assert.Equal(t, `"v1"`, rec.Header().Get("ETag"))
 		assert.Equal(t, "2", rec.Header().Get("X-Request-Id"), "outer middleware's fields are this request's")
@@ -116,7 +116,7 @@ func TestStaleIfErrorAndMaxStaleBound(t *testing.T) {
 
 		time.Sleep(180 * time.Second) // 60 s fresh + 120 s stale-if-error: still ok
 		assert.Equal(t, 200, get(t, h, "/sie").Code)
-		assert.Equal(t, "holdfast; hit; ttl=-120; detail=stale-if-error", get(t, h, "/sie").Header().Get("Cache-Status"))
+		assert.Equal(t, "holdfast; fwd=stale; fwd-status=503; ttl=-120; detail=stale-if-error", get(t, h, "/sie").Header().Get("Cache-Status"))
 		time.Sleep(time.Second)
 		assert.Equal(t, 503, get(t, h, "/sie").Code, "past stale-if-error")
 
@@ -401,6 +401,11 @@ func TestStaleServeStaleAndLookup(t *testing.T) {
 	assert.True(t, s.ServeStale(rec, httptest.NewRequest("GET", "/f", nil)))
 	assert.Equal(t, "hello /f ", rec.Body.String())
 	assert.Equal(t, "stale-if-error", rec.Header().Get(httpx.HeaderDegraded))
+	assert.Equal(t, "holdfast; hit; ttl=0; detail=stale-if-error", rec.Header().Get("Cache-Status"), "not forwarded: a hit")
+	rec = httptest.NewRecorder()
+	rec.Header().Set("X-Request-Id", "outer")
+	assert.True(t, s.ServeStale(rec, httptest.NewRequest("GET", "/f", nil)))
+	assert.Equal(t, "outer", rec.Header().Get("X-Request-Id"), "outer middleware's fields are kept")
 	rec = httptest.NewRecorder()
 	assert.False(t, s.ServeStale(rec, httptest.NewRequest("GET", "/other", nil)))
 	assert.False(t, s.ServeStale(rec, httptest.NewRequest("POST", "/f", nil)))
@@ -413,7 +418,7 @@ func TestStaleServeStaleAndLookup(t *testing.T) {
 	resp.Body.Close()
 	assert.Equal(t, "hello /f ", string(b))
 	assert.Equal(t, 200, resp.StatusCode)
-	assert.Contains(t, resp.Header.Get("Cache-Status"), "detail=stale-if-error")
+	assert.Equal(t, "holdfast; hit; ttl=0; detail=stale-if-error", resp.Header.Get("Cache-Status"))
 	_, ok = s.Lookup(httptest.NewRequest("GET", "/f", nil).WithContext(context.Background()))
 	assert.True(t, ok)
 	_, ok = s.Lookup(httptest.NewRequest("GET", "/nope", nil))
@@ -472,7 +477,10 @@ func TestStaleTransport(t *testing.T) {
 		assert.Equal(t, "data for /d", body, m)
 		assert.Equal(t, "stale-if-error", resp.Header.Get(httpx.HeaderDegraded), m)
 		assert.NotEmpty(t, resp.Header.Get("Age"), m)
-		assert.Contains(t, resp.Header.Get("Cache-Status"), "holdfast; hit; ttl=", m)
+		cs := resp.Header.Get("Cache-Status")
+		assert.Regexp(t, `^holdfast; fwd=(bypass|stale); `, cs, "forwarded: not a hit")
+		assert.Equal(t, m == "503", strings.Contains(cs, "; fwd-status=503;"), cs)
+		assert.True(t, strings.HasSuffix(cs, "; detail=stale-if-error"), cs)
 	}
 	require.Len(t, events, 3)
 	assert.Equal(t, 503, events[0].Status)
@@ -710,7 +718,7 @@ func TestStaleAgeAndExpires(t *testing.T) {
 		resp, err = rt.RoundTrip(req)
 		require.NoError(t, err)
 		assert.Equal(t, "50", resp.Header.Get("Age"))
-		assert.Equal(t, []string{`"CDN"; hit`, "holdfast; hit; ttl=50; detail=stale-if-error"}, resp.Header.Values("Cache-Status"),
+		assert.Equal(t, []string{`"CDN"; hit`, "holdfast; fwd=bypass; ttl=50; detail=stale-if-error"}, resp.Header.Values("Cache-Status"),
 			"our member comes last, after the upstream caches'")
 
 		// lifetime 100 s + stale-if-error 60 s = age 160 s, i.e. 130 s after storing.

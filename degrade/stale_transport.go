@@ -60,7 +60,7 @@ func (t *staleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		now := time.Now()
 		if e := s.find(primary, req, now); e != nil {
 			s.served(req, e, 0, err, now)
-			return e.response(req, now), nil
+			return e.response(req, now, 0), nil
 		}
 		return nil, err
 	}
@@ -69,7 +69,7 @@ func (t *staleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if e := s.find(primary, req, now); e != nil {
 			httpx.DrainClose(resp.Body)
 			s.served(req, e, resp.StatusCode, nil, now)
-			return e.response(req, now), nil
+			return e.response(req, now, resp.StatusCode), nil
 		}
 		return resp, nil
 	}
