@@ -101,7 +101,10 @@ type Config struct {
 	// again). On the server side the handler's request context carries the
 	// deadline and a handler that returns after it counts as a failure, so
 	// long-lived streams (server-sent events) need a negative Timeout or no
-	// breaker. Requests with an Upgrade header (WebSocket) are not timed.
+	// breaker. Requests with an Upgrade header (WebSocket) are timed
+	// until the handler hijacks the connection; their context has no
+	// deadline, only a cancellation at Timeout. On the client side they
+	// are not timed.
 	// If zero, 2 s. If negative, calls are not timed.
 	Timeout time.Duration
 	// MaxKeys bounds the number of breakers held. When a new key arrives and

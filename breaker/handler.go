@@ -1,9 +1,12 @@
 package breaker
 
 import (
+	"bufio"
 	"context"
 	"io"
+	"net"
 	"net/http"
+	"time"
 
 	"github.com/holdfast-go/holdfast/internal/httpx"
 	"github.com/holdfast-go/holdfast/internal/problem"
@@ -46,14 +49,26 @@ func (b *Breaker) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 
 	parent := r.Context()
 	rr := r
+	sw := &httpx.StatusWriter{ResponseWriter: w}
+	var ww http.ResponseWriter = sw
 	var ctx context.Context
-	if d := b.cfg.Timeout; d > 0 && len(r.Header["Upgrade"]) == 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(parent, d, timeoutCause)
-		defer cancel()
+	if d := b.cfg.Timeout; d > 0 {
+		if len(r.Header["Upgrade"]) == 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeoutCause(parent, d, timeoutCause)
+			defer cancel()
+		} else {
+			// An upgrade (WebSocket) may become a long-lived connection, so
+			// the timer stops once the handler hijacks it. It does not stop
+			// for the header alone: any client can send one, on any route.
+			var cancel context.CancelCauseFunc
+			ctx, cancel = context.WithCancelCause(parent)
+			timer := time.AfterFunc(d, func() { cancel(timeoutCause) })
+			defer func() { timer.Stop(); cancel(nil) }()
+			ww = &upgradeWriter{StatusWriter: sw, stop: timer.Stop}
+		}
 		rr = r.WithContext(ctx)
 	}
-	sw := &httpx.StatusWriter{ResponseWriter: w}
 	returned := false
 	defer func() {
 		if returned {
@@ -67,7 +82,7 @@ func (b *Breaker) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 			b.record(e, failure)
 		}
 	}()
-	next.ServeHTTP(sw, rr)
+	next.ServeHTTP(ww, rr)
 	returned = true
 
 	status := sw.Status
@@ -84,6 +99,22 @@ func (b *Breaker) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 	default:
 		b.record(e, b.classify(status, nil))
 	}
+}
+
+// upgradeWriter stops the call's timer when the handler takes over the
+// connection.
+type upgradeWriter struct {
+	*httpx.StatusWriter
+	stop func() bool
+}
+
+// Hijack hands the connection over and, if that worked, stops the timer.
+func (w *upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := w.StatusWriter.Hijack()
+	if err == nil {
+		w.stop()
+	}
+	return c, rw, err
 }
 
 // serveOpen answers a request refused by e's open breaker.

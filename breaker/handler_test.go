@@ -210,12 +210,13 @@ func TestHandlerUpgradeAndHijack(t *testing.T) {
 			require.NoError(t, err)
 			defer c.Close()
 			time.Sleep(5 * time.Second) // a long WebSocket session
+			assert.NoError(t, r.Context().Err(), "the session outlives Timeout")
 		}))
 		req := httptest.NewRequest(http.MethodGet, "/ws", nil)
 		req.Header.Set("Connection", "Upgrade")
 		req.Header.Set("Upgrade", "websocket")
 		h.ServeHTTP(hijackRecorder{httptest.NewRecorder()}, req)
-		assert.False(t, hadDeadline, "an Upgrade request is not timed")
+		assert.False(t, hadDeadline, "an Upgrade request's context has no deadline")
 		assert.Equal(t, Closed, b.State("*"), "a hijacked connection is a success")
 	})
 }
@@ -254,4 +255,29 @@ func TestHandlerWriterUnwraps(t *testing.T) {
 	require.NoError(t, err)
 	httpx.DrainClose(resp.Body)
 	assert.NoError(t, <-errc, "http.ResponseController reaches the server's writer")
+}
+
+func TestHandlerUpgradeHeaderDoesNotLiftTimeout(t *testing.T) {
+	// Anyone can send an Upgrade header on any route; without a hijack the
+	// call is bounded as usual.
+	synctest.Test(t, func(t *testing.T) {
+		b := New(Config{FailureThreshold: 1, Timeout: time.Second})
+		var cause error
+		h := b.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-r.Context().Done():
+				cause = context.Cause(r.Context())
+			case <-time.After(time.Minute): // a dependency that hangs
+			}
+			w.WriteHeader(http.StatusOK)
+		}))
+		req := httptest.NewRequest(http.MethodGet, "/report", nil)
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", "websocket")
+		start := time.Now()
+		h.ServeHTTP(httptest.NewRecorder(), req)
+		assert.Equal(t, time.Second, time.Since(start), "cancelled at Timeout")
+		assert.ErrorIs(t, cause, ErrTimeout)
+		assert.Equal(t, Open, b.State("*"), "a call that outlasts Timeout fails")
+	})
 }
