@@ -42,8 +42,28 @@
 // ([Stale.Transport]), and serves it when the handler or upstream fails,
 // marked with Age, Cache-Status (RFC 9211) and Holdfast-Degraded:
 // stale-if-error. It follows RFC 9111 and RFC 5861, and never serves one
-// caller's response to another. [Stale.Lookup] and [Stale.ServeStale] are
-// hooks for a circuit breaker's fallback.
+// caller's response to another. [Stale.Lookup] is the hook for a circuit
+// breaker's Cached fallback.
+//
+// Where Stale sits matters, because a stale response looks like a success
+// to everything outside it:
+//
+//   - Server: outside the circuit breaker's Handler and inside
+//     authentication: gate(authn(stale.Handler(breaker.Handler(api)))).
+//     The breaker then sees the real failures and opens, and its
+//     open-circuit 503 is replaced by the stored response; a request is
+//     authenticated before anything stored is served to it.
+//   - Client: outside the retry and circuit breaker transports:
+//     stale.Transport(retry(breaker(http.DefaultTransport))). Retry and
+//     breaker see the real failures (inside them, Stale would hide every
+//     failure it can answer, so the breaker would never open and retry
+//     never retry), and Stale answers once retries are spent or the
+//     breaker is open.
+//
+// A response that an inner fallback marked with Holdfast-Degraded (a
+// breaker's Cached or Fallback answer) is passed on but never stored as
+// the last good one, so Stale outside a breaker and the breaker's Cached
+// hook connected to [Stale.Lookup] can be used together.
 //
 // # Status and probes
 //
@@ -63,8 +83,12 @@
 //	})
 //	defer c.Close()
 //	stale := &degrade.Stale{}
+//	mux := http.NewServeMux()
 //	mux.Handle("/healthz", c.StatusHandler())
-//	http.ListenAndServe(":8080", c.Handler(stale.Handler(api)))
+//	mux.Handle("/", c.Handler(verifier.Handler(stale.Handler(b.Handler(api)))))
+//	http.ListenAndServe(":8080", mux)
+//
+//	client := &http.Client{Transport: stale.Transport(&retry.Transport{Base: b.Transport(nil)})}
 //
 // Other packages feed the controller through hooks the service author
 // connects (this package imports none of them):

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"slices"
 	"time"
+
+	"github.com/holdfast-go/holdfast/internal/httpx"
 )
 
 // Handler stores the last good response of next for cacheable GET requests
@@ -109,6 +111,14 @@ func (w *staleWriter) WriteHeader(code int) {
 		return
 	}
 	h := w.ResponseWriter.Header()
+	if v := h[httpx.HeaderDegraded]; len(v) > 0 && !slices.Equal(v, w.pre[httpx.HeaderDegraded]) {
+		// An inner fallback's answer (a breaker's cached response or
+		// fallback document), not a good response: pass it on, keep the
+		// stored one. A marker set outside (the gate's) does not count.
+		w.state = swPass
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
 	key := w.key()
 	cc, ok, evict := policy(w.r, !w.scoped, code, h)
 	switch {

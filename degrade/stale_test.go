@@ -860,3 +860,78 @@ func TestStaleHandlerDoesNotStoreCutResponses(t *testing.T) {
 	assert.Equal(t, 200, rec.Code)
 	assert.Equal(t, "part1 part2 part3", rec.Body.String(), "the last complete response is served")
 }
+
+// An inner fallback's answer (a breaker serving Stale.Lookup or its
+// fallback document) is marked Holdfast-Degraded and must not replace the
+// last good response, on either side.
+func TestStaleDoesNotStoreFallbackAnswers(t *testing.T) {
+	s := &Stale{}
+	var mode atomic.Value
+	mode.Store("ok")
+	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch mode.Load() {
+		case "lookup": // a breaker's Cached hook connected to s.Lookup
+			resp, ok := s.Lookup(r)
+			require.True(t, ok)
+			for k, v := range resp.Header {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(resp.StatusCode)
+			io.Copy(w, resp.Body)
+		case "document":
+			w.Header().Set(httpx.HeaderDegraded, "circuit-open")
+			io.WriteString(w, "fallback document")
+		case "fail":
+			w.WriteHeader(503)
+		default:
+			w.Header().Set("Cache-Control", "max-age=0")
+			io.WriteString(w, "good")
+		}
+	})
+	gateMarker := func(next http.Handler) http.Handler { // the gate's marker, set outside
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set(httpx.HeaderDegraded, "degraded")
+			next.ServeHTTP(w, r)
+		})
+	}
+	h := gateMarker(s.Handler(inner))
+	require.Equal(t, "good", get(t, h, "/x").Body.String())
+	require.Equal(t, 1, s.Len(), "the gate's own marker does not stop storing")
+	for _, m := range []string{"lookup", "lookup", "document"} {
+		mode.Store(m)
+		get(t, h, "/x")
+	}
+	mode.Store("fail")
+	rec := get(t, h, "/x")
+	assert.Equal(t, "good", rec.Body.String())
+	assert.Len(t, rec.Header().Values("Cache-Status"), 1, "no Cache-Status members piled up by re-storing")
+
+	// Client side.
+	ts := &Stale{}
+	base := rtFunc(func(r *http.Request) (*http.Response, error) {
+		body, h := "good", http.Header{}
+		switch mode.Load() {
+		case "document":
+			body = "fallback document"
+			h.Set(httpx.HeaderDegraded, "circuit-open")
+		case "fail":
+			return nil, errors.New("down")
+		}
+		return &http.Response{StatusCode: 200, Header: h, Body: io.NopCloser(strings.NewReader(body)), Request: r}, nil
+	})
+	rt := ts.Transport(base)
+	read := func() string {
+		req, _ := http.NewRequest("GET", "https://api.example/x", nil)
+		resp, err := rt.RoundTrip(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	mode.Store("ok")
+	require.Equal(t, "good", read())
+	mode.Store("document")
+	require.Equal(t, "fallback document", read())
+	mode.Store("fail")
+	assert.Equal(t, "good", read())
+}

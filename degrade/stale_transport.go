@@ -73,6 +73,11 @@ func (t *staleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return resp, nil
 	}
+	if len(resp.Header[httpx.HeaderDegraded]) > 0 {
+		// An inner fallback's answer (a breaker's cached response or
+		// fallback document): pass it on, keep the stored good one.
+		return resp, nil
+	}
 	cc, ok, evict := policy(req, scope == "", resp.StatusCode, resp.Header)
 	if evict {
 		s.evict(primary, req)
