@@ -196,7 +196,7 @@ func (c *Controller) depLocked(name string) *depState {
 	if !ok {
 		causes = Degraded
 	}
-	d := &depState{name: name, causes: causes, win: newWindow(c.window())}
+	d := &depState{name: name, causes: causes, win: newWindow(c.window(), time.Now())}
 	c.deps[name] = d
 	return d
 }
@@ -364,7 +364,7 @@ func (c *Controller) decideLocked(now time.Time, only *depState) *ModeChange {
 		}
 	}
 	if anyRateDown && c.timer == nil && !c.closed {
-		c.timer = time.AfterFunc(time.Duration(newWindow(c.window()).width), c.tick)
+		c.timer = time.AfterFunc(time.Duration(bucketWidth(c.window())), c.tick)
 	}
 	next := modeState{mode: worst}
 	if len(reasons) > 0 {

@@ -210,8 +210,8 @@ func TestModeText(t *testing.T) {
 }
 
 func TestWindow(t *testing.T) {
-	w := newWindow(60 * time.Second)
 	t0 := time.Unix(1000, 0)
+	w := newWindow(60*time.Second, t0)
 	w.record(t0, true)
 	w.record(t0.Add(30*time.Second), false)
 	total, failed := w.counts(t0.Add(30 * time.Second))

@@ -15,19 +15,30 @@ type bucket struct {
 // ring of buckets. Recording and summing are O(numBuckets) with no
 // allocation. It is not safe for concurrent use.
 type window struct {
-	width   int64 // bucket width in nanoseconds
+	width   int64     // bucket width in nanoseconds
+	base    time.Time // slots count from here, on the monotonic clock
 	buckets [numBuckets]bucket
 }
 
-func newWindow(d time.Duration) window {
+// newWindow returns a window of d that starts at base. Slots are measured
+// with now.Sub(base), which uses the monotonic clock when both times carry
+// it, so a step of the wall clock (NTP, a resumed VM) neither wipes the
+// window nor keeps old reports in it.
+func newWindow(d time.Duration, base time.Time) window {
+	return window{width: bucketWidth(d), base: base}
+}
+
+func bucketWidth(d time.Duration) int64 {
 	w := int64(d) / numBuckets
 	if w <= 0 {
 		w = 1
 	}
-	return window{width: w}
+	return w
 }
 
-func (w *window) slot(now time.Time) int64 { return now.UnixNano() / w.width }
+// slot returns the index of the bucket-wide time slot of now; never
+// negative (a time before base counts in slot 0).
+func (w *window) slot(now time.Time) int64 { return max(0, int64(now.Sub(w.base))) / w.width }
 
 func (w *window) record(now time.Time, failed bool) {
 	e := w.slot(now)
