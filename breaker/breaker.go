@@ -3,6 +3,7 @@ package breaker
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -121,8 +122,10 @@ type Config struct {
 	Key func(*http.Request) string
 	// IsFailure classifies a finished call: status is the response status
 	// (0 when no response arrived) and err a transport error or one
-	// matching ErrTimeout. A call ended by its caller (cancelled, or past
-	// the caller's own deadline) is not classified and not counted, except a
+	// matching ErrTimeout (also when the caller's own deadline passed while
+	// the upstream worked: a hanging upstream must open the breaker even
+	// when callers time out first). A call cancelled by its caller is not
+	// classified and not counted, except a
 	// half-open trial call: failsafe-go cannot take back its permit unused,
 	// so an abandoned trial counts as a failed one and the breaker opens
 	// again. A handler panic always counts as a failure. If nil, errors
@@ -415,6 +418,23 @@ func (b *Breaker) record(e *entry, o outcome) {
 			e.cb.RecordFailure()
 		}
 	}
+}
+
+// endedByCaller classifies a call whose caller's context ended first. A
+// cancellation proves nothing about the upstream and is ignored; a caller
+// deadline that passed while the upstream worked is the upstream being too
+// slow for its callers, and is classified like a timeout. Without this, a
+// client whose per-attempt timeout (retry's AttemptTimeout, http.Client's
+// Timeout) is shorter than Config.Timeout would never open the breaker on
+// a hanging upstream.
+func (b *Breaker) endedByCaller(parent context.Context, status int, err error) outcome {
+	if !errors.Is(parent.Err(), context.DeadlineExceeded) {
+		return ignored
+	}
+	if err == nil {
+		err = context.DeadlineExceeded
+	}
+	return b.classify(status, fmt.Errorf("%w: %w", ErrTimeout, err))
 }
 
 func (b *Breaker) classify(status int, err error) outcome {

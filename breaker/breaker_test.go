@@ -277,6 +277,13 @@ func TestClassification(t *testing.T) {
 	})
 }
 
+func httptestRequest(t *testing.T, url string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	require.NoError(t, err)
+	return req
+}
+
 func TestCallerCancellationNotCounted(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := New(Config{FailureThreshold: 1, DisableJitter: true, Delay: time.Second})
@@ -293,13 +300,32 @@ func TestCallerCancellationNotCounted(t *testing.T) {
 		assert.NotErrorIs(t, err, ErrTimeout)
 		assert.Equal(t, Closed, b.State("a"), "a caller's cancellation is not a failure")
 
-		// A caller deadline shorter than Timeout is the caller's, too.
-		ctx, cancel2 := context.WithTimeout(t.Context(), time.Second)
-		defer cancel2()
-		req, _ = http.NewRequestWithContext(ctx, http.MethodGet, "http://a/", nil)
-		_, err = rt.RoundTrip(req)
-		require.ErrorIs(t, err, context.DeadlineExceeded)
-		assert.Equal(t, Closed, b.State("a"))
+	})
+}
+
+// A caller deadline shorter than Timeout (retry's AttemptTimeout, an
+// http.Client Timeout) that passes while the upstream hangs is the upstream
+// being too slow: it must open the breaker, or a hanging host never would.
+func TestCallerDeadlineCountsAsTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := New(Config{FailureThreshold: 2, DisableJitter: true, Delay: time.Second})
+		var calls atomic.Int32
+		rt := b.Transport(rtFunc(func(r *http.Request) (*http.Response, error) {
+			calls.Add(1)
+			<-r.Context().Done()
+			return nil, r.Context().Err()
+		}))
+		for range 2 {
+			ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://a/", nil)
+			_, err := rt.RoundTrip(req)
+			cancel()
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+		}
+		assert.Equal(t, Open, b.State("a"), "two hung calls past the caller's deadline open the breaker")
+		_, err := rt.RoundTrip(httptestRequest(t, "http://a/"))
+		assert.ErrorIs(t, err, ErrOpen)
+		assert.Equal(t, int32(2), calls.Load(), "an open breaker does not call the upstream")
 	})
 }
 

@@ -12,9 +12,11 @@
 // through: if all succeed it closes, on the first failure it opens again.
 // Each call is bounded by a 2 s timeout that counts as a failure. Failures
 // are transport errors, timeouts and 5xx statuses other than 501; 4xx
-// statuses are not failures, and a call ended by its caller (cancelled, or
-// past the caller's own deadline) is not counted, except as a half-open
-// trial, which then counts as failed ([Config.IsFailure] overrides the
+// statuses are not failures. A caller's deadline that passes while the
+// dependency works counts as a timeout (callers with short per-attempt
+// timeouts still open the breaker on a hanging dependency); a call cancelled
+// by its caller is not counted, except as a half-open trial, which then
+// counts as failed ([Config.IsFailure] overrides the
 // classification).
 //
 // While a breaker is open, no call reaches the dependency. For safe

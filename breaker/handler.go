@@ -91,7 +91,7 @@ func (b *Breaker) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 	}
 	switch {
 	case parent.Err() != nil:
-		b.record(e, ignored)
+		b.record(e, b.endedByCaller(parent, status, nil))
 	case sw.Hijacked:
 		b.record(e, success) // the connection outlives the call
 	case ctx != nil && context.Cause(ctx) == timeoutCause:

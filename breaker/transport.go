@@ -102,7 +102,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		err = fmt.Errorf("%w after %v: %w", ErrTimeout, b.cfg.Timeout, err)
 		b.record(e, b.classify(0, err))
 	case err != nil && parent.Err() != nil:
-		b.record(e, ignored)
+		b.record(e, b.endedByCaller(parent, 0, err))
 	case err != nil:
 		b.record(e, b.classify(0, err))
 	default:
