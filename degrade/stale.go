@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -166,18 +167,49 @@ func (s *Stale) scope(r *http.Request) string {
 }
 
 // credentialScope hashes the credentials a request carries; "" when none.
+// Each value is length-prefixed, so no two different sets of credentials
+// hash the same input. Header keys a client set without canonicalizing
+// them (req.Header["authorization"]) count too.
 func credentialScope(r *http.Request) string {
 	a, c := r.Header["Authorization"], r.Header["Cookie"]
-	if len(a) == 0 && len(c) == 0 {
+	var odd []string // values under non-canonical keys, tagged
+	for k, vs := range r.Header {
+		if k == "Authorization" || k == "Cookie" {
+			continue
+		}
+		tag := ""
+		switch {
+		case len(k) == len("Authorization") && strings.EqualFold(k, "Authorization"):
+			tag = "a"
+		case len(k) == len("Cookie") && strings.EqualFold(k, "Cookie"):
+			tag = "c"
+		default:
+			continue
+		}
+		for _, v := range vs {
+			odd = append(odd, tag+v)
+		}
+	}
+	if len(a) == 0 && len(c) == 0 && len(odd) == 0 {
 		return ""
 	}
+	slices.Sort(odd) // map order is random
 	var stack [512]byte
 	b := stack[:0]
+	add := func(tag byte, v string) {
+		b = append(b, tag)
+		b = strconv.AppendInt(b, int64(len(v)), 10)
+		b = append(b, ':')
+		b = append(b, v...)
+	}
 	for _, v := range a {
-		b = append(append(append(b, "a\x00"...), v...), 0)
+		add('a', v)
 	}
 	for _, v := range c {
-		b = append(append(append(b, "c\x00"...), v...), 0)
+		add('c', v)
+	}
+	for _, v := range odd {
+		add('o', v)
 	}
 	sum := sha256.Sum256(b)
 	return "c:" + string(sum[:]) // raw bytes: the key is never shown

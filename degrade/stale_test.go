@@ -935,3 +935,34 @@ func TestStaleDoesNotStoreFallbackAnswers(t *testing.T) {
 	mode.Store("fail")
 	assert.Equal(t, "good", read())
 }
+
+// A client that sets its credentials under a non-canonical key still gets
+// a per-credential entry.
+func TestStaleTransportNonCanonicalCredentials(t *testing.T) {
+	var fail atomic.Bool
+	base := rtFunc(func(r *http.Request) (*http.Response, error) {
+		if fail.Load() {
+			return nil, errors.New("down")
+		}
+		return &http.Response{StatusCode: 200, Header: http.Header{},
+			Body: io.NopCloser(strings.NewReader("for " + r.Header.Get("Authorization") + r.Header["authorization"][0])), Request: r}, nil
+	})
+	s := &Stale{}
+	rt := s.Transport(base)
+	req, _ := http.NewRequest("GET", "https://api.example/me", nil)
+	req.Header["authorization"] = []string{"Bearer alice"}
+	resp, err := rt.RoundTrip(req)
+	require.NoError(t, err)
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, 1, s.Len())
+
+	fail.Store(true)
+	anon, _ := http.NewRequest("GET", "https://api.example/me", nil)
+	_, err = rt.RoundTrip(anon)
+	assert.Error(t, err, "alice's response must not be served to an anonymous request")
+	resp, err = rt.RoundTrip(req)
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	assert.Equal(t, "for Bearer alice", string(b))
+}
