@@ -12,7 +12,9 @@ import (
 )
 
 // Handler stores the last good response of next for cacheable GET requests
-// and serves it stale when next answers with a 5xx status.
+// and serves it stale when next answers with a 5xx status. A HEAD request
+// that fails gets the stored GET response's header (RFC 9110 §9.3.2);
+// HEAD responses are never stored.
 //
 // A successful response streams to the client as next writes it, and a
 // copy of up to MaxEntryBytes is kept; a response that is larger, or that
@@ -31,11 +33,11 @@ import (
 // (or connect the breaker's Cached hook to [Stale.Lookup]).
 func (s *Stale) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			next.ServeHTTP(w, r)
 			return
 		}
-		sw := &staleWriter{ResponseWriter: w, s: s, r: r}
+		sw := &staleWriter{ResponseWriter: w, s: s, r: r, noStore: r.Method == http.MethodHead}
 		if h := w.Header(); len(h) > 0 {
 			sw.pre = h.Clone()
 		}
@@ -57,6 +59,7 @@ type staleWriter struct {
 	s       *Stale
 	r       *http.Request
 	pre     http.Header
+	noStore bool // HEAD: replace a failure, store nothing
 	state   int
 	status  int
 	primary string
@@ -105,7 +108,7 @@ func (w *staleWriter) WriteHeader(code int) {
 		w.ResponseWriter.WriteHeader(code)
 		return
 	}
-	if !cacheableStatus(code) {
+	if w.noStore || !cacheableStatus(code) {
 		w.state = swPass
 		w.ResponseWriter.WriteHeader(code)
 		return

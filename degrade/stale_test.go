@@ -966,3 +966,28 @@ func TestStaleTransportNonCanonicalCredentials(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	assert.Equal(t, "for Bearer alice", string(b))
 }
+
+// A failing HEAD gets the stored GET response's header, without a body;
+// a HEAD response is never stored.
+func TestStaleHandlerHead(t *testing.T) {
+	o := &origin{headers: func(h http.Header) { h.Set("ETag", `"v1"`) }}
+	s := &Stale{}
+	h := s.Handler(o)
+	head := func() *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodHead, "/h", nil))
+		return rec
+	}
+	head()
+	assert.Equal(t, 0, s.Len(), "HEAD is not stored")
+	get(t, h, "/h")
+	require.Equal(t, 1, s.Len())
+	o.fail.Store(true)
+	rec := head()
+	assert.Equal(t, 200, rec.Code)
+	assert.Empty(t, rec.Body.String())
+	assert.Equal(t, `"v1"`, rec.Header().Get("ETag"))
+	assert.Equal(t, "9", rec.Header().Get("Content-Length"))
+	assert.Equal(t, "stale-if-error", rec.Header().Get(httpx.HeaderDegraded))
+	assert.Equal(t, 1, s.Len())
+}
