@@ -144,3 +144,12 @@ func TestMemoryStoreOversizeRecordStaysEvictable(t *testing.T) {
 	_, ok, _ = s.Get(ctx, "next")
 	assert.True(t, ok)
 }
+
+// TestMemoryStoreTwoInstances runs the end-to-end checks with two handlers
+// on one MemoryStore (two instances of one process).
+func TestMemoryStoreTwoInstances(t *testing.T) {
+	storetest.RunHTTP(t, func(t *testing.T) (idempotency.Store, idempotency.Store) {
+		s := newStore(t)
+		return s, s
+	})
+}

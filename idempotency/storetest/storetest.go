@@ -12,6 +12,15 @@
 // The suite uses real, short leases and TTLs (100 to 400 ms) because shared
 // stores keep time on their server; it sleeps for about a second in total and
 // runs its cases in parallel. Keys are random, so cases never collide.
+//
+// [RunHTTP] runs the end-to-end checks over real HTTP with two service
+// instances whose stores share one backend:
+//
+//	func TestE2E(t *testing.T) {
+//		storetest.RunHTTP(t, func(t *testing.T) (a, b idempotency.Store) {
+//			return twoStoresOnOneFreshNamespace(t)
+//		})
+//	}
 package storetest
 
 import (

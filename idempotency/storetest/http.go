@@ -1,0 +1,283 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-go/holdfast/idempotency"
+)
+
+// RunHTTP runs end-to-end checks over real HTTP: two service instances (two
+// idempotency handlers on two httptest servers) share one backend, as two
+// replicas of a service would. newStores returns the two instances' stores:
+// two Store values on one fresh namespace, each with its own connection
+// (client or pool), as two processes would have. It is called once per
+// case; register cleanup with t.Cleanup.
+//
+// The cases: 50 concurrent duplicates, spread over both instances and
+// overlapping for certain, run the handler once and every answer is the
+// stored response or 409, and another caller's duplicate is not answered
+// from it; requests queued on one instance and replayed by both at once run
+// once each and are answered on the other; an instance that stops renewing
+// its lease is taken over by the other once the lease expired on the
+// store's clock, and its late completion is refused. The takeover case
+// sleeps about a second.
+func RunHTTP(t *testing.T, newStores func(t *testing.T) (a, b idempotency.Store)) {
+	t.Helper()
+	cases := []struct {
+		name string
+		fn   func(t *testing.T, a, b idempotency.Store)
+	}{
+		{"TwoInstancesDuplicates", testTwoInstancesDuplicates},
+		{"TwoInstancesQueue", testTwoInstancesQueue},
+		{"TwoInstancesTakeover", testTwoInstancesTakeover},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a, b := newStores(t)
+			require.NotNil(t, a, "newStores returned nil")
+			require.NotNil(t, b, "newStores returned nil")
+			c.fn(t, a, b)
+		})
+	}
+}
+
+type answer struct {
+	status   int
+	body     string
+	replayed bool
+}
+
+// post sends a keyed POST as caller. It may be called from any goroutine: a
+// transport error fails the test and answers status 0.
+func post(t *testing.T, srv *httptest.Server, caller, path, key, body string) answer {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Errorf("new request: %v", err)
+		return answer{}
+	}
+	req.Header.Set("Idempotency-Key", key)
+	req.Header.Set("Authorization", "Bearer "+caller)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Errorf("POST %s: %v", path, err)
+		return answer{}
+	}
+	b, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	return answer{resp.StatusCode, string(b), resp.Header.Get(idempotency.HeaderReplayed) == "true"}
+}
+
+func newServer(t *testing.T, h http.Handler) *httptest.Server {
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// testTwoInstancesDuplicates sends 50 concurrent duplicates, alternating
+// between the instances; the first to run waits until half of the others
+// were turned away, so they overlap for certain.
+func testTwoInstancesDuplicates(t *testing.T, a, b idempotency.Store) {
+	const n = 50
+	var (
+		runs, conflicts atomic.Int64
+		enough          = make(chan struct{})
+		once            sync.Once
+	)
+	onConflict := func(idempotency.Event) {
+		if conflicts.Add(1) == n/2 {
+			once.Do(func() { close(enough) })
+		}
+	}
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		runs.Add(1)
+		select {
+		case <-enough:
+		case <-time.After(10 * time.Second):
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = fmt.Fprintf(w, `{"order":1,"caller":%q}`, r.Header.Get("Authorization"))
+	})
+	var servers []*httptest.Server
+	for _, s := range []idempotency.Store{a, b} {
+		x := idempotency.New(idempotency.Config{Store: s, OnConflict: onConflict})
+		servers = append(servers, newServer(t, x.Handler(app)))
+	}
+	const stored = `{"order":1,"caller":"Bearer alice"}`
+
+	start := make(chan struct{})
+	answers := make(chan answer, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			answers <- post(t, servers[i%2], "alice", "/orders", `"dup"`, `{"sku":7}`)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(answers)
+
+	assert.Equal(t, int64(1), runs.Load(), "the handler ran exactly once across both instances")
+	var created, replayed, conflict int
+	for a := range answers {
+		switch a.status {
+		case http.StatusCreated:
+			created++
+			assert.Equal(t, stored, a.body)
+			if a.replayed {
+				replayed++
+			}
+		case http.StatusConflict:
+			conflict++
+		default:
+			t.Errorf("unexpected answer %d %s", a.status, a.body)
+		}
+	}
+	assert.Equal(t, n, created+conflict, "every answer is the stored response or 409")
+	assert.Equal(t, created-1, replayed, "every 201 but the first is the stored one")
+	assert.GreaterOrEqual(t, conflict, n/2)
+
+	// Afterwards both instances replay the stored response.
+	for _, srv := range servers {
+		got := post(t, srv, "alice", "/orders", `"dup"`, `{"sku":7}`)
+		assert.Equal(t, answer{http.StatusCreated, stored, true}, got)
+	}
+	got := post(t, servers[1], "alice", "/orders", `"dup"`, `{"sku":8}`)
+	assert.Equal(t, http.StatusUnprocessableEntity, got.status, "another payload under the key")
+	assert.Equal(t, int64(1), runs.Load())
+
+	// Another caller with the same key and payload gets a record of its own.
+	got = post(t, servers[0], "mallory", "/orders", `"dup"`, `{"sku":7}`)
+	assert.Equal(t, answer{http.StatusCreated, `{"order":1,"caller":"Bearer mallory"}`, false}, got,
+		"no caller is answered from another's record")
+	assert.Equal(t, int64(2), runs.Load())
+}
+
+// testTwoInstancesQueue queues writes on one instance and replays them from
+// both at once: each runs once, and a client polling either instance gets
+// the final response.
+func testTwoInstancesQueue(t *testing.T, a, b idempotency.Store) {
+	var (
+		mu  sync.Mutex
+		ran = map[string]int{}
+	)
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		ran[string(body)]++
+		mu.Unlock()
+		w.WriteHeader(http.StatusCreated)
+		_, _ = w.Write(body)
+	})
+	xa := idempotency.New(idempotency.Config{Store: a})
+	xb := idempotency.New(idempotency.Config{Store: b})
+	queueing := newServer(t, http.HandlerFunc(xa.Enqueue))
+	serving := newServer(t, xb.Handler(app))
+
+	const n = 6
+	for i := range n {
+		got := post(t, queueing, "alice", "/orders", fmt.Sprintf(`"q%d"`, i), fmt.Sprintf("order-%d", i))
+		require.Equal(t, http.StatusAccepted, got.status, got.body)
+	}
+	got := post(t, serving, "alice", "/orders", `"q0"`, "order-0")
+	assert.Equal(t, http.StatusAccepted, got.status, "polling before the replay: still queued")
+
+	var wg sync.WaitGroup
+	var total atomic.Int64
+	for _, x := range []*idempotency.Idempotency{xa, xb, xa, xb} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			done, err := x.Replay(context.Background(), app)
+			assert.NoError(t, err)
+			total.Add(int64(done))
+		}()
+	}
+	wg.Wait()
+	assert.Equal(t, int64(n), total.Load())
+	mu.Lock()
+	for i := range n {
+		assert.Equal(t, 1, ran[fmt.Sprintf("order-%d", i)], "order-%d ran once", i)
+	}
+	mu.Unlock()
+	for _, srv := range []*httptest.Server{serving, queueing} {
+		got = post(t, srv, "alice", "/orders", `"q3"`, "order-3")
+		assert.Equal(t, answer{http.StatusCreated, "order-3", true}, got, "the poll gets the replayed response")
+	}
+}
+
+// partitioned is a replica cut off from the store after its claim: its
+// lease renewals fail, as a crashed or partitioned process's would.
+type partitioned struct{ idempotency.Store }
+
+func (partitioned) Extend(context.Context, string, string, uint64, time.Duration) error {
+	return errors.New("partitioned")
+}
+
+// testTwoInstancesTakeover: instance A claims and stops renewing its lease;
+// once the lease expired on the store's clock, instance B takes over and
+// runs the request, and A's late completion is refused by the fence: B's
+// response is the one stored and replayed.
+func testTwoInstancesTakeover(t *testing.T, a, b idempotency.Store) {
+	const lease = 300 * time.Millisecond
+	var (
+		runs    atomic.Int64
+		started = make(chan struct{}, 2)
+		unblock = make(chan struct{})
+	)
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := runs.Add(1)
+		started <- struct{}{}
+		if n == 1 {
+			<-unblock // instance A hangs
+		}
+		w.WriteHeader(http.StatusCreated)
+		_, _ = fmt.Fprintf(w, "run-%d", n)
+	})
+	var lost atomic.Int64
+	xa := idempotency.New(idempotency.Config{Store: partitioned{a}, Lease: lease,
+		OnRelease: func(e idempotency.Event) {
+			if e.Reason == idempotency.ReasonLeaseLost {
+				lost.Add(1)
+			}
+		}})
+	xb := idempotency.New(idempotency.Config{Store: b, Lease: lease})
+	sa := newServer(t, xa.Handler(app))
+	sb := newServer(t, xb.Handler(app))
+
+	first := make(chan answer, 1)
+	go func() { first <- post(t, sa, "alice", "/pay", `"crash"`, "100") }()
+	<-started
+	assert.Equal(t, http.StatusConflict, post(t, sb, "alice", "/pay", `"crash"`, "100").status, "A's lease is live")
+
+	time.Sleep(3 * lease) // A's lease expires on the store's clock
+	got := post(t, sb, "alice", "/pay", `"crash"`, "100")
+	assert.Equal(t, answer{http.StatusCreated, "run-2", false}, got, "B took over and ran it")
+
+	close(unblock)
+	assert.Equal(t, answer{http.StatusCreated, "run-1", false}, <-first,
+		"A's answer reaches its client, but A cannot store it")
+	assert.Equal(t, int64(2), runs.Load())
+	for _, srv := range []*httptest.Server{sa, sb} {
+		assert.Equal(t, answer{http.StatusCreated, "run-2", true}, post(t, srv, "alice", "/pay", `"crash"`, "100"),
+			"the stored response is B's")
+	}
+	assert.Equal(t, int64(1), lost.Load(), "A learns that it lost the lease")
+}
