@@ -26,7 +26,7 @@ const CacheStatusName = "holdfast"
 const maxVariants = 8
 
 // Stale keeps the last good response of cacheable GET requests and serves
-// it, marked stale, when the handler or the upstream fails: a 5xx status,
+// it (also to HEAD), marked stale, when the handler or the upstream fails: a 5xx status,
 // a transport error or timeout, or an open circuit breaker
 // (httpx.ErrCircuitOpen, which is breaker.ErrOpen). It is an RFC 5861
 // stale-if-error cache and nothing more: a working upstream is always
@@ -47,11 +47,11 @@ const maxVariants = 8
 // no-cache or must-revalidate (which forbid serving it stale), or Vary: *;
 // Set-Cookie is never stored. A request that carries credentials
 // (Authorization or Cookie) is stored under its caller's scope ([Stale.Scope])
-// and only ever served to the same caller; private responses are only
-// stored in such a per-caller entry. A response stored in an entry shared
-// between callers must not be private, proxy-revalidate, s-maxage, or
-// carry Set-Cookie, and a request with Authorization only shares its
-// response when it is public (RFC 9111 §3.5). A stale response is served
+// and only ever served to the same caller, never put in the entry shared
+// between callers (stricter than RFC 9111 §3.5, which would share a public
+// response); private responses are only stored in such a per-caller entry.
+// A response stored in the shared entry must not be private,
+// proxy-revalidate, s-maxage, or carry Set-Cookie. A stale response is served
 // only within stale-if-error=N seconds past its freshness lifetime when the
 // response has that directive, and never more than MaxStale past it.
 //
