@@ -991,3 +991,36 @@ func TestStaleHandlerHead(t *testing.T) {
 	assert.Equal(t, "stale-if-error", rec.Header().Get(httpx.HeaderDegraded))
 	assert.Equal(t, 1, s.Len())
 }
+
+func TestStaleTransportHead(t *testing.T) {
+	var fail atomic.Bool
+	base := rtFunc(func(r *http.Request) (*http.Response, error) {
+		if fail.Load() {
+			return nil, errors.New("down")
+		}
+		return &http.Response{StatusCode: 200, Header: http.Header{"Etag": {`"v1"`}},
+			Body: io.NopCloser(strings.NewReader("data")), Request: r}, nil
+	})
+	s := &Stale{}
+	rt := s.Transport(base)
+	do := func(method string) (*http.Response, error) {
+		req, _ := http.NewRequest(method, "https://api.example/x", nil)
+		resp, err := rt.RoundTrip(req)
+		if err == nil {
+			io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		return resp, err
+	}
+	_, err := do("HEAD")
+	require.NoError(t, err)
+	assert.Equal(t, 0, s.Len(), "HEAD is not stored")
+	_, err = do("GET")
+	require.NoError(t, err)
+	fail.Store(true)
+	resp, err := do("HEAD")
+	require.NoError(t, err)
+	assert.Equal(t, `"v1"`, resp.Header.Get("ETag"))
+	assert.Equal(t, http.NoBody, resp.Body)
+	assert.Equal(t, "stale-if-error", resp.Header.Get(httpx.HeaderDegraded))
+}

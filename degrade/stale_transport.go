@@ -10,8 +10,8 @@ import (
 )
 
 // Transport returns a RoundTripper that stores the last good response of
-// base for cacheable GET requests and returns it stale, with a nil error,
-// when base fails: an error (connection refused, timeout, an open circuit
+// base for cacheable GET requests and returns it stale (also for a HEAD
+// request, without a body), with a nil error, when base fails: an error (connection refused, timeout, an open circuit
 // breaker) or a 5xx status. A cancellation by the caller itself is returned
 // as is. If base is nil, http.DefaultTransport is used.
 //
@@ -46,7 +46,7 @@ func (t *staleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	if req.Method != http.MethodGet {
+	if req.Method != http.MethodGet && req.Method != http.MethodHead {
 		return base.RoundTrip(req)
 	}
 	s := t.s
@@ -71,6 +71,9 @@ func (t *staleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			s.served(req, e, resp.StatusCode, nil, now)
 			return e.response(req, now, resp.StatusCode), nil
 		}
+		return resp, nil
+	}
+	if req.Method == http.MethodHead { // answered from a stored GET response, never stored
 		return resp, nil
 	}
 	if len(resp.Header[httpx.HeaderDegraded]) > 0 {
