@@ -17,6 +17,7 @@ const (
 	DefaultFetchTimeout              = 10 * time.Second
 	DefaultMaxTokenSize              = 8 << 10
 	DefaultMaxCachedTokens           = 10000
+	DefaultMaxDegradedRecords        = 10000
 	// MaxLeeway is the largest Leeway New accepts.
 	MaxLeeway = 60 * time.Second
 	// MaxKIDLength is the longest "kid" header a token may carry.
@@ -106,6 +107,35 @@ type Config struct {
 	// available.
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 
+	// Policy bounds what is accepted in fallback mode: how long, which
+	// scopes, how old a token, and the grace for recently expired tokens.
+	// Its zero value is the safe default; see [Policy].
+	Policy Policy
+	// Offline, if set, is the issuer of offline tokens this Verifier
+	// trusts: its current and not yet retired public keys verify tokens of
+	// its issuer, marked Degraded with Reason "offline-token", only while
+	// the Verifier is in fallback mode (and within
+	// Policy.MaxOfflineDuration) unless AcceptOfflineTokensAlways is set.
+	// Key rotations of the issuer apply at once. New fails if its issuer is
+	// Issuer, if its audience shares no value with Audience, or if it
+	// allows a scope outside Policy.AllowedScopes.
+	Offline *OfflineIssuer
+	// AcceptOfflineTokensAlways accepts offline tokens outside fallback
+	// mode too (still marked degraded). If false, an offline token is
+	// refused (401) while the IdP is reachable.
+	AcceptOfflineTokensAlways bool
+	// Revocations, if set, is consulted on every verification, including
+	// those answered from the verified-token cache: a revoked token is
+	// refused (401). Use a [RevocationList], a [MemoryRevocations] or your
+	// own source. If it also has a method Refresh(context.Context) error
+	// (as RevocationList has), reconciliation calls it before re-checking.
+	Revocations Revocations
+	// MaxDegradedRecords bounds the record of tokens accepted degraded,
+	// kept for reconciliation (one entry per token). If zero, 10000. Once
+	// full, further tokens are still accepted but not recorded; the audit
+	// log and ReconcileSummary say how many were missed.
+	MaxDegradedRecords int
+
 	// OnFallbackEnter is called when refreshes start failing and the
 	// Verifier enters fallback mode. Hooks may be nil, may be called
 	// concurrently, are called without any lock held, and must not block.
@@ -114,6 +144,16 @@ type Config struct {
 	OnFallbackExit func(FallbackEvent)
 	// OnRefreshError is called for every failed refresh.
 	OnRefreshError func(RefreshErrorEvent)
+	// OnReconcile is called, once the IdP is back, for every token that
+	// was accepted degraded and is now found revoked or signed by a key
+	// that left the key set, so the service can end the session and undo
+	// or flag what it did. See [ReconcileEvent].
+	OnReconcile func(ReconcileEvent)
+	// OnRevocation is called for each revocation Revocations sees for the
+	// first time, when Revocations is a [*RevocationList] or a
+	// [*MemoryRevocations] (in addition to their own hooks). For another
+	// source, call your hook from the source itself.
+	OnRevocation func(RevocationEvent)
 }
 
 // FallbackEvent describes an entry into or an exit from fallback mode.
@@ -166,10 +206,37 @@ func (c *Config) validate() error {
 	if c.Leeway < 0 || c.Leeway > MaxLeeway {
 		return fmt.Errorf("authfallback: Leeway %v out of range [0, %v]", c.Leeway, MaxLeeway)
 	}
-	if c.RefreshInterval < 0 || c.MaxStaleness < 0 || c.FetchTimeout < 0 || c.UnknownKIDRefreshInterval < 0 || c.MaxTokenSize < 0 {
+	if c.RefreshInterval < 0 || c.MaxStaleness < 0 || c.FetchTimeout < 0 || c.UnknownKIDRefreshInterval < 0 || c.MaxTokenSize < 0 || c.MaxDegradedRecords < 0 {
 		return errors.New("authfallback: negative duration or size in Config")
 	}
+	if err := c.Policy.validate(); err != nil {
+		return err
+	}
+	if o := c.Offline; o != nil {
+		if o.cfg.Issuer == c.Issuer {
+			return errors.New("authfallback: Config.Offline must have an issuer of its own, not Config.Issuer")
+		}
+		shared := false
+		for _, a := range o.cfg.Audience {
+			shared = shared || contains(c.Audience, a)
+		}
+		if !shared {
+			return errors.New("authfallback: Config.Offline: OfflineConfig.Audience must include one of Config.Audience")
+		}
+		for _, s := range o.cfg.AllowedScopes {
+			if !contains(c.Policy.AllowedScopes, s) {
+				return fmt.Errorf("authfallback: Config.Offline allows scope %q, which is not in Policy.AllowedScopes", s)
+			}
+		}
+	}
 	return nil
+}
+
+func (c *Config) maxDegradedRecords() int {
+	if c.MaxDegradedRecords > 0 {
+		return c.MaxDegradedRecords
+	}
+	return DefaultMaxDegradedRecords
 }
 
 func (c *Config) refreshInterval() time.Duration {

@@ -241,7 +241,11 @@ func TestMaxStalenessFromCacheFile(t *testing.T) {
 	assert.True(t, h.v.Status().Stale)
 
 	// A longer MaxStaleness trusts the same keys, degraded.
-	h2 := newHarness(t, idp, func(c *authfallback.Config) { c.CacheFile = file; c.MaxStaleness = 48 * time.Hour })
+	h2 := newHarness(t, idp, func(c *authfallback.Config) {
+		c.CacheFile = file
+		c.MaxStaleness = 48 * time.Hour
+		c.Policy.MaxOfflineDuration = 72 * time.Hour
+	})
 	require.Error(t, h2.v.Refresh(context.Background()))
 	res, err := h2.verify(tok)
 	require.NoError(t, err)

@@ -42,6 +42,9 @@ type verifyKey struct {
 	// reason, if set, marks every token this key verifies as degraded with
 	// this reason (e.g. "offline-token").
 	reason string
+	// offline, if set, is the issuer of this offline key, whose claims
+	// policy (checkOfflineClaims) every token it verifies must pass.
+	offline *OfflineIssuer
 }
 
 // keySet is an immutable set of verification keys, swapped atomically.

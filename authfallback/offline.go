@@ -1,7 +1,6 @@
 package authfallback
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -32,8 +31,6 @@ const (
 	// ReasonOfflineToken is the Result.Reason of a request authenticated
 	// with an offline token.
 	ReasonOfflineToken = "offline-token"
-	// offlineMaxTokenSize bounds an offline token that is parsed at all.
-	offlineMaxTokenSize = 4 << 10
 )
 
 // ErrOfflineRefused is the error of [OfflineIssuer.Issue] when it refuses
@@ -54,8 +51,9 @@ type OfflineConfig struct {
 	// the IdP's issuer, so an offline token is never mistaken for an IdP
 	// token.
 	Issuer string
-	// Audience, if set, is the "aud" of offline tokens, and Verify requires
-	// one of its values.
+	// Audience is the "aud" of offline tokens. A Verifier that trusts this
+	// issuer (Config.Offline) requires one of its values to be in
+	// Config.Audience, so set it to the services that accept the tokens.
 	Audience []string
 	// Key signs offline tokens (EdDSA). Required. Use Rotate to replace it.
 	Key ed25519.PrivateKey
@@ -63,14 +61,17 @@ type OfflineConfig struct {
 	// public key.
 	KeyID string
 	// TTL is the lifetime of an offline token. If zero, 5 minutes. At most
-	// 15 minutes ([MaxOfflineTTL]); Verify refuses tokens that live longer.
+	// 15 minutes ([MaxOfflineTTL]); a Verifier refuses offline tokens that
+	// live longer.
 	TTL time.Duration
 	// AllowedScopes are the only scopes an offline token may carry.
 	// Required. Minted tokens carry the intersection of the requested
-	// scopes, the caller's and these; Verify refuses any other scope.
+	// scopes, the caller's and these; a Verifier refuses any other scope.
+	// They must be within the Verifier's Policy.AllowedScopes.
 	AllowedScopes []string
-	// Leeway is the clock skew Verify allows on exp and iat. If zero,
-	// none. At most 60 seconds.
+	// Leeway is added to the TTL for which a previous key stays trusted
+	// after Rotate (the Verifier's own Config.Leeway applies to exp and
+	// iat). If zero, none. At most 60 seconds.
 	Leeway time.Duration
 	// AuditLog receives one event per issued token (subject, jti, scopes,
 	// TTL, token hash; never the token). If nil, slog.Default() is used.
@@ -114,6 +115,9 @@ type offlineKey struct {
 	// retireAt: zero for the current key; a previous key is trusted until
 	// then (one TTL plus leeway after the rotation).
 	retireAt time.Time
+	// vk is the key as a Verifier uses it; the same pointer across
+	// rotations, so verified-token cache entries stay valid.
+	vk *verifyKey
 }
 
 // offlineRing is an immutable key ring, swapped atomically.
@@ -123,10 +127,13 @@ type offlineRing struct {
 }
 
 // OfflineIssuer mints short-lived offline tokens signed with a local Ed25519
-// key, and verifies them. Use it when the IdP's token endpoint is down:
-// callers whose primary token still verifies exchange it for an offline
-// token ([OfflineIssuer.ExchangeHandler]), which the service accepts
-// ([OfflineIssuer.Verify]) as degraded with reason "offline-token".
+// key. Use it when the IdP's token endpoint is down: callers whose primary
+// token still verifies exchange it for an offline token
+// ([OfflineIssuer.ExchangeHandler]), which a [Verifier] configured with
+// Config.Offline accepts as degraded with reason "offline-token", while its
+// Policy allows (by default only in fallback mode). The Verifier is the
+// only place offline tokens are verified, so they pass the same checks,
+// the same policy and the same revocation list as any other token.
 //
 // Offline tokens carry iss (OfflineConfig.Issuer), sub (the caller's),
 // aud (if configured), iat, exp (at most 15 minutes later), a random jti
@@ -134,14 +141,14 @@ type offlineRing struct {
 // audit event.
 //
 // Keys rotate without a restart ([OfflineIssuer.Rotate]): the previous
-// public key stays trusted for one TTL, so tokens in flight still verify.
+// public key stays trusted for one TTL, so tokens in flight still verify;
+// a Verifier sees a rotation at once.
 // An OfflineIssuer is safe for concurrent use.
 type OfflineIssuer struct {
 	cfg     OfflineConfig
 	ttl     time.Duration
 	allowed map[string]struct{}
 	audit   *slog.Logger
-	opts    []jwt.ParserOption
 
 	rotateMu sync.Mutex
 	ring     atomic.Pointer[offlineRing]
@@ -176,18 +183,7 @@ func NewOfflineIssuer(cfg OfflineConfig) (*OfflineIssuer, error) {
 		}
 		o.allowed[s] = struct{}{}
 	}
-	opts := []jwt.ParserOption{
-		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
-		jwt.WithIssuer(cfg.Issuer),
-		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithLeeway(cfg.Leeway),
-	}
-	if len(cfg.Audience) > 0 {
-		opts = append(opts, jwt.WithAudience(o.cfg.Audience...))
-	}
-	o.opts = opts
-	k, err := offlineNewKey(cfg.Key, cfg.KeyID)
+	k, err := o.newKey(cfg.Key, cfg.KeyID)
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +191,7 @@ func NewOfflineIssuer(cfg OfflineConfig) (*OfflineIssuer, error) {
 	return o, nil
 }
 
-func offlineNewKey(priv ed25519.PrivateKey, kid string) (*offlineKey, error) {
+func (o *OfflineIssuer) newKey(priv ed25519.PrivateKey, kid string) (*offlineKey, error) {
 	if len(priv) != ed25519.PrivateKeySize {
 		return nil, errors.New("authfallback: not an Ed25519 private key")
 	}
@@ -206,7 +202,12 @@ func offlineNewKey(priv ed25519.PrivateKey, kid string) (*offlineKey, error) {
 	if len(kid) > MaxKIDLength {
 		return nil, errors.New("authfallback: offline key id too long")
 	}
-	return &offlineKey{kid: kid, pub: pub, priv: slices.Clone(priv)}, nil
+	vk := &verifyKey{
+		kid: kid, alg: jwt.SigningMethodEdDSA.Alg(), pub: pub,
+		fp:     "offline." + kid + "." + base64.RawURLEncoding.EncodeToString(pub),
+		issuer: o.cfg.Issuer, reason: ReasonOfflineToken, offline: o,
+	}
+	return &offlineKey{kid: kid, pub: pub, priv: slices.Clone(priv), vk: vk}, nil
 }
 
 // offlineThumbprint is the RFC 7638 JWK thumbprint of an Ed25519 key.
@@ -217,11 +218,11 @@ func offlineThumbprint(pub ed25519.PublicKey) string {
 }
 
 // Rotate makes key (with key id kid; if empty, its thumbprint) the signing
-// key. The previous keys stay trusted by Verify for one TTL plus Leeway, so
+// key. The previous keys stay trusted for one TTL plus Leeway, so
 // tokens already issued keep verifying until they expire. Rotating to a kid
 // that is in use with another key fails.
 func (o *OfflineIssuer) Rotate(key ed25519.PrivateKey, kid string) error {
-	k, err := offlineNewKey(key, kid)
+	k, err := o.newKey(key, kid)
 	if err != nil {
 		return err
 	}
@@ -238,7 +239,7 @@ func (o *OfflineIssuer) Rotate(key ed25519.PrivateKey, kid string) error {
 			continue
 		}
 		if pk.retireAt.IsZero() { // the current key until now
-			pk = &offlineKey{kid: pk.kid, pub: pk.pub, retireAt: now.Add(o.ttl + o.cfg.Leeway)}
+			pk = &offlineKey{kid: pk.kid, pub: pk.pub, retireAt: now.Add(o.ttl + o.cfg.Leeway), vk: pk.vk}
 		}
 		if now.Before(pk.retireAt) {
 			n.byKID[kid] = pk
@@ -248,7 +249,7 @@ func (o *OfflineIssuer) Rotate(key ed25519.PrivateKey, kid string) error {
 	return nil
 }
 
-// PublicKeys returns the public keys Verify trusts now, by kid: the
+// PublicKeys returns the public keys trusted now, by kid: the
 // current key and previous keys not yet retired.
 func (o *OfflineIssuer) PublicKeys() map[string]ed25519.PublicKey {
 	now := time.Now()
@@ -261,7 +262,7 @@ func (o *OfflineIssuer) PublicKeys() map[string]ed25519.PublicKey {
 	return m
 }
 
-// JWKS returns the public keys Verify trusts now as a JSON Web Key Set
+// JWKS returns the public keys trusted now as a JSON Web Key Set
 // (RFC 7517; kty OKP, crv Ed25519, alg EdDSA, use sig), sorted by kid.
 func (o *OfflineIssuer) JWKS() []byte {
 	type jwk struct {
@@ -364,80 +365,22 @@ func (o *OfflineIssuer) Issue(ctx context.Context, primary *Result, requested []
 	return &OfflineToken{Token: raw, ID: jti, Scopes: scopes, ExpiresAt: exp}, nil
 }
 
-// Verify verifies an offline token at time now. It accepts only alg
-// EdDSA, a kid of a trusted key (current, or previous and not yet
-// retired), the configured issuer (and audience, if set), an unexpired
-// token with iat, sub and jti whose lifetime (exp - iat) is at most TTL,
-// and scopes within AllowedScopes. The Result is Degraded with Reason
-// "offline-token". Errors match ErrInvalidToken.
-//
-// Verify does not decide whether offline tokens are acceptable right now
-// (e.g. only in fallback mode); the caller's policy does.
-func (o *OfflineIssuer) Verify(raw string, now time.Time) (*Result, error) {
-	if len(raw) > offlineMaxTokenSize {
-		return nil, offlineInvalid(errors.New("token too large"))
-	}
-	var kid string
-	parser := jwt.NewParser(append(slices.Clip(o.opts), jwt.WithTimeFunc(func() time.Time { return now }))...)
-	tok, err := parser.Parse(raw, func(t *jwt.Token) (any, error) {
-		if _, ok := t.Header["crit"]; ok {
-			return nil, errors.New(`unsupported "crit" header`)
-		}
-		kid, _ = t.Header["kid"].(string)
-		pub, ok := o.offlinePublicKey(kid, now)
-		if !ok {
-			return nil, errors.New("unknown offline key id")
-		}
-		return pub, nil
-	})
-	if err != nil {
-		return nil, offlineInvalid(err)
-	}
-	claims, ok := tok.Claims.(jwt.MapClaims)
-	if !ok {
-		return nil, offlineInvalid(errors.New("unexpected claims type"))
-	}
-	if err := o.checkOfflineClaims(claims); err != nil {
-		return nil, err
-	}
-	exp, _ := claims.GetExpirationTime()
-	iat, _ := claims.GetIssuedAt()
-	sub, _ := claims["sub"].(string)
-	jti, _ := claims["jti"].(string)
-	scope, _ := claims["scope"].(string)
-	scopes := strings.Fields(scope)
-	h := sha256.Sum256([]byte(raw))
-	return &Result{
-		Subject:   sub,
-		Scopes:    scopes,
-		Claims:    claims,
-		Issuer:    o.cfg.Issuer,
-		KeyID:     kid,
-		ExpiresAt: exp.Time,
-		IssuedAt:  iat.Time,
-		ID:        jti,
-		TokenHash: hex.EncodeToString(h[:]),
-		Degraded:  true,
-		Reason:    ReasonOfflineToken,
-	}, nil
-}
-
-// offlinePublicKey returns the trusted public key kid at now: the current
-// key, or a previous one not yet retired. Lock-free, no allocation; the
-// seam for a verifier that checks the signature itself.
-func (o *OfflineIssuer) offlinePublicKey(kid string, now time.Time) (ed25519.PublicKey, bool) {
+// trustedKey returns the key kid as a Verifier uses it, if it is trusted
+// at now: the current key, or a previous one not yet retired. Lock-free,
+// no allocation.
+func (o *OfflineIssuer) trustedKey(kid string, now time.Time) *verifyKey {
 	k := o.ring.Load().byKID[kid]
 	if k == nil || (!k.retireAt.IsZero() && !now.Before(k.retireAt)) {
-		return nil, false
+		return nil
 	}
-	return k.pub, true
+	return k.vk
 }
 
-// checkOfflineClaims applies the offline token policy to claims whose
-// signature, issuer, exp and iat have been verified: iat and exp present,
-// lifetime (exp - iat) at most TTL, sub and jti present, at least one
-// scope, every scope in AllowedScopes. Errors match ErrInvalidToken. A
-// verifier that checks offline tokens with its own parser must call it.
+// checkOfflineClaims applies the offline token rules to claims whose
+// signature, issuer, audience, exp and iat the Verifier has checked: iat
+// and exp present, lifetime (exp - iat) at most TTL, sub and jti present,
+// at least one scope, every scope in AllowedScopes. Errors match
+// ErrInvalidToken.
 func (o *OfflineIssuer) checkOfflineClaims(claims jwt.MapClaims) error {
 	exp, err1 := claims.GetExpirationTime()
 	iat, err2 := claims.GetIssuedAt()
@@ -463,30 +406,6 @@ func (o *OfflineIssuer) checkOfflineClaims(claims jwt.MapClaims) error {
 		}
 	}
 	return nil
-}
-
-// IsOfflineToken reports, without verifying it, whether raw claims to be an
-// offline token of o (its "iss" is o's issuer), so a verifier can route it
-// to Verify. Never trust the answer for anything else.
-func (o *OfflineIssuer) IsOfflineToken(raw string) bool {
-	if len(raw) > offlineMaxTokenSize {
-		return false
-	}
-	parts := strings.SplitN(raw, ".", 3)
-	if len(parts) != 3 {
-		return false
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return false
-	}
-	var c struct {
-		Iss string `json:"iss"`
-	}
-	if json.NewDecoder(bytes.NewReader(b)).Decode(&c) != nil {
-		return false
-	}
-	return c.Iss == o.cfg.Issuer
 }
 
 // refuse writes a refused issuance to the audit log and returns err.

@@ -7,11 +7,13 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -86,7 +88,7 @@ func TestOfflineIssueAndVerify(t *testing.T) {
 	assert.Equal(t, []string{"orders:read", "profile"}, tok.Scopes, "narrowed to AllowedScopes")
 	assert.Len(t, tok.ID, 22)
 
-	res, err := o.Verify(tok.Token, time.Now())
+	res, err := offlineVerify(t, o, tok.Token)
 	require.NoError(t, err)
 	assert.Equal(t, "alice", res.Subject)
 	assert.Equal(t, tok.Scopes, res.Scopes)
@@ -97,7 +99,6 @@ func TestOfflineIssueAndVerify(t *testing.T) {
 	assert.Equal(t, ReasonOfflineToken, res.Reason)
 	assert.Equal(t, tok.ExpiresAt, res.ExpiresAt)
 	assert.Equal(t, 10*time.Minute, res.ExpiresAt.Sub(res.IssuedAt))
-	assert.True(t, o.IsOfflineToken(tok.Token))
 
 	// Audit: one event with the hash, never the token.
 	out := logs.String()
@@ -136,7 +137,7 @@ func TestOfflineIssueNarrowsAndRefuses(t *testing.T) {
 	assert.ErrorIs(t, err, ErrOfflineRefused, "no subject")
 
 	// No chaining: an offline token never buys another one.
-	res, err := o.Verify(tok.Token, time.Now())
+	res, err := offlineVerify(t, o, tok.Token)
 	require.NoError(t, err)
 	_, err = o.Issue(ctx, res, nil)
 	assert.ErrorIs(t, err, ErrOfflineRefused)
@@ -165,7 +166,7 @@ func TestOfflineVerifyRefuses(t *testing.T) {
 		}
 		return c
 	}
-	_, err := o.Verify(offlineSign(t, key, "k1", good()), now)
+	_, err := offlineVerify(t, o, offlineSign(t, key, "k1", good()))
 	require.NoError(t, err, "the baseline verifies")
 
 	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -208,12 +209,12 @@ func TestOfflineVerifyRefuses(t *testing.T) {
 		"alg HS256 with pub":   hsTok,
 		"alg none":             noneTok,
 		"crit header":          critTok,
-		"too large":            offlineSign(t, key, "k1", with("pad", strings.Repeat("x", offlineMaxTokenSize))),
+		"too large":            offlineSign(t, key, "k1", with("pad", strings.Repeat("x", DefaultMaxTokenSize))),
 		"garbage":              "a.b.c",
 	}
 	for name, tok := range cases {
 		t.Run(name, func(t *testing.T) {
-			res, err := o.Verify(tok, now)
+			res, err := offlineVerify(t, o, tok)
 			assert.Nil(t, res)
 			assert.ErrorIs(t, err, ErrInvalidToken)
 		})
@@ -257,7 +258,7 @@ func TestOfflineRotation(t *testing.T) {
 			"iss": offlineTestIssuer, "aud": "api", "sub": "alice", "jti": "x",
 			"iat": time.Now().Unix(), "exp": time.Now().Add(time.Minute).Unix(), "scope": "profile",
 		})
-		_, err = o.Verify(forged, time.Now())
+		_, err = offlineVerify(t, o, forged)
 		assert.ErrorIs(t, err, ErrInvalidToken, "retired key")
 		later, err := o.Issue(ctx, offlinePrimary(), nil)
 		require.NoError(t, err)
@@ -267,9 +268,41 @@ func TestOfflineRotation(t *testing.T) {
 
 func mustVerify(t *testing.T, o *OfflineIssuer, tok string) *Result {
 	t.Helper()
-	res, err := o.Verify(tok, time.Now())
+	res, err := offlineVerify(t, o, tok)
 	require.NoError(t, err)
 	return res
+}
+
+// offlineVerifier returns a Verifier that trusts o and accepts its tokens
+// outside fallback mode, with a key set from a CacheFile only (no network,
+// no goroutine: usable in a synctest bubble).
+func offlineVerifier(t testing.TB, o *OfflineIssuer) *Verifier {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	doc, err := json.Marshal(map[string]any{"keys": []map[string]string{{
+		"kty": "OKP", "crv": "Ed25519", "kid": "idp-1", "x": base64.RawURLEncoding.EncodeToString(pub),
+	}}})
+	require.NoError(t, err)
+	ks, err := parseKeySet(doc, []string{"EdDSA"})
+	require.NoError(t, err)
+	ks.fetchedAt = time.Now()
+	path := filepath.Join(t.TempDir(), "jwks.json")
+	require.NoError(t, writeCacheFile(path, ks))
+	v, err := New(Config{
+		Issuer: "https://idp.example.com/", Audience: []string{"api"}, CacheFile: path,
+		Offline: o, AcceptOfflineTokensAlways: true,
+		Policy:   Policy{AllowedScopes: []string{"orders:read", "profile"}},
+		AuditLog: slog.New(slog.DiscardHandler),
+	})
+	require.NoError(t, err)
+	return v
+}
+
+// offlineVerify verifies tok with a fresh offlineVerifier for o.
+func offlineVerify(t testing.TB, o *OfflineIssuer, tok string) (*Result, error) {
+	t.Helper()
+	return offlineVerifier(t, o).Verify(context.Background(), tok)
 }
 
 func TestOfflineConfigValidation(t *testing.T) {
@@ -316,7 +349,7 @@ func TestOfflineExchangeHandler(t *testing.T) {
 	assert.Equal(t, "orders:read", body.Scope)
 	assert.Equal(t, OfflineTokenType, body.IssuedTokenType)
 	assert.InDelta(t, 600, body.ExpiresIn, 2)
-	res, err := o.Verify(body.AccessToken, time.Now())
+	res, err := offlineVerify(t, o, body.AccessToken)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"orders:read"}, res.Scopes)
 	assert.NotContains(t, logs.String(), body.AccessToken)
@@ -356,8 +389,9 @@ func FuzzOfflineVerify(f *testing.F) {
 	f.Add(tok.Token)
 	f.Add("eyJhbGciOiJub25lIn0.e30.")
 	f.Add("a.b.c")
+	v := offlineVerifier(f, o)
 	f.Fuzz(func(t *testing.T, raw string) {
-		res, err := o.Verify(raw, time.Now())
+		res, err := v.Verify(context.Background(), raw)
 		if err == nil {
 			// Only a token minted by o can verify (Ed25519 is not forgeable
 			// by a fuzzer), and it must be within policy.
@@ -365,12 +399,12 @@ func FuzzOfflineVerify(f *testing.F) {
 				t.Fatalf("accepted out of policy: %+v", res)
 			}
 		}
-		_ = o.IsOfflineToken(raw)
 	})
 }
 
-// BenchmarkOfflineVerify measures Verify; the baseline is the bare
-// jwt/v5 parse of the same token with the same key.
+// BenchmarkOfflineVerify measures a Verifier's first verification of an
+// offline token (the verified-token cache is off); the baseline is the
+// bare jwt/v5 parse of the same token with the same key.
 func BenchmarkOfflineVerify(b *testing.B) {
 	o, _ := newOfflineT(b, func(c *OfflineConfig) { c.AuditLog = slog.New(slog.DiscardHandler) })
 	tok, err := o.Issue(context.Background(), offlinePrimary(), nil)
@@ -385,10 +419,12 @@ func BenchmarkOfflineVerify(b *testing.B) {
 			}
 		}
 	})
+	v := offlineVerifier(b, o)
+	v.cache = newTokenCache(0)
 	b.Run("verify", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := o.Verify(tok.Token, time.Now()); err != nil {
+			if _, err := v.Verify(context.Background(), tok.Token); err != nil {
 				b.Fatal(err)
 			}
 		}

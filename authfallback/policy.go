@@ -2,17 +2,305 @@ package authfallback
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"time"
 )
 
+// Defaults of [Policy].
+const (
+	DefaultMaxOfflineDuration = 30 * time.Minute
+	DefaultExpiredGrace       = 10 * time.Minute
+	DefaultMaxGraceTokens     = 10000
+	// ReasonExpiredGrace is the Result.Reason of a token accepted in the
+	// grace window after its expiry (see Policy.ExpiredGrace).
+	ReasonExpiredGrace = "expired-grace"
+)
+
+// Errors of the fallback policy and of revocation. Match them with
+// errors.Is.
+var (
+	// ErrFallbackExpired: the Verifier has been in fallback mode longer
+	// than Policy.MaxOfflineDuration, so it accepts nothing degraded any
+	// more (fail closed). It matches ErrUnavailable: the token is not at
+	// fault, and Handler answers 503 with Retry-After, like a Verifier
+	// without keys.
+	ErrFallbackExpired = fmt.Errorf("%w: fallback mode lasted longer than Policy.MaxOfflineDuration", ErrUnavailable)
+	// ErrOutsidePolicy: a degraded token the policy refuses: an offline
+	// token while offline tokens are not accepted, or with a scope outside
+	// Policy.AllowedScopes, or a token older than Policy.MaxTokenAge. It
+	// matches ErrInvalidToken (401).
+	ErrOutsidePolicy = fmt.Errorf("%w: refused by the fallback policy", ErrInvalidToken)
+	// ErrRevoked: the token, or every token of its subject issued until a
+	// time, is revoked (Config.Revocations). It matches ErrInvalidToken.
+	ErrRevoked = fmt.Errorf("%w: token revoked", ErrInvalidToken)
+)
+
+var (
+	errOfflineNotNow = fmt.Errorf("%w: offline tokens are accepted only in fallback mode", ErrOutsidePolicy)
+	errOfflineScope  = fmt.Errorf("%w: offline token scope outside AllowedScopes", ErrOutsidePolicy)
+	errTokenTooOld   = fmt.Errorf("%w: token older than MaxTokenAge", ErrOutsidePolicy)
+)
+
+// Policy is the fallback policy of a [Verifier]: what it still accepts
+// while the IdP is unreachable. It applies to every Result degraded by
+// fallback mode (ReasonJWKSUnreachable, ReasonJWKSInvalid), to offline
+// tokens and to tokens in the expired grace window. It does not apply to
+// tokens verified normally, nor to ReasonJWKSStale (old keys that no
+// refresh has failed to confirm yet, bounded by MaxStaleness).
+//
+// The zero value is the safe default: 30 minutes of fallback, no scope at
+// all for degraded requests, no limit on token age, 10 minutes of grace.
+type Policy struct {
+	// MaxOfflineDuration is how long fallback mode may last before
+	// degraded acceptance stops and verification fails closed with
+	// ErrFallbackExpired (503 with Retry-After: the token is not at fault,
+	// the service cannot confirm it). It is measured from the start of
+	// fallback mode, or from when the key set in use was due for its
+	// refresh if that is earlier, so a restart during an outage does not
+	// reset it. If zero, 30 minutes.
+	MaxOfflineDuration time.Duration
+	// AllowedScopes are the only scopes a degraded Result keeps: its
+	// Scopes are the intersection with the token's, and
+	// Result.RemovedScopes lists what was stripped. Offline tokens with a
+	// scope outside it are refused. If empty, a degraded Result keeps no
+	// scope at all: fallback never widens access, so a forgotten setting
+	// fails towards less access (authenticated, nothing authorized), never
+	// towards all of it. There is no wildcard.
+	AllowedScopes []string
+	// MaxTokenAge refuses (401) a degraded token whose "iat" is older than
+	// this, or that has no "iat", so tokens issued long before the outage
+	// are not honoured during it. If zero, no limit.
+	MaxTokenAge time.Duration
+	// ExpiredGrace is how long after its "exp" a token is still accepted,
+	// once, in fallback mode, if this Verifier saw it valid before fallback
+	// mode began and it expired during fallback mode (its holder could not
+	// renew it: the IdP is down). It is marked with ReasonExpiredGrace. A
+	// token this Verifier never saw valid never gets grace. If zero,
+	// 10 minutes; if negative, no grace.
+	ExpiredGrace time.Duration
+	// MaxGraceTokens bounds the record of tokens seen valid, which grace
+	// requires. If zero, 10000.
+	MaxGraceTokens int
+}
+
+func (p *Policy) validate() error {
+	if p.MaxOfflineDuration < 0 || p.MaxTokenAge < 0 || p.MaxGraceTokens < 0 {
+		return errors.New("authfallback: negative duration or size in Config.Policy")
+	}
+	for _, s := range p.AllowedScopes {
+		if s == "" || strings.ContainsAny(s, " \t\r\n") {
+			return fmt.Errorf("authfallback: Policy.AllowedScopes: invalid scope %q", s)
+		}
+	}
+	return nil
+}
+
+func (p *Policy) maxOfflineDuration() time.Duration {
+	if p.MaxOfflineDuration > 0 {
+		return p.MaxOfflineDuration
+	}
+	return DefaultMaxOfflineDuration
+}
+
+func (p *Policy) expiredGrace() time.Duration {
+	switch {
+	case p.ExpiredGrace < 0:
+		return 0
+	case p.ExpiredGrace == 0:
+		return DefaultExpiredGrace
+	}
+	return p.ExpiredGrace
+}
+
+func (p *Policy) maxGraceTokens() int {
+	if p.MaxGraceTokens > 0 {
+		return p.MaxGraceTokens
+	}
+	return DefaultMaxGraceTokens
+}
+
 // admit is the policy check point. It runs after every successful
 // verification, fresh or from the verified-token cache, with Degraded and
-// Reason already set, and before the Result is returned. It may refuse the
-// token (return an error; wrap ErrInvalidToken for a 401) or return a
-// narrowed copy of res; it must not modify res, which may be cached.
-//
-// The fallback policy (AllowedScopes, MaxOfflineDuration, grace windows,
-// revocation) plugs in here. Today it admits everything.
-func (v *Verifier) admit(_ context.Context, res *Result, _ time.Time) (*Result, error) {
+// Reason already set, and before the Result is returned. It refuses
+// revoked tokens, applies the fallback policy to degraded Results and
+// records them for reconciliation. A degraded res is always a copy made for
+// this call, so admit may narrow it in place (never its slices); a
+// non-degraded res may be cached and is returned as is.
+func (v *Verifier) admit(ctx context.Context, res *Result, ks *keySet, now time.Time) (*Result, error) {
+	if r := v.cfg.Revocations; r != nil {
+		if revoked, rule := r.Revoked(res.Subject, res.ID, res.IssuedAt); revoked {
+			v.audit.LogAttrs(ctx, slog.LevelInfo, "authfallback: revoked token refused",
+				slog.String("token_hash", res.TokenHash), slog.String("rule", rule),
+				slog.String("sub", res.Subject), slog.String("jti", res.ID), slog.String("reason", res.Reason))
+			return nil, fmt.Errorf("%w (%s)", ErrRevoked, rule)
+		}
+	}
+	if !res.Degraded {
+		return res, nil
+	}
+	if res.Reason != ReasonJWKSStale {
+		if err := v.applyPolicy(res, ks, now); err != nil {
+			return nil, err
+		}
+	}
+	v.records.add(res, now)
 	return res, nil
+}
+
+// applyPolicy applies the fallback policy to the degraded copy res.
+func (v *Verifier) applyPolicy(res *Result, ks *keySet, now time.Time) error {
+	p := &v.cfg.Policy
+	fb := v.fb.Load()
+	if fb != nil && !now.Before(v.offlineDeadline(fb, ks)) {
+		return ErrFallbackExpired
+	}
+	if res.Reason == ReasonOfflineToken {
+		if fb == nil && !v.cfg.AcceptOfflineTokensAlways {
+			return errOfflineNotNow
+		}
+		for _, s := range res.Scopes {
+			if !contains(p.AllowedScopes, s) {
+				return errOfflineScope
+			}
+		}
+	}
+	if p.MaxTokenAge > 0 && (res.IssuedAt.IsZero() || now.Sub(res.IssuedAt) > p.MaxTokenAge) {
+		return errTokenTooOld
+	}
+	kept := 0
+	for _, s := range res.Scopes {
+		if contains(p.AllowedScopes, s) {
+			kept++
+		}
+	}
+	if kept < len(res.Scopes) {
+		scopes := make([]string, 0, kept)
+		var removed []string
+		for _, s := range res.Scopes {
+			if contains(p.AllowedScopes, s) {
+				scopes = append(scopes, s)
+			} else {
+				removed = append(removed, s)
+			}
+		}
+		res.Scopes, res.RemovedScopes = scopes, removed
+	}
+	return nil
+}
+
+// offlineDeadline is when degraded acceptance stops in the fallback state
+// fb: MaxOfflineDuration after fallback mode began, or after the key set
+// in use was due for a refresh if that is earlier (a restart during an
+// outage does not reset the clock).
+func (v *Verifier) offlineDeadline(fb *fallbackState, ks *keySet) time.Time {
+	start := fb.since
+	if ks != nil {
+		if due := ks.fetchedAt.Add(v.refreshInterval()); due.Before(start) {
+			start = due
+		}
+	}
+	return start.Add(v.cfg.Policy.maxOfflineDuration())
+}
+
+// graceBook remembers tokens verified normally (by token hash), so that one
+// that expires during fallback mode can be accepted once in the grace
+// window. It is bounded; taking an entry removes it, which makes grace
+// single-use.
+type graceBook struct {
+	max   int
+	grace time.Duration
+	mu    sync.Mutex
+	m     map[[32]byte]graceEntry
+}
+
+type graceEntry struct {
+	res  *Result
+	key  *verifyKey
+	seen time.Time
+}
+
+func newGraceBook(max int, grace time.Duration) *graceBook {
+	if grace <= 0 {
+		return &graceBook{}
+	}
+	return &graceBook{max: max, grace: grace, m: make(map[[32]byte]graceEntry)}
+}
+
+// remember records a token seen valid (not degraded) at now.
+func (g *graceBook) remember(h [32]byte, res *Result, k *verifyKey, now time.Time) {
+	if g.max <= 0 || res.ExpiresAt.IsZero() {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.m[h]; ok {
+		return
+	}
+	if len(g.m) >= g.max {
+		for x, e := range g.m {
+			if now.After(e.res.ExpiresAt.Add(g.grace)) {
+				delete(g.m, x)
+			}
+		}
+		for x := range g.m {
+			if len(g.m) < g.max-g.max/10 || len(g.m) == 0 {
+				break
+			}
+			delete(g.m, x)
+		}
+	}
+	g.m[h] = graceEntry{res: res, key: k, seen: now}
+}
+
+// take removes and returns the entry of h if ok accepts it.
+func (g *graceBook) take(h [32]byte, ok func(graceEntry) bool) (graceEntry, bool) {
+	if g.max <= 0 {
+		return graceEntry{}, false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	e, found := g.m[h]
+	if !found || !ok(e) {
+		return graceEntry{}, false
+	}
+	delete(g.m, h)
+	return e, true
+}
+
+// tryGrace accepts an expired token once if the grace rules allow it: in
+// fallback mode, seen valid before fallback mode began, expired after it
+// began, at most ExpiredGrace ago, and its key still trusted. It reports
+// false when grace does not apply.
+func (v *Verifier) tryGrace(ctx context.Context, h [32]byte, ks *keySet, now time.Time) (res *Result, applied bool, err error) {
+	fb := v.fb.Load()
+	if fb == nil || v.grace.max <= 0 {
+		return nil, false, nil
+	}
+	e, ok := v.grace.take(h, func(e graceEntry) bool {
+		exp := e.res.ExpiresAt
+		return e.seen.Before(fb.since) && exp.After(fb.since) && !now.After(exp.Add(v.grace.grace)) &&
+			v.lookup(ks, e.res.KeyID, now) == e.key && v.checkFresh(e.key, ks, now) == nil
+	})
+	if !ok {
+		return nil, false, nil
+	}
+	d := *e.res
+	d.Degraded = true
+	d.Reason = ReasonExpiredGrace
+	res, err = v.finish(ctx, &d, ks, now)
+	attrs := []slog.Attr{
+		slog.String("token_hash", d.TokenHash), slog.String("sub", d.Subject),
+		slog.Time("expired_at", d.ExpiresAt), slog.Duration("expired_for", now.Sub(d.ExpiresAt)),
+		slog.Time("seen_valid_at", e.seen), slog.Time("fallback_since", fb.since),
+	}
+	if err != nil {
+		v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: expired grace refused", append(attrs, slog.String("error", err.Error()))...)
+		return nil, true, err
+	}
+	v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: expired grace used", attrs...)
+	return res, true, nil
 }

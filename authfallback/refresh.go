@@ -176,7 +176,7 @@ func (v *Verifier) applySuccess(ctx context.Context, ks *keySet, now time.Time) 
 		}
 	}
 	v.keys.Store(ks)
-	v.cache.retain(func(kid string) *verifyKey { return v.lookup(ks, kid) })
+	v.cache.retain(func(kid string) *verifyKey { return v.lookup(ks, kid, now) })
 	var writeErr error
 	if v.cfg.CacheFile != "" {
 		writeErr = writeCacheFile(v.cfg.CacheFile, ks)
@@ -193,16 +193,17 @@ func (v *Verifier) applySuccess(ctx context.Context, ks *keySet, now time.Time) 
 		if writeErr != nil {
 			v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: cache file not written", slog.String("error", writeErr.Error()))
 		}
-		if fb == nil {
-			return
+		if fb != nil {
+			ev := FallbackEvent{Reason: fb.reason, Since: fb.since, Duration: now.Sub(fb.since)}
+			v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: fallback mode exit",
+				slog.String("reason", fb.reason), slog.Time("since", fb.since), slog.Duration("duration", ev.Duration),
+				slog.Int("keys", len(ks.byKID)))
+			if v.cfg.OnFallbackExit != nil {
+				v.cfg.OnFallbackExit(ev)
+			}
 		}
-		ev := FallbackEvent{Reason: fb.reason, Since: fb.since, Duration: now.Sub(fb.since)}
-		v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: fallback mode exit",
-			slog.String("reason", fb.reason), slog.Time("since", fb.since), slog.Duration("duration", ev.Duration),
-			slog.Int("keys", len(ks.byKID)))
-		if v.cfg.OnFallbackExit != nil {
-			v.cfg.OnFallbackExit(ev)
-		}
+		// The IdP answers: re-check what was accepted degraded.
+		v.reconcile(ctx, ks)
 	}
 }
 

@@ -31,12 +31,15 @@ type Result struct {
 	// TokenHash is the hex SHA-256 of the raw token, for audit logs and
 	// caches. The raw token itself is never kept.
 	TokenHash string
+	// RemovedScopes are the token's scopes that the fallback policy
+	// stripped from Scopes (not in Policy.AllowedScopes), nil if none.
+	RemovedScopes []string
 	// Degraded is true when the token was accepted in fallback mode (stale
 	// keys, an offline token, a grace window).
 	Degraded bool
 	// Reason says why the request is degraded: "" when not degraded,
-	// otherwise ReasonJWKSUnreachable, ReasonJWKSInvalid, ReasonJWKSStale
-	// or the reason of another trusted source (e.g. "offline-token").
+	// otherwise ReasonJWKSUnreachable, ReasonJWKSInvalid, ReasonJWKSStale,
+	// ReasonOfflineToken or ReasonExpiredGrace.
 	Reason string
 }
 

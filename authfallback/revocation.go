@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -180,6 +181,58 @@ type RevocationEvent struct {
 	RevokedBefore time.Time
 }
 
+// revocationNotifier is implemented by the built-in sources, so that
+// Config.OnRevocation can be wired by New.
+type revocationNotifier interface {
+	subscribe(h func(RevocationEvent)) (unsubscribe func())
+}
+
+// revHooks is a set of OnRevocation hooks added by Verifiers. The zero
+// value is empty.
+type revHooks struct {
+	mu    sync.Mutex
+	next  int
+	hooks atomic.Pointer[map[int]func(RevocationEvent)]
+}
+
+func (r *revHooks) subscribe(h func(RevocationEvent)) func() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	id := r.next
+	r.next++
+	m := map[int]func(RevocationEvent){id: h}
+	if old := r.hooks.Load(); old != nil {
+		for k, v := range *old {
+			m[k] = v
+		}
+	}
+	r.hooks.Store(&m)
+	return func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		n := map[int]func(RevocationEvent){}
+		for k, v := range *r.hooks.Load() {
+			if k != id {
+				n[k] = v
+			}
+		}
+		r.hooks.Store(&n)
+	}
+}
+
+// notify calls every hook with every event; no lock is held.
+func (r *revHooks) notify(evs []RevocationEvent) {
+	m := r.hooks.Load()
+	if m == nil {
+		return
+	}
+	for _, h := range *m {
+		for _, ev := range evs {
+			h(ev)
+		}
+	}
+}
+
 // MemoryRevocations is an in-memory [Revocations]. Reads are lock-free
 // (an atomically swapped immutable snapshot); each write copies the
 // snapshot, so it suits small lists, tests, and serves as the model for a
@@ -190,10 +243,16 @@ type RevocationEvent struct {
 // for concurrent use; concurrent writes are serialized by a compare-and-swap
 // loop.
 type MemoryRevocations struct {
-	snap atomic.Pointer[revSnapshot]
+	snap  atomic.Pointer[revSnapshot]
+	hooks revHooks
 }
 
-var _ Revocations = (*MemoryRevocations)(nil)
+var (
+	_ Revocations        = (*MemoryRevocations)(nil)
+	_ revocationNotifier = (*MemoryRevocations)(nil)
+)
+
+func (m *MemoryRevocations) subscribe(h func(RevocationEvent)) func() { return m.hooks.subscribe(h) }
 
 // Revoked implements [Revocations].
 func (m *MemoryRevocations) Revoked(sub, jti string, iat time.Time) (bool, string) {
@@ -201,14 +260,18 @@ func (m *MemoryRevocations) Revoked(sub, jti string, iat time.Time) (bool, strin
 }
 
 // RevokeID revokes the token with "jti" id.
+// A Verifier's Config.OnRevocation is called for it.
 func (m *MemoryRevocations) RevokeID(id string) {
 	m.update(func(s *revSnapshot) { s.jti[id] = struct{}{} })
+	m.hooks.notify([]RevocationEvent{{ID: id}})
 }
 
 // RevokeSubject revokes every token of sub issued at or before before.
 // A later call for the same subject replaces the time.
+// A Verifier's Config.OnRevocation is called for it.
 func (m *MemoryRevocations) RevokeSubject(sub string, before time.Time) {
 	m.update(func(s *revSnapshot) { s.sub[sub] = before.UTC() })
+	m.hooks.notify([]RevocationEvent{{Subject: sub, RevokedBefore: before.UTC()}})
 }
 
 // Remove lifts the revocation of the "jti" id and of the subject sub

@@ -53,7 +53,8 @@ type RevocationListConfig struct {
 	// OnRevocation is called once for each revocation seen for the first
 	// time: a "jti" or a subject not in the previous list, or a subject
 	// whose revoked-before time changed. Entries loaded from CacheFile
-	// count as seen (by an earlier run). Hooks may be nil, may be called
+	// count as seen (by an earlier run). The Config.OnRevocation of a
+	// Verifier that uses this list is called too. Hooks may be nil, may be called
 	// concurrently, are called without any lock held, and must not block.
 	OnRevocation func(RevocationEvent)
 	// OnRefreshError is called for every failed or refused fetch.
@@ -143,7 +144,8 @@ type RevocationList struct {
 	client *http.Client
 	log    *slog.Logger
 
-	snap atomic.Pointer[revSnapshot]
+	snap  atomic.Pointer[revSnapshot]
+	hooks revHooks
 
 	refreshMu sync.Mutex // serializes fetches (loop and Refresh)
 	etag      string     // ETag of the list in use; guarded by refreshMu
@@ -156,7 +158,12 @@ type RevocationList struct {
 	once  sync.Once
 }
 
-var _ Revocations = (*RevocationList)(nil)
+var (
+	_ Revocations        = (*RevocationList)(nil)
+	_ revocationNotifier = (*RevocationList)(nil)
+)
+
+func (l *RevocationList) subscribe(h func(RevocationEvent)) func() { return l.hooks.subscribe(h) }
 
 // NewRevocationList reads cfg.CacheFile if set (a missing or invalid file
 // is logged and ignored), then starts fetching cfg.URL in the background,
@@ -309,10 +316,14 @@ func (l *RevocationList) refresh(ctx context.Context) (time.Duration, error) {
 			l.log.Warn("authfallback: revocation cache file not written", "file", l.cfg.CacheFile, "err", err)
 		}
 	}
-	if h := l.cfg.OnRevocation; h != nil {
-		for _, ev := range revDiff(prev, s) {
-			h(ev)
+	if h := l.cfg.OnRevocation; h != nil || l.hooks.hooks.Load() != nil {
+		evs := revDiff(prev, s)
+		if h != nil {
+			for _, ev := range evs {
+				h(ev)
+			}
 		}
+		l.hooks.notify(evs)
 	}
 	return wait, nil
 }

@@ -32,17 +32,30 @@ func newTestVerifier(t *testing.T, idp *authtest.Server, mod func(*Config)) *Ver
 	return v
 }
 
-// The seam for offline tokens: keys of another trusted source, under their
-// own issuer, mark what they verify as degraded.
-func TestTrustedKeySeam(t *testing.T) {
+// Offline keys verify only tokens of the offline issuer, and mark them
+// degraded; the IdP's keys never verify a token that names the offline
+// issuer.
+func TestOfflineKeysBoundToTheirIssuer(t *testing.T) {
 	idp := authtest.NewWithConfig(authtest.Config{Algorithm: "EdDSA"})
 	defer idp.Close()
-	v := newTestVerifier(t, idp, nil)
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	require.NoError(t, err)
-	v.setTrustedKeys([]*verifyKey{{kid: "offline-1", alg: "EdDSA", pub: pub, issuer: "urn:holdfast:offline", reason: "offline-token"}})
+	o, err := NewOfflineIssuer(OfflineConfig{
+		Issuer: "urn:holdfast:offline", Audience: []string{idp.Audience()}, Key: priv, KeyID: "offline-1",
+		AllowedScopes: []string{"read"}, AuditLog: slog.New(slog.DiscardHandler),
+	})
+	require.NoError(t, err)
+	v := newTestVerifier(t, idp, func(c *Config) {
+		c.Offline = o
+		c.AcceptOfflineTokensAlways = true
+		c.Policy.AllowedScopes = []string{"read"}
+	})
 	sign := func(iss string) string {
-		tk := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"iss": iss, "aud": idp.Audience(), "sub": "svc", "exp": time.Now().Add(5 * time.Minute).Unix()})
+		now := time.Now()
+		tk := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{
+			"iss": iss, "aud": idp.Audience(), "sub": "svc", "jti": "j", "scope": "read",
+			"iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(),
+		})
 		tk.Header["kid"] = "offline-1"
 		s, err := tk.SignedString(priv)
 		require.NoError(t, err)
@@ -51,19 +64,15 @@ func TestTrustedKeySeam(t *testing.T) {
 	res, err := v.Verify(context.Background(), sign("urn:holdfast:offline"))
 	require.NoError(t, err)
 	assert.True(t, res.Degraded)
-	assert.Equal(t, "offline-token", res.Reason)
+	assert.Equal(t, ReasonOfflineToken, res.Reason)
 
 	_, err = v.Verify(context.Background(), sign(idp.Issuer()))
-	assert.ErrorIs(t, err, ErrInvalidToken, "a trusted key cannot mint tokens of the IdP's issuer")
+	assert.ErrorIs(t, err, ErrInvalidToken, "an offline key cannot mint tokens of the IdP's issuer")
 
 	// An IdP token cannot claim the offline issuer either.
 	_, err = v.Verify(context.Background(), idp.Issue(jwt.MapClaims{"iss": "urn:holdfast:offline"}))
 	assert.ErrorIs(t, err, ErrInvalidToken)
-
-	v.setTrustedKeys(nil)
-	_, err = v.Verify(context.Background(), sign("urn:holdfast:offline"))
-	assert.ErrorIs(t, err, ErrUnknownKeyID)
-	assert.Nil(t, v.fallback())
+	assert.Nil(t, v.fb.Load())
 }
 
 func TestCacheFileWriteFailureKeepsRefreshing(t *testing.T) {

@@ -160,7 +160,10 @@ func TestRefreshSchedule(t *testing.T) {
 func TestMaxStalenessOverTime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFakeIdP(t)
-		v := newFakeVerifier(t, f, func(c *authfallback.Config) { c.MaxStaleness = 2 * time.Hour })
+		v := newFakeVerifier(t, f, func(c *authfallback.Config) {
+			c.MaxStaleness = 2 * time.Hour
+			c.Policy.MaxOfflineDuration = 3 * time.Hour // MaxStaleness comes first
+		})
 		defer v.Close()
 		tok := f.issue(t, f.order[0], 10*time.Hour)
 		_, err := v.Verify(context.Background(), tok)

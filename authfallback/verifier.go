@@ -1,22 +1,13 @@
 package authfallback
 
-// Seams for the fallback policy, offline tokens and revocation (issue 4):
-//
-//   - Policy check point: every successful verification, a fresh one or a
-//     verified-token cache hit, passes through (*Verifier).admit (policy.go)
-//     before the Result is returned. admit receives the Result (Degraded and
-//     Reason already set) and the time, and may refuse it or return a
-//     narrowed copy (AllowedScopes, MaxOfflineDuration, grace windows,
-//     revocation list). Results in the cache are never modified.
-//   - Fallback time: (*Verifier).fallback() returns the current fallback
-//     state (nil when not in fallback mode) with the time fallback mode began
-//     and its reason; Status exposes it with the key age and last error.
-//   - Other trusted key sources: (*Verifier).setTrustedKeys installs keys
-//     (e.g. offline Ed25519 keys) next to the JWKS. A trusted key carries the
-//     issuer its tokens must name and the degraded reason ("offline-token")
-//     every token it verifies is marked with; MaxStaleness does not apply to
-//     it. Lookup is by kid, JWKS first, so trusted kids must not collide with
-//     the IdP's (use a prefix).
+// How a verification flows: Verify hashes the token and looks it up in the
+// verified-token cache; a miss is parsed and checked by verifySlow (JWKS
+// keys, then the keys of Config.Offline). Both end in accept, which marks
+// the Result degraded when it has to be, and finish, which runs the policy
+// check point admit (policy.go: revocation, fallback policy, record for
+// reconciliation) and writes the audit event. An expired token gets one
+// more chance through tryGrace (policy.go). reconcile (reconcile.go) runs
+// after the first successful refresh that follows degraded acceptances.
 
 import (
 	"context"
@@ -64,9 +55,12 @@ type Verifier struct {
 	staleAfter time.Duration
 
 	keys    atomic.Pointer[keySet]
-	trusted atomic.Pointer[map[string]*verifyKey]
 	fb      atomic.Pointer[fallbackState]
 	cache   *tokenCache
+	grace   *graceBook
+	records *degradedRecord
+	// unsubscribe removes the OnRevocation hook from the source.
+	unsubscribe func()
 
 	// refreshMu makes refreshes single-flight.
 	refreshMu sync.Mutex
@@ -104,6 +98,7 @@ func New(cfg Config) (*Verifier, error) {
 	}
 	cfg.JWKSURLs = append([]string(nil), cfg.JWKSURLs...)
 	cfg.Audience = append([]string(nil), cfg.Audience...)
+	cfg.Policy.AllowedScopes = append([]string(nil), cfg.Policy.AllowedScopes...)
 	v := &Verifier{
 		cfg:        cfg,
 		algs:       cfg.algorithms(),
@@ -112,18 +107,31 @@ func New(cfg Config) (*Verifier, error) {
 		maxToken:   cfg.maxTokenSize(),
 		staleAfter: cfg.maxStaleness(),
 		cache:      newTokenCache(cfg.maxCachedTokens()),
+		grace:      newGraceBook(cfg.Policy.maxGraceTokens(), cfg.Policy.expiredGrace()),
+		records:    newDegradedRecord(cfg.maxDegradedRecords()),
+		unsubscribe: func() {},
 		kick:       make(chan struct{}, 1),
 		closing:    make(chan struct{}),
 		loopDone:   make(chan struct{}),
 	}
+	methods := v.algs
+	if cfg.Offline != nil && !contains(methods, jwt.SigningMethodEdDSA.Alg()) {
+		// Offline keys are EdDSA; JWKS keys stay bound to v.algs.
+		methods = append(append([]string(nil), methods...), jwt.SigningMethodEdDSA.Alg())
+	}
 	v.parser = jwt.NewParser(
-		jwt.WithValidMethods(v.algs),
+		jwt.WithValidMethods(methods),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(cfg.Leeway),
 		jwt.WithAudience(cfg.Audience...),
 	)
 	v.ctx, v.cancel = context.WithCancel(context.Background())
+	if h := cfg.OnRevocation; h != nil {
+		if s, ok := cfg.Revocations.(revocationNotifier); ok {
+			v.unsubscribe = s.subscribe(h)
+		}
+	}
 
 	now := time.Now()
 	if cfg.CacheFile != "" {
@@ -156,6 +164,7 @@ func (v *Verifier) Close() error {
 	v.closeOnce.Do(func() {
 		close(v.closing)
 		v.cancel()
+		v.unsubscribe()
 	})
 	<-v.loopDone
 	return nil
@@ -182,7 +191,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Result, error) {
 	h := sha256.Sum256(unsafe.Slice(unsafe.StringData(raw), len(raw)))
 	if e := v.cache.get(h); e != nil {
 		if e.validAt(now) {
-			if k := v.lookup(ks, e.res.KeyID); k == e.key {
+			if k := v.lookup(ks, e.res.KeyID, now); k == e.key {
 				return v.accept(ctx, e.res, k, ks, now)
 			}
 		}
@@ -192,7 +201,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Result, error) {
 }
 
 func (v *Verifier) verifySlow(ctx context.Context, raw string, h [32]byte, ks *keySet, now time.Time) (*Result, error) {
-	if ks == nil && v.trusted.Load() == nil {
+	if ks == nil && v.cfg.Offline == nil {
 		return nil, ErrNoKeys
 	}
 	var used *verifyKey
@@ -206,7 +215,7 @@ func (v *Verifier) verifySlow(ctx context.Context, raw string, h [32]byte, ks *k
 		if _, ok := t.Header["crit"]; ok {
 			return nil, errCrit
 		}
-		k := v.lookup(ks, kid)
+		k := v.lookup(ks, kid, now)
 		if k == nil {
 			if ks == nil {
 				return nil, ErrNoKeys
@@ -227,6 +236,11 @@ func (v *Verifier) verifySlow(ctx context.Context, raw string, h [32]byte, ks *k
 		if errors.Is(err, ErrUnavailable) {
 			return nil, err
 		}
+		if errors.Is(err, jwt.ErrTokenExpired) {
+			if res, applied, gerr := v.tryGrace(ctx, h, ks, now); applied {
+				return res, gerr
+			}
+		}
 		return nil, invalid(err)
 	}
 	iss, _ := claims["iss"].(string)
@@ -237,11 +251,20 @@ func (v *Verifier) verifySlow(ctx context.Context, raw string, h [32]byte, ks *k
 	if iss != want {
 		return nil, invalid(errIssuer)
 	}
+	if used.offline != nil {
+		if err := used.offline.checkOfflineClaims(claims); err != nil {
+			return nil, err
+		}
+	}
 	res := newResult(claims, used.kid, h)
 	if e := v.cache.newEntry(res, used, claims, v.cfg.Leeway); e != nil {
 		v.cache.put(h, e)
 	}
-	return v.accept(ctx, res, used, ks, now)
+	out, err := v.accept(ctx, res, used, ks, now)
+	if err == nil && !out.Degraded {
+		v.grace.remember(h, res, used, now)
+	}
+	return out, err
 }
 
 // accept marks res degraded when it has to be, runs the policy check point
@@ -260,8 +283,20 @@ func (v *Verifier) accept(ctx context.Context, res *Result, k *verifyKey, ks *ke
 		d.Reason = reason
 		res = &d
 	}
-	res, err := v.admit(ctx, res, now)
+	return v.finish(ctx, res, ks, now)
+}
+
+// finish runs the policy check point and writes the audit event of a
+// degraded acceptance.
+func (v *Verifier) finish(ctx context.Context, res *Result, ks *keySet, now time.Time) (*Result, error) {
+	in := res
+	res, err := v.admit(ctx, res, ks, now)
 	if err != nil {
+		if in.Degraded && !errors.Is(err, ErrRevoked) {
+			v.audit.LogAttrs(ctx, slog.LevelInfo, "authfallback: degraded token refused by policy",
+				slog.String("token_hash", in.TokenHash), slog.String("reason", in.Reason),
+				slog.String("sub", in.Subject), slog.String("error", err.Error()))
+		}
 		return nil, err
 	}
 	if res.Degraded {
@@ -269,12 +304,20 @@ func (v *Verifier) accept(ctx context.Context, res *Result, k *verifyKey, ks *ke
 		if ks != nil {
 			age = now.Sub(ks.fetchedAt)
 		}
-		v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: degraded acceptance",
+		attrs := []slog.Attr{
 			slog.String("token_hash", res.TokenHash),
 			slog.String("reason", res.Reason),
 			slog.Duration("key_age", age),
 			slog.String("kid", res.KeyID),
-			slog.String("sub", res.Subject))
+			slog.String("sub", res.Subject),
+		}
+		if res.ID != "" {
+			attrs = append(attrs, slog.String("jti", res.ID))
+		}
+		if len(res.RemovedScopes) > 0 {
+			attrs = append(attrs, slog.String("removed_scopes", strings.Join(res.RemovedScopes, " ")))
+		}
+		v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: degraded acceptance", attrs...)
 	}
 	return res, nil
 }
@@ -303,36 +346,17 @@ func (v *Verifier) checkFresh(k *verifyKey, ks *keySet, now time.Time) error {
 	return nil
 }
 
-// lookup finds kid in the key set, then in the other trusted sources.
-func (v *Verifier) lookup(ks *keySet, kid string) *verifyKey {
+// lookup finds kid in the key set, then among the keys of Config.Offline
+// trusted at now.
+func (v *Verifier) lookup(ks *keySet, kid string, now time.Time) *verifyKey {
 	if k := ks.lookup(kid); k != nil {
 		return k
 	}
-	if t := v.trusted.Load(); t != nil {
-		return (*t)[kid]
+	if o := v.cfg.Offline; o != nil {
+		return o.trustedKey(kid, now)
 	}
 	return nil
 }
-
-// setTrustedKeys replaces the keys of sources other than the JWKS (seam for
-// offline tokens). Every key must have issuer set.
-func (v *Verifier) setTrustedKeys(keys []*verifyKey) {
-	if len(keys) == 0 {
-		v.trusted.Store(nil)
-		return
-	}
-	m := make(map[string]*verifyKey, len(keys))
-	for _, k := range keys {
-		if k.issuer == "" {
-			panic("authfallback: trusted key without issuer")
-		}
-		m[k.kid] = k
-	}
-	v.trusted.Store(&m)
-}
-
-// fallback returns the current fallback state, nil when not in fallback mode.
-func (v *Verifier) fallback() *fallbackState { return v.fb.Load() }
 
 func newResult(claims jwt.MapClaims, kid string, h [32]byte) *Result {
 	r := &Result{Claims: claims, KeyID: kid, TokenHash: hex.EncodeToString(h[:])}
