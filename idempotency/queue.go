@@ -13,10 +13,10 @@ import (
 	"github.com/holdfast-go/holdfast/internal/problem"
 )
 
-// ErrReplayHalted is returned by Replay when a replayed request got a
-// response that is not stored (by default 408, 409, 425, 429 or 5xx): the
-// service has not recovered, the request went back to the queue in its
-// place, and the requests behind it wait for the next Replay.
+// ErrReplayHalted is returned by Replay when a replayed request got a 5xx
+// or 429 response that is not stored (see Config.StoreStatus): the service
+// has not recovered, the request went back to the queue in its place, and
+// the requests behind it wait for the next Replay.
 var ErrReplayHalted = errors.New("idempotency: replay halted")
 
 // replayingKey marks the context of a request run by Replay with the record
@@ -132,11 +132,17 @@ func (x *Idempotency) accepted(w http.ResponseWriter, r *http.Request, key strin
 // that queued requests are checked like live ones. A Handler of this package
 // in that chain lets the replayed request through.
 //
-// A response that is not stored (see Config.StoreStatus) puts the request
-// back in its place and halts the replay with ErrReplayHalted: the service
-// has not recovered. A handler that panics or answers with a body
-// over MaxResponseBytes gets a 500 stored in place of its response, so a
-// poisoned request does not block the queue. Replay returns the number of
+// A 5xx or 429 response that is not stored (see Config.StoreStatus) puts
+// the request back in its place and halts the replay with ErrReplayHalted:
+// the service has not recovered. Any other response is stored, even one
+// that Config.StoreStatus would release for a live request (408, 409, 425 by
+// default): the queued request got its answer, and releasing it would make
+// it halt every Replay until its TTL (anyone who can queue a request that
+// conflicts could block the queue). A handler that panics or answers with a
+// body over MaxResponseBytes gets a 500 stored in place of its response, so
+// a poisoned request does not block the queue; one that answers 5xx every
+// time (a recovery middleware turns panics into 500s) does, until its TTL:
+// watch for ErrReplayHalted that persists. Replay returns the number of
 // responses stored and the first error; it stops when ctx is done.
 func (x *Idempotency) Replay(ctx context.Context, handler http.Handler) (n int, err error) {
 	owner := x.newOwner()
@@ -237,7 +243,7 @@ func (x *Idempotency) replayOne(ctx context.Context, handler http.Handler, item 
 		if status == 0 {
 			status = http.StatusOK
 		}
-		if !x.cfg.StoreStatus(status) {
+		if !x.cfg.StoreStatus(status) && (status >= 500 || status == http.StatusTooManyRequests) {
 			sctx, cancel := x.detachedCtx(ctx)
 			err := x.cfg.Store.Release(sctx, item.Key, owner, rec.Fence)
 			cancel()

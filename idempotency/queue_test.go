@@ -170,6 +170,28 @@ func TestReplayHaltsUntilRecovered(t *testing.T) {
 	assert.Equal(t, []string{"/orders a", "/orders a", "/orders b"}, app.log(), "a kept its place")
 }
 
+func TestReplayStoresRequestErrorsNotStoredLive(t *testing.T) {
+	// 409 is released for a live request (the client retries), but a
+	// queued request has no client to retry it: its 409 is its answer, and
+	// it must not halt every Replay behind it.
+	for _, status := range []int{http.StatusConflict, http.StatusRequestTimeout, http.StatusTooEarly} {
+		app := &journal{status: status}
+		q := newQueueServer(t, newStore(t), app)
+		q.degraded.Store(true)
+		q.post(t, "/orders", "a", "a")
+		q.post(t, "/orders", "b", "b")
+		q.degraded.Store(false)
+
+		n, err := q.x.Replay(context.Background(), q.app)
+		require.NoError(t, err, status)
+		assert.Equal(t, 2, n)
+		resp, _ := q.post(t, "/orders", "a", "a")
+		assert.Equal(t, status, resp.StatusCode)
+		assert.Equal(t, "true", resp.Header.Get(idempotency.HeaderReplayed))
+		assert.Equal(t, []string{"/orders a", "/orders b"}, app.log(), "each ran once")
+	}
+}
+
 func TestReplayStoresPanicAsError(t *testing.T) {
 	var calls atomic.Int64
 	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
