@@ -1024,3 +1024,18 @@ func TestStaleTransportHead(t *testing.T) {
 	assert.Equal(t, http.NoBody, resp.Body)
 	assert.Equal(t, "stale-if-error", resp.Header.Get(httpx.HeaderDegraded))
 }
+
+// http.ResponseController reaches the real writer through Stale's wrapper.
+func TestStaleHandlerUnwrap(t *testing.T) {
+	s := &Stale{}
+	errc := make(chan error, 1)
+	srv := httptest.NewServer(s.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		errc <- http.NewResponseController(w).SetWriteDeadline(time.Now().Add(time.Minute))
+		io.WriteString(w, "ok")
+	})))
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.NoError(t, <-errc)
+}
