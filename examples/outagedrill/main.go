@@ -229,7 +229,7 @@ func run(o options) (*report, error) {
 
 	extra := []token{{subject: revokedSubject, raw: idp.Issue(jwt.MapClaims{"sub": revokedSubject, "scope": "read write"})}}
 
-	clock := &drillClock{start: time.Now()}
+	clock := &drillClock{start: rec.t0} // the hooks' times and the phases share one origin
 	loads := [2]*load{
 		newLoad(stackHoldfast, hfSrv.URL, tokens, o.interval, 5*time.Second, clock),
 		newLoad(stackNaive, nvSrv.URL, tokens, o.interval, 5*time.Second, clock),

@@ -123,6 +123,8 @@ type holdfastEvents struct {
 	Replayed      int      `json:"queued_writes_replayed"`
 	IdemReplays   int      `json:"idempotent_replays"`
 	IdemConflicts int      `json:"idempotency_conflicts"`
+	// Reconciled lists what OnReconcile reported once the IdP was back.
+	Reconciled []string `json:"reconciled"`
 }
 
 type recorder struct {
@@ -164,6 +166,16 @@ func (r *recorder) hooks() stack.Hooks {
 			})
 		},
 		OnReplayed: func(n int, _ error) { r.do(func(e *holdfastEvents) { e.Replayed += n }) },
+		OnReconcile: func(ev authfallback.ReconcileEvent) {
+			line := fmt.Sprintf("%s %s: %s, %d degraded acceptances", r.since(), ev.Subject, ev.Finding, ev.Accepted)
+			now := time.Now()
+			r.mu.Lock()
+			r.ev.Reconciled = append(r.ev.Reconciled, line)
+			if ev.Subject == revokedSubject && r.reconciled.IsZero() {
+				r.reconciled = now
+			}
+			r.mu.Unlock()
+		},
 		OnRevocation: func(ev authfallback.RevocationEvent) {
 			if ev.Subject != revokedSubject {
 				return
@@ -483,6 +495,9 @@ func (rep *report) print(out io.Writer) {
 		e.FallbackEnter, e.FallbackExit, e.Retries, e.GiveUps, e.StaleServed, e.IdemReplays, e.IdemConflicts, e.Replayed)
 	if len(e.ModeChanges) > 0 {
 		fmt.Fprintf(out, "  mode: %s\n", strings.Join(e.ModeChanges, "; "))
+	}
+	if len(e.Reconciled) > 0 {
+		fmt.Fprintf(out, "  reconciled: %s\n", strings.Join(e.Reconciled, "; "))
 	}
 	if len(e.Breaker) > 0 {
 		opened := 0

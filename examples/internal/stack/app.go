@@ -25,6 +25,10 @@ type App struct {
 	// caller's own key makes a retried or replayed order the same write
 	// downstream as well.
 	DownstreamKey func(r *http.Request) string
+	// Authorize, if not nil, reports whether the request may use scope:
+	// "read" for GET /items, "write" for POST /orders. A request it refuses
+	// is answered 403.
+	Authorize func(r *http.Request, scope string) bool
 	// Error writes an error answer. If nil, http.Error.
 	Error func(w http.ResponseWriter, r *http.Request, status int, detail string)
 }
@@ -33,12 +37,24 @@ type App struct {
 func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.Method == http.MethodGet && len(r.URL.Path) > len("/items/") && r.URL.Path[:len("/items/")] == "/items/":
-		a.item(w, r, r.URL.Path[len("/items/"):])
+		if a.allowed(w, r, "read") {
+			a.item(w, r, r.URL.Path[len("/items/"):])
+		}
 	case r.Method == http.MethodPost && r.URL.Path == "/orders":
-		a.order(w, r)
+		if a.allowed(w, r, "write") {
+			a.order(w, r)
+		}
 	default:
 		a.fail(w, r, http.StatusNotFound, "no such route")
 	}
+}
+
+func (a *App) allowed(w http.ResponseWriter, r *http.Request, scope string) bool {
+	if a.Authorize == nil || a.Authorize(r, scope) {
+		return true
+	}
+	a.fail(w, r, http.StatusForbidden, "the token lacks the scope "+scope)
+	return false
 }
 
 func (a *App) fail(w http.ResponseWriter, r *http.Request, status int, detail string) {

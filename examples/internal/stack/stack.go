@@ -51,7 +51,7 @@ import (
 
 // RevocationsEnforced says whether the Service's verifier enforces the
 // revocation list (Config.RevocationURL).
-const RevocationsEnforced = false
+const RevocationsEnforced = true
 
 // Dependency names reported to the degrade controller.
 const (
@@ -70,12 +70,15 @@ type Config struct {
 	// KeyRefresh is authfallback's RefreshInterval. If zero, 5 min.
 	KeyRefresh time.Duration
 	// RevocationURL, if set, is the IdP's revocation list (see
-	// authfallback.RevocationList), polled every KeyRefresh and kept in
-	// RevocationCacheFile when that is set.
+	// authfallback.RevocationList), polled every KeyRefresh, kept in
+	// RevocationCacheFile when that is set, and enforced on every request;
+	// tokens accepted during an outage whose subject turns out revoked are
+	// reported through Hooks.OnReconcile.
 	RevocationURL       string
 	RevocationCacheFile string
 	// AllowedScopes are the scopes a request authenticated in fallback mode
-	// keeps. If nil, read and write.
+	// keeps (authfallback.Policy). If nil, read and write: the example's
+	// writes can be queued and reconciled, so they stay allowed.
 	AllowedScopes []string
 
 	// Downstream is the downstream's base URL.
@@ -122,6 +125,7 @@ type Hooks struct {
 	OnFallbackExit  func(authfallback.FallbackEvent)
 	OnRefreshError  func(authfallback.RefreshErrorEvent)
 	OnRevocation    func(authfallback.RevocationEvent)
+	OnReconcile     func(authfallback.ReconcileEvent)
 	OnModeChange    func(degrade.ModeChange)
 	OnStale         func(degrade.StaleEvent)
 	OnRetry         func(retry.RetryEvent)
@@ -235,9 +239,11 @@ func New(cfg Config) (*Service, error) {
 		revocations = rl
 		s.closes = append(s.closes, func() { _ = rl.Close() })
 	}
-	_ = revocations // TODO: authfallback.Config.Revocations once it lands
-
-	v, err := authfallback.New(authfallback.Config{
+	allowed := cfg.AllowedScopes
+	if allowed == nil {
+		allowed = []string{"read", "write"}
+	}
+	acfg := authfallback.Config{
 		Issuer:          cfg.Issuer,
 		Audience:        cfg.Audience,
 		JWKSURLs:        cfg.JWKSURLs,
@@ -258,7 +264,13 @@ func New(cfg Config) (*Service, error) {
 			}
 		},
 		OnRefreshError: h.OnRefreshError,
-	})
+		OnReconcile:    h.OnReconcile,
+		Policy:         authfallback.Policy{AllowedScopes: allowed},
+	}
+	if revocations != nil { // never a nil *RevocationList in the interface
+		acfg.Revocations = revocations
+	}
+	v, err := authfallback.New(acfg)
 	if err != nil {
 		s.Close()
 		return nil, err
@@ -297,6 +309,7 @@ func New(cfg Config) (*Service, error) {
 		Client:        s.Client,
 		Downstream:    cfg.Downstream,
 		DownstreamKey: downstreamKey,
+		Authorize:     hasScope,
 		Error:         writeProblem,
 	}
 	// Server side, innermost first.
@@ -448,6 +461,13 @@ func downstreamKey(r *http.Request) string {
 	return hex.EncodeToString(sum[:16])
 }
 
+// hasScope authorizes with the verified token's scopes (narrowed to
+// AllowedScopes when it was accepted in fallback mode).
+func hasScope(r *http.Request, scope string) bool {
+	res, ok := authfallback.FromContext(r.Context())
+	return ok && res.HasScope(scope)
+}
+
 func writeProblem(w http.ResponseWriter, r *http.Request, status int, detail string) {
 	p := problem.Problem{Status: status, Detail: detail, Instance: r.URL.Path}
 	switch status {
@@ -457,6 +477,8 @@ func writeProblem(w http.ResponseWriter, r *http.Request, status int, detail str
 		p.Type, p.Title = problem.TypeURI("bad-request"), "Bad request"
 	case http.StatusNotFound:
 		p.Type, p.Title = problem.TypeURI("not-found"), "Not found"
+	case http.StatusForbidden:
+		p.Type, p.Title = problem.TypeURI("insufficient-scope"), "Insufficient scope"
 	default:
 		p.Type, p.Title = problem.TypeURI("internal"), "Internal error"
 	}

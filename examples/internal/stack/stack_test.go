@@ -2,12 +2,14 @@ package stack
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/holdfast-go/holdfast/authfallback"
 	"github.com/holdfast-go/holdfast/authfallback/authtest"
 	"github.com/holdfast-go/holdfast/degrade"
 	"github.com/holdfast-go/holdfast/examples/internal/downstream"
@@ -168,4 +171,79 @@ func TestDownstreamKeyIsStablePerCallerAndKey(t *testing.T) {
 	assert.Equal(t, k1, downstreamKey(r.Clone(context.Background())))
 	r.Header.Set(idempotency.HeaderKey, `"b"`)
 	assert.NotEqual(t, k1, downstreamKey(r))
+}
+
+func TestScopesAreEnforced(t *testing.T) {
+	e := newEnv(t)
+	s := e.start(t)
+	e.token = e.idp.Issue(jwt.MapClaims{"sub": "reader", "scope": "read"})
+	assert.Equal(t, http.StatusOK, e.do(t, s, http.MethodGet, "/items/1", "", "").StatusCode)
+	resp := e.do(t, s, http.MethodPost, "/orders", `"r1"`, `{"write_id":"r1"}`)
+	assert.Equal(t, http.StatusForbidden, resp.StatusCode)
+	assert.Equal(t, "application/problem+json", resp.Header.Get("Content-Type"))
+	assert.Equal(t, 0, e.ds.Executions("r1"))
+}
+
+// revocationList is an IdP revocation list that can be taken down.
+type revocationList struct {
+	mu   sync.Mutex
+	down bool
+	sub  map[string]string
+}
+
+func (l *revocationList) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.down {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+		return
+	}
+	_ = json.NewEncoder(w).Encode(map[string]any{"jti": []string{}, "sub": l.sub})
+}
+
+func TestSubjectRevokedDuringOutageIsRefusedAndReconciled(t *testing.T) {
+	e := newEnv(t)
+	list := &revocationList{sub: map[string]string{}}
+	lsrv := httptest.NewServer(list)
+	t.Cleanup(lsrv.Close)
+	var mu sync.Mutex
+	var reconciled []authfallback.ReconcileEvent
+	e.cfg.RevocationURL = lsrv.URL
+	e.cfg.Hooks.OnReconcile = func(ev authfallback.ReconcileEvent) {
+		mu.Lock()
+		reconciled = append(reconciled, ev)
+		mu.Unlock()
+	}
+	s := e.start(t)
+	require.Equal(t, http.StatusOK, e.do(t, s, http.MethodGet, "/items/1", "", "").StatusCode)
+
+	// The IdP goes down, and revokes alice while it is down: no one can know.
+	e.idp.SetDown(true)
+	list.mu.Lock()
+	list.down = true
+	list.sub["alice"] = time.Now().UTC().Format(time.RFC3339Nano)
+	list.mu.Unlock()
+	require.Eventually(t, func() bool { return s.Verifier.Status().Fallback }, 5*time.Second, 20*time.Millisecond)
+	during := e.do(t, s, http.MethodGet, "/items/2", "", "")
+	require.Equal(t, http.StatusOK, during.StatusCode)
+	require.NotEmpty(t, during.Header.Get(httpx.HeaderDegraded))
+
+	// The IdP is back: the revocation is enforced, and reconciliation
+	// reports the token accepted during the outage.
+	e.idp.SetDown(false)
+	list.mu.Lock()
+	list.down = false
+	list.mu.Unlock()
+	require.Eventually(t, func() bool {
+		return e.do(t, s, http.MethodGet, "/items/3", "", "").StatusCode == http.StatusUnauthorized
+	}, 5*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(reconciled) > 0
+	}, 5*time.Second, 20*time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, "alice", reconciled[0].Subject)
+	assert.GreaterOrEqual(t, reconciled[0].Accepted, 1)
 }
