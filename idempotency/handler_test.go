@@ -305,23 +305,63 @@ func TestHandlerPassesThroughStreamingAndOversize(t *testing.T) {
 	}
 }
 
+// ctxHonoring is a store that, like a networked one, fails every call made
+// with a context that is done (the memory store ignores contexts).
+type ctxHonoring struct{ idempotency.Store }
+
+func (s ctxHonoring) Claim(ctx context.Context, key, fp, owner string, lease time.Duration) (idempotency.Record, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return idempotency.Record{}, false, err
+	}
+	return s.Store.Claim(ctx, key, fp, owner, lease)
+}
+
+func (s ctxHonoring) Complete(ctx context.Context, key, owner string, fence uint64, resp idempotency.Response, ttl time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.Store.Complete(ctx, key, owner, fence, resp, ttl)
+}
+
+func (s ctxHonoring) Release(ctx context.Context, key, owner string, fence uint64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.Store.Release(ctx, key, owner, fence)
+}
+
+func TestHandlerCompletesAfterClientLeft(t *testing.T) {
+	app := &orders{}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := idempotency.New(idempotency.Config{Store: ctxHonoring{newStore(t)}}).Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cancel() // the client hangs up while the handler runs
+		app.ServeHTTP(w, r)
+	}))
+	r := httptest.NewRequest(http.MethodPost, "/orders?src=test", strings.NewReader("x")).WithContext(ctx)
+	r.Header.Set("Idempotency-Key", "k")
+	h.ServeHTTP(httptest.NewRecorder(), r)
+	w := post(h, "k", "x")
+	assert.Equal(t, "true", w.Header().Get(idempotency.HeaderReplayed), "stored on a detached context")
+	assert.Equal(t, int64(1), app.runs.Load())
+}
+
 func TestHandlerPanicReleasesAndRepanics(t *testing.T) {
 	var calls atomic.Int64
 	var reasons []string
+	ctx, cancel := context.WithCancel(context.Background())
 	h := idempotency.New(idempotency.Config{
-		Store:     newStore(t),
+		Store:     ctxHonoring{newStore(t)},
 		OnRelease: func(e idempotency.Event) { reasons = append(reasons, e.Reason) },
 	}).Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if calls.Add(1) == 1 {
 			w.WriteHeader(http.StatusCreated) // buffered, never sent
+			cancel()                          // the client is gone too: the release must still happen
 			panic("boom")
 		}
 		w.WriteHeader(http.StatusCreated)
 	}))
-	ctx, cancel := context.WithCancel(context.Background())
-	r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader("x")).WithContext(ctx)
+	r := httptest.NewRequest(http.MethodPost, "/orders?src=test", strings.NewReader("x")).WithContext(ctx) // as post sends it
 	r.Header.Set("Idempotency-Key", "k")
-	cancel() // the client is gone too: the release must still happen
 	w := httptest.NewRecorder()
 	assert.PanicsWithValue(t, "boom", func() { h.ServeHTTP(w, r) })
 	assert.False(t, w.Flushed)
