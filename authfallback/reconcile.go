@@ -52,10 +52,10 @@ type degradedRecord struct {
 }
 
 type degradedEntry struct {
-	res    *Result // the degraded copy of the first acceptance
-	first  time.Time
-	last   time.Time
-	count  int
+	res   *Result // the degraded copy of the first acceptance
+	first time.Time
+	last  time.Time
+	count int
 }
 
 func newDegradedRecord(max int) *degradedRecord {

@@ -100,19 +100,19 @@ func New(cfg Config) (*Verifier, error) {
 	cfg.Audience = append([]string(nil), cfg.Audience...)
 	cfg.Policy.AllowedScopes = append([]string(nil), cfg.Policy.AllowedScopes...)
 	v := &Verifier{
-		cfg:        cfg,
-		algs:       cfg.algorithms(),
-		client:     cfg.httpClient(),
-		audit:      cfg.auditLog(),
-		maxToken:   cfg.maxTokenSize(),
-		staleAfter: cfg.maxStaleness(),
-		cache:      newTokenCache(cfg.maxCachedTokens()),
-		grace:      newGraceBook(cfg.Policy.maxGraceTokens(), cfg.Policy.expiredGrace()),
-		records:    newDegradedRecord(cfg.maxDegradedRecords()),
+		cfg:         cfg,
+		algs:        cfg.algorithms(),
+		client:      cfg.httpClient(),
+		audit:       cfg.auditLog(),
+		maxToken:    cfg.maxTokenSize(),
+		staleAfter:  cfg.maxStaleness(),
+		cache:       newTokenCache(cfg.maxCachedTokens()),
+		grace:       newGraceBook(cfg.Policy.maxGraceTokens(), cfg.Policy.expiredGrace()),
+		records:     newDegradedRecord(cfg.maxDegradedRecords()),
 		unsubscribe: func() {},
-		kick:       make(chan struct{}, 1),
-		closing:    make(chan struct{}),
-		loopDone:   make(chan struct{}),
+		kick:        make(chan struct{}, 1),
+		closing:     make(chan struct{}),
+		loopDone:    make(chan struct{}),
 	}
 	methods := v.algs
 	if cfg.Offline != nil && !contains(methods, jwt.SigningMethodEdDSA.Alg()) {

@@ -11,11 +11,10 @@ import (
 type switchListener struct {
 	addr net.Addr
 
-	mu       sync.Mutex
-	inner    net.Listener // nil while down
-	up       chan struct{}
-	upClosed bool
-	closed   bool
+	mu     sync.Mutex
+	inner  net.Listener // nil while down
+	up     *sync.Cond   // signalled when inner is set again or l is closed
+	closed bool
 }
 
 func newSwitchListener() (*switchListener, error) {
@@ -23,24 +22,26 @@ func newSwitchListener() (*switchListener, error) {
 	if err != nil {
 		return nil, err
 	}
-	up := make(chan struct{})
-	close(up)
-	return &switchListener{addr: ln.Addr(), inner: ln, up: up, upClosed: true}, nil
+	l := &switchListener{addr: ln.Addr(), inner: ln}
+	// A sync.Cond, not a channel: SetDown may be called from inside a
+	// testing/synctest bubble, and a channel made there must not be
+	// received from by Accept, which runs outside it.
+	l.up = sync.NewCond(&l.mu)
+	return l, nil
 }
 
 func (l *switchListener) Accept() (net.Conn, error) {
 	for {
 		l.mu.Lock()
+		for l.inner == nil && !l.closed {
+			l.up.Wait()
+		}
 		if l.closed {
 			l.mu.Unlock()
 			return nil, net.ErrClosed
 		}
-		inner, up := l.inner, l.up
+		inner := l.inner
 		l.mu.Unlock()
-		if inner == nil {
-			<-up
-			continue
-		}
 		c, err := inner.Accept()
 		if err == nil {
 			return c, nil
@@ -69,8 +70,6 @@ func (l *switchListener) setDown(down bool) error {
 		if l.inner != nil {
 			_ = l.inner.Close()
 			l.inner = nil
-			l.up = make(chan struct{})
-			l.upClosed = false
 		}
 		return nil
 	}
@@ -82,8 +81,7 @@ func (l *switchListener) setDown(down bool) error {
 		return err
 	}
 	l.inner = ln
-	close(l.up)
-	l.upClosed = true
+	l.up.Broadcast()
 	return nil
 }
 
@@ -94,10 +92,7 @@ func (l *switchListener) Close() error {
 		return nil
 	}
 	l.closed = true
-	if !l.upClosed {
-		close(l.up)
-		l.upClosed = true
-	}
+	l.up.Broadcast()
 	if l.inner != nil {
 		err := l.inner.Close()
 		l.inner = nil
