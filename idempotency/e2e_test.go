@@ -20,7 +20,7 @@ import (
 // outage.
 func TestEndToEnd(t *testing.T) {
 	store := &flakyStore{Store: newStore(t)}
-	x := idempotency.New(idempotency.Config{Store: store, Lease: 150 * time.Millisecond})
+	x := idempotency.New(idempotency.Config{Store: store, Lease: 400 * time.Millisecond})
 	var runs atomic.Int64
 	var panicNext atomic.Bool
 	app := x.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
