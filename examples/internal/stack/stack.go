@@ -33,11 +33,13 @@ package stack
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,6 +47,7 @@ import (
 	"github.com/holdfast-go/holdfast/breaker"
 	"github.com/holdfast-go/holdfast/degrade"
 	"github.com/holdfast-go/holdfast/idempotency"
+	"github.com/holdfast-go/holdfast/internal/httpx"
 	"github.com/holdfast-go/holdfast/internal/problem"
 	"github.com/holdfast-go/holdfast/retry"
 )
@@ -52,6 +55,10 @@ import (
 // RevocationsEnforced says whether the Service's verifier enforces the
 // revocation list (Config.RevocationURL).
 const RevocationsEnforced = true
+
+// OfflineTokenPath is where a caller exchanges its token for an offline
+// token, when Config.OfflineKey is set.
+const OfflineTokenPath = "/auth/offline-token"
 
 // Dependency names reported to the degrade controller.
 const (
@@ -80,6 +87,15 @@ type Config struct {
 	// keeps (authfallback.Policy). If nil, read and write: the example's
 	// writes can be queued and reconciled, so they stay allowed.
 	AllowedScopes []string
+
+	// OfflineKey, if set, signs offline tokens: a caller whose token
+	// verifies (degraded or not) exchanges it at POST /auth/offline-token
+	// for a short-lived token (OfflineTTL, 5 min if zero) that this service
+	// accepts while it is in fallback mode, for callers whose own token
+	// expires while the IdP is down. Keep the key across restarts (a file,
+	// a secret store), or tokens minted before a restart stop verifying.
+	OfflineKey ed25519.PrivateKey
+	OfflineTTL time.Duration
 
 	// Downstream is the downstream's base URL.
 	Downstream string
@@ -126,6 +142,7 @@ type Hooks struct {
 	OnRefreshError  func(authfallback.RefreshErrorEvent)
 	OnRevocation    func(authfallback.RevocationEvent)
 	OnReconcile     func(authfallback.ReconcileEvent)
+	OnOfflineIssue  func(authfallback.OfflineIssueEvent)
 	OnModeChange    func(degrade.ModeChange)
 	OnStale         func(degrade.StaleEvent)
 	OnRetry         func(retry.RetryEvent)
@@ -158,6 +175,7 @@ type Service struct {
 	handler http.Handler
 	replay  http.Handler // the chain without the gate: what Replay runs
 	queue   http.Handler // authentication, then Enqueue: where the gate sends writes
+	offline *authfallback.OfflineIssuer
 	owned   *idempotency.MemoryStore
 	cfg     Config
 
@@ -204,6 +222,14 @@ func New(cfg Config) (*Service, error) {
 		},
 		Window:     cfg.DetectWindow,
 		MinReports: 5,
+		// Minting an offline token changes nothing the queue could defer:
+		// it passes in every mode, like a read.
+		Tier: func(r *http.Request) degrade.Tier {
+			if httpx.IsSafe(r.Method) || r.URL.Path == OfflineTokenPath {
+				return degrade.Read
+			}
+			return degrade.Write
+		},
 		// The gate is outermost, so a write it queues has not been
 		// authenticated yet: authenticate it before it is stored, so no
 		// one without a valid token can fill the queue during an outage
@@ -270,6 +296,23 @@ func New(cfg Config) (*Service, error) {
 	if revocations != nil { // never a nil *RevocationList in the interface
 		acfg.Revocations = revocations
 	}
+	if cfg.OfflineKey != nil {
+		iss, err := authfallback.NewOfflineIssuer(authfallback.OfflineConfig{
+			Issuer:        strings.TrimSuffix(cfg.Issuer, "/") + "/holdfast-offline",
+			Audience:      cfg.Audience,
+			Key:           cfg.OfflineKey,
+			TTL:           cfg.OfflineTTL,
+			AllowedScopes: allowed,
+			AuditLog:      cfg.AuditLog,
+			OnIssue:       h.OnOfflineIssue,
+		})
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		s.offline = iss
+		acfg.Offline = iss
+	}
 	v, err := authfallback.New(acfg)
 	if err != nil {
 		s.Close()
@@ -317,6 +360,12 @@ func New(cfg Config) (*Service, error) {
 	var inner http.Handler = serverBrk.Handler(app)
 	inner = serverStale.Handler(inner)
 	inner = s.Idempotency.Handler(inner)
+	if s.offline != nil {
+		mux := http.NewServeMux()
+		mux.Handle(OfflineTokenPath, s.offline.ExchangeHandler())
+		mux.Handle("/", inner)
+		inner = mux
+	}
 	inner = v.Handler(inner)
 	s.replay = inner
 	s.queue = v.Handler(http.HandlerFunc(s.Idempotency.Enqueue))

@@ -2,6 +2,8 @@ package stack
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -246,4 +248,45 @@ func TestSubjectRevokedDuringOutageIsRefusedAndReconciled(t *testing.T) {
 	defer mu.Unlock()
 	assert.Equal(t, "alice", reconciled[0].Subject)
 	assert.GreaterOrEqual(t, reconciled[0].Accepted, 1)
+}
+
+func TestOfflineTokensWorkOnlyInFallback(t *testing.T) {
+	e := newEnv(t)
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	e.cfg.OfflineKey = key
+	s := e.start(t)
+
+	exchange := func() (string, int) {
+		resp := e.do(t, s, http.MethodPost, OfflineTokenPath, "", "")
+		var body struct {
+			AccessToken string `json:"access_token"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return body.AccessToken, resp.StatusCode
+	}
+	offline, status := exchange()
+	require.Equal(t, http.StatusOK, status)
+	require.NotEmpty(t, offline)
+	primary := e.token
+	e.token = offline
+	assert.Equal(t, http.StatusUnauthorized, e.do(t, s, http.MethodGet, "/items/1", "", "").StatusCode,
+		"an offline token is refused while the IdP is reachable")
+
+	e.idp.SetDown(true)
+	require.Eventually(t, func() bool { return s.Verifier.Status().Fallback }, 5*time.Second, 20*time.Millisecond)
+	resp := e.do(t, s, http.MethodGet, "/items/1", "", "")
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, authfallback.ReasonOfflineToken, resp.Header.Get(httpx.HeaderDegraded))
+
+	// The gate lets the exchange through in degraded mode, and an offline
+	// token cannot be exchanged for another.
+	e.token = primary
+	s.Controller.Force(degrade.Degraded, "test")
+	_, status = exchange()
+	assert.Equal(t, http.StatusOK, status, "not queued like a write")
+	s.Controller.Release()
+	e.token = offline
+	_, status = exchange()
+	assert.Equal(t, http.StatusForbidden, status)
 }
