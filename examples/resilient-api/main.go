@@ -5,7 +5,8 @@
 //
 // and calling its downstream through idempotency.Transport -> degrade.Stale ->
 // retry -> breaker. It serves GET /items/{id} and POST /orders (with an
-// Idempotency-Key), its status at /holdfast/status, and the manual mode
+// Idempotency-Key) and POST /auth/offline-token (with -offline-key), its
+// status at /holdfast/status, and the manual mode
 // override (degrade's admin handler) on a separate, loopback-only listener.
 //
 // Run without flags it is a self-contained demo: it starts a fake identity
@@ -27,6 +28,8 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -50,7 +53,8 @@ import (
 type config struct {
 	addr, adminAddr                    string
 	issuer, audience, jwks, cacheFile  string
-	downstream                         string
+	downstream, revocationURL          string
+	offlineKey                         string
 	store, redisAddr, pgDSN, keyPrefix string
 	keyRefresh, callTimeout            time.Duration
 	breakerDelay                       time.Duration
@@ -82,6 +86,8 @@ func parse(args []string) (config, error) {
 	str(&c.audience, "audience", "", `accepted audience ("aud")`)
 	str(&c.jwks, "jwks", "", "JWKS URLs, comma-separated: the primary first, then alternates")
 	str(&c.cacheFile, "cache-file", "", "where the last-known-good key set is kept (default: a file in the user cache directory)")
+	str(&c.revocationURL, "revocation-url", "", "the IdP's revocation list (JSON, see authfallback.RevocationList); empty: none")
+	str(&c.offlineKey, "offline-key", "", "Ed25519 key file (PKCS #8 PEM, created if missing) that signs offline tokens minted at "+stack.OfflineTokenPath+"; empty: no offline tokens")
 	str(&c.downstream, "downstream", "", "the downstream's base URL; empty: start a fake downstream on loopback (demo)")
 	str(&c.store, "store", "memory", "idempotency store: memory, redis or postgres")
 	str(&c.redisAddr, "redis-addr", "127.0.0.1:6379", "Redis address for -store redis")
@@ -129,6 +135,8 @@ func run(logger *slog.Logger, args []string) error {
 		JWKSURLs:     splitList(c.jwks),
 		CacheFile:    c.cacheFile,
 		Downstream:   c.downstream,
+
+		RevocationURL: c.revocationURL,
 	}
 	if c.issuer == "" {
 		idp := authtest.New()
@@ -137,7 +145,14 @@ func run(logger *slog.Logger, args []string) error {
 		tok := idp.Issue(jwt.MapClaims{"sub": "demo-user", "scope": "read write"})
 		defer fmt.Fprintf(os.Stderr, "\n")
 		logger.Info("demo: fake IdP started", "issuer", idp.Issuer())
-		fmt.Fprintf(os.Stderr, "\ndemo token (1 h):\n  export TOKEN=%s\n  curl -s -H \"Authorization: Bearer $TOKEN\" http://%s/items/1\n  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Idempotency-Key: \"k1\"' -d '{\"write_id\":\"w1\",\"amount\":5}' http://%s/orders\n\n", tok, c.addr, c.addr)
+		if c.offlineKey == "" { // the demo mints offline tokens with a key of its own
+			_, key, err := ed25519.GenerateKey(rand.Reader)
+			if err != nil {
+				return err
+			}
+			cfg.OfflineKey = key
+		}
+		fmt.Fprintf(os.Stderr, "\ndemo token (1 h):\n  export TOKEN=%s\n  curl -s -H \"Authorization: Bearer $TOKEN\" http://%s/items/1\n  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Idempotency-Key: \"k1\"' -d '{\"write_id\":\"w1\",\"amount\":5}' http://%s/orders\n  curl -s -H \"Authorization: Bearer $TOKEN\" -X POST http://%s%s\n\n", tok, c.addr, c.addr, c.addr, stack.OfflineTokenPath)
 	}
 	if c.downstream == "" {
 		ds := httptest.NewServer(downstream.New())
@@ -155,6 +170,16 @@ func run(logger *slog.Logger, args []string) error {
 			return err
 		}
 		cfg.CacheFile = filepath.Join(dir, "jwks.json")
+	}
+	if c.offlineKey != "" {
+		key, err := loadOrCreateKey(c.offlineKey)
+		if err != nil {
+			return err
+		}
+		cfg.OfflineKey = key
+	}
+	if cfg.RevocationURL != "" {
+		cfg.RevocationCacheFile = filepath.Join(filepath.Dir(cfg.CacheFile), "revocations.json")
 	}
 	store, closeStore, err := openStore(ctx, c)
 	if err != nil {

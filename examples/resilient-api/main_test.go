@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -75,4 +76,20 @@ func TestTableName(t *testing.T) {
 	assert.Equal(t, "a1", tableName("1a1"), "an identifier does not start with a digit")
 	assert.Len(t, tableName(strings.Repeat("x", 100)), 48)
 	assert.Equal(t, "droptablex", tableName("drop table x;"))
+}
+
+func TestOfflineKeyIsCreatedOnceAndReloaded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "offline.pem")
+	k1, err := loadOrCreateKey(path)
+	require.NoError(t, err)
+	st, err := os.Stat(path)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+	k2, err := loadOrCreateKey(path)
+	require.NoError(t, err)
+	assert.True(t, k1.Equal(k2))
+
+	require.NoError(t, os.WriteFile(path, []byte("not a key"), 0o600))
+	_, err = loadOrCreateKey(path)
+	assert.Error(t, err)
 }
