@@ -11,26 +11,41 @@ import (
 	"github.com/holdfast-go/holdfast/idempotency"
 )
 
+type subjectKey struct{}
+
+// authenticate stands for the service's authentication middleware (e.g.
+// authfallback's Handler): it verifies the caller and puts the verified
+// subject in the context. Never scope by a header the client sets itself.
+func authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		subject, ok := map[string]string{"Bearer token-of-alice": "alice"}[r.Header.Get("Authorization")]
+		if !ok {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), subjectKey{}, subject)))
+	})
+}
+
 func Example() {
 	store := idempotency.NewMemoryStore(idempotency.MemoryConfig{})
 	defer store.Close()
 	x := idempotency.New(idempotency.Config{
 		Store: store,
-		// The verified caller; here a header set by the authentication
-		// middleware in front.
-		Scope: func(r *http.Request) string { return r.Header.Get("X-Subject") },
+		// The verified caller, put in the context by authenticate.
+		Scope: func(r *http.Request) string { s, _ := r.Context().Value(subjectKey{}).(string); return s },
 	})
 	orders := 0
-	srv := httptest.NewServer(x.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(authenticate(x.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		orders++
 		w.WriteHeader(http.StatusCreated)
 		fmt.Fprintf(w, "order %d", orders)
-	})))
+	}))))
 	defer srv.Close()
 
 	send := func(key, body string) {
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/orders", strings.NewReader(body))
-		req.Header.Set("X-Subject", "alice")
+		req.Header.Set("Authorization", "Bearer token-of-alice")
 		req.Header.Set("Idempotency-Key", key)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
