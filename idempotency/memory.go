@@ -344,6 +344,11 @@ func (s *MemoryStore) Claim(_ context.Context, key, fingerprint, owner string, l
 		e.rec.LeaseUntil = now.Add(lease)
 		if e.rec.Request == nil {
 			e.expires = e.rec.LeaseUntil.Add(inflightGrace)
+		} else if e.expires.Before(e.rec.LeaseUntil) {
+			// A queued request taken over near its TTL lives out the
+			// lease, as Extend and ClaimQueued make it (and the shared
+			// stores do).
+			e.expires = e.rec.LeaseUntil
 		}
 		sh.bytes -= e.size
 		e.resize(key)

@@ -19,6 +19,7 @@ import (
 	"github.com/holdfast-go/holdfast/idempotency"
 	"github.com/holdfast-go/holdfast/idempotency/pgstore"
 	"github.com/holdfast-go/holdfast/idempotency/storetest"
+	"github.com/holdfast-go/holdfast/internal/recordcodec"
 )
 
 const defaultDSN = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
@@ -244,6 +245,13 @@ func TestCorruptRow(t *testing.T) {
 	assert.Error(t, err)
 	_, _, err = s.Claim(ctx, "bad", "fp", "o", time.Minute)
 	assert.Error(t, err)
+	// Well encoded, but no handler writes status 0: replaying it would
+	// panic in WriteHeader.
+	_, err = pool.Exec(ctx, "INSERT INTO "+table+" (key, state, fingerprint, created, expires, response) VALUES ('bad2', 2, 'fp', now(), now() + interval '1 hour', $1)",
+		recordcodec.EncodeResponse(0, nil, nil))
+	require.NoError(t, err)
+	_, _, err = s.Claim(ctx, "bad2", "fp", "o", time.Minute)
+	assert.ErrorIs(t, err, recordcodec.ErrCorrupt)
 }
 
 func TestDatabaseDown(t *testing.T) {

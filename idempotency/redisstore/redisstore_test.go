@@ -17,6 +17,7 @@ import (
 	"github.com/holdfast-go/holdfast/idempotency"
 	"github.com/holdfast-go/holdfast/idempotency/redisstore"
 	"github.com/holdfast-go/holdfast/idempotency/storetest"
+	"github.com/holdfast-go/holdfast/internal/recordcodec"
 )
 
 // newClient connects to HOLDFAST_REDIS_ADDR (default 127.0.0.1:6379). It
@@ -218,6 +219,12 @@ func TestCorruptRecord(t *testing.T) {
 	require.NoError(t, c.HSet(ctx, prefix+":r:bad2", "st", "9").Err())
 	_, _, err = s.Get(ctx, "bad2")
 	assert.Error(t, err)
+	// Well encoded, but no handler writes status 0: replaying it would
+	// panic in WriteHeader.
+	require.NoError(t, c.HSet(ctx, prefix+":r:bad3", "st", "2", "fp", "fp", "fe", "1",
+		"rs", string(recordcodec.EncodeResponse(0, nil, nil))).Err())
+	_, _, err = s.Claim(ctx, "bad3", "fp", "o", time.Minute)
+	assert.ErrorIs(t, err, recordcodec.ErrCorrupt)
 }
 
 // TestRedisDown checks that an unreachable Redis is an error from every
