@@ -90,7 +90,10 @@ type Config struct {
 	// http.DefaultTransport is used.
 	HTTPClient *http.Client
 	// AuditLog receives the audit events: entry into and exit from fallback
-	// mode, every degraded acceptance, every rejected key set. Entries carry
+	// mode, every degraded acceptance (with the scopes the policy removed),
+	// every use of the expired grace, every degraded token the policy
+	// refuses, every revoked token refused, every reconcile finding, every
+	// rejected key set. Entries carry
 	// a token hash, never a token. If nil, slog.Default() is used: a
 	// fallback decision never leaves no trace.
 	AuditLog *slog.Logger
@@ -132,8 +135,8 @@ type Config struct {
 	Revocations Revocations
 	// MaxDegradedRecords bounds the record of tokens accepted degraded,
 	// kept for reconciliation (one entry per token). If zero, 10000. Once
-	// full, further tokens are still accepted but not recorded; the audit
-	// log and ReconcileSummary say how many were missed.
+	// full, further tokens are still accepted but not recorded; the
+	// "reconcile done" audit event says how many were not.
 	MaxDegradedRecords int
 
 	// OnFallbackEnter is called when refreshes start failing and the

@@ -1,5 +1,7 @@
 // Package authfallback provides JWT verification that survives an outage of
-// the identity provider (IdP), its CDN or its JWKS endpoint.
+// the identity provider (IdP), its CDN or its JWKS endpoint, under a bounded
+// fallback policy, with offline tokens, revocation and reconciliation, and
+// an oauth2 token source for clients that outlives a token-endpoint outage.
 //
 // A [Verifier] verifies bearer tokens locally against a last-known-good JSON
 // Web Key Set (JWKS). It refreshes the set in the background every
@@ -43,16 +45,81 @@
 // header.
 //
 //	v, err := authfallback.New(authfallback.Config{
-//		Issuer:    "https://idp.example.com/",
-//		Audience:  []string{"orders-api"},
-//		JWKSURLs:  []string{"https://idp.example.com/.well-known/jwks.json"},
-//		CacheFile: "/var/lib/orders-api/jwks.json",
+//		Issuer:      "https://idp.example.com/",
+//		Audience:    []string{"orders-api"},
+//		JWKSURLs:    []string{"https://idp.example.com/.well-known/jwks.json"},
+//		CacheFile:   "/var/lib/orders-api/jwks.json",
+//		Policy:      authfallback.Policy{AllowedScopes: []string{"orders:read"}},
+//		Revocations: revocationList, // an *authfallback.RevocationList
+//		OnReconcile: func(ev authfallback.ReconcileEvent) { endSession(ev.Subject) },
 //	})
 //	if err != nil {
 //		log.Fatal(err)
 //	}
 //	defer v.Close()
 //	log.Fatal(http.ListenAndServe(":8080", v.Handler(mux)))
+//
+// # Fallback policy
+//
+// Fallback is a bounded, audited policy ([Config.Policy], see [Policy]),
+// applied to every request authenticated in fallback mode, with an offline
+// token or in the grace window:
+//
+//   - MaxOfflineDuration (default 30 minutes): after it, nothing degraded
+//     is accepted; verification fails closed with [ErrFallbackExpired],
+//     which Handler answers 503 with Retry-After (the token is not at
+//     fault). [Status.FallbackDeadline] says when.
+//   - AllowedScopes: a degraded [Result] keeps only these scopes;
+//     [Result.RemovedScopes] lists the others. Empty means no scope at
+//     all: fallback never widens access.
+//   - MaxTokenAge: degraded tokens issued longer ago (or without "iat")
+//     are refused.
+//   - ExpiredGrace (default 10 minutes): a token that this Verifier saw
+//     valid before fallback mode began, and that expired during it, is
+//     accepted once more within the window, with [ReasonExpiredGrace]. A
+//     token never seen is never given grace.
+//
+// # Offline tokens
+//
+// An [OfflineIssuer] mints short-lived (at most 15 minutes) Ed25519 tokens
+// under an issuer of its own, with scopes within its AllowedScopes, and
+// writes every issuance to its audit log. Its [OfflineIssuer.ExchangeHandler],
+// mounted behind [Verifier.Handler], gives a caller whose primary token
+// verifies (degraded or not) an offline token for the same subject; an
+// offline token never buys another. A Verifier with [Config.Offline] trusts
+// the issuer's current and not yet retired keys (a [OfflineIssuer.Rotate]
+// applies at once) and accepts its tokens, with [ReasonOfflineToken], only
+// in fallback mode unless [Config.AcceptOfflineTokensAlways] is set, and
+// only with scopes within [Policy.AllowedScopes]. Offline tokens pass the
+// same checks, cache, policy and revocation list as any other token.
+//
+// # Revocation and reconciliation
+//
+// [Config.Revocations] is consulted on every verification, cache hits
+// included; a revoked token fails with [ErrRevoked] (401). A
+// [RevocationList] polls a JSON list over HTTP and keeps the last good one
+// in memory and in a file; [MemoryRevocations] is in-memory and the model
+// for a list in Redis or a database; any [Revocations] implementation
+// plugs in. [Config.OnRevocation] reports each new revocation of a
+// RevocationList or MemoryRevocations.
+//
+// The Verifier records every token it accepts degraded (bounded by
+// [Config.MaxDegradedRecords]). On the first successful key refresh after
+// that (the IdP is back), it refreshes the revocation source first, if it
+// has a Refresh(context.Context) error method, then re-checks every
+// recorded subject and "jti", and reports each one now revoked, or signed
+// by a key that left the key set, through [Config.OnReconcile] (a
+// [ReconcileEvent]), so the service can end the session and undo or flag
+// what was done with it. Every degraded acceptance, grace use, policy
+// refusal and reconcile finding is an audit event.
+//
+// # Client side
+//
+// [TokenSource] wraps an oauth2.TokenSource: it refreshes the token in the
+// background at about 80 % of its lifetime (with jitter), keeps handing out
+// the current token while the token endpoint fails, retrying with backoff,
+// and never hands out an expired one. [TokenSource.Transport] adds the
+// Bearer header, like oauth2.Transport.
 //
 // A Verifier is safe for concurrent use. Hooks may be called concurrently,
 // are called without any lock held, and must not block.

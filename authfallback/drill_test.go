@@ -165,7 +165,9 @@ func TestDrill(t *testing.T) {
 		idp.SetDown(true)
 		time.Sleep(5*time.Minute + time.Second)
 		synctest.Wait()
-		require.True(t, d.v.Status().Fallback)
+		st := d.v.Status()
+		require.True(t, st.Fallback)
+		assert.Equal(t, start.Add(35*time.Minute), st.FallbackDeadline, "30 min from the refresh that was due")
 
 		// Degraded and narrowed to AllowedScopes.
 		rec, res = d.get(t, bob)
@@ -223,7 +225,9 @@ func TestDrill(t *testing.T) {
 		idp.SetDown(false)
 		time.Sleep(5 * time.Minute)
 		synctest.Wait()
-		require.False(t, d.v.Status().Fallback, "the IdP is back")
+		st = d.v.Status()
+		require.False(t, st.Fallback, "the IdP is back")
+		assert.Zero(t, st.DegradedRecords, "reconciled")
 		ev := d.seen()
 		require.Contains(t, ev, "exit")
 		assert.Contains(t, ev, "revocation:bob")

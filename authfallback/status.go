@@ -37,6 +37,12 @@ type Status struct {
 	Failures int
 	// CachedTokens is the number of entries in the verified-token cache.
 	CachedTokens int
+	// FallbackDeadline is when degraded acceptance stops in the current
+	// fallback mode (Policy.MaxOfflineDuration), zero when not in it.
+	FallbackDeadline time.Time
+	// DegradedRecords is the number of tokens accepted degraded and not
+	// yet reconciled.
+	DegradedRecords int
 }
 
 // Status returns the current state of v.
@@ -57,6 +63,7 @@ func (v *Verifier) Status() Status {
 		s.Fallback = true
 		s.FallbackSince = fb.since
 		s.Reason = fb.reason
+		s.FallbackDeadline = v.offlineDeadline(fb, v.keys.Load())
 	}
 	s.LastAttempt = v.lastAttempt
 	s.LastError = v.lastErr
@@ -70,5 +77,6 @@ func (v *Verifier) Status() Status {
 		s.NextAttempt = time.Unix(0, n)
 	}
 	s.CachedTokens = v.cache.len()
+	s.DegradedRecords = v.records.len()
 	return s
 }
