@@ -106,8 +106,10 @@ type Config struct {
 	// ErrorHandler writes the response for a request that Handler refuses.
 	// err matches (errors.Is) ErrNoToken, ErrInvalidToken or ErrUnavailable.
 	// If nil, an RFC 9457 problem is written: 401 with WWW-Authenticate for
-	// a missing or bad token, 503 with Retry-After when no trusted keys are
-	// available.
+	// a missing, bad, revoked (ErrRevoked) or out-of-policy
+	// (ErrOutsidePolicy) token, 503 with Retry-After when no trusted keys
+	// are available or fallback mode outlasted Policy.MaxOfflineDuration
+	// (ErrFallbackExpired).
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 
 	// Policy bounds what is accepted in fallback mode: how long, which

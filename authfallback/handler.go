@@ -87,8 +87,11 @@ func (v *Verifier) writeError(w http.ResponseWriter, r *http.Request, err error)
 			retry = max
 		}
 		detail := "no trusted verification keys are available"
-		if errors.Is(err, ErrKeysTooStale) {
+		switch {
+		case errors.Is(err, ErrKeysTooStale):
 			detail = "the verification keys are too old to be trusted"
+		case errors.Is(err, ErrFallbackExpired):
+			detail = "the identity provider has been unreachable for longer than the fallback policy allows"
 		}
 		problem.Write(w, problem.Problem{
 			Type:       ProblemUnavailable,
@@ -106,7 +109,12 @@ func (v *Verifier) writeError(w http.ResponseWriter, r *http.Request, err error)
 		})
 	default:
 		detail := "the access token is invalid"
-		if errors.Is(err, jwt.ErrTokenExpired) {
+		switch {
+		case errors.Is(err, ErrRevoked):
+			detail = "the access token was revoked"
+		case errors.Is(err, ErrOutsidePolicy):
+			detail = "the access token is not accepted under the current fallback policy"
+		case errors.Is(err, jwt.ErrTokenExpired):
 			detail = "the access token expired"
 		}
 		problem.Write(w, problem.Problem{

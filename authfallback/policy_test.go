@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -353,4 +354,35 @@ func TestPolicyConfigValidation(t *testing.T) {
 	v, err := New(c)
 	require.NoError(t, err)
 	require.NoError(t, v.Close())
+}
+
+func TestHandlerPolicyResponses(t *testing.T) {
+	idp := edIdP(t)
+	synctest.Test(t, func(t *testing.T) {
+		var revs MemoryRevocations
+		v, _, _ := policyVerifier(t, idp, func(c *Config) { c.Revocations = &revs })
+		h := v.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+		serve := func(tok string) *httptest.ResponseRecorder {
+			req := httptest.NewRequest(http.MethodGet, "/", nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			return rec
+		}
+		revs.RevokeID("bad")
+		rec := serve(idp.Issue(jwt.MapClaims{"jti": "bad"}))
+		assert.Equal(t, http.StatusUnauthorized, rec.Code)
+		assert.Contains(t, rec.Header().Get("WWW-Authenticate"), `error="invalid_token"`)
+		assert.Contains(t, rec.Body.String(), "revoked")
+
+		tok := idp.Issue(nil)
+		down(t, v, idp)
+		assert.Equal(t, http.StatusOK, serve(tok).Code)
+		time.Sleep(31 * time.Minute)
+		rec = serve(tok)
+		assert.Equal(t, http.StatusServiceUnavailable, rec.Code)
+		assert.NotEmpty(t, rec.Header().Get("Retry-After"))
+		assert.Equal(t, "application/problem+json", rec.Header().Get("Content-Type"))
+		assert.Contains(t, rec.Body.String(), "fallback policy")
+	})
 }

@@ -271,8 +271,14 @@ func (l *RevocationList) loop() {
 }
 
 // refresh fetches and applies the list once; it returns the delay before
-// the next fetch.
+// the next fetch. Hooks run after the fetch lock is released.
 func (l *RevocationList) refresh(ctx context.Context) (time.Duration, error) {
+	wait, notify, err := l.refreshLocked(ctx)
+	notify()
+	return wait, err
+}
+
+func (l *RevocationList) refreshLocked(ctx context.Context) (time.Duration, func(), error) {
 	l.refreshMu.Lock()
 	defer l.refreshMu.Unlock()
 	b, etag, err := l.fetch(ctx)
@@ -296,11 +302,12 @@ func (l *RevocationList) refresh(ctx context.Context) (time.Duration, error) {
 		wait := revBackoff(attempt, revBackoffBase, l.cfg.refreshInterval())
 		l.stat.NextAttempt = now.Add(wait)
 		l.mu.Unlock()
-		l.log.Warn("authfallback: revocation list refresh failed", "url", l.cfg.URL, "attempt", attempt, "retry", wait, "err", err)
-		if h := l.cfg.OnRefreshError; h != nil {
-			h(RefreshErrorEvent{Err: err, Attempt: attempt, Retry: wait})
-		}
-		return wait, err
+		return wait, func() {
+			l.log.Warn("authfallback: revocation list refresh failed", "url", l.cfg.URL, "attempt", attempt, "retry", wait, "err", err)
+			if h := l.cfg.OnRefreshError; h != nil {
+				h(RefreshErrorEvent{Err: err, Attempt: attempt, Retry: wait})
+			}
+		}, err
 	}
 	l.etag = etag
 	prev := l.snap.Swap(s)
@@ -316,16 +323,18 @@ func (l *RevocationList) refresh(ctx context.Context) (time.Duration, error) {
 			l.log.Warn("authfallback: revocation cache file not written", "file", l.cfg.CacheFile, "err", err)
 		}
 	}
-	if h := l.cfg.OnRevocation; h != nil || l.hooks.hooks.Load() != nil {
-		evs := revDiff(prev, s)
-		if h != nil {
+	var evs []RevocationEvent
+	if l.cfg.OnRevocation != nil || l.hooks.hooks.Load() != nil {
+		evs = revDiff(prev, s)
+	}
+	return wait, func() {
+		if h := l.cfg.OnRevocation; h != nil {
 			for _, ev := range evs {
 				h(ev)
 			}
 		}
 		l.hooks.notify(evs)
-	}
-	return wait, nil
+	}, nil
 }
 
 // fetch GETs the list. It returns a nil body (and no error) for 304 Not
