@@ -45,7 +45,8 @@ func (e *FetchError) Unwrap() error { return e.Err }
 // returns the error if none gave a usable set. Refreshes are single-flight:
 // a call made while one runs waits for it and then fetches again. The
 // background refresh keeps running on its own; Refresh is for operators and
-// tests.
+// tests. A successful refresh that follows degraded acceptances runs the
+// reconciliation (see Config.OnReconcile) before Refresh returns.
 func (v *Verifier) Refresh(ctx context.Context) error {
 	if len(v.cfg.JWKSURLs) == 0 {
 		return errors.New("authfallback: no JWKS URL configured")

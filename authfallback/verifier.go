@@ -172,8 +172,11 @@ func (v *Verifier) Close() error {
 
 // Verify verifies a raw JWT (without "Bearer ") and returns what it
 // established. Errors match ErrNoToken, ErrInvalidToken or ErrUnavailable
-// (errors.Is). A token verified while the Verifier is in fallback mode, or by
-// a key of another trusted source, has Degraded set and a Reason.
+// (errors.Is); among them ErrRevoked and ErrOutsidePolicy match
+// ErrInvalidToken, ErrFallbackExpired matches ErrUnavailable. A token
+// verified while the Verifier is in fallback mode, an offline token, or a
+// token in its expired grace window has Degraded set and a Reason, and its
+// Scopes narrowed by Config.Policy.
 //
 // The returned Result may be shared with other calls for the same token and
 // must not be modified.
