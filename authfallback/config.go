@@ -152,7 +152,11 @@ type Config struct {
 	// OnReconcile is called, once the IdP is back, for every token that
 	// was accepted degraded and is now found revoked or signed by a key
 	// that left the key set, so the service can end the session and undo
-	// or flag what it did. See [ReconcileEvent].
+	// or flag what it did. See [ReconcileEvent]. Reconciliation runs on
+	// the goroutine whose refresh succeeded (the background loop, or a
+	// caller of Refresh), after OnFallbackExit and after refreshing
+	// Revocations (bounded by FetchTimeout) when the source has a
+	// Refresh(context.Context) error method.
 	OnReconcile func(ReconcileEvent)
 	// OnRevocation is called for each revocation Revocations sees for the
 	// first time, when Revocations is a [*RevocationList] or a
