@@ -2,13 +2,19 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/holdfast-go/holdfast/authfallback"
 	"github.com/holdfast-go/holdfast/retry"
 )
 
@@ -39,4 +45,21 @@ func TestGiveUpReasonIsLowCardinality(t *testing.T) {
 	assert.Equal(t, "deadline", giveUpReason(retry.ErrDeadline))
 	assert.Equal(t, "not-replayable", giveUpReason(&retry.NotReplayableError{Method: "POST"}))
 	assert.Equal(t, "other", giveUpReason(errors.New("something else entirely")))
+}
+
+func TestAuthHooksCount(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	h, err := Hooks(provider.Meter("test"))
+	require.NoError(t, err)
+	h.OnRevocation(authfallback.RevocationEvent{Subject: "a"})
+	h.OnReconcile(authfallback.ReconcileEvent{Finding: authfallback.RevokedSubject})
+	h.OnReconcile(authfallback.ReconcileEvent{Finding: authfallback.RevokedSubject})
+	h.OnOfflineIssue(authfallback.OfflineIssueEvent{})
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, reader.Collect(context.Background(), &rm))
+	lines := strings.Join(format(rm), "\n")
+	assert.Contains(t, lines, "holdfast.auth.revocations{} 1")
+	assert.Contains(t, lines, "holdfast.auth.reconciled{finding="+authfallback.RevokedSubject+"} 2")
+	assert.Contains(t, lines, "holdfast.auth.offline_issued{} 1")
 }

@@ -20,6 +20,9 @@ import (
 //
 //	holdfast.auth.fallback          authfallback entered/left fallback mode (direction)
 //	holdfast.auth.refresh_errors    failed JWKS refreshes
+//	holdfast.auth.revocations       revocations seen for the first time
+//	holdfast.auth.reconciled        tokens accepted during an outage found revoked or invalid after it (finding)
+//	holdfast.auth.offline_issued    offline tokens minted
 //	holdfast.degrade.mode_changes   the service's mode changed (to)
 //	holdfast.breaker.transitions    a breaker changed state (side, to)
 //	holdfast.retry.retries          retries made (status)
@@ -36,6 +39,9 @@ func Hooks(meter metric.Meter) (stack.Hooks, error) {
 	}
 	fallback := counter("holdfast.auth.fallback", "authfallback entries into and exits from fallback mode")
 	refreshErrs := counter("holdfast.auth.refresh_errors", "failed refreshes of the JWKS")
+	revocations := counter("holdfast.auth.revocations", "revocations seen for the first time")
+	reconciled := counter("holdfast.auth.reconciled", "tokens accepted degraded and found revoked or invalid once the IdP was back")
+	offline := counter("holdfast.auth.offline_issued", "offline tokens minted")
 	modes := counter("holdfast.degrade.mode_changes", "changes of the service's mode")
 	breakers := counter("holdfast.breaker.transitions", "circuit breaker state changes")
 	retries := counter("holdfast.retry.retries", "retries made by retry.Transport")
@@ -52,7 +58,12 @@ func Hooks(meter metric.Meter) (stack.Hooks, error) {
 		OnFallbackEnter: func(authfallback.FallbackEvent) { fallback.Add(ctx, 1, kv("direction", "enter")) },
 		OnFallbackExit:  func(authfallback.FallbackEvent) { fallback.Add(ctx, 1, kv("direction", "exit")) },
 		OnRefreshError:  func(authfallback.RefreshErrorEvent) { refreshErrs.Add(ctx, 1) },
-		OnModeChange:    func(ch degrade.ModeChange) { modes.Add(ctx, 1, kv("to", ch.To.String())) },
+		OnRevocation:    func(authfallback.RevocationEvent) { revocations.Add(ctx, 1) },
+		OnReconcile: func(ev authfallback.ReconcileEvent) {
+			reconciled.Add(ctx, 1, kv("finding", ev.Finding))
+		},
+		OnOfflineIssue: func(authfallback.OfflineIssueEvent) { offline.Add(ctx, 1) },
+		OnModeChange:   func(ch degrade.ModeChange) { modes.Add(ctx, 1, kv("to", ch.To.String())) },
 		OnBreaker: func(ch stack.BreakerChange) {
 			breakers.Add(ctx, 1, metric.WithAttributes(attribute.String("side", ch.Side), attribute.String("to", ch.To)))
 		},
