@@ -199,8 +199,9 @@ func (l *load) note(w *write, status int) {
 
 // poll re-sends every write still answered 202, with its key, until it gets
 // its final answer or ctx ends: what a client does with a 202's Location.
-// It returns how many were polled and how many got their final answer.
-func (l *load) poll(ctx context.Context) (queued, confirmed int) {
+// It returns, for the revoked subject and for everyone else apart, how many
+// were polled and how many got a 2xx final answer.
+func (l *load) poll(ctx context.Context) (p pollResult) {
 	l.mu.Lock()
 	var pending []*write
 	for _, id := range l.order {
@@ -216,8 +217,12 @@ func (l *load) poll(ctx context.Context) (queued, confirmed int) {
 				l.mu.Lock()
 				l.note(w, status)
 				l.mu.Unlock()
-				if note2xx(status) {
-					confirmed++
+				revoked := w.subject == revokedSubject
+				switch {
+				case revoked && status == http.StatusUnauthorized:
+					p.revokedRefused++
+				case !revoked && note2xx(status):
+					p.confirmed++
 				}
 				break
 			}
@@ -229,5 +234,18 @@ func (l *load) poll(ctx context.Context) (queued, confirmed int) {
 			t.Stop()
 		}
 	}
-	return len(pending), confirmed
+	for _, w := range pending {
+		if w.subject == revokedSubject {
+			p.revokedQueued++
+		} else {
+			p.queued++
+		}
+	}
+	return p
+}
+
+// pollResult is what poll found.
+type pollResult struct {
+	queued, confirmed             int // everyone but the revoked subject
+	revokedQueued, revokedRefused int // the revoked subject: refused (401) at replay
 }

@@ -335,10 +335,12 @@ func run(o options) (*report, error) {
 		event("drain stopped: " + derr.Error())
 	}
 	pctx, pcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	q, c := loads[stackHoldfast].poll(pctx)
+	pr := loads[stackHoldfast].poll(pctx)
 	pcancel()
-	rep.QueuedPolled, rep.QueuedConfirmed = q, c
-	event(fmt.Sprintf("clients polled %d queued writes: %d confirmed", q, c))
+	rep.QueuedPolled, rep.QueuedConfirmed = pr.queued, pr.confirmed
+	rep.RevokedQueued, rep.RevokedQueuedRefused = pr.revokedQueued, pr.revokedRefused
+	event(fmt.Sprintf("clients polled %d queued writes: %d confirmed; %d of the revoked subject: %d refused (401) at replay",
+		pr.queued, pr.confirmed, pr.revokedQueued, pr.revokedRefused))
 	mark()
 
 	rep.build(loads, ds, hits, bounds, rec)

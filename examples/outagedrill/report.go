@@ -34,13 +34,18 @@ type report struct {
 	// QueuedPolled is the number of holdfast writes still answered 202
 	// when the load stopped; QueuedConfirmed how many of them the client
 	// then got a 2xx final answer for.
-	QueuedPolled    int             `json:"queued_polled"`
-	QueuedConfirmed int             `json:"queued_confirmed"`
-	Holdfast        holdfastEvents  `json:"holdfast_events"`
-	Revoked         *revokedReport  `json:"revoked_subject"`
-	Events          []event         `json:"events"`
-	Timeline        []timelinePoint `json:"timeline"`
-	Checks          []check         `json:"checks"`
+	QueuedPolled    int `json:"queued_polled"`
+	QueuedConfirmed int `json:"queued_confirmed"`
+	// RevokedQueued are the revoked subject's writes still answered 202
+	// when the load stopped (queued before the revocation was known);
+	// RevokedQueuedRefused how many of them were refused at replay.
+	RevokedQueued        int             `json:"revoked_queued"`
+	RevokedQueuedRefused int             `json:"revoked_queued_refused"`
+	Holdfast             holdfastEvents  `json:"holdfast_events"`
+	Revoked              *revokedReport  `json:"revoked_subject"`
+	Events               []event         `json:"events"`
+	Timeline             []timelinePoint `json:"timeline"`
+	Checks               []check         `json:"checks"`
 }
 
 type event struct {
@@ -439,11 +444,16 @@ func (rep *report) buildRevoked(loads [2]*load, start, revokedAt, idpBack time.T
 		What:  "holdfast: requests of the subject revoked during the outage accepted once the revocation was known",
 		Value: fmt.Sprintf("%d (known at %.1fs)", hf.AcceptedAfterKnown, rr.KnownAtS),
 		Pass:  !known.IsZero() && hf.AcceptedAfterKnown == 0,
+	}, check{
+		What:  "holdfast: queued writes of the revoked subject refused when replayed",
+		Value: fmt.Sprintf("%d of %d", rep.RevokedQueuedRefused, rep.RevokedQueued),
+		Pass:  rep.RevokedQueuedRefused == rep.RevokedQueued,
 	})
 	if !stack.RevocationsEnforced {
-		c := &rep.Checks[len(rep.Checks)-1]
-		c.Pending = true
-		c.Value += "; pending: the stack cannot enforce revocations until authfallback.Config takes them"
+		for i := len(rep.Checks) - 2; i < len(rep.Checks); i++ {
+			rep.Checks[i].Pending = true
+			rep.Checks[i].Value += "; pending: the stack does not enforce revocations"
+		}
 	}
 }
 
