@@ -32,8 +32,10 @@ import (
 // from it; requests queued on one instance and replayed by both at once run
 // once each and are answered on the other; an instance that stops renewing
 // its lease is taken over by the other once the lease expired on the
-// store's clock, and its late completion is refused. The takeover case
-// sleeps about a second.
+// store's clock, and its late completion is refused; a handler that runs
+// for several leases keeps its claim, renewed on the store, so the other
+// instance answers 409 rather than running it again. The last two cases
+// sleep about a second each.
 func RunHTTP(t *testing.T, newStores func(t *testing.T) (a, b idempotency.Store)) {
 	t.Helper()
 	cases := []struct {
@@ -43,6 +45,7 @@ func RunHTTP(t *testing.T, newStores func(t *testing.T) (a, b idempotency.Store)
 		{"TwoInstancesDuplicates", testTwoInstancesDuplicates},
 		{"TwoInstancesQueue", testTwoInstancesQueue},
 		{"TwoInstancesTakeover", testTwoInstancesTakeover},
+		{"TwoInstancesLeaseRenewed", testTwoInstancesLeaseRenewed},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -280,4 +283,37 @@ func testTwoInstancesTakeover(t *testing.T, a, b idempotency.Store) {
 			"the stored response is B's")
 	}
 	assert.Equal(t, int64(1), lost.Load(), "A learns that it lost the lease")
+}
+
+// testTwoInstancesLeaseRenewed: instance A's handler runs for several
+// leases; A renews its lease on the store, so instance B's duplicate, sent
+// long after the first lease ended, gets 409 and does not run.
+func testTwoInstancesLeaseRenewed(t *testing.T, a, b idempotency.Store) {
+	const lease = 300 * time.Millisecond
+	var (
+		runs    atomic.Int64
+		started = make(chan struct{}, 1)
+		unblock = make(chan struct{})
+	)
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if runs.Add(1) == 1 {
+			started <- struct{}{}
+			<-unblock
+		}
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, "slow")
+	})
+	sa := newServer(t, idempotency.New(idempotency.Config{Store: a, Lease: lease}).Handler(app))
+	sb := newServer(t, idempotency.New(idempotency.Config{Store: b, Lease: lease}).Handler(app))
+
+	first := make(chan answer, 1)
+	go func() { first <- post(t, sa, "alice", "/pay", `"slow"`, "100") }()
+	<-started
+	time.Sleep(3 * lease) // three leases: only renewals keep A's claim
+	assert.Equal(t, http.StatusConflict, post(t, sb, "alice", "/pay", `"slow"`, "100").status,
+		"A's renewed lease is live")
+	close(unblock)
+	assert.Equal(t, answer{http.StatusCreated, "slow", false}, <-first)
+	assert.Equal(t, answer{http.StatusCreated, "slow", true}, post(t, sb, "alice", "/pay", `"slow"`, "100"))
+	assert.Equal(t, int64(1), runs.Load())
 }
