@@ -84,7 +84,8 @@
 //
 // [NewMemoryStore] keeps records in memory for a single instance; the
 // redisstore and pgstore modules share them between replicas. Every store
-// passes the conformance suite in idempotency/storetest.
+// passes the conformance suite in idempotency/storetest (Run) and its
+// two-instance end-to-end checks over real HTTP (RunHTTP).
 //
 // Idempotency, MemoryStore and Transport are safe for concurrent use. Hooks
 // (On...) may be called concurrently and must not block.
