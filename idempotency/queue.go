@@ -105,6 +105,11 @@ func hopByHop(h string) bool {
 // accepted answers 202 for a queued request.
 func (x *Idempotency) accepted(w http.ResponseWriter, r *http.Request, key string) {
 	loc := r.URL.RequestURI()
+	if strings.HasPrefix(loc, "//") {
+		// A path that starts with "//" reads as another host's URL
+		// ("//evil.example/x"); "/." keeps it a path on this host.
+		loc = "/." + loc
+	}
 	if x.cfg.QueueLocation != nil {
 		loc = x.cfg.QueueLocation(r, key)
 	}

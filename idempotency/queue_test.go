@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -190,6 +191,22 @@ func TestReplayStoresRequestErrorsNotStoredLive(t *testing.T) {
 		assert.Equal(t, "true", resp.Header.Get(idempotency.HeaderReplayed))
 		assert.Equal(t, []string{"/orders a", "/orders b"}, app.log(), "each ran once")
 	}
+}
+
+func TestEnqueueLocationStaysOnThisHost(t *testing.T) {
+	x := idempotency.New(idempotency.Config{Store: newStore(t)})
+	r := httptest.NewRequest(http.MethodPost, "https://api.example/", strings.NewReader("x"))
+	r.URL.Path, r.RequestURI = "//evil.example/x", "//evil.example/x"
+	r.Header.Set("Idempotency-Key", "k")
+	w := httptest.NewRecorder()
+	x.Enqueue(w, r)
+	require.Equal(t, http.StatusAccepted, w.Code)
+	loc, err := url.Parse(w.Header().Get("Location"))
+	require.NoError(t, err)
+	base, _ := url.Parse("https://api.example/orders")
+	got := base.ResolveReference(loc)
+	assert.Equal(t, "api.example", got.Host, w.Header().Get("Location"))
+	assert.Equal(t, "//evil.example/x", got.Path, "the same path, where the client polls")
 }
 
 func TestReplayStoresPanicAsError(t *testing.T) {
