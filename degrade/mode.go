@@ -1,6 +1,16 @@
 package degrade
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/holdfast-go/holdfast/internal/httpx"
+)
+
+// HeaderDegraded is the response header that every holdfast package sets on
+// a response served by a fallback or in a non-normal mode. Its value is a
+// short reason: the mode ("degraded", "read-only"), "stale-if-error", or
+// authfallback's reason ("jwks-unreachable", "offline-token", ...).
+const HeaderDegraded = httpx.HeaderDegraded
 
 // Mode is the operating mode of a service. Modes are ordered: a worse mode
 // has a larger value, and when several signals disagree the worst wins.

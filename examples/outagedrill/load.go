@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/holdfast-go/holdfast/degrade"
 	"github.com/holdfast-go/holdfast/idempotency"
-	"github.com/holdfast-go/holdfast/internal/httpx"
 )
 
 type opKind int
@@ -161,8 +161,9 @@ func (l *load) send(ctx context.Context, tok token, w *write, path string) (int,
 	if err != nil {
 		return 0, ""
 	}
-	httpx.DrainClose(resp.Body)
-	return resp.StatusCode, resp.Header.Get(httpx.HeaderDegraded)
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+	_ = resp.Body.Close()
+	return resp.StatusCode, resp.Header.Get(degrade.HeaderDegraded)
 }
 
 func (l *load) do(ctx context.Context, op opKind, tok token, w *write, path string) {

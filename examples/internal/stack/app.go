@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/holdfast-go/holdfast/degrade"
+	"github.com/holdfast-go/holdfast/idempotency"
 	"io"
 	"net/http"
-
-	"github.com/holdfast-go/holdfast/internal/httpx"
 )
 
 // App is the example service's own code, the part a user writes: it serves
@@ -67,7 +67,7 @@ func (a *App) fail(w http.ResponseWriter, r *http.Request, status int, detail st
 
 // relayed are the downstream response headers passed on to the caller: the
 // ones that say a response came from a fallback.
-var relayed = []string{"Content-Type", "Cache-Control", "Age", "Cache-Status", httpx.HeaderDegraded}
+var relayed = []string{"Content-Type", "Cache-Control", "Age", "Cache-Status", degrade.HeaderDegraded}
 
 func (a *App) item(w http.ResponseWriter, r *http.Request, id string) {
 	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, a.Downstream+"/items/"+id, nil)
@@ -98,7 +98,7 @@ func (a *App) order(w http.ResponseWriter, r *http.Request) {
 	req.Header.Set("Content-Type", "application/json")
 	if a.DownstreamKey != nil {
 		if k := a.DownstreamKey(r); k != "" {
-			req.Header.Set(httpx.HeaderIdempotencyKey, k)
+			req.Header.Set(idempotency.HeaderKey, k)
 		}
 	}
 	a.relay(w, r, req, http.StatusCreated)
@@ -110,7 +110,7 @@ func (a *App) relay(w http.ResponseWriter, r *http.Request, req *http.Request, w
 		a.fail(w, r, http.StatusBadGateway, "downstream unreachable")
 		return
 	}
-	defer httpx.DrainClose(resp.Body)
+	defer drainClose(resp.Body)
 	if resp.StatusCode != want && resp.StatusCode != http.StatusOK {
 		a.fail(w, r, http.StatusBadGateway, "downstream answered "+resp.Status)
 		return
@@ -127,4 +127,11 @@ func (a *App) relay(w http.ResponseWriter, r *http.Request, req *http.Request, w
 	}
 	w.WriteHeader(resp.StatusCode)
 	_, _ = w.Write(body)
+}
+
+// drainClose reads a little of a body that is no longer needed, so the
+// connection can be reused, and closes it.
+func drainClose(body io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, 4<<10))
+	_ = body.Close()
 }

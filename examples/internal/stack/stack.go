@@ -24,7 +24,7 @@
 // breaker (and retry), not below. Below it, a stale answer would look like a
 // success to the breaker, which would then never open for reads; above it,
 // the breaker counts the downstream's real failures and Stale answers reads
-// through an open breaker (its error is httpx.ErrCircuitOpen).
+// through an open breaker (its error is breaker.ErrOpen).
 //
 // An order's downstream Idempotency-Key is derived from the caller's subject
 // and key, so a client's retry, a replay of a queued write, and the retries
@@ -36,6 +36,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -47,8 +48,6 @@ import (
 	"github.com/holdfast-go/holdfast/breaker"
 	"github.com/holdfast-go/holdfast/degrade"
 	"github.com/holdfast-go/holdfast/idempotency"
-	"github.com/holdfast-go/holdfast/internal/httpx"
-	"github.com/holdfast-go/holdfast/internal/problem"
 	"github.com/holdfast-go/holdfast/retry"
 )
 
@@ -225,7 +224,7 @@ func New(cfg Config) (*Service, error) {
 		// Minting an offline token changes nothing the queue could defer:
 		// it passes in every mode, like a read.
 		Tier: func(r *http.Request) degrade.Tier {
-			if httpx.IsSafe(r.Method) || r.URL.Path == OfflineTokenPath {
+			if isSafe(r.Method) || r.URL.Path == OfflineTokenPath {
 				return degrade.Read
 			}
 			return degrade.Write
@@ -518,20 +517,37 @@ func hasScope(r *http.Request, scope string) bool {
 }
 
 func writeProblem(w http.ResponseWriter, r *http.Request, status int, detail string) {
-	p := problem.Problem{Status: status, Detail: detail, Instance: r.URL.Path}
+	typ, title := "internal", "Internal error"
 	switch status {
 	case http.StatusBadGateway:
-		p.Type, p.Title = problem.TypeURI("downstream-failed"), "Downstream failed"
+		typ, title = "downstream-failed", "Downstream failed"
 	case http.StatusBadRequest:
-		p.Type, p.Title = problem.TypeURI("bad-request"), "Bad request"
+		typ, title = "bad-request", "Bad request"
 	case http.StatusNotFound:
-		p.Type, p.Title = problem.TypeURI("not-found"), "Not found"
+		typ, title = "not-found", "Not found"
 	case http.StatusForbidden:
-		p.Type, p.Title = problem.TypeURI("insufficient-scope"), "Insufficient scope"
-	default:
-		p.Type, p.Title = problem.TypeURI("internal"), "Internal error"
+		typ, title = "insufficient-scope", "Insufficient scope"
 	}
-	problem.Write(w, p)
+	// RFC 9457 problem details, like every error holdfast itself writes.
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"type":     "https://example.com/problems/" + typ,
+		"title":    title,
+		"status":   status,
+		"detail":   detail,
+		"instance": r.URL.Path,
+	})
+}
+
+// isSafe reports whether method is safe (RFC 9110 §9.2.1).
+func isSafe(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return false
 }
 
 // reportTransport reports the outcome of every downstream attempt to the

@@ -24,7 +24,6 @@ import (
 	"github.com/holdfast-go/holdfast/degrade"
 	"github.com/holdfast-go/holdfast/examples/internal/downstream"
 	"github.com/holdfast-go/holdfast/idempotency"
-	"github.com/holdfast-go/holdfast/internal/httpx"
 )
 
 type env struct {
@@ -110,7 +109,7 @@ func TestRestartDuringIdPOutageVerifiesFromCacheFile(t *testing.T) {
 	require.Eventually(t, func() bool { return s2.Verifier.Status().Fallback }, 5*time.Second, 20*time.Millisecond)
 	resp = e.do(t, s2, http.MethodGet, "/items/2", "", "")
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
-	assert.NotEmpty(t, resp.Header.Get(httpx.HeaderDegraded))
+	assert.NotEmpty(t, resp.Header.Get(degrade.HeaderDegraded))
 
 	r := httptest.NewRequest(http.MethodGet, "/items/1", nil)
 	r.Header.Set("Authorization", "Bearer not-a-token")
@@ -128,7 +127,7 @@ func TestDownstreamOutageServesStaleAndQueuesWrites(t *testing.T) {
 	// Reads are answered from the last good response.
 	stale := e.do(t, s, http.MethodGet, "/items/7", "", "")
 	assert.Equal(t, http.StatusOK, stale.StatusCode)
-	assert.NotEmpty(t, stale.Header.Get(httpx.HeaderDegraded))
+	assert.NotEmpty(t, stale.Header.Get(degrade.HeaderDegraded))
 
 	// Writes fail until the breaker opens and the service degrades; then
 	// they are queued.
@@ -228,7 +227,7 @@ func TestSubjectRevokedDuringOutageIsRefusedAndReconciled(t *testing.T) {
 	require.Eventually(t, func() bool { return s.Verifier.Status().Fallback }, 5*time.Second, 20*time.Millisecond)
 	during := e.do(t, s, http.MethodGet, "/items/2", "", "")
 	require.Equal(t, http.StatusOK, during.StatusCode)
-	require.NotEmpty(t, during.Header.Get(httpx.HeaderDegraded))
+	require.NotEmpty(t, during.Header.Get(degrade.HeaderDegraded))
 
 	// The IdP is back: the revocation is enforced, and reconciliation
 	// reports the token accepted during the outage.
@@ -277,7 +276,7 @@ func TestOfflineTokensWorkOnlyInFallback(t *testing.T) {
 	require.Eventually(t, func() bool { return s.Verifier.Status().Fallback }, 5*time.Second, 20*time.Millisecond)
 	resp := e.do(t, s, http.MethodGet, "/items/1", "", "")
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
-	assert.Equal(t, authfallback.ReasonOfflineToken, resp.Header.Get(httpx.HeaderDegraded))
+	assert.Equal(t, authfallback.ReasonOfflineToken, resp.Header.Get(degrade.HeaderDegraded))
 
 	// The gate lets the exchange through in degraded mode, and an offline
 	// token cannot be exchanged for another.
