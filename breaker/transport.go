@@ -113,44 +113,13 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil || resp == nil || resp.Body == nil {
 			cancel()
 		} else {
-			resp.Body = bodyWithCancel(resp.Body, cancel)
+			resp.Body = httpx.CancelOnClose(resp.Body, cancel)
 		}
 	}
 	return resp, err
 }
 
 var errNilResponse = errors.New("breaker: RoundTripper returned a nil response and a nil error")
-
-// bodyWithCancel ends the per-call timer when the body is closed. A 101
-// response's body stays writable, as net/http requires.
-func bodyWithCancel(rc io.ReadCloser, cancel context.CancelFunc) io.ReadCloser {
-	if rwc, ok := rc.(io.ReadWriteCloser); ok {
-		return &rwcWithCancel{ReadWriteCloser: rwc, cancel: cancel}
-	}
-	return &rcWithCancel{ReadCloser: rc, cancel: cancel}
-}
-
-type rcWithCancel struct {
-	io.ReadCloser
-	cancel context.CancelFunc
-}
-
-func (b *rcWithCancel) Close() error {
-	err := b.ReadCloser.Close()
-	b.cancel()
-	return err
-}
-
-type rwcWithCancel struct {
-	io.ReadWriteCloser
-	cancel context.CancelFunc
-}
-
-func (b *rwcWithCancel) Close() error {
-	err := b.ReadWriteCloser.Close()
-	b.cancel()
-	return err
-}
 
 // openResponse answers a call refused by e's open breaker.
 func (b *Breaker) openResponse(req *http.Request, e *entry) (*http.Response, error) {

@@ -260,7 +260,7 @@ func (t *Transport) send(ctx context.Context, r *http.Request, start time.Time) 
 		cancel()
 		return nil, err
 	}
-	resp.Body = cancelOnClose(resp.Body, cancel)
+	resp.Body = httpx.CancelOnClose(resp.Body, cancel)
 	return resp, nil
 }
 

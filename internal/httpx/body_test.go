@@ -1,4 +1,4 @@
-package retry
+package httpx
 
 import (
 	"bytes"
@@ -22,7 +22,7 @@ func (c *rwc) Close() error                { c.closed = true; return nil }
 
 func TestCancelOnClose(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	body := cancelOnClose(io.NopCloser(strings.NewReader("abc")), cancel)
+	body := CancelOnClose(io.NopCloser(strings.NewReader("abc")), cancel)
 	_, isWriter := body.(io.Writer)
 	assert.False(t, isWriter)
 	b, err := io.ReadAll(body)
@@ -38,7 +38,7 @@ func TestCancelOnCloseKeepsWriter(t *testing.T) {
 	// A 101 Switching Protocols body is an io.ReadWriteCloser; it stays one.
 	ctx, cancel := context.WithCancel(context.Background())
 	conn := &rwc{}
-	body := cancelOnClose(conn, cancel)
+	body := CancelOnClose(conn, cancel)
 	w, ok := body.(io.ReadWriteCloser)
 	require.True(t, ok)
 	_, err := w.Write([]byte("ping"))
