@@ -35,13 +35,16 @@ const (
 
 // ErrOfflineRefused is the error of [OfflineIssuer.Issue] when it refuses
 // to mint a token: no verified caller, a caller that itself presented an
-// offline token (no chaining: an offline token never extends itself), or
-// no scope left after narrowing.
+// offline token (no chaining: an offline token never extends itself), a
+// caller accepted in its expired grace window or degraded for another
+// reason than fallback mode or stale keys, or no scope left after
+// narrowing.
 var ErrOfflineRefused = errors.New("authfallback: offline token refused")
 
 var (
 	errOfflineNoCaller = fmt.Errorf("%w: no verified caller", ErrOfflineRefused)
 	errOfflineChained  = fmt.Errorf("%w: the caller presented an offline token", ErrOfflineRefused)
+	errOfflineDegraded = fmt.Errorf("%w: the caller's token was accepted degraded for a reason that does not allow an exchange", ErrOfflineRefused)
 	errOfflineNoScope  = fmt.Errorf("%w: no allowed scope requested", ErrOfflineRefused)
 )
 
@@ -285,11 +288,13 @@ func (o *OfflineIssuer) JWKS() []byte {
 }
 
 // Issue mints an offline token for primary, the verified Result of the
-// caller's own token (degraded or not). Its scopes are requested ∩
-// primary.Scopes ∩ AllowedScopes; if requested is nil, primary.Scopes ∩
-// AllowedScopes. It fails with an error matching ErrOfflineRefused when
-// primary is nil or has no subject, when primary is itself an offline
-// token, or when no scope is left. The issuance is written to the audit
+// caller's own token (verified normally, or degraded by fallback mode or
+// stale keys). Its scopes are requested ∩ primary.Scopes ∩ AllowedScopes;
+// if requested is nil, primary.Scopes ∩ AllowedScopes. It fails with an
+// error matching ErrOfflineRefused when primary is nil or has no subject,
+// when primary is itself an offline token, when primary was accepted
+// degraded for any other reason (ReasonExpiredGrace: a once-only grace use
+// never buys a fresh token), or when no scope is left. The issuance is written to the audit
 // log.
 func (o *OfflineIssuer) Issue(ctx context.Context, primary *Result, requested []string) (*OfflineToken, error) {
 	if primary == nil || primary.Subject == "" {
@@ -297,6 +302,9 @@ func (o *OfflineIssuer) Issue(ctx context.Context, primary *Result, requested []
 	}
 	if primary.Reason == ReasonOfflineToken || primary.Issuer == o.cfg.Issuer {
 		return nil, o.refuse(ctx, primary, errOfflineChained)
+	}
+	if !exchangeable(primary) {
+		return nil, o.refuse(ctx, primary, errOfflineDegraded)
 	}
 	var scopes []string
 	for _, s := range primary.Scopes {
@@ -363,6 +371,23 @@ func (o *OfflineIssuer) Issue(ctx context.Context, primary *Result, requested []
 		h(ev)
 	}
 	return &OfflineToken{Token: raw, ID: jti, Scopes: scopes, ExpiresAt: exp}, nil
+}
+
+// exchangeable reports whether primary may be exchanged for an offline
+// token: a token verified normally, or one degraded only because the key
+// set could not be confirmed (fallback mode or stale keys). A token taken
+// in its expired grace window (single use, already expired) is refused, as
+// is any other or unknown degraded reason: the exchange must never turn a
+// once-only or weakened acceptance into a fresh bearer token.
+func exchangeable(primary *Result) bool {
+	if !primary.Degraded {
+		return primary.Reason == ""
+	}
+	switch primary.Reason {
+	case ReasonJWKSUnreachable, ReasonJWKSInvalid, ReasonJWKSStale:
+		return true
+	}
+	return false
 }
 
 // trustedKey returns the key kid as a Verifier uses it, if it is trusted

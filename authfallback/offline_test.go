@@ -430,3 +430,36 @@ func BenchmarkOfflineVerify(b *testing.B) {
 		}
 	})
 }
+
+// A token accepted once in its expired grace window, or degraded for any
+// reason other than fallback mode / stale keys, never buys an offline
+// token: the exchange would turn a single-use acceptance of an expired
+// token into a fresh 10-15 minute bearer token.
+func TestOfflineIssueRefusesGraceAndUnknownDegraded(t *testing.T) {
+	o, logs := newOfflineT(t, nil)
+	ctx := context.Background()
+	for _, reason := range []string{ReasonExpiredGrace, "revocations-stale", "something-new"} {
+		p := offlinePrimary()
+		p.Degraded, p.Reason = true, reason
+		_, err := o.Issue(ctx, p, nil)
+		assert.ErrorIs(t, err, ErrOfflineRefused, reason)
+	}
+	assert.Contains(t, logs.String(), "offline token refused")
+
+	for _, reason := range []string{ReasonJWKSUnreachable, ReasonJWKSInvalid, ReasonJWKSStale} {
+		p := offlinePrimary()
+		p.Degraded, p.Reason = true, reason
+		_, err := o.Issue(ctx, p, nil)
+		assert.NoError(t, err, reason)
+	}
+
+	// Through the exchange endpoint: 403 problem.
+	p := offlinePrimary()
+	p.Degraded, p.Reason = true, ReasonExpiredGrace
+	req := httptest.NewRequest("POST", "/token/offline", nil)
+	req = req.WithContext(NewContext(req.Context(), p))
+	rec := httptest.NewRecorder()
+	o.ExchangeHandler().ServeHTTP(rec, req)
+	assert.Equal(t, http.StatusForbidden, rec.Code)
+	assert.Contains(t, rec.Body.String(), ProblemOfflineRefused)
+}
