@@ -31,6 +31,17 @@ const (
 	// ReasonOfflineToken is the Result.Reason of a request authenticated
 	// with an offline token.
 	ReasonOfflineToken = "offline-token"
+	// ClaimPrimaryID is the claim of an offline token that carries the
+	// "jti" of the primary token it was exchanged for (absent if the
+	// primary had none). A Verifier refuses the offline token when that
+	// jti is revoked.
+	ClaimPrimaryID = "hf_pjti"
+	// ClaimPrimaryIssuedAt is the claim of an offline token that carries
+	// the "iat" of the primary token (NumericDate; absent if the primary
+	// had none). A Verifier checks subject revocations and
+	// Policy.MaxTokenAge against it, so an exchange never launders an old
+	// or revoked primary into a fresh token.
+	ClaimPrimaryIssuedAt = "hf_piat"
 )
 
 // ErrOfflineRefused is the error of [OfflineIssuer.Issue] when it refuses
@@ -44,6 +55,8 @@ var ErrOfflineRefused = errors.New("authfallback: offline token refused")
 var (
 	errOfflineNoCaller = fmt.Errorf("%w: no verified caller", ErrOfflineRefused)
 	errOfflineChained  = fmt.Errorf("%w: the caller presented an offline token", ErrOfflineRefused)
+	errOfflineExpiry   = fmt.Errorf("%w: the caller's token has no expiry or has expired", ErrOfflineRefused)
+	errOfflineAudience = fmt.Errorf("%w: the caller's token is not for any audience of offline tokens", ErrOfflineRefused)
 	errOfflineDegraded = fmt.Errorf("%w: the caller's token was accepted degraded for a reason that does not allow an exchange", ErrOfflineRefused)
 	errOfflineNoScope  = fmt.Errorf("%w: no allowed scope requested", ErrOfflineRefused)
 )
@@ -139,9 +152,12 @@ type offlineRing struct {
 // the same policy and the same revocation list as any other token.
 //
 // Offline tokens carry iss (OfflineConfig.Issuer), sub (the caller's),
-// aud (if configured), iat, exp (at most 15 minutes later), a random jti
-// and scope; the header carries alg EdDSA and kid. Every issuance is an
-// audit event.
+// aud (OfflineConfig.Audience ∩ the caller's aud, if configured), iat, exp
+// (at most TTL later and never after the caller's own exp), a random jti,
+// scope, and the caller's jti and iat ([ClaimPrimaryID],
+// [ClaimPrimaryIssuedAt]) so that revoking the primary token or its
+// subject revokes the offline token too; the header carries alg EdDSA and
+// kid. Every issuance is an audit event.
 //
 // Keys rotate without a restart ([OfflineIssuer.Rotate]): the previous
 // public key stays trusted for one TTL, so tokens in flight still verify;
@@ -306,6 +322,29 @@ func (o *OfflineIssuer) Issue(ctx context.Context, primary *Result, requested []
 	if !exchangeable(primary) {
 		return nil, o.refuse(ctx, primary, errOfflineDegraded)
 	}
+	now := time.Now()
+	// The offline token never outlives its primary: exp = min(now+TTL,
+	// primary exp), on the wire with second precision (rounded down).
+	exp := now.Add(o.ttl)
+	if primary.ExpiresAt.Before(exp) {
+		exp = primary.ExpiresAt
+	}
+	exp = time.Unix(exp.Unix(), 0)
+	if primary.ExpiresAt.IsZero() || !exp.After(now) {
+		return nil, o.refuse(ctx, primary, errOfflineExpiry)
+	}
+	var aud []string
+	if len(o.cfg.Audience) > 0 {
+		paud, _ := primary.Claims.GetAudience()
+		for _, a := range o.cfg.Audience {
+			if slices.Contains(paud, a) && !slices.Contains(aud, a) {
+				aud = append(aud, a)
+			}
+		}
+		if len(aud) == 0 {
+			return nil, o.refuse(ctx, primary, errOfflineAudience)
+		}
+	}
 	var scopes []string
 	for _, s := range primary.Scopes {
 		if _, ok := o.allowed[s]; !ok || slices.Contains(scopes, s) {
@@ -324,8 +363,6 @@ func (o *OfflineIssuer) Issue(ctx context.Context, primary *Result, requested []
 		return nil, err
 	}
 	jti := base64.RawURLEncoding.EncodeToString(id[:])
-	now := time.Now()
-	exp := now.Add(o.ttl)
 	claims := jwt.MapClaims{
 		"iss":   o.cfg.Issuer,
 		"sub":   primary.Subject,
@@ -334,12 +371,18 @@ func (o *OfflineIssuer) Issue(ctx context.Context, primary *Result, requested []
 		"jti":   jti,
 		"scope": strings.Join(scopes, " "),
 	}
-	switch len(o.cfg.Audience) {
+	if primary.ID != "" {
+		claims[ClaimPrimaryID] = primary.ID
+	}
+	if !primary.IssuedAt.IsZero() {
+		claims[ClaimPrimaryIssuedAt] = primary.IssuedAt.Unix()
+	}
+	switch len(aud) {
 	case 0:
 	case 1:
-		claims["aud"] = o.cfg.Audience[0]
+		claims["aud"] = aud[0]
 	default:
-		claims["aud"] = o.cfg.Audience
+		claims["aud"] = aud
 	}
 	k := o.ring.Load().cur
 	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
@@ -348,8 +391,6 @@ func (o *OfflineIssuer) Issue(ctx context.Context, primary *Result, requested []
 	if err != nil {
 		return nil, err
 	}
-	// exp has second precision on the wire.
-	exp = time.Unix(exp.Unix(), 0)
 	h := sha256.Sum256([]byte(raw))
 	ev := OfflineIssueEvent{
 		Subject: primary.Subject, ID: jti, Scopes: scopes, ExpiresAt: exp, KeyID: k.kid,
@@ -359,7 +400,8 @@ func (o *OfflineIssuer) Issue(ctx context.Context, primary *Result, requested []
 		slog.String("subject", ev.Subject),
 		slog.String("jti", ev.ID),
 		slog.String("scope", strings.Join(scopes, " ")),
-		slog.Duration("ttl", o.ttl),
+		slog.Duration("ttl", exp.Sub(now).Round(time.Second)),
+		slog.String("primary_jti", primary.ID),
 		slog.Time("expires_at", exp),
 		slog.String("kid", ev.KeyID),
 		slog.String("token_hash", ev.TokenHash),
@@ -430,7 +472,41 @@ func (o *OfflineIssuer) checkOfflineClaims(claims jwt.MapClaims) error {
 			return offlineInvalid(fmt.Errorf("scope %q outside AllowedScopes", s))
 		}
 	}
+	_, piat, err := offlinePrimaryClaims(claims)
+	if err != nil {
+		return offlineInvalid(err)
+	}
+	if piat.After(iat.Time) {
+		return offlineInvalid(errors.New("primary iat after the offline token's iat"))
+	}
 	return nil
+}
+
+// offlinePrimaryClaims reads ClaimPrimaryID and ClaimPrimaryIssuedAt.
+func offlinePrimaryClaims(claims jwt.MapClaims) (jti string, iat time.Time, err error) {
+	if x, ok := claims[ClaimPrimaryID]; ok {
+		s, isStr := x.(string)
+		if !isStr || s == "" {
+			return "", time.Time{}, fmt.Errorf("%s is not a non-empty string", ClaimPrimaryID)
+		}
+		jti = s
+	}
+	if x, ok := claims[ClaimPrimaryIssuedAt]; ok {
+		var f float64
+		switch n := x.(type) {
+		case float64:
+			f = n
+		case json.Number:
+			f, err = n.Float64()
+		default:
+			err = errors.New("not a number")
+		}
+		if err != nil || f <= 0 || f > 1e11 {
+			return "", time.Time{}, fmt.Errorf("%s is not a NumericDate", ClaimPrimaryIssuedAt)
+		}
+		iat = time.Unix(int64(f), 0)
+	}
+	return jti, iat, nil
 }
 
 // refuse writes a refused issuance to the audit log and returns err.

@@ -66,9 +66,13 @@ func newOfflineT(t testing.TB, mod func(*OfflineConfig)) (*OfflineIssuer, *offli
 }
 
 func offlinePrimary() *Result {
+	now := time.Now()
 	return &Result{
 		Subject: "alice", Issuer: "https://idp.example.com/", TokenHash: "abc123",
-		Scopes: []string{"orders:read", "orders:write", "profile"},
+		Scopes:   []string{"orders:read", "orders:write", "profile"},
+		ID:       "primary-1",
+		IssuedAt: now.Add(-time.Minute).Truncate(time.Second), ExpiresAt: now.Add(time.Hour),
+		Claims: jwt.MapClaims{"aud": "api"},
 	}
 }
 
@@ -278,6 +282,12 @@ func mustVerify(t *testing.T, o *OfflineIssuer, tok string) *Result {
 // no goroutine: usable in a synctest bubble).
 func offlineVerifier(t testing.TB, o *OfflineIssuer) *Verifier {
 	t.Helper()
+	return offlineVerifierWith(t, o, nil)
+}
+
+// offlineVerifierWith is offlineVerifier with a Config changed by mod.
+func offlineVerifierWith(t testing.TB, o *OfflineIssuer, mod func(*Config)) *Verifier {
+	t.Helper()
 	pub, _, err := ed25519.GenerateKey(rand.Reader)
 	require.NoError(t, err)
 	doc, err := json.Marshal(map[string]any{"keys": []map[string]string{{
@@ -289,12 +299,16 @@ func offlineVerifier(t testing.TB, o *OfflineIssuer) *Verifier {
 	ks.fetchedAt = time.Now()
 	path := filepath.Join(t.TempDir(), "jwks.json")
 	require.NoError(t, writeCacheFile(path, ks))
-	v, err := New(Config{
+	cfg := Config{
 		Issuer: "https://idp.example.com/", Audience: []string{"api"}, CacheFile: path,
 		Offline: o, AcceptOfflineTokensAlways: true,
 		Policy:   Policy{AllowedScopes: []string{"orders:read", "profile"}},
 		AuditLog: slog.New(slog.DiscardHandler),
-	})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	v, err := New(cfg)
 	require.NoError(t, err)
 	return v
 }
@@ -462,4 +476,71 @@ func TestOfflineIssueRefusesGraceAndUnknownDegraded(t *testing.T) {
 	o.ExchangeHandler().ServeHTTP(rec, req)
 	assert.Equal(t, http.StatusForbidden, rec.Code)
 	assert.Contains(t, rec.Body.String(), ProblemOfflineRefused)
+}
+
+// An offline token is tied to its primary: it never outlives it, carries
+// its jti and iat, so revoking the primary (by jti, or its subject as of
+// any time after the primary was issued) revokes the offline token, and
+// MaxTokenAge counts from the primary's iat. Its audience is within the
+// primary's.
+func TestOfflineTokenTiedToPrimary(t *testing.T) {
+	ctx := context.Background()
+	o, _ := newOfflineT(t, func(c *OfflineConfig) { c.Audience = []string{"api", "other"} })
+
+	// exp = min(now+TTL, primary exp).
+	p := offlinePrimary()
+	p.ExpiresAt = time.Now().Add(20 * time.Second)
+	tok, err := o.Issue(ctx, p, nil)
+	require.NoError(t, err)
+	assert.False(t, tok.ExpiresAt.After(p.ExpiresAt), "never outlives the primary")
+	assert.WithinDuration(t, p.ExpiresAt, tok.ExpiresAt, time.Second)
+
+	// Claims: primary jti and iat; aud is the intersection.
+	res := mustVerify(t, o, tok.Token)
+	assert.Equal(t, "primary-1", res.Claims[ClaimPrimaryID])
+	assert.EqualValues(t, p.IssuedAt.Unix(), res.Claims[ClaimPrimaryIssuedAt])
+	assert.Equal(t, "api", res.Claims["aud"], "OfflineConfig.Audience ∩ primary aud")
+
+	// A primary for another audience, expired, or without exp buys nothing.
+	other := offlinePrimary()
+	other.Claims = jwt.MapClaims{"aud": "billing"}
+	_, err = o.Issue(ctx, other, nil)
+	assert.ErrorIs(t, err, ErrOfflineRefused, "audience")
+	expired := offlinePrimary()
+	expired.ExpiresAt = time.Now().Add(-time.Second)
+	_, err = o.Issue(ctx, expired, nil)
+	assert.ErrorIs(t, err, ErrOfflineRefused, "expired primary")
+	noExp := offlinePrimary()
+	noExp.ExpiresAt = time.Time{}
+	_, err = o.Issue(ctx, noExp, nil)
+	assert.ErrorIs(t, err, ErrOfflineRefused, "primary without exp")
+
+	tok, err = o.Issue(ctx, offlinePrimary(), nil)
+	require.NoError(t, err)
+
+	// Revoking the primary's jti revokes the offline token.
+	revs := &MemoryRevocations{}
+	v := offlineVerifierWith(t, o, func(c *Config) { c.Revocations = revs })
+	_, err = v.Verify(ctx, tok.Token)
+	require.NoError(t, err)
+	revs.RevokeID("primary-1")
+	_, err = v.Verify(ctx, tok.Token)
+	assert.ErrorIs(t, err, ErrRevoked, "primary jti revoked")
+
+	// A subject revocation dated after the primary's iat but before the
+	// exchange revokes it too (the offline token's own iat is later).
+	tok, err = o.Issue(ctx, offlinePrimary(), nil)
+	require.NoError(t, err)
+	revs2 := &MemoryRevocations{}
+	revs2.RevokeSubject("alice", time.Now().Add(-30*time.Second))
+	_, err = offlineVerifierWith(t, o, func(c *Config) { c.Revocations = revs2 }).Verify(ctx, tok.Token)
+	assert.ErrorIs(t, err, ErrRevoked, "subject revoked after the primary was issued")
+
+	// MaxTokenAge counts from the primary's iat.
+	old := offlinePrimary()
+	old.IssuedAt = time.Now().Add(-2 * time.Hour).Truncate(time.Second)
+	tok, err = o.Issue(ctx, old, nil)
+	require.NoError(t, err)
+	_, err = offlineVerifierWith(t, o, func(c *Config) { c.Policy.MaxTokenAge = time.Hour }).Verify(ctx, tok.Token)
+	assert.ErrorIs(t, err, ErrOutsidePolicy, "primary older than MaxTokenAge")
 }

@@ -73,7 +73,9 @@ type Policy struct {
 	AllowedScopes []string
 	// MaxTokenAge refuses (401) a degraded token whose "iat" is older than
 	// this, or that has no "iat", so tokens issued long before the outage
-	// are not honoured during it. If zero, no limit.
+	// are not honoured during it. For an offline token the age is that of
+	// the primary token it was exchanged for (ClaimPrimaryIssuedAt). If
+	// zero, no limit.
 	MaxTokenAge time.Duration
 	// ExpiredGrace is how long after its "exp" a token is still accepted,
 	// once, in fallback mode, if this Verifier saw it valid before fallback
@@ -132,7 +134,7 @@ func (p *Policy) maxGraceTokens() int {
 // non-degraded res may be cached and is returned as is.
 func (v *Verifier) admit(ctx context.Context, res *Result, ks *keySet, now time.Time) (*Result, error) {
 	if r := v.cfg.Revocations; r != nil {
-		if revoked, rule := r.Revoked(res.Subject, res.ID, res.IssuedAt); revoked {
+		if revoked, rule := v.revoked(r, res); revoked {
 			v.audit.LogAttrs(ctx, slog.LevelInfo, "authfallback: revoked token refused",
 				slog.String("token_hash", res.TokenHash), slog.String("rule", rule),
 				slog.String("sub", res.Subject), slog.String("jti", res.ID), slog.String("reason", res.Reason))
@@ -149,6 +151,21 @@ func (v *Verifier) admit(ctx context.Context, res *Result, ks *keySet, now time.
 	}
 	v.records.add(res, now)
 	return res, nil
+}
+
+// revoked checks res against r; an offline token also with the "jti" and
+// "iat" of its primary token, so that revoking the primary (or its
+// subject, as of any time after the primary was issued) revokes the
+// offline token too. A primary without iat is checked as such (a subject
+// revocation covers it).
+func (v *Verifier) revoked(r Revocations, res *Result) (bool, string) {
+	if revoked, rule := r.Revoked(res.Subject, res.ID, res.IssuedAt); revoked {
+		return true, rule
+	}
+	if res.Reason == ReasonOfflineToken {
+		return r.Revoked(res.Subject, res.primaryID, res.primaryIAT)
+	}
+	return false, ""
 }
 
 // applyPolicy applies the fallback policy to the degraded copy res.
@@ -168,7 +185,12 @@ func (v *Verifier) applyPolicy(res *Result, ks *keySet, now time.Time) error {
 			}
 		}
 	}
-	if p.MaxTokenAge > 0 && (res.IssuedAt.IsZero() || now.Sub(res.IssuedAt) > p.MaxTokenAge) {
+	iat := res.IssuedAt
+	if res.Reason == ReasonOfflineToken {
+		// An offline token is as old as the primary it was exchanged for.
+		iat = res.primaryIAT
+	}
+	if p.MaxTokenAge > 0 && (iat.IsZero() || now.Sub(iat) > p.MaxTokenAge) {
 		return errTokenTooOld
 	}
 	kept := 0

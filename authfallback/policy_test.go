@@ -131,7 +131,8 @@ func TestOfflineTokensAlwaysAndRotation(t *testing.T) {
 	idp := edIdP(t)
 	synctest.Test(t, func(t *testing.T) {
 		v, o, _ := policyVerifier(t, idp, func(c *Config) { c.AcceptOfflineTokensAlways = true })
-		tok, err := o.Issue(context.Background(), &Result{Subject: "alice", Scopes: []string{"orders:read"}}, nil)
+		tok, err := o.Issue(context.Background(), &Result{Subject: "alice", Scopes: []string{"orders:read"},
+			ExpiresAt: time.Now().Add(time.Hour), Claims: jwt.MapClaims{"aud": idp.Audience()}}, nil)
 		require.NoError(t, err)
 		res, err := v.Verify(context.Background(), tok.Token)
 		require.NoError(t, err, "accepted with the IdP up when opted in")
@@ -141,7 +142,8 @@ func TestOfflineTokensAlwaysAndRotation(t *testing.T) {
 		_, next, err := ed25519.GenerateKey(rand.Reader)
 		require.NoError(t, err)
 		require.NoError(t, o.Rotate(next, "off-2"))
-		tok2, err := o.Issue(context.Background(), &Result{Subject: "alice", Scopes: []string{"orders:read"}}, nil)
+		tok2, err := o.Issue(context.Background(), &Result{Subject: "alice", Scopes: []string{"orders:read"},
+			ExpiresAt: time.Now().Add(time.Hour), Claims: jwt.MapClaims{"aud": idp.Audience()}}, nil)
 		require.NoError(t, err)
 		_, err = v.Verify(context.Background(), tok2.Token)
 		require.NoError(t, err, "new key trusted without a restart")

@@ -122,7 +122,7 @@ func (v *Verifier) reconcile(ctx context.Context, ks *keySet) {
 		res := e.res
 		finding := ""
 		if r := v.cfg.Revocations; r != nil {
-			if revoked, rule := r.Revoked(res.Subject, res.ID, res.IssuedAt); revoked {
+			if revoked, rule := v.revoked(r, res); revoked {
 				finding = rule
 			}
 		}

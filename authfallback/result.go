@@ -41,6 +41,13 @@ type Result struct {
 	// otherwise ReasonJWKSUnreachable, ReasonJWKSInvalid, ReasonJWKSStale,
 	// ReasonOfflineToken or ReasonExpiredGrace.
 	Reason string
+
+	// primaryID and primaryIAT are, for an offline token, the "jti" and
+	// "iat" of the primary token it was exchanged for (claims
+	// ClaimPrimaryID and ClaimPrimaryIssuedAt); zero otherwise or when the
+	// primary had none. Revocation and MaxTokenAge apply to them too.
+	primaryID  string
+	primaryIAT time.Time
 }
 
 // HasScope reports whether s is among r.Scopes.

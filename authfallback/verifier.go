@@ -260,6 +260,9 @@ func (v *Verifier) verifySlow(ctx context.Context, raw string, h [32]byte, ks *k
 		}
 	}
 	res := newResult(claims, used.kid, h)
+	if used.offline != nil {
+		res.primaryID, res.primaryIAT, _ = offlinePrimaryClaims(claims) // checked above
+	}
 	if e := v.cache.newEntry(res, used, claims, v.cfg.Leeway); e != nil {
 		v.cache.put(h, e)
 	}
