@@ -52,6 +52,7 @@ func parseCacheFile(b []byte, algs []string, now time.Time) (*keySet, error) {
 		ks.fetchedAt = now
 	}
 	ks.source = d.Source
+	ks.fromFile = true
 	return ks, nil
 }
 

@@ -50,8 +50,9 @@ type Config struct {
 	// alternates (e.g. a mirror or a CDN-independent origin) that are tried
 	// in order when the one before fails. At least one is required unless
 	// CacheFile is set; with none, the cached set is never refreshed, so
-	// tokens are degraded ("jwks-stale") once it is older than two
-	// RefreshIntervals and refused past MaxStaleness.
+	// tokens are degraded ("jwks-stale", under the Policy) once it is older
+	// than one RefreshInterval, and refused (ErrFallbackExpired) once
+	// Policy.MaxOfflineDuration has passed since then.
 	JWKSURLs []string
 	// CacheFile, if set, is where the last-known-good key set is written
 	// (atomically, mode 0600) after every successful refresh, and read by

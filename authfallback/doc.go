@@ -22,8 +22,11 @@
 //
 // When refreshes fail the Verifier is in fallback mode: tokens it still
 // accepts carry [Result.Degraded] and a [Result.Reason]
-// ([ReasonJWKSUnreachable], [ReasonJWKSInvalid]; [ReasonJWKSStale] when old
-// keys from the CacheFile are not yet confirmed), and every such acceptance
+// ([ReasonJWKSUnreachable], [ReasonJWKSInvalid]; [ReasonJWKSStale] when
+// keys from a CacheFile older than RefreshInterval are not yet confirmed by
+// a fetch, which the Policy treats as fallback mode, with
+// MaxOfflineDuration counted from fetched_at + RefreshInterval; a restart
+// with a younger CacheFile is not degraded), and every such acceptance
 // is an audit event ([Config.AuditLog], slog.Default() when nil) that
 // carries a SHA-256 hash of the token, never the token. Past
 // [Config.MaxStaleness] (default 24 hours) the keys are no longer trusted and

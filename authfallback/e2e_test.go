@@ -337,23 +337,49 @@ func TestRestartWithOldCacheFileIsDegradedAtOnce(t *testing.T) {
 		require.NoError(t, os.WriteFile(file, []byte(`{"version":1,"fetched_at":"`+at+`","jwks":`+string(idp.JWKS())+`}`), 0o600))
 		return file
 	}
-	old, fresh := write("old.json", time.Hour), write("fresh.json", time.Minute)
+	old, older, fresh := write("old.json", 20*time.Minute), write("older.json", time.Hour), write("fresh.json", time.Minute)
 	idp.SetSlow(10 * time.Second) // the first fetch hangs
-	tok := idp.Issue(nil)
+	tok := idp.Issue(jwt.MapClaims{"scope": "orders:read orders:write"})
+	policy := authfallback.Policy{AllowedScopes: []string{"orders:read"}}
 
-	h := newHarness(t, idp, func(c *authfallback.Config) { c.CacheFile = old; c.FetchTimeout = 10 * time.Second })
+	// Keys older than RefreshInterval, unconfirmed: fallback for the
+	// policy (narrowed scopes, a deadline), though no refresh failed yet.
+	h := newHarness(t, idp, func(c *authfallback.Config) {
+		c.CacheFile = old
+		c.FetchTimeout = 10 * time.Second
+		c.Policy = policy
+	})
 	res, err := h.verify(tok)
 	require.NoError(t, err)
-	assert.True(t, res.Degraded, "hour-old keys not yet confirmed by the IdP")
+	assert.True(t, res.Degraded, "20-minute-old keys not yet confirmed by the IdP")
 	assert.Equal(t, authfallback.ReasonJWKSStale, res.Reason)
+	assert.Equal(t, []string{"orders:read"}, res.Scopes, "the fallback policy narrows")
+	assert.Equal(t, []string{"orders:write"}, res.RemovedScopes)
 	st := h.v.Status()
 	assert.True(t, st.Degraded)
 	assert.False(t, st.Fallback)
+	assert.WithinDuration(t, time.Now().Add(-20*time.Minute+5*time.Minute+30*time.Minute), st.FallbackDeadline, 5*time.Second,
+		"MaxOfflineDuration runs from fetched_at + RefreshInterval")
 
-	h2 := newHarness(t, idp, func(c *authfallback.Config) { c.CacheFile = fresh; c.FetchTimeout = 10 * time.Second })
+	// An hour-old set: MaxOfflineDuration has passed since it was due.
+	h1 := newHarness(t, idp, func(c *authfallback.Config) {
+		c.CacheFile = older
+		c.FetchTimeout = 10 * time.Second
+		c.Policy = policy
+	})
+	_, err = h1.verify(tok)
+	assert.ErrorIs(t, err, authfallback.ErrFallbackExpired)
+
+	// A fresh cache file (younger than RefreshInterval): not degraded.
+	h2 := newHarness(t, idp, func(c *authfallback.Config) {
+		c.CacheFile = fresh
+		c.FetchTimeout = 10 * time.Second
+		c.Policy = policy
+	})
 	res, err = h2.verify(tok)
 	require.NoError(t, err)
 	assert.False(t, res.Degraded)
+	assert.Equal(t, []string{"orders:read", "orders:write"}, res.Scopes)
 	idp.SetSlow(0)
 }
 

@@ -57,6 +57,9 @@ type keySet struct {
 	fetchedAt time.Time
 	// source is the URL the set came from.
 	source string
+	// fromFile is true for a set loaded from the CacheFile: no fetch of
+	// this process has confirmed it yet.
+	fromFile bool
 }
 
 func (ks *keySet) lookup(kid string) *verifyKey {

@@ -46,11 +46,12 @@ var (
 )
 
 // Policy is the fallback policy of a [Verifier]: what it still accepts
-// while the IdP is unreachable. It applies to every Result degraded by
-// fallback mode (ReasonJWKSUnreachable, ReasonJWKSInvalid), to offline
-// tokens and to tokens in the expired grace window. It does not apply to
-// tokens verified normally, nor to ReasonJWKSStale (old keys that no
-// refresh has failed to confirm yet, bounded by MaxStaleness).
+// while the IdP is unreachable. It applies to every degraded Result:
+// fallback mode (ReasonJWKSUnreachable, ReasonJWKSInvalid), unconfirmed
+// keys (ReasonJWKSStale: e.g. a CacheFile older than RefreshInterval while
+// the first fetch after a restart hangs, which counts as fallback mode),
+// offline tokens and tokens in the expired grace window. It does not apply
+// to tokens verified normally.
 //
 // The zero value is the safe default: 30 minutes of fallback, no scope at
 // all for degraded requests, no limit on token age, 10 minutes of grace.
@@ -144,10 +145,8 @@ func (v *Verifier) admit(ctx context.Context, res *Result, ks *keySet, now time.
 	if !res.Degraded {
 		return res, nil
 	}
-	if res.Reason != ReasonJWKSStale {
-		if err := v.applyPolicy(res, ks, now); err != nil {
-			return nil, err
-		}
+	if err := v.applyPolicy(res, ks, now); err != nil {
+		return nil, err
 	}
 	v.records.add(res, now)
 	return res, nil
@@ -172,11 +171,13 @@ func (v *Verifier) revoked(r Revocations, res *Result) (bool, string) {
 func (v *Verifier) applyPolicy(res *Result, ks *keySet, now time.Time) error {
 	p := &v.cfg.Policy
 	fb := v.fb.Load()
-	if fb != nil && !now.Before(v.offlineDeadline(fb, ks)) {
+	// Unconfirmed keys (ReasonJWKSStale) count as fallback mode.
+	inFallback := fb != nil || v.unconfirmed(ks, now)
+	if inFallback && !now.Before(v.offlineDeadline(fb, ks)) {
 		return ErrFallbackExpired
 	}
 	if res.Reason == ReasonOfflineToken {
-		if fb == nil && !v.cfg.AcceptOfflineTokensAlways {
+		if !inFallback && !v.cfg.AcceptOfflineTokensAlways {
 			return errOfflineNotNow
 		}
 		for _, s := range res.Scopes {
@@ -215,15 +216,22 @@ func (v *Verifier) applyPolicy(res *Result, ks *keySet, now time.Time) error {
 }
 
 // offlineDeadline is when degraded acceptance stops in the fallback state
-// fb: MaxOfflineDuration after fallback mode began, or after the key set
-// in use was due for a refresh if that is earlier (a restart during an
-// outage does not reset the clock).
+// fb (nil when only the keys are unconfirmed): MaxOfflineDuration after
+// fallback mode began, or after the key set in use was due for a refresh
+// if that is earlier (a restart during an outage does not reset the
+// clock). Zero when there is neither.
 func (v *Verifier) offlineDeadline(fb *fallbackState, ks *keySet) time.Time {
-	start := fb.since
+	var start time.Time
+	if fb != nil {
+		start = fb.since
+	}
 	if ks != nil {
-		if due := ks.fetchedAt.Add(v.refreshInterval()); due.Before(start) {
+		if due := ks.fetchedAt.Add(v.refreshInterval()); start.IsZero() || due.Before(start) {
 			start = due
 		}
+	}
+	if start.IsZero() {
+		return time.Time{}
 	}
 	return start.Add(v.cfg.Policy.maxOfflineDuration())
 }

@@ -38,7 +38,8 @@ type Status struct {
 	// CachedTokens is the number of entries in the verified-token cache.
 	CachedTokens int
 	// FallbackDeadline is when degraded acceptance stops in the current
-	// fallback mode (Policy.MaxOfflineDuration), zero when not in it.
+	// fallback mode (Policy.MaxOfflineDuration), or while the keys are
+	// unconfirmed (ReasonJWKSStale); zero otherwise.
 	FallbackDeadline time.Time
 	// DegradedRecords is the number of tokens accepted degraded and not
 	// yet reconciled.
@@ -70,7 +71,11 @@ func (v *Verifier) Status() Status {
 	s.Failures = v.failures
 	v.mu.Unlock()
 	if !s.Fallback {
-		s.Reason = v.degradedReason(v.keys.Load(), now)
+		ks := v.keys.Load()
+		s.Reason = v.degradedReason(ks, now)
+		if s.Reason == ReasonJWKSStale {
+			s.FallbackDeadline = v.offlineDeadline(nil, ks)
+		}
 	}
 	s.Degraded = s.Reason != ""
 	if n := v.nextAttempt.Load(); n != 0 {

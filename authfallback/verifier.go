@@ -37,8 +37,13 @@ const (
 	// last-known-good keys.
 	ReasonJWKSInvalid = "jwks-invalid"
 	// ReasonJWKSStale: no refresh has failed yet, but the key set in use is
-	// older than two RefreshIntervals, e.g. loaded from an old CacheFile
-	// while the first fetch is still under way.
+	// unconfirmed: loaded from a CacheFile older than one RefreshInterval
+	// (no fetch of this process has confirmed it yet, e.g. the first fetch
+	// after a restart hangs, or there is no JWKSURL at all), or fetched
+	// more than two RefreshIntervals ago. It counts as fallback mode for
+	// the Policy: scopes are narrowed, offline tokens are accepted, and
+	// Policy.MaxOfflineDuration runs from when the keys were due for a
+	// refresh (fetched_at + RefreshInterval).
 	ReasonJWKSStale = "jwks-stale"
 )
 
@@ -334,10 +339,25 @@ func (v *Verifier) degradedReason(ks *keySet, now time.Time) string {
 	if fb := v.fb.Load(); fb != nil {
 		return fb.reason
 	}
-	if ks != nil && now.Sub(ks.fetchedAt) > 2*v.cfg.refreshInterval() {
+	if v.unconfirmed(ks, now) {
 		return ReasonJWKSStale
 	}
 	return ""
+}
+
+// unconfirmed reports whether the key set ks is stale: loaded from the
+// CacheFile and older than one RefreshInterval, or fetched more than two
+// RefreshIntervals ago (a refresh is overdue; a failed one enters fallback
+// mode).
+func (v *Verifier) unconfirmed(ks *keySet, now time.Time) bool {
+	if ks == nil {
+		return false
+	}
+	limit := 2 * v.cfg.refreshInterval()
+	if ks.fromFile {
+		limit = v.cfg.refreshInterval()
+	}
+	return now.Sub(ks.fetchedAt) > limit
 }
 
 // checkFresh fails closed when k is a JWKS key and the set is older than
