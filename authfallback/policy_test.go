@@ -326,6 +326,31 @@ func TestReconcileKeyRemovedAndBound(t *testing.T) {
 	})
 }
 
+// A key replaced under the same kid while the IdP was unreachable is a
+// finding too: looking the kid up is not enough.
+func TestReconcileKeyReplacedUnderSameKID(t *testing.T) {
+	idp := edIdP(t)
+	synctest.Test(t, func(t *testing.T) {
+		var found []ReconcileEvent
+		v, _, _ := policyVerifier(t, idp, func(c *Config) {
+			c.OnReconcile = func(ev ReconcileEvent) { found = append(found, ev) }
+		})
+		a := idp.Issue(jwt.MapClaims{"sub": "alice", "scope": "orders:read"})
+		down(t, v, idp)
+		_, err := v.Verify(context.Background(), a)
+		require.NoError(t, err)
+
+		kid := idp.KeyID()
+		require.Equal(t, kid, idp.ReplaceKey())
+		idp.SetDown(false)
+		require.NoError(t, v.Refresh(context.Background()))
+		require.Len(t, found, 1)
+		assert.Equal(t, FindingKeyReplaced, found[0].Finding)
+		assert.Equal(t, kid, found[0].KeyID)
+		assert.Equal(t, "alice", found[0].Subject)
+	})
+}
+
 func TestPolicyConfigValidation(t *testing.T) {
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	require.NoError(t, err)

@@ -12,13 +12,20 @@ import (
 // replaced while the IdP was unreachable, e.g. after a compromise).
 const FindingKeyRemoved = "key-removed"
 
+// FindingKeyReplaced is the ReconcileEvent.Finding of a token accepted
+// degraded whose signing key's kid is still in the IdP's key set, but
+// with other key material: the key was replaced under the same kid while
+// the IdP was unreachable (treat it like FindingKeyRemoved).
+const FindingKeyReplaced = "key-replaced"
+
 // ReconcileEvent reports a token that was accepted degraded and that
 // reconciliation found revoked or invalid once the IdP was back. The
 // service should end the subject's session and undo or flag what the
 // requests made with this token did between FirstAccepted and
 // LastAccepted.
 type ReconcileEvent struct {
-	// Finding is why: RevokedID, RevokedSubject or FindingKeyRemoved.
+	// Finding is why: RevokedID, RevokedSubject, FindingKeyRemoved or
+	// FindingKeyReplaced.
 	Finding string
 	// Subject, ID ("jti"), IssuedAt and ExpiresAt are the token's.
 	Subject   string
@@ -126,8 +133,13 @@ func (v *Verifier) reconcile(ctx context.Context, ks *keySet) {
 				finding = rule
 			}
 		}
-		if finding == "" && res.Reason != ReasonOfflineToken && ks.lookup(res.KeyID) == nil {
-			finding = FindingKeyRemoved
+		if finding == "" && res.Reason != ReasonOfflineToken {
+			switch k := ks.lookup(res.KeyID); {
+			case k == nil:
+				finding = FindingKeyRemoved
+			case k.fp != res.keyFP:
+				finding = FindingKeyReplaced
+			}
 		}
 		if finding == "" {
 			continue

@@ -48,6 +48,9 @@ type Result struct {
 	// primary had none. Revocation and MaxTokenAge apply to them too.
 	primaryID  string
 	primaryIAT time.Time
+	// keyFP is the fingerprint of the key that verified the token, so
+	// that reconciliation notices a key replaced under the same kid.
+	keyFP string
 }
 
 // HasScope reports whether s is among r.Scopes.

@@ -265,6 +265,7 @@ func (v *Verifier) verifySlow(ctx context.Context, raw string, h [32]byte, ks *k
 		}
 	}
 	res := newResult(claims, used.kid, h)
+	res.keyFP = used.fp
 	if used.offline != nil {
 		res.primaryID, res.primaryIAT, _ = offlinePrimaryClaims(claims) // checked above
 	}

@@ -126,7 +126,9 @@ func mustKey(alg string) *signingKey {
 	return k
 }
 
-func newKey(alg string) (*signingKey, error) {
+func newKey(alg string) (*signingKey, error) { return newKeyWithKID(alg, randomID()) }
+
+func newKeyWithKID(alg, kid string) (*signingKey, error) {
 	var priv crypto.Signer
 	var method jwt.SigningMethod
 	var err error
@@ -146,7 +148,6 @@ func newKey(alg string) (*signingKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	kid := randomID()
 	jwk, err := jwkset.NewJWKFromKey(priv.Public(), jwkset.JWKOptions{
 		Metadata: jwkset.JWKMetadataOptions{KID: kid, ALG: jwkset.ALG(alg), USE: jwkset.UseSig},
 	})
@@ -244,6 +245,23 @@ func (s *Server) Rotate() string {
 	s.mu.Lock()
 	s.keys = append(s.keys, k)
 	s.mu.Unlock()
+	return k.kid
+}
+
+// ReplaceKey replaces the current signing key with a new key under the
+// same kid (as after a key compromise handled carelessly, or a
+// misbehaving IdP): tokens signed with the old key no longer verify, and a
+// Verifier that looks keys up by kid alone would not notice. It returns
+// the kid.
+func (s *Server) ReplaceKey() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.keys[len(s.keys)-1]
+	k, err := newKeyWithKID(s.cfg.Algorithm, cur.kid)
+	if err != nil {
+		panic("authtest: " + err.Error())
+	}
+	s.keys[len(s.keys)-1] = k
 	return k.kid
 }
 

@@ -174,3 +174,13 @@ func TestInProcessTransport(t *testing.T) {
 	_ = resp.Body.Close()
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 }
+
+func TestReplaceKeyKeepsKIDChangesKey(t *testing.T) {
+	s := authtest.NewWithConfig(authtest.Config{Algorithm: "EdDSA"})
+	defer s.Close()
+	kid, before := s.KeyID(), string(s.JWKS())
+	assert.Equal(t, kid, s.ReplaceKey())
+	assert.Equal(t, kid, s.KeyID())
+	assert.NotEqual(t, before, string(s.JWKS()))
+	assert.Contains(t, string(s.JWKS()), kid)
+}
