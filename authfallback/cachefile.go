@@ -11,15 +11,45 @@ import (
 	"time"
 )
 
-// cacheFileVersion is the version of the CacheFile format.
-const cacheFileVersion = 1
+// cacheFileVersion is the version of the CacheFile format. Version 2
+// binds the file to Config.Issuer and Config.JWKSURLs; version 1 files
+// (without that binding) are refused.
+const cacheFileVersion = 2
 
 // cacheFileDoc is the content of Config.CacheFile.
 type cacheFileDoc struct {
-	Version   int             `json:"version"`
+	Version int `json:"version"`
+	// Issuer is the Config.Issuer of the Verifier that wrote the file; a
+	// Verifier for another issuer refuses it.
+	Issuer string `json:"issuer"`
+	// JWKSURLs are the Config.JWKSURLs of the Verifier that wrote the file;
+	// a Verifier whose JWKSURLs share none of them refuses it.
+	JWKSURLs  []string        `json:"jwks_urls,omitempty"`
 	FetchedAt time.Time       `json:"fetched_at"`
 	Source    string          `json:"source,omitempty"`
 	JWKS      json.RawMessage `json:"jwks"`
+}
+
+// cacheBinding is what a CacheFile must have been written for.
+type cacheBinding struct {
+	issuer   string
+	jwksURLs []string
+}
+
+// check refuses a file written for another issuer or other JWKS URLs.
+func (b cacheBinding) check(d *cacheFileDoc) error {
+	if d.Issuer == "" || d.Issuer != b.issuer {
+		return fmt.Errorf("authfallback: cache file: written for issuer %q, not %q", d.Issuer, b.issuer)
+	}
+	if len(b.jwksURLs) == 0 {
+		return nil
+	}
+	for _, u := range d.JWKSURLs {
+		if contains(b.jwksURLs, u) {
+			return nil
+		}
+	}
+	return errors.New("authfallback: cache file: written for other JWKS URLs")
 }
 
 // maxClockSkewCacheFile is how far in the future a CacheFile's fetched_at may
@@ -28,8 +58,8 @@ const maxClockSkewCacheFile = time.Minute
 
 // parseCacheFile parses the content of a CacheFile. A file that is not in
 // the format, holds no usable key or claims a fetch time in the future is
-// refused.
-func parseCacheFile(b []byte, algs []string, now time.Time) (*keySet, error) {
+// refused, and so is one written for another issuer or other JWKS URLs.
+func parseCacheFile(b []byte, algs []string, bind cacheBinding, now time.Time) (*keySet, error) {
 	if len(b) > 2*MaxJWKSSize {
 		return nil, errors.New("authfallback: cache file too large")
 	}
@@ -39,6 +69,9 @@ func parseCacheFile(b []byte, algs []string, now time.Time) (*keySet, error) {
 	}
 	if d.Version != cacheFileVersion {
 		return nil, fmt.Errorf("authfallback: cache file: unknown version %d", d.Version)
+	}
+	if err := bind.check(&d); err != nil {
+		return nil, err
 	}
 	if d.FetchedAt.IsZero() || d.FetchedAt.After(now.Add(maxClockSkewCacheFile)) {
 		return nil, errors.New("authfallback: cache file: invalid fetched_at")
@@ -57,7 +90,7 @@ func parseCacheFile(b []byte, algs []string, now time.Time) (*keySet, error) {
 }
 
 // readCacheFile loads the key set from path.
-func readCacheFile(path string, algs []string, now time.Time) (*keySet, error) {
+func readCacheFile(path string, algs []string, bind cacheBinding, now time.Time) (*keySet, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -71,14 +104,16 @@ func readCacheFile(path string, algs []string, now time.Time) (*keySet, error) {
 	if err != nil {
 		return nil, err
 	}
-	return parseCacheFile(b, algs, now)
+	return parseCacheFile(b, algs, bind, now)
 }
 
 // writeCacheFile writes ks to path atomically: a temporary file in the same
 // directory, mode 0600, synced, then renamed over path.
-func writeCacheFile(path string, ks *keySet) (err error) {
+func writeCacheFile(path string, ks *keySet, bind cacheBinding) (err error) {
 	b, err := json.Marshal(cacheFileDoc{
 		Version:   cacheFileVersion,
+		Issuer:    bind.issuer,
+		JWKSURLs:  bind.jwksURLs,
 		FetchedAt: ks.fetchedAt.UTC(),
 		Source:    ks.source,
 		JWKS:      ks.doc,

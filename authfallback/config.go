@@ -56,8 +56,11 @@ type Config struct {
 	JWKSURLs []string
 	// CacheFile, if set, is where the last-known-good key set is written
 	// (atomically, mode 0600) after every successful refresh, and read by
-	// New so a service restarted during an outage verifies at once. If
-	// empty, keys are kept in memory only.
+	// New so a service restarted during an outage verifies at once. The
+	// file records Issuer and JWKSURLs; New refuses (audit warning) a file
+	// written for another issuer, for JWKS URLs that share none with
+	// JWKSURLs, or in an older format. If empty, keys are kept in memory
+	// only.
 	CacheFile string
 	// RefreshInterval is the time between two refreshes of the key set.
 	// If zero, 5 minutes. A failed refresh is retried sooner, with jittered

@@ -206,11 +206,18 @@ func TestCacheFileRefused(t *testing.T) {
 	idp := newIdP(t, "EdDSA")
 	idp.SetDown(true)
 	dir := t.TempDir()
+	now := time.Now().UTC().Format(time.RFC3339Nano)
 	for name, content := range map[string]string{
 		"garbage":    "not json",
-		"empty set":  `{"version":1,"fetched_at":"2026-01-01T00:00:00Z","jwks":{"keys":[]}}`,
-		"future":     `{"version":1,"fetched_at":"2999-01-01T00:00:00Z","jwks":` + string(idp.JWKS()) + `}`,
+		"empty set":  `{"version":2,"issuer":"`+idp.Issuer()+`","jwks_urls":["`+idp.JWKSURL()+`"],"fetched_at":"2026-01-01T00:00:00Z","jwks":{"keys":[]}}`,
+		"future":     `{"version":2,"issuer":"`+idp.Issuer()+`","jwks_urls":["`+idp.JWKSURL()+`"],"fetched_at":"2999-01-01T00:00:00Z","jwks":` + string(idp.JWKS()) + `}`,
 		"no version": `{"fetched_at":"2026-01-01T00:00:00Z","jwks":` + string(idp.JWKS()) + `}`,
+		// A file not tied to this issuer: another IdP's keys must not
+		// verify tokens claiming this issuer.
+		"version 1 (no issuer)": `{"version":1,"fetched_at":"` + now + `","jwks":` + string(idp.JWKS()) + `}`,
+		"no issuer":             `{"version":2,"jwks_urls":["` + idp.JWKSURL() + `"],"fetched_at":"` + now + `","jwks":` + string(idp.JWKS()) + `}`,
+		"other issuer":          `{"version":2,"issuer":"https://idp-a.example/","jwks_urls":["` + idp.JWKSURL() + `"],"fetched_at":"` + now + `","jwks":` + string(idp.JWKS()) + `}`,
+		"other JWKS URLs":       `{"version":2,"issuer":"` + idp.Issuer() + `","jwks_urls":["https://idp-a.example/jwks"],"fetched_at":"` + now + `","jwks":` + string(idp.JWKS()) + `}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			file := filepath.Join(dir, strings.ReplaceAll(name, " ", "-"))
@@ -227,7 +234,7 @@ func TestMaxStalenessFromCacheFile(t *testing.T) {
 	idp := newIdP(t, "ES256")
 	file := filepath.Join(t.TempDir(), "jwks.json")
 	old := time.Now().Add(-25 * time.Hour).UTC().Format(time.RFC3339Nano)
-	require.NoError(t, os.WriteFile(file, []byte(`{"version":1,"fetched_at":"`+old+`","jwks":`+string(idp.JWKS())+`}`), 0o600))
+	require.NoError(t, os.WriteFile(file, []byte(`{"version":2,"issuer":"`+idp.Issuer()+`","jwks_urls":["`+idp.JWKSURL()+`"],"fetched_at":"`+old+`","jwks":`+string(idp.JWKS())+`}`), 0o600))
 	idp.SetDown(true)
 	h := newHarness(t, idp, func(c *authfallback.Config) { c.CacheFile = file })
 	tok := idp.Issue(nil)
@@ -334,7 +341,7 @@ func TestRestartWithOldCacheFileIsDegradedAtOnce(t *testing.T) {
 	write := func(name string, age time.Duration) string {
 		file := filepath.Join(dir, name)
 		at := time.Now().Add(-age).UTC().Format(time.RFC3339Nano)
-		require.NoError(t, os.WriteFile(file, []byte(`{"version":1,"fetched_at":"`+at+`","jwks":`+string(idp.JWKS())+`}`), 0o600))
+		require.NoError(t, os.WriteFile(file, []byte(`{"version":2,"issuer":"`+idp.Issuer()+`","jwks_urls":["`+idp.JWKSURL()+`"],"fetched_at":"`+at+`","jwks":`+string(idp.JWKS())+`}`), 0o600))
 		return file
 	}
 	old, older, fresh := write("old.json", 20*time.Minute), write("older.json", time.Hour), write("fresh.json", time.Minute)
@@ -387,7 +394,7 @@ func TestCacheFileWritableByOthersRefused(t *testing.T) {
 	idp := newIdP(t, "EdDSA")
 	file := filepath.Join(t.TempDir(), "jwks.json")
 	at := time.Now().UTC().Format(time.RFC3339Nano)
-	require.NoError(t, os.WriteFile(file, []byte(`{"version":1,"fetched_at":"`+at+`","jwks":`+string(idp.JWKS())+`}`), 0o600))
+	require.NoError(t, os.WriteFile(file, []byte(`{"version":2,"issuer":"`+idp.Issuer()+`","jwks_urls":["`+idp.JWKSURL()+`"],"fetched_at":"`+at+`","jwks":`+string(idp.JWKS())+`}`), 0o600))
 	require.NoError(t, os.Chmod(file, 0o666))
 	idp.SetDown(true)
 	h := newHarness(t, idp, func(c *authfallback.Config) { c.CacheFile = file })

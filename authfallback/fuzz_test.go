@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -60,7 +61,7 @@ func fuzzSign(f *testing.F, m jwt.SigningMethod, kid string, key any, claims jwt
 func FuzzVerify(f *testing.F) {
 	doc, ed, ec := fuzzKeys(f)
 	file := filepath.Join(f.TempDir(), "jwks.json")
-	b, _ := json.Marshal(cacheFileDoc{Version: 1, FetchedAt: time.Now(), JWKS: doc})
+	b, _ := json.Marshal(cacheFileDoc{Version: cacheFileVersion, Issuer: "https://idp/", JWKSURLs: []string{"https://idp/jwks"}, FetchedAt: time.Now(), JWKS: doc})
 	if err := os.WriteFile(file, b, 0o600); err != nil {
 		f.Fatal(err)
 	}
@@ -166,17 +167,23 @@ func FuzzParseKeySet(f *testing.F) {
 func FuzzParseCacheFile(f *testing.F) {
 	doc, _, _ := fuzzKeys(f)
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	good, _ := json.Marshal(cacheFileDoc{Version: 1, FetchedAt: now.Add(-time.Hour), Source: "https://idp/jwks", JWKS: doc})
+	good, _ := json.Marshal(cacheFileDoc{Version: cacheFileVersion, Issuer: "https://idp/", JWKSURLs: []string{"https://idp/jwks"}, FetchedAt: now.Add(-time.Hour), Source: "https://idp/jwks", JWKS: doc})
 	f.Add(good)
-	f.Add([]byte(`{"version":1,"fetched_at":"2999-01-01T00:00:00Z","jwks":{"keys":[]}}`))
-	f.Add([]byte(`{"version":1,"fetched_at":"2026-01-01T00:00:00Z","jwks":null}`))
+	f.Add([]byte(`{"version":2,"issuer":"https://idp/","fetched_at":"2999-01-01T00:00:00Z","jwks":{"keys":[]}}`))
+	f.Add([]byte(`{"version":2,"issuer":"https://idp/","fetched_at":"2026-01-01T00:00:00Z","jwks":null}`))
+	f.Add([]byte(`{"version":2,"issuer":"https://other/","jwks_urls":["https://idp/jwks"],"fetched_at":"2026-01-01T00:00:00Z","jwks":` + string(doc) + `}`))
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`not json`))
 	algs := []string{"RS256", "ES256", "EdDSA"}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ks, err := parseCacheFile(b, algs, now)
+		bind := cacheBinding{issuer: "https://idp/", jwksURLs: []string{"https://idp/jwks"}}
+		ks, err := parseCacheFile(b, algs, bind, now)
 		if err != nil {
 			return
+		}
+		var d cacheFileDoc
+		if json.Unmarshal(b, &d) != nil || d.Issuer != bind.issuer || !slices.Contains(d.JWKSURLs, "https://idp/jwks") {
+			t.Fatalf("cache file for issuer %q / %q accepted", d.Issuer, d.JWKSURLs)
 		}
 		if ks.fetchedAt.After(now) || ks.fetchedAt.IsZero() {
 			t.Fatalf("fetched_at %v accepted", ks.fetchedAt)

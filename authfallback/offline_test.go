@@ -298,7 +298,7 @@ func offlineVerifierWith(t testing.TB, o *OfflineIssuer, mod func(*Config)) *Ver
 	require.NoError(t, err)
 	ks.fetchedAt = time.Now()
 	path := filepath.Join(t.TempDir(), "jwks.json")
-	require.NoError(t, writeCacheFile(path, ks))
+	require.NoError(t, writeCacheFile(path, ks, cacheBinding{issuer: "https://idp.example.com/"}))
 	cfg := Config{
 		Issuer: "https://idp.example.com/", Audience: []string{"api"}, CacheFile: path,
 		Offline: o, AcceptOfflineTokensAlways: true,

@@ -180,7 +180,7 @@ func (v *Verifier) applySuccess(ctx context.Context, ks *keySet, now time.Time) 
 	v.cache.retain(func(kid string) *verifyKey { return v.lookup(ks, kid, now) })
 	var writeErr error
 	if v.cfg.CacheFile != "" {
-		writeErr = writeCacheFile(v.cfg.CacheFile, ks)
+		writeErr = writeCacheFile(v.cfg.CacheFile, ks, v.cacheBinding())
 	}
 
 	v.mu.Lock()

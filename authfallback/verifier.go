@@ -140,7 +140,7 @@ func New(cfg Config) (*Verifier, error) {
 
 	now := time.Now()
 	if cfg.CacheFile != "" {
-		ks, err := readCacheFile(cfg.CacheFile, v.algs, now)
+		ks, err := readCacheFile(cfg.CacheFile, v.algs, v.cacheBinding(), now)
 		switch {
 		case err == nil:
 			v.keys.Store(ks)
@@ -161,6 +161,11 @@ func New(cfg Config) (*Verifier, error) {
 	}
 	go v.loop(first)
 	return v, nil
+}
+
+// cacheBinding is what the CacheFile is tied to.
+func (v *Verifier) cacheBinding() cacheBinding {
+	return cacheBinding{issuer: v.cfg.Issuer, jwksURLs: v.cfg.JWKSURLs}
 }
 
 // Close stops the background refresh and waits for it to end. It always
