@@ -74,7 +74,11 @@
 //     fault). [Status.FallbackDeadline] says when.
 //   - AllowedScopes: a degraded [Result] keeps only these scopes;
 //     [Result.RemovedScopes] lists the others. Empty means no scope at
-//     all: fallback never widens access.
+//     all: fallback never widens access. Its Claims are a copy whose
+//     "scope" and "scp" hold the narrowed set too. [Result.Scopes] and
+//     [Result.HasScope] are the authorisation surface: other claims
+//     (roles, groups, permissions, custom ones) are not narrowed, so a
+//     service that authorises from them must check [Result.Degraded].
 //   - MaxTokenAge: degraded tokens issued longer ago (or without "iat")
 //     are refused.
 //   - ExpiredGrace (default 10 minutes): a token that this Verifier saw

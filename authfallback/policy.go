@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -212,7 +213,32 @@ func (v *Verifier) applyPolicy(res *Result, ks *keySet, now time.Time) error {
 		}
 		res.Scopes, res.RemovedScopes = scopes, removed
 	}
+	narrowClaims(res)
 	return nil
+}
+
+// narrowClaims replaces the Claims of the degraded copy res with a copy
+// whose scope claims ("scope", "scp") hold res.Scopes, so an application
+// that reads scopes from Claims sees no more than Scopes. The token's
+// claims map, shared with the verified-token cache, is not modified.
+func narrowClaims(res *Result) {
+	_, hasScope := res.Claims["scope"]
+	_, hasScp := res.Claims["scp"]
+	if !hasScope && !hasScp {
+		return
+	}
+	c := maps.Clone(res.Claims)
+	if hasScope {
+		c["scope"] = strings.Join(res.Scopes, " ")
+	}
+	if hasScp {
+		scp := make([]any, len(res.Scopes))
+		for i, s := range res.Scopes {
+			scp[i] = s
+		}
+		c["scp"] = scp
+	}
+	res.Claims = c
 }
 
 // offlineDeadline is when degraded acceptance stops in the fallback state

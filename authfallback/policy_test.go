@@ -326,6 +326,29 @@ func TestReconcileKeyRemovedAndBound(t *testing.T) {
 	})
 }
 
+// A degraded Result's Claims carry the narrowed scopes, not the token's:
+// an application that authorises from Claims gets no more than Scopes.
+// The non-degraded (cached) Result keeps the token's claims.
+func TestDegradedClaimsNarrowed(t *testing.T) {
+	idp := edIdP(t)
+	synctest.Test(t, func(t *testing.T) {
+		v, _, _ := policyVerifier(t, idp, nil)
+		a := idp.Issue(jwt.MapClaims{"scope": "orders:read orders:write", "scp": []string{"orders:read", "admin"}, "roles": []string{"admin"}})
+		res, err := v.Verify(context.Background(), a)
+		require.NoError(t, err)
+		require.False(t, res.Degraded)
+		down(t, v, idp)
+		d, err := v.Verify(context.Background(), a)
+		require.NoError(t, err)
+		require.True(t, d.Degraded)
+		assert.Equal(t, []string{"orders:read"}, d.Scopes)
+		assert.Equal(t, "orders:read", d.Claims["scope"])
+		assert.Equal(t, []any{"orders:read"}, d.Claims["scp"])
+		assert.Equal(t, res.Claims["roles"], d.Claims["roles"], "other claims are not narrowed (documented)")
+		assert.Equal(t, "orders:read orders:write", res.Claims["scope"], "the cached Result is untouched")
+	})
+}
+
 // A key replaced under the same kid while the IdP was unreachable is a
 // finding too: looking the kid up is not enough.
 func TestReconcileKeyReplacedUnderSameKID(t *testing.T) {

@@ -16,7 +16,12 @@ type Result struct {
 	// Scopes come from "scope" (space-separated string) or "scp" (array of
 	// strings).
 	Scopes []string
-	// Claims are all claims of the token.
+	// Claims are all claims of the token. In a degraded Result they are a
+	// copy whose "scope" and "scp" (if present) hold the narrowed Scopes.
+	// Only scopes are narrowed: authorise from Scopes / HasScope; a
+	// service that authorises from other claims (roles, groups,
+	// permissions) must check Degraded itself, as the fallback policy does
+	// not touch them.
 	Claims jwt.MapClaims
 	// Issuer is the "iss" claim.
 	Issuer string
