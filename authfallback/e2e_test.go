@@ -209,8 +209,8 @@ func TestCacheFileRefused(t *testing.T) {
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	for name, content := range map[string]string{
 		"garbage":    "not json",
-		"empty set":  `{"version":2,"issuer":"`+idp.Issuer()+`","jwks_urls":["`+idp.JWKSURL()+`"],"fetched_at":"2026-01-01T00:00:00Z","jwks":{"keys":[]}}`,
-		"future":     `{"version":2,"issuer":"`+idp.Issuer()+`","jwks_urls":["`+idp.JWKSURL()+`"],"fetched_at":"2999-01-01T00:00:00Z","jwks":` + string(idp.JWKS()) + `}`,
+		"empty set":  `{"version":2,"issuer":"` + idp.Issuer() + `","jwks_urls":["` + idp.JWKSURL() + `"],"fetched_at":"2026-01-01T00:00:00Z","jwks":{"keys":[]}}`,
+		"future":     `{"version":2,"issuer":"` + idp.Issuer() + `","jwks_urls":["` + idp.JWKSURL() + `"],"fetched_at":"2999-01-01T00:00:00Z","jwks":` + string(idp.JWKS()) + `}`,
 		"no version": `{"fetched_at":"2026-01-01T00:00:00Z","jwks":` + string(idp.JWKS()) + `}`,
 		// A file not tied to this issuer: another IdP's keys must not
 		// verify tokens claiming this issuer.
