@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"time"
 )
 
@@ -46,7 +45,8 @@ type Config struct {
 	// Audience lists accepted "aud" values; a token must carry at least one.
 	// Required.
 	Audience []string
-	// JWKSURLs are where the key set is fetched: the primary first, then
+	// JWKSURLs are where the key set is fetched: https URLs (plain http
+	// only to a loopback host: 127.0.0.0/8, ::1, "localhost"), the primary first, then
 	// alternates (e.g. a mirror or a CDN-independent origin) that are tried
 	// in order when the one before fails. At least one is required unless
 	// CacheFile is set; with none, the cached set is never refreshed, so
@@ -91,7 +91,10 @@ type Config struct {
 	// negative, no token is cached.
 	MaxCachedTokens int
 	// HTTPClient fetches the key set. If nil, a client with
-	// http.DefaultTransport is used.
+	// http.DefaultTransport is used. Either way the Verifier uses a copy
+	// whose CheckRedirect refuses a redirect that leaves https (or goes to
+	// plain http other than loopback) before calling the client's own
+	// CheckRedirect; the client's Transport must not downgrade on its own.
 	HTTPClient *http.Client
 	// AuditLog receives the audit events: entry into and exit from fallback
 	// mode, every degraded acceptance (with the scopes the policy removed),
@@ -206,9 +209,8 @@ func (c *Config) validate() error {
 		return errors.New("authfallback: Config.JWKSURLs or Config.CacheFile is required")
 	}
 	for _, u := range c.JWKSURLs {
-		pu, err := url.Parse(u)
-		if err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {
-			return fmt.Errorf("authfallback: invalid JWKS URL %q", u)
+		if err := checkFetchURL(u); err != nil {
+			return fmt.Errorf("authfallback: JWKS URL: %w", err)
 		}
 	}
 	for _, a := range c.Algorithms {
@@ -305,10 +307,7 @@ func (c *Config) algorithms() []string {
 }
 
 func (c *Config) httpClient() *http.Client {
-	if c.HTTPClient != nil {
-		return c.HTTPClient
-	}
-	return &http.Client{}
+	return fetchClient(c.HTTPClient)
 }
 
 func (c *Config) auditLog() *slog.Logger {

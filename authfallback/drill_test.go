@@ -55,7 +55,7 @@ func newDrill(t *testing.T, idp *authtest.Server, mod func(*Config)) *drill {
 	d := &drill{idp: idp, rev: &revServer{doc: `{"jti":[],"sub":{}}`}, audit: &lockedBuf{}}
 	var err error
 	d.list, err = NewRevocationList(RevocationListConfig{
-		URL:        "http://idp.test/revocations",
+		URL:        "https://idp.test/revocations",
 		HTTPClient: &http.Client{Transport: revRoundTripper{d.rev}},
 		// Far longer than the drill: only reconciliation refreshes it.
 		RefreshInterval: 24 * time.Hour,

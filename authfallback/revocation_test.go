@@ -242,7 +242,7 @@ func TestRevocationListPollsWithBackoff(t *testing.T) {
 		srv := &revServer{status: 503}
 		var fails atomic.Int32
 		l, err := NewRevocationList(RevocationListConfig{
-			URL:             "http://revocations.test/list",
+			URL:             "https://revocations.test/list",
 			HTTPClient:      &http.Client{Transport: revRoundTripper{srv}},
 			RefreshInterval: time.Minute,
 			OnRefreshError: func(e RefreshErrorEvent) {

@@ -30,8 +30,9 @@ const (
 // copies it; changing it afterwards has no effect.
 type RevocationListConfig struct {
 	// URL is where the revocation list is fetched (GET, expecting 200 and
-	// the JSON document described at [RevocationList]). Required unless
-	// CacheFile is set.
+	// the JSON document described at [RevocationList]): https, or plain
+	// http only to a loopback host (127.0.0.0/8, ::1, "localhost").
+	// Required unless CacheFile is set.
 	URL string
 	// CacheFile, if set, is where the last good list is written (atomically,
 	// mode 0600) after every successful fetch, and read by NewRevocationList
@@ -44,7 +45,9 @@ type RevocationListConfig struct {
 	// FetchTimeout bounds one fetch. If zero, 10 seconds.
 	FetchTimeout time.Duration
 	// HTTPClient fetches the list. If nil, a client with
-	// http.DefaultTransport is used.
+	// http.DefaultTransport is used. Either way a copy is used whose
+	// CheckRedirect refuses a redirect that leaves https (see
+	// Config.HTTPClient).
 	HTTPClient *http.Client
 	// Logger receives refresh failures and refused documents. If nil,
 	// nothing is logged.
@@ -76,10 +79,7 @@ func (c *RevocationListConfig) fetchTimeout() time.Duration {
 }
 
 func (c *RevocationListConfig) httpClient() *http.Client {
-	if c.HTTPClient != nil {
-		return c.HTTPClient
-	}
-	return &http.Client{Transport: http.DefaultTransport}
+	return fetchClient(c.HTTPClient)
 }
 
 func (c *RevocationListConfig) logger() *slog.Logger {
@@ -174,6 +174,11 @@ func NewRevocationList(cfg RevocationListConfig) (*RevocationList, error) {
 	}
 	if cfg.RefreshInterval < 0 || cfg.FetchTimeout < 0 {
 		return nil, errors.New("authfallback: RevocationListConfig: negative duration")
+	}
+	if cfg.URL != "" {
+		if err := checkFetchURL(cfg.URL); err != nil {
+			return nil, fmt.Errorf("authfallback: RevocationListConfig.URL: %w", err)
+		}
 	}
 	l := &RevocationList{
 		cfg:    cfg,
