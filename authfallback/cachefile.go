@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"time"
 )
 
@@ -91,25 +90,67 @@ func parseCacheFile(b []byte, algs []string, bind cacheBinding, now time.Time) (
 
 // readCacheFile loads the key set from path.
 func readCacheFile(path string, algs []string, bind cacheBinding, now time.Time) (*keySet, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err == nil && runtime.GOOS != "windows" && fi.Mode().Perm()&0o022 != 0 {
-		// Whoever can write the file can plant keys.
-		return nil, fmt.Errorf("authfallback: cache file %s is writable by group or others (mode %v)", path, fi.Mode().Perm())
-	}
-	b, err := io.ReadAll(io.LimitReader(f, 2*MaxJWKSSize+1))
+	b, err := readCacheBytes(path, 2*MaxJWKSSize)
 	if err != nil {
 		return nil, err
 	}
 	return parseCacheFile(b, algs, bind, now)
 }
 
-// writeCacheFile writes ks to path atomically: a temporary file in the same
-// directory, mode 0600, synced, then renamed over path.
-func writeCacheFile(path string, ks *keySet, bind cacheBinding) (err error) {
+// readCacheBytes reads a cache file (the key set's or the revocation
+// list's) that this process trusts: it must be a regular file (not a
+// symbolic link, FIFO or device: never followed, never blocked on), not
+// writable by group or others (on Unix), and at most max bytes.
+func readCacheBytes(path string, max int64) ([]byte, error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkCacheFileInfo(path, fi, max); err != nil {
+		return nil, err
+	}
+	f, err := openCacheFile(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	// The path may have been swapped between Lstat and open.
+	ofi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !os.SameFile(fi, ofi) {
+		return nil, fmt.Errorf("authfallback: cache file %s changed while being opened", path)
+	}
+	if err := checkCacheFileInfo(path, ofi, max); err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("authfallback: cache file %s larger than %d bytes", path, max)
+	}
+	return b, nil
+}
+
+func checkCacheFileInfo(path string, fi os.FileInfo, max int64) error {
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("authfallback: cache file %s is not a regular file (%v)", path, fi.Mode().Type())
+	}
+	if checkCacheFilePerm && fi.Mode().Perm()&0o022 != 0 {
+		// Whoever can write the file can plant keys or lift revocations.
+		return fmt.Errorf("authfallback: cache file %s is writable by group or others (mode %v)", path, fi.Mode().Perm())
+	}
+	if fi.Size() > max {
+		return fmt.Errorf("authfallback: cache file %s larger than %d bytes", path, max)
+	}
+	return nil
+}
+
+// writeCacheFile writes ks to path atomically (see writeFileAtomic).
+func writeCacheFile(path string, ks *keySet, bind cacheBinding) error {
 	b, err := json.Marshal(cacheFileDoc{
 		Version:   cacheFileVersion,
 		Issuer:    bind.issuer,
@@ -121,6 +162,12 @@ func writeCacheFile(path string, ks *keySet, bind cacheBinding) (err error) {
 	if err != nil {
 		return err
 	}
+	return writeFileAtomic(path, b)
+}
+
+// writeFileAtomic writes b to path atomically: a temporary file in the
+// same directory, mode 0600, synced, then renamed over path.
+func writeFileAtomic(path string, b []byte) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."

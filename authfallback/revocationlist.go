@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -409,12 +408,7 @@ func revParseCacheFile(b []byte, now time.Time) (*revSnapshot, time.Time, error)
 }
 
 func revReadCacheFile(path string, now time.Time) (*revSnapshot, time.Time, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, time.Time{}, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxRevocationListSize+4097))
+	b, err := readCacheBytes(path, MaxRevocationListSize+4096)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
@@ -423,32 +417,10 @@ func revReadCacheFile(path string, now time.Time) (*revSnapshot, time.Time, erro
 
 // revWriteCacheFile writes s to path atomically: a temporary file in the
 // same directory, mode 0600, synced, then renamed over path.
-func revWriteCacheFile(path string, s *revSnapshot, at time.Time, source string) (err error) {
+func revWriteCacheFile(path string, s *revSnapshot, at time.Time, source string) error {
 	b, err := json.Marshal(revCacheDoc{Version: revCacheFileVersion, FetchedAt: at.UTC(), Source: source, List: s.marshal()})
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err = f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err = f.Write(b); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return writeFileAtomic(path, b)
 }
