@@ -44,7 +44,10 @@ func TestCacheFilesRefuseSymlinkFIFOAndLoosePerms(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatalf("revocation cache: %s: blocked", name)
 		}
-		go func() { _, err := readCacheFile(path, []string{"EdDSA"}, cacheBinding{issuer: "x"}, time.Now()); done <- err }()
+		go func() {
+			_, err := readCacheFile(path, []string{"EdDSA"}, cacheBinding{issuer: "x"}, time.Now())
+			done <- err
+		}()
 		select {
 		case err := <-done:
 			assert.Error(t, err, "key cache: "+name)
