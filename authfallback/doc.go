@@ -108,7 +108,11 @@
 // in memory and in a file; [MemoryRevocations] is in-memory and the model
 // for a list in Redis or a database; any [Revocations] implementation
 // plugs in. [Config.OnRevocation] reports each new revocation of a
-// RevocationList or MemoryRevocations.
+// RevocationList or MemoryRevocations. While the source reports itself
+// stale ([RevocationList.Stale]: never loaded, or older than
+// [RevocationListConfig.MaxStaleness], default 24 hours), accepted tokens
+// are degraded with [ReasonRevocationsStale] and narrowed by the policy,
+// so revocation never fails open silently.
 //
 // The Verifier records every token it accepts degraded (bounded by
 // [Config.MaxDegradedRecords]). On the first successful key refresh after

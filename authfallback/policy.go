@@ -51,8 +51,10 @@ var (
 // fallback mode (ReasonJWKSUnreachable, ReasonJWKSInvalid), unconfirmed
 // keys (ReasonJWKSStale: e.g. a CacheFile older than RefreshInterval while
 // the first fetch after a restart hangs, which counts as fallback mode),
-// offline tokens and tokens in the expired grace window. It does not apply
-// to tokens verified normally.
+// offline tokens, tokens in the expired grace window, and tokens accepted
+// while the Revocations source is stale (ReasonRevocationsStale: scopes are
+// narrowed; MaxOfflineDuration does not run for it alone). It does not
+// apply to tokens verified normally.
 //
 // The zero value is the safe default: 30 minutes of fallback, no scope at
 // all for degraded requests, no limit on token age, 10 minutes of grace.

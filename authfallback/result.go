@@ -44,7 +44,7 @@ type Result struct {
 	Degraded bool
 	// Reason says why the request is degraded: "" when not degraded,
 	// otherwise ReasonJWKSUnreachable, ReasonJWKSInvalid, ReasonJWKSStale,
-	// ReasonOfflineToken or ReasonExpiredGrace.
+	// ReasonOfflineToken, ReasonExpiredGrace or ReasonRevocationsStale.
 	Reason string
 
 	// primaryID and primaryIAT are, for an offline token, the "jti" and

@@ -24,10 +24,26 @@ import (
 // before time T revokes every token of that subject issued at or before T,
 // and every token of that subject without iat.
 //
-// Implementations must be safe for concurrent use.
+// Implementations must be safe for concurrent use. An implementation that
+// can be out of date may also have a method Stale() bool (as
+// [RevocationList] has): while it reports true, the Verifier marks every
+// Result it accepts degraded with [ReasonRevocationsStale], so the
+// fallback policy applies instead of revocation failing open silently.
 type Revocations interface {
 	Revoked(sub, jti string, iat time.Time) (revoked bool, rule string)
 }
+
+// staleReporter is the optional interface of a Revocations source that
+// knows when it is out of date.
+type staleReporter interface {
+	Stale() bool
+}
+
+// ReasonRevocationsStale is the Result.Reason of a token accepted while
+// the Revocations source reports it is stale (never loaded, or older than
+// its MaxStaleness): revocations may be missed, so the fallback policy
+// narrows the Result.
+const ReasonRevocationsStale = "revocations-stale"
 
 // Rules reported by [Revocations.Revoked].
 const (

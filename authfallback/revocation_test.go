@@ -16,6 +16,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -414,4 +415,55 @@ func BenchmarkRevoked(b *testing.B) {
 			}
 		})
 	}
+}
+
+// A revocation list never loaded, or older than its MaxStaleness, does not
+// fail open silently: Results are degraded (ReasonRevocationsStale) and
+// narrowed by the fallback policy until a fresh list is in use.
+func TestStaleRevocationListDegrades(t *testing.T) {
+	idp := edIdP(t)
+	var up atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !up.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte(`{"jti":["gone"]}`))
+	}))
+	defer srv.Close()
+	rl, err := NewRevocationList(RevocationListConfig{URL: srv.URL, RefreshInterval: time.Hour})
+	require.NoError(t, err)
+	defer rl.Close()
+	v, _, _ := policyVerifier(t, idp, func(c *Config) { c.Revocations = rl })
+	tok := idp.Issue(jwt.MapClaims{"scope": "orders:read orders:write"})
+
+	require.Error(t, rl.Refresh(context.Background()))
+	assert.True(t, rl.Stale(), "never loaded")
+	res, err := v.Verify(context.Background(), tok)
+	require.NoError(t, err)
+	assert.True(t, res.Degraded)
+	assert.Equal(t, ReasonRevocationsStale, res.Reason)
+	assert.Equal(t, []string{"orders:read"}, res.Scopes, "narrowed by the policy")
+	assert.Equal(t, ReasonRevocationsStale, v.Status().Reason)
+
+	up.Store(true)
+	require.NoError(t, rl.Refresh(context.Background()))
+	assert.False(t, rl.Stale())
+	res, err = v.Verify(context.Background(), tok)
+	require.NoError(t, err)
+	assert.False(t, res.Degraded, "fresh list")
+
+	// A list loaded from a cache file older than MaxStaleness is stale.
+	file := filepath.Join(t.TempDir(), "rev.json")
+	at := time.Now().Add(-2 * time.Hour).UTC().Format(time.RFC3339Nano)
+	require.NoError(t, os.WriteFile(file, []byte(`{"version":1,"fetched_at":"`+at+`","list":{"jti":["a"]}}`), 0o600))
+	old, err := NewRevocationList(RevocationListConfig{CacheFile: file, MaxStaleness: time.Hour})
+	require.NoError(t, err)
+	defer old.Close()
+	require.True(t, old.Status().Loaded)
+	assert.True(t, old.Stale())
+	fresh, err := NewRevocationList(RevocationListConfig{CacheFile: file, MaxStaleness: 3 * time.Hour})
+	require.NoError(t, err)
+	defer fresh.Close()
+	assert.False(t, fresh.Stale())
 }

@@ -19,6 +19,9 @@ import (
 // Defaults of [RevocationListConfig].
 const (
 	DefaultRevocationRefreshInterval = time.Minute
+	// DefaultRevocationMaxStaleness is RevocationListConfig.MaxStaleness
+	// when zero.
+	DefaultRevocationMaxStaleness = 24 * time.Hour
 	revFetchTimeoutDefault           = 10 * time.Second
 	revBackoffBase                   = time.Second
 	revCacheFileVersion              = 1
@@ -43,6 +46,13 @@ type RevocationListConfig struct {
 	RefreshInterval time.Duration
 	// FetchTimeout bounds one fetch. If zero, 10 seconds.
 	FetchTimeout time.Duration
+	// MaxStaleness is how old the list in use may be (since it was last
+	// fetched or confirmed, possibly in an earlier run) before Stale
+	// reports true. A list never loaded is stale too. A Verifier that uses
+	// a stale list marks its Results degraded with ReasonRevocationsStale,
+	// so the fallback policy narrows them: revocation never fails open
+	// silently. If zero, 24 hours.
+	MaxStaleness time.Duration
 	// HTTPClient fetches the list. If nil, a client with
 	// http.DefaultTransport is used. Either way a copy is used whose
 	// CheckRedirect refuses a redirect that leaves https (see
@@ -68,6 +78,13 @@ func (c *RevocationListConfig) refreshInterval() time.Duration {
 		return c.RefreshInterval
 	}
 	return DefaultRevocationRefreshInterval
+}
+
+func (c *RevocationListConfig) maxStaleness() time.Duration {
+	if c.MaxStaleness > 0 {
+		return c.MaxStaleness
+	}
+	return DefaultRevocationMaxStaleness
 }
 
 func (c *RevocationListConfig) fetchTimeout() time.Duration {
@@ -139,6 +156,10 @@ type RevocationListStatus struct {
 // allocation. RevocationList is safe for concurrent use; Close stops its
 // refresh goroutine.
 type RevocationList struct {
+	// fetchedAt is when the list in use was fetched (unix nanoseconds), 0
+	// until one is known; read lock-free by Stale.
+	fetchedAt atomic.Int64
+
 	cfg    RevocationListConfig
 	client *http.Client
 	log    *slog.Logger
@@ -171,7 +192,7 @@ func NewRevocationList(cfg RevocationListConfig) (*RevocationList, error) {
 	if cfg.URL == "" && cfg.CacheFile == "" {
 		return nil, errors.New("authfallback: RevocationListConfig needs URL or CacheFile")
 	}
-	if cfg.RefreshInterval < 0 || cfg.FetchTimeout < 0 {
+	if cfg.RefreshInterval < 0 || cfg.FetchTimeout < 0 || cfg.MaxStaleness < 0 {
 		return nil, errors.New("authfallback: RevocationListConfig: negative duration")
 	}
 	if cfg.URL != "" {
@@ -194,6 +215,7 @@ func NewRevocationList(cfg RevocationListConfig) (*RevocationList, error) {
 			l.snap.Store(s)
 			l.stat.Loaded = true
 			l.stat.FetchedAt = at
+			l.fetchedAt.Store(at.UnixNano())
 			l.stat.IDs, l.stat.Subjects = len(s.jti), len(s.sub)
 		case errors.Is(err, os.ErrNotExist):
 		default:
@@ -212,6 +234,15 @@ func NewRevocationList(cfg RevocationListConfig) (*RevocationList, error) {
 // nothing as revoked; see [RevocationListStatus.Loaded].
 func (l *RevocationList) Revoked(sub, jti string, iat time.Time) (bool, string) {
 	return l.snap.Load().revoked(sub, jti, iat)
+}
+
+// Stale reports whether the list in use is older than
+// RevocationListConfig.MaxStaleness, or no list is known yet. A Verifier
+// marks its Results degraded (ReasonRevocationsStale) while it is.
+// Lock-free.
+func (l *RevocationList) Stale() bool {
+	at := l.fetchedAt.Load()
+	return at == 0 || time.Since(time.Unix(0, at)) > l.cfg.maxStaleness()
 }
 
 // Status returns the current state of l.
@@ -315,6 +346,7 @@ func (l *RevocationList) refreshLocked(ctx context.Context) (time.Duration, func
 	}
 	l.etag = etag
 	prev := l.snap.Swap(s)
+	l.fetchedAt.Store(now.UnixNano())
 	wait := l.cfg.refreshInterval()
 	l.mu.Lock()
 	l.stat = RevocationListStatus{

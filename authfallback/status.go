@@ -76,6 +76,9 @@ func (v *Verifier) Status() Status {
 		if s.Reason == ReasonJWKSStale {
 			s.FallbackDeadline = v.offlineDeadline(nil, ks)
 		}
+		if s.Reason == "" && v.revocationsStale() {
+			s.Reason = ReasonRevocationsStale
+		}
 	}
 	s.Degraded = s.Reason != ""
 	if n := v.nextAttempt.Load(); n != 0 {

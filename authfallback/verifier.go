@@ -294,6 +294,9 @@ func (v *Verifier) accept(ctx context.Context, res *Result, k *verifyKey, ks *ke
 	if reason == "" {
 		reason = v.degradedReason(ks, now)
 	}
+	if reason == "" && v.revocationsStale() {
+		reason = ReasonRevocationsStale
+	}
 	if reason != "" {
 		d := *res
 		d.Degraded = true
@@ -364,6 +367,12 @@ func (v *Verifier) unconfirmed(ks *keySet, now time.Time) bool {
 		limit = v.cfg.refreshInterval()
 	}
 	return now.Sub(ks.fetchedAt) > limit
+}
+
+// revocationsStale reports whether Config.Revocations says it is stale.
+func (v *Verifier) revocationsStale() bool {
+	s, ok := v.cfg.Revocations.(staleReporter)
+	return ok && s.Stale()
 }
 
 // checkFresh fails closed when k is a JWKS key and the set is older than
