@@ -22,10 +22,10 @@ const (
 	// DefaultRevocationMaxStaleness is RevocationListConfig.MaxStaleness
 	// when zero.
 	DefaultRevocationMaxStaleness = 24 * time.Hour
-	revFetchTimeoutDefault           = 10 * time.Second
-	revBackoffBase                   = time.Second
-	revCacheFileVersion              = 1
-	revMaxClockSkew                  = time.Minute
+	revFetchTimeoutDefault        = 10 * time.Second
+	revBackoffBase                = time.Second
+	revCacheFileVersion           = 1
+	revMaxClockSkew               = time.Minute
 )
 
 // RevocationListConfig configures a [RevocationList]. NewRevocationList
