@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -199,11 +200,18 @@ type RefreshErrorEvent struct {
 }
 
 func (c *Config) validate() error {
-	if c.Issuer == "" {
+	if strings.TrimSpace(c.Issuer) == "" {
 		return errors.New("authfallback: Config.Issuer is required")
 	}
 	if len(c.Audience) == 0 {
 		return errors.New("authfallback: Config.Audience is required")
+	}
+	for _, a := range c.Audience {
+		if strings.TrimSpace(a) == "" {
+			// jwt accepts a token whose aud is "" against an expected ""
+			// audience: an empty entry would accept tokens for no one.
+			return fmt.Errorf("authfallback: Config.Audience: invalid entry %q", a)
+		}
 	}
 	if len(c.JWKSURLs) == 0 && c.CacheFile == "" {
 		return errors.New("authfallback: Config.JWKSURLs or Config.CacheFile is required")

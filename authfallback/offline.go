@@ -176,7 +176,7 @@ type OfflineIssuer struct {
 // NewOfflineIssuer checks cfg and returns an OfflineIssuer.
 func NewOfflineIssuer(cfg OfflineConfig) (*OfflineIssuer, error) {
 	switch {
-	case cfg.Issuer == "":
+	case strings.TrimSpace(cfg.Issuer) == "":
 		return nil, errors.New("authfallback: OfflineConfig.Issuer is required")
 	case len(cfg.Key) != ed25519.PrivateKeySize:
 		return nil, errors.New("authfallback: OfflineConfig.Key must be an Ed25519 private key")
@@ -195,6 +195,11 @@ func NewOfflineIssuer(cfg OfflineConfig) (*OfflineIssuer, error) {
 		o.audit = slog.Default()
 	}
 	o.cfg.Audience = slices.Clone(cfg.Audience)
+	for _, a := range cfg.Audience {
+		if strings.TrimSpace(a) == "" {
+			return nil, fmt.Errorf("authfallback: OfflineConfig.Audience: invalid entry %q", a)
+		}
+	}
 	o.cfg.AllowedScopes = slices.Clone(cfg.AllowedScopes)
 	for _, s := range cfg.AllowedScopes {
 		if s == "" || strings.ContainsAny(s, " \t\r\n") {

@@ -329,6 +329,8 @@ func TestOfflineConfigValidation(t *testing.T) {
 		"no scopes":    func(c *OfflineConfig) { c.AllowedScopes = nil },
 		"bad scope":    func(c *OfflineConfig) { c.AllowedScopes = []string{"a b"} },
 		"leeway":       func(c *OfflineConfig) { c.Leeway = 2 * time.Minute },
+		"blank issuer": func(c *OfflineConfig) { c.Issuer = " " },
+		"blank aud":    func(c *OfflineConfig) { c.Audience = []string{"api", ""} },
 	} {
 		c := ok
 		mod(&c)

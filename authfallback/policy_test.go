@@ -393,6 +393,9 @@ func TestPolicyConfigValidation(t *testing.T) {
 		"negative MaxTokenAge":        func(c *Config) { c.Policy.MaxTokenAge = -1 },
 		"bad allowed scope":           func(c *Config) { c.Policy.AllowedScopes = []string{"a b"} },
 		"negative records":            func(c *Config) { c.MaxDegradedRecords = -1 },
+		"empty audience entry":        func(c *Config) { c.Audience = []string{""} },
+		"blank audience entry":        func(c *Config) { c.Audience = []string{"api", " \t"} },
+		"blank issuer":                func(c *Config) { c.Issuer = "  " },
 	} {
 		c := base
 		mod(&c)
