@@ -42,7 +42,7 @@ func benchKeySet(b *testing.B, idp *authtest.Server, n int) []byte {
 
 func benchVerifier(b *testing.B, idp *authtest.Server, doc []byte) *Verifier {
 	file := filepath.Join(b.TempDir(), "jwks.json")
-	raw, _ := json.Marshal(cacheFileDoc{Version: 1, FetchedAt: time.Now(), JWKS: doc})
+	raw, _ := json.Marshal(cacheFileDoc{Version: cacheFileVersion, Issuer: idp.Issuer(), FetchedAt: time.Now(), JWKS: doc})
 	if err := os.WriteFile(file, raw, 0o600); err != nil {
 		b.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func benchPolicyVerifier(b *testing.B, idp *authtest.Server) *Verifier {
 		b.Fatal(err)
 	}
 	file := filepath.Join(b.TempDir(), "jwks.json")
-	raw, _ := json.Marshal(cacheFileDoc{Version: 1, FetchedAt: time.Now(), JWKS: idp.JWKS()})
+	raw, _ := json.Marshal(cacheFileDoc{Version: cacheFileVersion, Issuer: idp.Issuer(), FetchedAt: time.Now(), JWKS: idp.JWKS()})
 	if err := os.WriteFile(file, raw, 0o600); err != nil {
 		b.Fatal(err)
 	}
