@@ -92,8 +92,12 @@
 // under an issuer of its own, with scopes within its AllowedScopes, and
 // writes every issuance to its audit log. Its [OfflineIssuer.ExchangeHandler],
 // mounted behind [Verifier.Handler], gives a caller whose primary token
-// verifies (degraded or not) an offline token for the same subject; an
-// offline token never buys another. A Verifier with [Config.Offline] trusts
+// verifies (normally, or degraded by fallback mode or stale keys; never a
+// token in its expired grace window) an offline token for the same
+// subject; an offline token never buys another. The offline token never
+// outlives its primary and carries the primary's jti and iat
+// ([ClaimPrimaryID], [ClaimPrimaryIssuedAt]): revoking the primary (or its
+// subject) revokes it, and [Policy.MaxTokenAge] counts from the primary. A Verifier with [Config.Offline] trusts
 // the issuer's current and not yet retired keys (a [OfflineIssuer.Rotate]
 // applies at once) and accepts its tokens, with [ReasonOfflineToken], only
 // in fallback mode unless [Config.AcceptOfflineTokensAlways] is set, and

@@ -311,12 +311,15 @@ func (o *OfflineIssuer) JWKS() []byte {
 // Issue mints an offline token for primary, the verified Result of the
 // caller's own token (verified normally, or degraded by fallback mode or
 // stale keys). Its scopes are requested ∩ primary.Scopes ∩ AllowedScopes;
-// if requested is nil, primary.Scopes ∩ AllowedScopes. It fails with an
-// error matching ErrOfflineRefused when primary is nil or has no subject,
-// when primary is itself an offline token, when primary was accepted
-// degraded for any other reason (ReasonExpiredGrace: a once-only grace use
-// never buys a fresh token), or when no scope is left. The issuance is written to the audit
-// log.
+// if requested is nil, primary.Scopes ∩ AllowedScopes. Its exp is never
+// after primary.ExpiresAt, its aud is OfflineConfig.Audience ∩ the aud of
+// primary.Claims, and it carries primary's jti and iat
+// ([ClaimPrimaryID], [ClaimPrimaryIssuedAt]). It fails with an error
+// matching ErrOfflineRefused when primary is nil, has no subject, no exp
+// or has expired, when primary is itself an offline token, when primary
+// was accepted degraded for any other reason (ReasonExpiredGrace: a
+// once-only grace use never buys a fresh token), when no audience or no
+// scope is left. The issuance is written to the audit log.
 func (o *OfflineIssuer) Issue(ctx context.Context, primary *Result, requested []string) (*OfflineToken, error) {
 	if primary == nil || primary.Subject == "" {
 		return nil, o.refuse(ctx, primary, errOfflineNoCaller)
