@@ -50,8 +50,10 @@ type offlineExchangeResponse struct {
 //	 "scope":"orders:read","issued_token_type":"urn:ietf:params:oauth:token-type:access_token"}
 //
 // Errors are RFC 9457 problems: 401 without a verified caller, 403 for an
-// offline token presented to obtain another one or when no allowed scope
-// is left, 405 for another method, 400 for a malformed form.
+// offline token presented to obtain another one, a caller whose token
+// Issue refuses (expired, taken in its expired grace window, for no
+// audience of offline tokens) or when no allowed scope is left, 405 for
+// another method, 400 for a malformed form.
 func (o *OfflineIssuer) ExchangeHandler() http.Handler {
 	return http.HandlerFunc(o.serveExchange)
 }
