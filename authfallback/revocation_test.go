@@ -467,3 +467,25 @@ func TestStaleRevocationListDegrades(t *testing.T) {
 	defer fresh.Close()
 	assert.False(t, fresh.Stale())
 }
+
+// A list without a cache file is fetched before NewRevocationList returns,
+// so a service does not start with every Result marked revocations-stale.
+func TestRevocationListFirstFetchBeforeReturn(t *testing.T) {
+	srv := &revServer{doc: `{"jti":["j1"],"sub":{}}`}
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	l, err := NewRevocationList(RevocationListConfig{URL: ts.URL, RefreshInterval: time.Hour})
+	require.NoError(t, err)
+	defer l.Close()
+	assert.False(t, l.Stale(), "fresh from the first fetch")
+	ok, _ := l.Revoked("bob", "j1", revT0)
+	assert.True(t, ok)
+
+	// An endpoint that is down does not hold the constructor: the list is
+	// stale (degraded) and the loop retries.
+	ts.Close()
+	l2, err := NewRevocationList(RevocationListConfig{URL: ts.URL, RefreshInterval: time.Hour})
+	require.NoError(t, err)
+	defer l2.Close()
+	assert.True(t, l2.Stale())
+}

@@ -226,7 +226,15 @@ func NewRevocationList(cfg RevocationListConfig) (*RevocationList, error) {
 		close(l.done)
 		return l, nil
 	}
-	go l.loop()
+	var first time.Duration
+	if !l.stat.Loaded {
+		// No list yet: fetch once before returning (bounded by
+		// FetchTimeout), as New does for keys, so that a service started
+		// with its revocation endpoint up does not begin with every Result
+		// marked revocations-stale. A failure is retried by the loop.
+		first, _ = l.refresh(context.Background())
+	}
+	go l.loop(first)
 	return l, nil
 }
 
@@ -275,7 +283,7 @@ func (l *RevocationList) Refresh(ctx context.Context) error {
 	return err
 }
 
-func (l *RevocationList) loop() {
+func (l *RevocationList) loop(first time.Duration) {
 	defer close(l.done)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -286,7 +294,7 @@ func (l *RevocationList) loop() {
 		case <-ctx.Done():
 		}
 	}()
-	t := time.NewTimer(0)
+	t := time.NewTimer(first)
 	defer t.Stop()
 	for {
 		select {
