@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"sync"
@@ -171,11 +172,16 @@ type Document struct {
 type Breaker struct {
 	cfg Config
 
-	keys  sync.Map // string -> *entry
+	// read is an immutable copy of keys that calls look up without a lock
+	// (a plain map: fewer dependent loads than sync.Map, which matters when
+	// calls spread over thousands of hosts). It is refreshed after as many
+	// lookups missed it as keys holds, and at once after an eviction.
+	read  atomic.Pointer[map[string]*entry]
 	epoch atomic.Uint64
 
-	mu sync.Mutex // guards inserts and evictions
-	n  int        // entries in keys, guarded by mu
+	mu     sync.Mutex
+	keys   map[string]*entry // every entry, guarded by mu
+	misses int               // lookups of keys missing from read, guarded by mu
 }
 
 type entry struct {
@@ -268,17 +274,50 @@ func isFailure(status int, err error) bool {
 // An open breaker whose delay has passed reports Open until the next call
 // half-opens it.
 func (b *Breaker) State(key string) State {
-	if v, ok := b.keys.Load(key); ok {
-		return fromFailsafe(v.(*entry).cb.State())
+	if e := b.lookup(key); e != nil {
+		return fromFailsafe(e.cb.State())
 	}
 	return Closed
 }
 
+// lookup returns key's entry, or nil when there is none.
+func (b *Breaker) lookup(key string) *entry {
+	if m := b.read.Load(); m != nil {
+		if e, ok := (*m)[key]; ok {
+			return e
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.locked(key)
+}
+
+// locked returns key's entry from keys, or nil, and refreshes read once it
+// has been missed as many times as keys has entries. b.mu must be held.
+func (b *Breaker) locked(key string) *entry {
+	e, ok := b.keys[key]
+	if ok {
+		if b.misses++; b.misses >= len(b.keys) {
+			b.refresh()
+		}
+	}
+	return e
+}
+
+// refresh replaces read with a copy of keys. b.mu must be held.
+func (b *Breaker) refresh() {
+	m := maps.Clone(b.keys)
+	b.read.Store(&m)
+	b.misses = 0
+}
+
 // Snapshot returns the status of every breaker held, sorted by key.
 func (b *Breaker) Snapshot() []Status {
-	var out []Status
-	b.keys.Range(func(_, v any) bool {
-		e := v.(*entry)
+	b.mu.Lock()
+	entries := slices.Collect(maps.Values(b.keys))
+	b.mu.Unlock()
+	out := make([]Status, 0, len(entries))
+	for _, e := range entries {
 		m := e.cb.Metrics()
 		out = append(out, Status{
 			Key:        e.key,
@@ -287,8 +326,7 @@ func (b *Breaker) Snapshot() []Status {
 			Requests:   m.Executions(),
 			Failures:   m.Failures(),
 		})
-		return true
-	})
+	}
 	slices.SortFunc(out, func(x, y Status) int { return cmp.Compare(x.Key, y.Key) })
 	return out
 }
@@ -296,18 +334,22 @@ func (b *Breaker) Snapshot() []Status {
 // get returns key's entry, creating it on first use. It returns nil when
 // the registry is full of breakers that cannot be evicted.
 func (b *Breaker) get(key string) *entry {
-	if v, ok := b.keys.Load(key); ok {
-		e := v.(*entry)
-		if ep := b.epoch.Load(); e.used.Load() != ep {
-			e.used.Store(ep)
-		}
-		return e
+	var e *entry
+	if m := b.read.Load(); m != nil {
+		e = (*m)[key]
 	}
-	e := b.insert(key)
-	if e == nil && b.cfg.Logger != nil {
-		// Logged outside b.mu: a slog handler is user code.
-		b.cfg.Logger.Warn("breaker: registry full of open breakers; call not protected",
-			slog.String("key", key), slog.Int("max_keys", b.cfg.MaxKeys))
+	if e == nil {
+		if e = b.insert(key); e == nil {
+			if b.cfg.Logger != nil {
+				// Logged outside b.mu: a slog handler is user code.
+				b.cfg.Logger.Warn("breaker: registry full of open breakers; call not protected",
+					slog.String("key", key), slog.Int("max_keys", b.cfg.MaxKeys))
+			}
+			return nil
+		}
+	}
+	if ep := b.epoch.Load(); e.used.Load() != ep {
+		e.used.Store(ep)
 	}
 	return e
 }
@@ -317,17 +359,19 @@ func (b *Breaker) get(key string) *entry {
 func (b *Breaker) insert(key string) *entry {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if v, ok := b.keys.Load(key); ok {
-		return v.(*entry)
+	if e := b.locked(key); e != nil {
+		return e
 	}
-	if b.n >= b.cfg.MaxKeys && !b.evict() {
+	if len(b.keys) >= b.cfg.MaxKeys && !b.evict() {
 		return nil
 	}
 	e := &entry{key: key}
 	e.used.Store(b.epoch.Add(1))
 	e.cb = b.build(e)
-	b.keys.Store(key, e)
-	b.n++
+	if b.keys == nil {
+		b.keys = make(map[string]*entry)
+	}
+	b.keys[key] = e
 	return e
 }
 
@@ -337,22 +381,20 @@ func (b *Breaker) insert(key string) *entry {
 // runs under the lock.
 func (b *Breaker) evict() bool {
 	var closed []*entry
-	b.keys.Range(func(_, v any) bool {
-		e := v.(*entry)
+	for _, e := range b.keys {
 		if e.cb.State() == circuitbreaker.ClosedState {
 			closed = append(closed, e)
 		}
-		return true
-	})
+	}
 	if len(closed) == 0 {
 		return false
 	}
 	slices.SortFunc(closed, func(x, y *entry) int { return cmp.Compare(x.used.Load(), y.used.Load()) })
 	n := max(1, b.cfg.MaxKeys/8)
 	for _, e := range closed[:min(n, len(closed))] {
-		b.keys.Delete(e.key)
-		b.n--
+		delete(b.keys, e.key)
 	}
+	b.refresh() // no call may find an evicted entry in read
 	return true
 }
 
