@@ -29,9 +29,9 @@
 // [Controller.Handler] is middleware that lets every request through in
 // Normal mode at the cost of one atomic load. Outside Normal mode it
 // classifies the request with [Config.Tier] ([Read], [Write] or
-// [Critical]): reads pass, writes are queued ([Config.Queue], e.g. a
-// handler that stores them and answers 202) or, in read-only mode, refused,
-// critical writes are refused. A refusal is 503 with Retry-After and an
+// [Critical]): reads pass; writes go to [Config.Queue] (e.g. a handler
+// that stores them and answers 202) or, without one, pass in Degraded mode
+// and are refused in ReadOnly mode; critical writes are refused. A refusal is 503 with Retry-After and an
 // RFC 9457 problem document naming the mode and the reason. Every response
 // outside Normal mode carries Holdfast-Degraded: <mode>.
 //
