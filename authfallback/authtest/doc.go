@@ -5,8 +5,8 @@
 // ([Server.JWKSURL]), an OAuth 2.0 token endpoint for the client_credentials
 // grant ([Server.TokenURL], usable with golang.org/x/oauth2/clientcredentials)
 // and an OpenID discovery document. [Server.Issue] signs tokens with the
-// current key (RS256 by default, ES256 or EdDSA through [Config.Algorithm]),
-// [Server.Rotate] rotates the key, and switches simulate the outages a
+// current key (RS256 by default, ES256 or EdDSA through [Config.Algorithm]
+// and [NewWithConfig]), [Server.Rotate] rotates the key, and switches simulate the outages a
 // service must survive:
 //
 //	idp := authtest.New()
