@@ -100,11 +100,13 @@ type OfflineConfig struct {
 
 // OfflineIssueEvent describes an issued offline token.
 type OfflineIssueEvent struct {
+	// Subject, ID ("jti"), Scopes and ExpiresAt are the offline token's.
 	Subject   string
 	ID        string
 	Scopes    []string
 	ExpiresAt time.Time
-	KeyID     string
+	// KeyID is the "kid" of the issuer key that signed it.
+	KeyID string
 	// TokenHash is the hex SHA-256 of the issued token.
 	TokenHash string
 	// PrimaryTokenHash is the TokenHash of the token the caller presented.
@@ -117,7 +119,8 @@ type OfflineIssueEvent struct {
 // OfflineToken is a minted offline token.
 type OfflineToken struct {
 	// Token is the compact JWS. Never log it.
-	Token     string
+	Token string
+	// ID ("jti"), Scopes and ExpiresAt are the token's claims.
 	ID        string
 	Scopes    []string
 	ExpiresAt time.Time
