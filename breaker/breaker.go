@@ -52,7 +52,10 @@ func fromFailsafe(s circuitbreaker.State) State {
 
 // StateChange is passed to Config.OnStateChange.
 type StateChange struct {
-	Key      string
+	// Key is the breaker's key: by default a host (Transport) or a route
+	// (Handler).
+	Key string
+	// From and To are the states before and after the change.
 	From, To State
 }
 
