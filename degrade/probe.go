@@ -40,6 +40,7 @@ func (e *StatusError) Error() string {
 // Start it with [Probe.Start] and stop it with [Probe.Close]. The fields
 // must not change after Start. A Probe is safe for concurrent use.
 type Probe struct {
+	// Targets are the URLs checked, each reported under its Dependency.
 	Targets []Target
 	// Report receives every outcome: a nil error for a healthy response.
 	// If nil, outcomes are discarded.
