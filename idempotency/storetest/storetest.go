@@ -10,8 +10,8 @@
 //	}
 //
 // The suite uses real, short leases and TTLs (150 ms, and waits of 300 ms
-// for them to expire) because shared stores keep time on their server; it sleeps for about a second in total and
-// runs its cases in parallel. Keys are random, so cases never collide.
+// for them to expire) because shared stores keep time on their server; it
+// sleeps for about a second in total and runs its cases in parallel. Keys are random, so cases never collide.
 //
 // [RunHTTP] runs the end-to-end checks over real HTTP with two service
 // instances whose stores share one backend:
