@@ -55,8 +55,9 @@ type Request struct {
 // Record is what a Store keeps under one key.
 type Record struct {
 	State State
-	// Fingerprint identifies the request (method, route, body hash). A key
-	// presented with another fingerprint is refused with 422.
+	// Fingerprint identifies the request (a hash of its method, path, query
+	// and body). A key presented with another fingerprint is refused with
+	// 422.
 	Fingerprint string
 	// Owner is the opaque token of the lease holder (StateInFlight).
 	Owner string
