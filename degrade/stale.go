@@ -26,9 +26,9 @@ const CacheStatusName = "holdfast"
 const maxVariants = 8
 
 // Stale keeps the last good response of cacheable GET requests and serves
-// it (also to HEAD), marked stale, when the handler or the upstream fails: a 5xx status,
-// a transport error or timeout, or an open circuit breaker
-// (httpx.ErrCircuitOpen, which is breaker.ErrOpen). It is an RFC 5861
+// it (also to HEAD), marked stale, when the handler or the upstream fails: a
+// 5xx status, a transport error or timeout, or an open circuit breaker (an
+// error that matches breaker.ErrOpen with errors.Is). It is an RFC 5861
 // stale-if-error cache and nothing more: a working upstream is always
 // asked, so clients never see a stale response while it answers.
 //

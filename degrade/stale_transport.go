@@ -24,8 +24,8 @@ import (
 //
 // Place it outside retry and circuit breaker transports (Stale(retry(
 // breaker(base)))): they then see the real failures (a stale response looks
-// like a success to whatever sits above it) and an open breaker's
-// httpx.ErrCircuitOpen reaches Stale, which answers with the stored
+// like a success to whatever sits above it) and an open breaker's error
+// (breaker.ErrOpen) reaches Stale, which answers with the stored
 // response. Scope sees the request as it reaches Stale: if credentials are
 // added by an inner transport (oauth2.Transport) and the client acts for
 // several identities, set Scope. The request is not
