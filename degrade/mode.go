@@ -6,8 +6,8 @@ import (
 	"github.com/holdfast-go/holdfast/internal/httpx"
 )
 
-// HeaderDegraded is the response header that every holdfast package sets on
-// a response served by a fallback or in a non-normal mode. Its value is a
+// HeaderDegraded is the response header, "Holdfast-Degraded", that holdfast
+// sets on a response served by a fallback or in a non-normal mode. Its value is a
 // short reason: the mode ("degraded", "read-only"), "stale-if-error", or
 // authfallback's reason ("jwks-unreachable", "offline-token", ...).
 const HeaderDegraded = httpx.HeaderDegraded
