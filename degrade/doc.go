@@ -98,7 +98,11 @@
 //		OnFallbackExit:  func(authfallback.FallbackEvent) { c.SetDown("idp", false, "") },
 //	}
 //	breaker.Config{
-//		OnStateChange: func(ch breaker.StateChange) { c.SetDown(ch.Key, ch.To == breaker.Open, "circuit open") },
+//		OnStateChange: func(ch breaker.StateChange) {
+//			if ch.To != breaker.HalfOpen { // up again once the trial calls closed it
+//				c.SetDown(ch.Key, ch.To == breaker.Open, "circuit open")
+//			}
+//		},
 //		Cached:        stale.Lookup, // an open breaker serves the last good response
 //	}
 //	c.Register("breakers", func() any { return b.Snapshot() })
