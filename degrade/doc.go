@@ -31,9 +31,10 @@
 // classifies the request with [Config.Tier] ([Read], [Write] or
 // [Critical]): reads pass; writes go to [Config.Queue] (e.g. a handler
 // that stores them and answers 202) or, without one, pass in Degraded mode
-// and are refused in ReadOnly mode; critical writes are refused. A refusal is 503 with Retry-After and an
-// RFC 9457 problem document naming the mode and the reason. Every response
-// outside Normal mode carries Holdfast-Degraded: <mode>.
+// and are refused in ReadOnly mode; critical writes are refused. A refusal
+// is 503 with Retry-After and an RFC 9457 problem document naming the mode
+// and the reason. Every response outside Normal mode carries
+// Holdfast-Degraded: <mode>.
 //
 // # Stale-if-error
 //
