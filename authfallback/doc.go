@@ -97,12 +97,13 @@
 // subject; an offline token never buys another. The offline token never
 // outlives its primary and carries the primary's jti and iat
 // ([ClaimPrimaryID], [ClaimPrimaryIssuedAt]): revoking the primary (or its
-// subject) revokes it, and [Policy.MaxTokenAge] counts from the primary. A Verifier with [Config.Offline] trusts
-// the issuer's current and not yet retired keys (a [OfflineIssuer.Rotate]
-// applies at once) and accepts its tokens, with [ReasonOfflineToken], only
-// in fallback mode unless [Config.AcceptOfflineTokensAlways] is set, and
-// only with scopes within [Policy.AllowedScopes]. Offline tokens pass the
-// same checks, cache, policy and revocation list as any other token.
+// subject) revokes it, and [Policy.MaxTokenAge] counts from the primary.
+// A Verifier with [Config.Offline] trusts the issuer's current and not yet
+// retired keys (a [OfflineIssuer.Rotate] applies at once) and accepts its
+// tokens, with [ReasonOfflineToken], only in fallback mode unless
+// [Config.AcceptOfflineTokensAlways] is set, and only with scopes within
+// [Policy.AllowedScopes]. Offline tokens pass the same checks, cache,
+// policy and revocation list as any other token.
 //
 // # Revocation and reconciliation
 //
