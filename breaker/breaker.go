@@ -175,6 +175,10 @@ type Document struct {
 type Breaker struct {
 	cfg Config
 
+	start       time.Time // the origin of window bucket indexes
+	bucketNanos int64     // Window / windowBuckets
+	clk         clock     // bucket index for successes
+
 	// read is an immutable copy of keys that calls look up without a lock
 	// (a plain map: fewer dependent loads than sync.Map, which matters when
 	// calls spread over thousands of hosts). It is refreshed after as many
@@ -188,10 +192,14 @@ type Breaker struct {
 }
 
 type entry struct {
-	key    string
-	cb     circuitbreaker.CircuitBreaker[any]
-	consec atomic.Int32  // consecutive failures
-	used   atomic.Uint64 // epoch of the last use
+	key  string
+	cb   circuitbreaker.CircuitBreaker[any]
+	win  window        // failure-rate window, live while closed
+	used atomic.Uint64 // epoch of the last use
+	// fsMetrics is set while Snapshot reports failsafe-go's counts (a
+	// half-open breaker, or one that opened again from half-open) rather
+	// than the window's.
+	fsMetrics atomic.Bool
 }
 
 const (
@@ -262,7 +270,7 @@ func New(cfg Config) *Breaker {
 		d.Body = slices.Clone(d.Body)
 		cfg.Fallback = &d
 	}
-	return &Breaker{cfg: cfg}
+	return &Breaker{cfg: cfg, start: time.Now(), bucketNanos: max(1, int64(cfg.Window/windowBuckets))}
 }
 
 // isFailure is the default classification.
@@ -320,15 +328,20 @@ func (b *Breaker) Snapshot() []Status {
 	entries := slices.Collect(maps.Values(b.keys))
 	b.mu.Unlock()
 	out := make([]Status, 0, len(entries))
+	idx := b.now()
 	for _, e := range entries {
-		m := e.cb.Metrics()
-		out = append(out, Status{
+		st := Status{
 			Key:        e.key,
 			State:      fromFailsafe(e.cb.State()),
 			RetryAfter: e.cb.RemainingDelay(),
-			Requests:   m.Executions(),
-			Failures:   m.Failures(),
-		})
+		}
+		if e.fsMetrics.Load() {
+			m := e.cb.Metrics()
+			st.Requests, st.Failures = m.Executions(), m.Failures()
+		} else {
+			st.Requests, st.Failures = e.win.sums(idx)
+		}
+		out = append(out, st)
 	}
 	slices.SortFunc(out, func(x, y Status) int { return cmp.Compare(x.Key, y.Key) })
 	return out
@@ -369,6 +382,7 @@ func (b *Breaker) insert(key string) *entry {
 		return nil
 	}
 	e := &entry{key: key}
+	e.win.active.Store(true)
 	e.used.Store(b.epoch.Add(1))
 	e.cb = b.build(e)
 	if b.keys == nil {
@@ -403,14 +417,23 @@ func (b *Breaker) evict() bool {
 
 func (b *Breaker) build(e *entry) circuitbreaker.CircuitBreaker[any] {
 	c := &b.cfg
+	// failsafe-go's count-based threshold of FailureThreshold failures out
+	// of the last FailureThreshold calls is the consecutive-failure rule;
+	// the failure rate over Window is counted in e.win (see window).
 	bld := circuitbreaker.NewBuilder[any]().
-		WithFailureRateThreshold(c.FailureRate, uint(c.MinRequests), c.Window).
+		WithFailureThreshold(uint(c.FailureThreshold)).
 		WithDelay(c.Delay).
 		WithSuccessThreshold(uint(c.SuccessThreshold)).
 		OnStateChanged(func(ev circuitbreaker.StateChangedEvent) {
 			// failsafe-go calls listeners after releasing its lock.
-			e.consec.Store(0)
-			b.stateChanged(e.key, fromFailsafe(ev.OldState), fromFailsafe(ev.NewState))
+			from, to := fromFailsafe(ev.OldState), fromFailsafe(ev.NewState)
+			if to == Closed {
+				e.win.reset()
+			} else {
+				e.win.active.Store(false)
+			}
+			e.fsMetrics.Store(to == HalfOpen || (to == Open && from == HalfOpen))
+			b.stateChanged(e.key, from, to)
 		})
 	if c.Jitter > 0 {
 		bld = bld.WithJitterFactor(c.Jitter)
@@ -445,14 +468,16 @@ const (
 // TryAcquirePermit is released by every path.
 func (b *Breaker) record(e *entry, o outcome) {
 	switch o {
-	case success:
-		e.cb.RecordSuccess()
-		if e.consec.Load() != 0 {
-			e.consec.Store(0)
+	case success, failure:
+		// The window counts first: the failsafe-go call may open the
+		// breaker and make the window stop counting.
+		trip := b.windowRecord(e, o == failure)
+		if o == failure {
+			e.cb.RecordFailure()
+		} else {
+			e.cb.RecordSuccess()
 		}
-	case failure:
-		e.cb.RecordFailure()
-		if int(e.consec.Add(1)) >= b.cfg.FailureThreshold && e.cb.IsClosed() {
+		if trip && e.cb.IsClosed() {
 			e.cb.Open()
 		}
 	case ignored:
