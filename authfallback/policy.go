@@ -151,6 +151,7 @@ func (v *Verifier) admit(ctx context.Context, res *Result, ks *keySet, now time.
 	if err := v.applyPolicy(res, ks, now); err != nil {
 		return nil, err
 	}
+	res.caller = newCaller(res)
 	v.records.add(res, now)
 	return res, nil
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/holdfast-go/holdfast/internal/caller"
 )
 
 // Result is what a verification established about a token. A Result is
@@ -56,6 +57,10 @@ type Result struct {
 	// keyFP is the fingerprint of the key that verified the token, so
 	// that reconciliation notices a key replaced under the same kid.
 	keyFP string
+	// caller is the verified caller handed to the other packages through
+	// the request context (internal/caller); set when the Result is made
+	// final (newResult, admit), or by NewContext.
+	caller *caller.Caller
 }
 
 // HasScope reports whether s is among r.Scopes.
@@ -68,16 +73,28 @@ func (r *Result) HasScope(s string) bool {
 	return false
 }
 
-type ctxKey struct{}
-
-// NewContext returns a copy of ctx that carries r.
+// NewContext returns a copy of ctx that carries r. The verified caller it
+// names (issuer, subject, granted scopes, degraded or not) is what
+// idempotency scopes its records by and degrade.Stale its stored answers.
 func NewContext(ctx context.Context, r *Result) context.Context {
-	return context.WithValue(ctx, ctxKey{}, r)
+	c := r.caller
+	if c == nil || c.Ext != r {
+		c = newCaller(r)
+	}
+	return caller.NewContext(ctx, c)
 }
 
 // FromContext returns the Result stored in ctx by [Verifier.Handler] or
 // [NewContext], and whether there was one.
 func FromContext(ctx context.Context) (*Result, bool) {
-	r, ok := ctx.Value(ctxKey{}).(*Result)
+	c := caller.FromContext(ctx)
+	if c == nil {
+		return nil, false
+	}
+	r, ok := c.Ext.(*Result)
 	return r, ok && r != nil
+}
+
+func newCaller(r *Result) *caller.Caller {
+	return caller.New(r.Issuer, r.Subject, r.Scopes, r.Reason, r)
 }

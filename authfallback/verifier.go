@@ -414,6 +414,7 @@ func newResult(claims jwt.MapClaims, kid string, h [32]byte) *Result {
 	if r.Scopes == nil {
 		r.Scopes = scopes(claims["scp"])
 	}
+	r.caller = newCaller(r)
 	return r
 }
 

@@ -5,8 +5,8 @@ go 1.25.0
 require (
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/holdfast-go/holdfast v0.0.0
-	github.com/holdfast-go/holdfast/idempotency/pgstore v0.0.0
-	github.com/holdfast-go/holdfast/idempotency/redisstore v0.0.0
+	github.com/holdfast-go/holdfast/pgstore v0.0.0
+	github.com/holdfast-go/holdfast/redisstore v0.0.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/redis/go-redis/v9 v9.22.0
 	github.com/stretchr/testify v1.12.1
@@ -31,6 +31,6 @@ require (
 
 replace (
 	github.com/holdfast-go/holdfast => ../..
-	github.com/holdfast-go/holdfast/idempotency/pgstore => ../../idempotency/pgstore
-	github.com/holdfast-go/holdfast/idempotency/redisstore => ../../idempotency/redisstore
+	github.com/holdfast-go/holdfast/pgstore => ../../pgstore
+	github.com/holdfast-go/holdfast/redisstore => ../../redisstore
 )

@@ -7,7 +7,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/holdfast-go/holdfast/idempotency"
-	"github.com/holdfast-go/holdfast/idempotency/redisstore"
+	"github.com/holdfast-go/holdfast/redisstore"
 )
 
 // openStore opens the idempotency store -store names. Redis and PostgreSQL

@@ -8,7 +8,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/holdfast-go/holdfast/idempotency"
-	"github.com/holdfast-go/holdfast/idempotency/pgstore"
+	"github.com/holdfast-go/holdfast/pgstore"
 )
 
 // openPostgres opens the PostgreSQL store and creates its table if needed.

@@ -1,4 +1,4 @@
-module github.com/holdfast-go/holdfast/idempotency/pgstore
+module github.com/holdfast-go/holdfast/pgstore
 
 go 1.25.0
 
@@ -17,4 +17,4 @@ require (
 	golang.org/x/text v0.41.0 // indirect
 )
 
-replace github.com/holdfast-go/holdfast => ../..
+replace github.com/holdfast-go/holdfast => ../

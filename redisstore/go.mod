@@ -1,4 +1,4 @@
-module github.com/holdfast-go/holdfast/idempotency/redisstore
+module github.com/holdfast-go/holdfast/redisstore
 
 go 1.25.0
 
@@ -15,4 +15,4 @@ require (
 	golang.org/x/sys v0.30.0 // indirect
 )
 
-replace github.com/holdfast-go/holdfast => ../..
+replace github.com/holdfast-go/holdfast => ../

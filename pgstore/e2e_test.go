@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/holdfast-go/holdfast/idempotency"
-	"github.com/holdfast-go/holdfast/idempotency/pgstore"
+	"github.com/holdfast-go/holdfast/pgstore"
 	"github.com/holdfast-go/holdfast/idempotency/storetest"
 )
 

@@ -8,7 +8,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/holdfast-go/holdfast/idempotency"
-	"github.com/holdfast-go/holdfast/idempotency/redisstore"
+	"github.com/holdfast-go/holdfast/redisstore"
 )
 
 // The idempotency handler of every replica of a service uses the same Redis

@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/holdfast-go/holdfast/idempotency"
-	"github.com/holdfast-go/holdfast/idempotency/pgstore"
+	"github.com/holdfast-go/holdfast/pgstore"
 )
 
 // Every replica of a service uses the same table. This example needs a
