@@ -133,3 +133,20 @@ func hasScheme(s string) bool {
 	}
 	return false
 }
+
+// Func is the type of every package's WriteProblem hook: it writes the
+// error response that the package decided on, described by p (status,
+// problem type, detail, Retry-After, WWW-Authenticate). Packages expose it
+// as a field of type func(http.ResponseWriter, *http.Request, Problem),
+// with Problem an alias of this package's type, so one function serves them
+// all.
+type Func = func(w http.ResponseWriter, r *http.Request, p Problem)
+
+// Render writes p through f, or with [Write] when f is nil.
+func Render(f Func, w http.ResponseWriter, r *http.Request, p Problem) {
+	if f != nil {
+		f(w, r, p)
+		return
+	}
+	Write(w, p)
+}
