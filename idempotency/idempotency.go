@@ -904,8 +904,8 @@ type extender struct {
 	t  *time.Timer
 	mu sync.Mutex
 	// Guarded by mu:
-	gen           uint64
-	active, lost  bool
+	gen                  uint64
+	active, lost         bool
 	r                    *http.Request
 	key, route, storeKey string
 	owner                string
