@@ -70,10 +70,10 @@ type Store struct {
 var _ idempotency.Store = (*Store)(nil)
 
 type queries struct {
-	lockID                                                 int64
-	migrate                                                []string
+	lockID                                                          int64
+	migrate                                                         []string
 	claim, extend, complete, release, requeue, get, enqueue, claimQ string
-	sweep                                                  string
+	sweep                                                           string
 }
 
 // New returns a Store on the table cfg.Table reached through pool, and
