@@ -248,9 +248,9 @@ func New(cfg Config) (*Service, error) {
 		Seal:            seal,
 		OnOutcome:       h.OnOutcome,
 		Logger:          cfg.Logger,
-		OnReplay:   idemHook(h, "replay"),
-		OnConflict: idemHook(h, "conflict"),
-		OnRelease:  idemHook(h, "release"),
+		OnReplay:        idemHook(h, "replay"),
+		OnConflict:      idemHook(h, "conflict"),
+		OnRelease:       idemHook(h, "release"),
 		OnStoreError: func(ev idempotency.Event) {
 			if h.OnIdempotency != nil {
 				h.OnIdempotency("store-error", ev)
@@ -387,8 +387,8 @@ func New(cfg Config) (*Service, error) {
 				s.Controller.Recovered(DepDownstream)
 			}
 		},
-		Hooks:        h,
-		Logger:       cfg.Logger,
+		Hooks:  h,
+		Logger: cfg.Logger,
 	})
 	// The route breaker; degrade.Stale sits outside it for the reason
 	// NewClient gives.
