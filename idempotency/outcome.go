@@ -38,6 +38,9 @@ const (
 	// not be stored, or it failed ReplayerConfig.MaxAttempts times. The
 	// problem's "attempts" and "last_status" members say how.
 	ProblemReplayFailed = "idempotency-replay-failed"
+	// ProblemReplayRefused: the stored outcome (status 403) of a queued
+	// request that ReplayerConfig.Authorize refused at replay.
+	ProblemReplayRefused = "idempotency-replay-refused"
 )
 
 // Outcomes reported by Config.OnOutcome and the Replayer.

@@ -259,6 +259,7 @@ type drain struct {
 	maxAttempts int
 	onReplayed  func(ReplayEvent)
 	onFailed    func(ReplayEvent)
+	authorize   func(*http.Request, *Caller) error
 }
 
 // replayResult is the fate of one replayed request.
@@ -413,6 +414,14 @@ func (d *drain) one(ctx context.Context, item Queued) replayResult {
 	}
 	req.RequestURI = q.URL
 	req.ContentLength = int64(len(q.Body))
+	if d.authorize != nil {
+		if err := d.authorize(req, q.Caller); err != nil {
+			if l := x.cfg.Logger; l != nil {
+				l.Warn("idempotency: a queued request was refused at replay", "err", err, "method", q.Method)
+			}
+			return d.refuse(ctx, item, ev)
+		}
+	}
 
 	rw := &recorder{header: http.Header{}, max: x.cfg.MaxResponseBytes}
 	in := &keyed{storeKey: item.Key, route: req.URL.EscapedPath()}
@@ -482,6 +491,29 @@ func (d *drain) fail(ctx context.Context, item Queued, ev ReplayEvent, detail st
 	stored, err := d.x.completeReplay(ctx, req, item, d.owner, resp, nil)
 	if stored {
 		ev.Status = http.StatusInternalServerError
+		d.x.replayOutcome(OutcomeFailed, req, ev)
+		if d.onFailed != nil {
+			d.onFailed(ev)
+		}
+	}
+	return replayResult{stored: stored, halt: err}
+}
+
+// refuse stores a ProblemReplayRefused as the request's outcome.
+func (d *drain) refuse(ctx context.Context, item Queued, ev ReplayEvent) replayResult {
+	rec := &recorder{header: http.Header{}, max: 1 << 20}
+	problem.Write(rec, problem.Problem{Type: ProblemReplayRefused, Status: http.StatusForbidden,
+		Title:  "Queued request refused",
+		Detail: "The caller's authorization no longer holds; the queued request did not run."})
+	resp := Response{Status: http.StatusForbidden, Header: rec.header, Body: rec.buf.Bytes()}
+	u, err := url.ParseRequestURI(ev.URL)
+	if err != nil {
+		u = &url.URL{}
+	}
+	req := &http.Request{Method: ev.Method, URL: u, Header: http.Header{}}
+	stored, err := d.x.completeReplay(ctx, req, item, d.owner, resp, nil)
+	if stored {
+		ev.Status = http.StatusForbidden
 		d.x.replayOutcome(OutcomeFailed, req, ev)
 		if d.onFailed != nil {
 			d.onFailed(ev)

@@ -19,6 +19,13 @@ type ReplayerConfig struct {
 	// the authentication in front (see Idempotency.Replay).
 	Handler http.Handler
 
+	// Authorize, if set, is asked before each queued request runs whether
+	// its recorded caller (nil if none was recorded) may still act: a
+	// revocation learnt since the request was queued, say. An error refuses
+	// it: its stored outcome is a 403 ProblemReplayRefused (OnFailed is
+	// called) and the handler never sees it.
+	Authorize func(r *http.Request, c *Caller) error
+
 	// Healthy reports whether the dependency the queued requests wait on is
 	// believed healthy, e.g. func() bool { return ctl.Mode() ==
 	// degrade.Normal }. While it is, the Replayer drains the queue, and a
@@ -180,7 +187,7 @@ func (p *Replayer) pass(trial bool) *drain {
 	d := &drain{
 		x: p.cfg.Idempotency, handler: p.cfg.Handler, owner: p.cfg.Idempotency.newOwner(),
 		batch: p.cfg.Concurrency, workers: p.cfg.Concurrency, maxAttempts: p.cfg.MaxAttempts,
-		onReplayed: p.cfg.OnReplayed, onFailed: p.cfg.OnFailed,
+		onReplayed: p.cfg.OnReplayed, onFailed: p.cfg.OnFailed, authorize: p.cfg.Authorize,
 	}
 	if trial {
 		d.trial, d.batch, d.workers = true, 1, 1

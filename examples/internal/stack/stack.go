@@ -443,6 +443,19 @@ func New(cfg Config) (*Service, error) {
 		TrialInterval: cfg.TrialEvery,
 		MaxAttempts:   cfg.MaxReplayAttempts,
 		Logger:        cfg.Logger,
+		// A queued write runs as the caller it was accepted for, without
+		// its token; a revocation of that subject learnt since (the IdP
+		// was down while it was queued) refuses it. The token's issue time
+		// is not recorded, so any revocation of the subject counts.
+		Authorize: func(_ *http.Request, c *idempotency.Caller) error {
+			if revocations == nil || c == nil {
+				return nil
+			}
+			if revoked, rule := revocations.Revoked(c.Subject, "", time.Time{}); revoked {
+				return fmt.Errorf("stack: subject revoked (%s)", rule)
+			}
+			return nil
+		},
 		OnReplayed: func(ev idempotency.ReplayEvent) {
 			if ev.Trial && ev.Status < 500 {
 				// A queued write got through while degraded: the
