@@ -26,7 +26,8 @@ import (
 // orders is a handler that creates an order per run and counts its runs.
 type orders struct {
 	runs   atomic.Int64
-	status int // if zero, 201
+	status int    // if zero, 201
+	after  func() // if set, called once the response is written
 }
 
 func (o *orders) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -42,6 +43,9 @@ func (o *orders) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(status)
 	fmt.Fprintf(w, `{"order":%d,"echo":%q,"user":%q}`, n, body, r.Header.Get("Authorization"))
+	if o.after != nil {
+		o.after()
+	}
 }
 
 func newStore(t *testing.T) *idempotency.MemoryStore {
@@ -412,14 +416,29 @@ func TestHandlerScopes(t *testing.T) {
 }
 
 // flakyStore fails every call while down is set, and fails to complete or
-// release while crashed is set (a process that died after running).
+// release while crashed is set (a process that died after running): the
+// owners it failed then stay dead, as a dead process would. failCompletes
+// fails that many Complete calls (a store that fails after the handler ran,
+// the process alive).
 type flakyStore struct {
 	idempotency.Store
-	down    atomic.Bool
-	crashed atomic.Bool
+	down          atomic.Bool
+	crashed       atomic.Bool
+	failCompletes atomic.Int64
+	completes     atomic.Int64
+	dead          sync.Map // owner -> true
 }
 
 var errDown = errors.New("store down")
+
+func (s *flakyStore) deadOwner(owner string) bool {
+	if s.crashed.Load() {
+		s.dead.Store(owner, true)
+		return true
+	}
+	_, dead := s.dead.Load(owner)
+	return dead
+}
 
 func (s *flakyStore) Claim(ctx context.Context, key, fp, owner string, lease time.Duration) (idempotency.Record, bool, error) {
 	if s.down.Load() {
@@ -429,21 +448,27 @@ func (s *flakyStore) Claim(ctx context.Context, key, fp, owner string, lease tim
 }
 
 func (s *flakyStore) Extend(ctx context.Context, key, owner string, fence uint64, lease time.Duration) error {
-	if s.down.Load() || s.crashed.Load() {
+	if s.down.Load() || s.deadOwner(owner) {
 		return errDown
 	}
 	return s.Store.Extend(ctx, key, owner, fence, lease)
 }
 
 func (s *flakyStore) Complete(ctx context.Context, key, owner string, fence uint64, resp idempotency.Response, ttl time.Duration) error {
-	if s.down.Load() || s.crashed.Load() {
+	s.completes.Add(1)
+	if s.down.Load() || s.deadOwner(owner) {
+		return errDown
+	}
+	if s.failCompletes.Add(-1) >= 0 {
+		// Stored, but the answer is lost: the retry must find it done.
+		_ = s.Store.Complete(ctx, key, owner, fence, resp, ttl)
 		return errDown
 	}
 	return s.Store.Complete(ctx, key, owner, fence, resp, ttl)
 }
 
 func (s *flakyStore) Release(ctx context.Context, key, owner string, fence uint64) error {
-	if s.down.Load() || s.crashed.Load() {
+	if s.down.Load() || s.deadOwner(owner) {
 		return errDown
 	}
 	return s.Store.Release(ctx, key, owner, fence)
@@ -516,7 +541,44 @@ func TestHandlerCrashThenTakeover(t *testing.T) {
 		assert.Equal(t, int64(2), app.runs.Load(), "the expired claim was taken over")
 		assert.Equal(t, "true", post(h, "k", "x").Header().Get(idempotency.HeaderReplayed))
 		assert.Equal(t, int64(1), conflicts.Load())
+		time.Sleep(6 * time.Minute) // the dead claim's completion retries give up
 	})
+}
+
+// TestHandlerCompleteRetried: the store fails when the handler's response
+// is to be stored (the process lives on). The completion is retried while
+// the lease is renewed, so a duplicate gets 409 meanwhile, and after the
+// lease has long run out gets the stored response: the handler never runs
+// twice.
+func TestHandlerCompleteRetried(t *testing.T) {
+	for _, lostAnswer := range []bool{false, true} {
+		synctest.Test(t, func(t *testing.T) {
+			app := &orders{}
+			store := &flakyStore{Store: newStore(t)}
+			h := idempotency.New(idempotency.Config{Store: store, Lease: time.Second}).Handler(app)
+			if lostAnswer {
+				store.failCompletes.Store(1) // stored, but the answer lost: Complete is idempotent
+			}
+			outage := !lostAnswer
+			if outage {
+				// The store is down from the moment the handler ran.
+				app.after = func() { store.down.Store(true) }
+			}
+			w := post(h, "k", "x")
+			assert.Equal(t, http.StatusCreated, w.Code, "the client gets its answer")
+			if outage {
+				time.Sleep(3 * time.Second) // three leases: the store is down
+				store.down.Store(false)
+				app.after = nil
+			}
+			time.Sleep(10 * time.Second)
+			w = post(h, "k", "x")
+			assert.Equal(t, http.StatusCreated, w.Code)
+			assert.Equal(t, "true", w.Header().Get(idempotency.HeaderReplayed), "stored by the retry")
+			assert.Equal(t, int64(1), app.runs.Load(), "the handler ran once")
+			assert.GreaterOrEqual(t, store.completes.Load(), int64(2), "Complete was retried")
+		})
+	}
 }
 
 func TestHandlerExtendsLeaseWhileRunning(t *testing.T) {

@@ -3,6 +3,7 @@ package idempotency
 import (
 	"bytes"
 	"context"
+	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -11,12 +12,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/holdfast-go/holdfast/internal/problem"
+	"github.com/holdfast-go/holdfast/internal/caller"
 )
 
 // HeaderReplayed marks a response replayed from the store.
@@ -72,22 +74,22 @@ type Config struct {
 	RequireKey bool
 
 	// Scope returns the caller's identity: records are kept per scope, so no
-	// caller can replay another's response. Use the verified subject (or
-	// tenant and subject), e.g. from authfallback.FromContext, and put this
-	// handler behind authentication. A request for which Scope returns "" is
-	// refused with 500: a misordered middleware chain must not make every
-	// caller share one scope.
+	// caller can replay another's response. A request for which Scope
+	// returns "" is refused with 500: a misordered middleware chain must not
+	// make every caller share one scope. Set it when the service
+	// authenticates otherwise than with authfallback (the tenant and
+	// subject, say), and put this handler behind authentication.
 	//
-	// If nil, the scope is the caller's credentials: the Authorization and
-	// Cookie header values (hashed into the record key, never stored). Two
-	// callers then share a scope only if they present the same credentials,
-	// which is safe before or after authentication (it also works for
-	// Enqueue in front of authentication). Its cost: a client whose token or
-	// cookie changed between two attempts (a refresh) gets a new scope, and
-	// its retry runs again. Requests without either header share the
-	// anonymous scope: a service whose callers authenticate otherwise (an
-	// API key header, a client certificate) must set Scope, or callers who
-	// guess each other's keys replay each other's responses.
+	// If nil, the scope is the verified caller that authfallback's Handler
+	// put in the request context: its issuer and subject, whatever token it
+	// presented, so a client that refreshed its token between two attempts
+	// gets its record replayed, and two subjects never share a record. When
+	// no verified caller is known, the scope falls back to the caller's
+	// credentials: the Authorization and Cookie header values (hashed into
+	// the record key, never stored); a refreshed token then gets a new scope.
+	// Requests without either share the anonymous scope: a service whose
+	// callers authenticate otherwise (an API key header, a client
+	// certificate) must set Scope.
 	Scope func(*http.Request) string
 
 	// Route names the operation, one part of the record key. If nil, the
@@ -106,7 +108,9 @@ type Config struct {
 
 	// MaxRequestBytes bounds the body of a keyed request, read to compute
 	// its fingerprint (and stored by Enqueue). A larger body is refused with
-	// 413 rather than passed through unguarded. If zero, 1 MiB.
+	// 413 rather than passed through unguarded. If zero, 1 MiB. Memory for
+	// the body grows as its bytes arrive: an announced Content-Length is
+	// checked against the bound, never allocated ahead.
 	MaxRequestBytes int64
 
 	// MaxResponseBytes bounds the stored response body. A larger response
@@ -145,8 +149,32 @@ type Config struct {
 	// gets 202 until the request ran, then its response.
 	QueueLocation func(r *http.Request, key string) string
 
+	// Seal, if set, seals the credential headers of a queued request
+	// (CredentialHeaders) with this AEAD, under a fresh random nonce and the
+	// record key as additional data, so that Replay can give them back to the
+	// handler (to forward a token downstream, say). If nil, they are
+	// stripped: a queued request keeps the authorization decision (the
+	// verified caller), never its credentials. Either way they live no
+	// longer than the queued request itself, which a completion deletes.
+	Seal cipher.AEAD
+
+	// CredentialHeaders are the request headers that Enqueue never stores
+	// in plaintext (see Seal). If nil, Authorization, Proxy-Authorization
+	// and Cookie.
+	CredentialHeaders []string
+
+	// WriteProblem writes the error responses of the handler and Enqueue
+	// (p.Type is one of the Problem constants, p.Status its status). If
+	// nil, p is written as RFC 9457 application/problem+json.
+	WriteProblem func(w http.ResponseWriter, r *http.Request, p Problem)
+
 	// Hooks. Each may be nil, may be called concurrently, and must not
 	// block.
+
+	// OnOutcome is called for every decision on a keyed request: first,
+	// replay, conflict, mismatch, queued, store-error (and, from a
+	// Replayer, replayed and failed). Unset, it costs nothing.
+	OnOutcome func(OutcomeEvent)
 
 	// OnReplay is called when a stored response is replayed.
 	OnReplay func(Event)
@@ -290,6 +318,8 @@ type keyed struct {
 	storeKey    string
 	fingerprint string
 	owner       string // for a claim
+	route       string
+	caller      *caller.Caller // the verified caller the record is scoped by, if any
 	body        []byte
 	br          bodyReader
 	cw          capture
@@ -302,8 +332,8 @@ func (x *Idempotency) prepare(w http.ResponseWriter, r *http.Request) (*keyed, b
 	values := r.Header[HeaderKey]
 	if len(values) == 0 {
 		if x.cfg.RequireKey {
-			problem.Write(w, problem.Problem{
-				Type: "idempotency-key-missing", Status: http.StatusBadRequest,
+			x.problem(w, r, Problem{
+				Type: ProblemKeyMissing, Status: http.StatusBadRequest,
 				Title:  "Idempotency-Key required",
 				Detail: "This operation requires an Idempotency-Key header.",
 			})
@@ -313,50 +343,43 @@ func (x *Idempotency) prepare(w http.ResponseWriter, r *http.Request) (*keyed, b
 	}
 	key, err := parseKey(values)
 	if err != nil {
-		problem.Write(w, problem.Problem{
-			Type: "idempotency-key-invalid", Status: http.StatusBadRequest,
+		x.problem(w, r, Problem{
+			Type: ProblemKeyInvalid, Status: http.StatusBadRequest,
 			Title:  "Invalid Idempotency-Key",
 			Detail: "The Idempotency-Key header must be one string of at most 255 characters.",
 		})
 		return nil, false
 	}
-	var scope string
-	if x.cfg.Scope != nil {
-		scope = x.cfg.Scope(r)
+	var (
+		scope string
+		kind  = scopeCredentials
+		c     = caller.FromContext(r.Context())
+	)
+	switch {
+	case x.cfg.Scope != nil:
+		scope, kind = x.cfg.Scope(r), scopeCustom
 		if scope == "" {
 			if l := x.cfg.Logger; l != nil {
 				l.Error("idempotency: Scope returned no scope; is the handler behind authentication?", "method", r.Method, "path", r.URL.Path)
 			}
-			problem.Write(w, problem.Problem{
-				Type: "idempotency-scope-missing", Status: http.StatusInternalServerError,
+			x.problem(w, r, Problem{
+				Type: ProblemScopeMissing, Status: http.StatusInternalServerError,
 				Title: "Idempotency scope unavailable",
 			})
 			return nil, false
 		}
+	case c != nil:
+		scope, kind = c.ID(), scopeCaller
 	}
-	in := &keyed{key: key}
+	in := &keyed{key: key, caller: c}
 	body, err := x.readBody(r, &in.br)
 	if err != nil {
-		if errors.Is(err, errBodyTooLarge) {
-			problem.Write(w, problem.Problem{
-				Type: "idempotency-body-too-large", Status: http.StatusRequestEntityTooLarge,
-				Title:  "Request body too large",
-				Detail: "The body of a request with an Idempotency-Key must be at most " + strconv.FormatInt(x.cfg.MaxRequestBytes, 10) + " bytes.",
-			})
-		} else {
-			problem.Write(w, problem.Problem{
-				Type: "idempotency-body-unreadable", Status: http.StatusBadRequest,
-				Title: "Request body could not be read",
-			})
-		}
+		x.bodyProblem(w, r, err)
 		return nil, false
 	}
-	route := r.URL.EscapedPath()
-	if x.cfg.Route != nil {
-		route = x.cfg.Route(r)
-	}
+	in.route = x.route(r)
 	in.body = body
-	rk := x.recordKey(x.cfg.Scope == nil, scope, r, route, key)
+	rk := x.recordKey(kind, scope, r, in.route, key)
 	fp := x.fingerprint(r, body)
 	// One allocation for the record key, the fingerprint and the owner.
 	var ids [2*2*sha256.Size + ownerLen]byte
@@ -368,6 +391,28 @@ func (x *Idempotency) prepare(w http.ResponseWriter, r *http.Request) (*keyed, b
 	return in, true
 }
 
+func (x *Idempotency) bodyProblem(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, errBodyTooLarge) {
+		x.problem(w, r, Problem{
+			Type: ProblemBodyTooLarge, Status: http.StatusRequestEntityTooLarge,
+			Title:  "Request body too large",
+			Detail: "The body of a request with an Idempotency-Key must be at most " + strconv.FormatInt(x.cfg.MaxRequestBytes, 10) + " bytes.",
+		})
+		return
+	}
+	x.problem(w, r, Problem{
+		Type: ProblemBodyUnreadable, Status: http.StatusBadRequest,
+		Title: "Request body could not be read",
+	})
+}
+
+// The kinds of scope, each hashed with its own tag.
+const (
+	scopeCredentials = iota
+	scopeCustom
+	scopeCaller
+)
+
 var errBodyTooLarge = errors.New("idempotency: request body too large")
 
 // bodyReader replays a request body that was read for its fingerprint.
@@ -375,8 +420,13 @@ type bodyReader struct{ bytes.Reader }
 
 func (*bodyReader) Close() error { return nil }
 
+// firstRead is the most readBody allocates before bytes arrive.
+const firstRead = 512
+
 // readBody reads the body up to MaxRequestBytes and puts a replayable copy
-// back in r.Body.
+// back in r.Body. Its buffer grows as bytes arrive (never beyond the
+// announced Content-Length, never ahead of twice what was read), so a client
+// that announces a large body and sends little costs little.
 func (x *Idempotency) readBody(r *http.Request, br *bodyReader) ([]byte, error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
@@ -385,22 +435,36 @@ func (x *Idempotency) readBody(r *http.Request, br *bodyReader) ([]byte, error) 
 	if r.ContentLength > limit {
 		return nil, errBodyTooLarge
 	}
-	var body []byte
+	want := limit + 1 // unknown length: read one byte past the bound to see it
 	if r.ContentLength >= 0 {
-		body = make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, body); err != nil {
-			return nil, err
+		want = r.ContentLength
+	}
+	body := make([]byte, 0, min(want, firstRead))
+	for {
+		if len(body) == cap(body) {
+			if int64(len(body)) >= want {
+				break
+			}
+			body = slices.Grow(body, int(min(want-int64(len(body)), int64(max(len(body), firstRead)))))
 		}
-		// A body longer than announced is refused by net/http; nothing to do.
-	} else {
-		var err error
-		body, err = io.ReadAll(io.LimitReader(r.Body, limit+1))
+		n, err := r.Body.Read(body[len(body):cap(body)])
+		body = body[:len(body)+n]
+		if err == io.EOF {
+			break
+		}
 		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return nil, errBodyTooLarge
+			}
 			return nil, err
 		}
-		if int64(len(body)) > limit {
-			return nil, errBodyTooLarge
-		}
+	}
+	if r.ContentLength >= 0 && int64(len(body)) < r.ContentLength {
+		return nil, io.ErrUnexpectedEOF
+	}
+	if int64(len(body)) > limit {
+		return nil, errBodyTooLarge
 	}
 	br.Reset(body)
 	r.Body = br
@@ -409,10 +473,11 @@ func (x *Idempotency) readBody(r *http.Request, br *bodyReader) ([]byte, error) 
 
 // recordKey hashes the scope, method, route and key into the store's key.
 // Each part is length-prefixed so that no two tuples collide.
-func (x *Idempotency) recordKey(credentials bool, scope string, r *http.Request, route, key string) [sha256.Size]byte {
+func (x *Idempotency) recordKey(kind int, scope string, r *http.Request, route, key string) [sha256.Size]byte {
 	bp := x.hashBufs.Get().(*[]byte)
 	b := (*bp)[:0]
-	if credentials {
+	switch kind {
+	case scopeCredentials:
 		b = append(b, "hf-idem-1c\x00"...)
 		// Every line: HTTP/2 may split cookies over several.
 		for _, name := range [...]string{"Authorization", "Cookie"} {
@@ -422,7 +487,11 @@ func (x *Idempotency) recordKey(credentials bool, scope string, r *http.Request,
 				b = appendPart(b, v)
 			}
 		}
-	} else {
+	case scopeCaller:
+		// Its own tag: no Config.Scope value collides with a caller's ID.
+		b = append(b, "hf-idem-1v\x00"...)
+		b = appendPart(b, scope)
+	default:
 		b = append(b, "hf-idem-1s\x00"...)
 		b = appendPart(b, scope)
 	}
@@ -528,24 +597,24 @@ func (x *Idempotency) serve(w http.ResponseWriter, r *http.Request, next http.Ha
 	rec, claimed, err := x.cfg.Store.Claim(ctx, in.storeKey, in.fingerprint, owner, x.cfg.Lease)
 	cancel()
 	if err != nil {
-		x.storeError(r, in.key, "claim", err)
+		x.storeError(r, in.key, in.route, "claim", err)
 		if x.cfg.FailOpen {
 			next.ServeHTTP(w, r)
 			return
 		}
-		x.unavailable(w)
+		x.unavailable(w, r)
 		return
 	}
 	if !claimed {
-		x.answer(w, r, in.key, rec, in.fingerprint)
+		x.answer(w, r, in, rec)
 		return
 	}
 	x.run(w, r, next, in, owner, rec.Fence)
 }
 
-func (x *Idempotency) unavailable(w http.ResponseWriter) {
-	problem.Write(w, problem.Problem{
-		Type: "idempotency-store-unavailable", Status: http.StatusServiceUnavailable,
+func (x *Idempotency) unavailable(w http.ResponseWriter, r *http.Request) {
+	x.problem(w, r, Problem{
+		Type: ProblemStoreUnavailable, Status: http.StatusServiceUnavailable,
 		Title:      "Idempotency store unavailable",
 		Detail:     "The request was not run. Retry it with the same Idempotency-Key.",
 		RetryAfter: x.cfg.RetryAfter,
@@ -553,14 +622,15 @@ func (x *Idempotency) unavailable(w http.ResponseWriter) {
 }
 
 // answer answers a duplicate from the existing record.
-func (x *Idempotency) answer(w http.ResponseWriter, r *http.Request, key string, rec Record, fp string) {
+func (x *Idempotency) answer(w http.ResponseWriter, r *http.Request, in *keyed, rec Record) {
 	switch {
-	case rec.Fingerprint != fp:
+	case rec.Fingerprint != in.fingerprint:
 		if f := x.cfg.OnConflict; f != nil {
-			f(Event{Request: r, Key: key, Reason: ReasonMismatch})
+			f(Event{Request: r, Key: in.key, Reason: ReasonMismatch})
 		}
-		problem.Write(w, problem.Problem{
-			Type: "idempotency-key-reused", Status: http.StatusUnprocessableEntity,
+		x.outcome(OutcomeMismatch, r, in.route, http.StatusUnprocessableEntity)
+		x.problem(w, r, Problem{
+			Type: ProblemKeyReused, Status: http.StatusUnprocessableEntity,
 			Title:  "Idempotency-Key reused",
 			Detail: "This Idempotency-Key was used with a different request.",
 		})
@@ -569,22 +639,25 @@ func (x *Idempotency) answer(w http.ResponseWriter, r *http.Request, key string,
 			// A record that no handler wrote (a shared store is writable
 			// by others): never run the request again, never panic in
 			// WriteHeader.
-			x.storeError(r, key, "replay", errCorruptRecord)
-			x.unavailable(w)
+			x.storeError(r, in.key, in.route, "replay", errCorruptRecord)
+			x.unavailable(w, r)
 			return
 		}
 		if f := x.cfg.OnReplay; f != nil {
-			f(Event{Request: r, Key: key, Status: rec.Response.Status})
+			f(Event{Request: r, Key: in.key, Status: rec.Response.Status})
 		}
+		x.outcome(OutcomeReplay, r, in.route, rec.Response.Status)
 		writeStored(w, rec.Response)
 	case rec.State == StateQueued:
-		x.accepted(w, r, key)
+		x.outcome(OutcomeQueued, r, in.route, http.StatusAccepted)
+		x.accepted(w, r, in.key)
 	default: // in flight
 		if f := x.cfg.OnConflict; f != nil {
-			f(Event{Request: r, Key: key, Reason: ReasonInFlight})
+			f(Event{Request: r, Key: in.key, Reason: ReasonInFlight})
 		}
-		problem.Write(w, problem.Problem{
-			Type: "idempotency-key-in-use", Status: http.StatusConflict,
+		x.outcome(OutcomeConflict, r, in.route, http.StatusConflict)
+		x.problem(w, r, Problem{
+			Type: ProblemKeyInUse, Status: http.StatusConflict,
 			Title:      "Request in progress",
 			Detail:     "A request with this Idempotency-Key is being processed. Retry later.",
 			RetryAfter: x.cfg.RetryAfter,
@@ -630,7 +703,7 @@ func (x *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Hand
 	defer func() {
 		if panicked {
 			ext.stop()
-			x.release(r, in.key, in.storeKey, owner, fence, ReasonPanic, cw.status)
+			x.release(r, in.key, in.route, in.storeKey, owner, fence, ReasonPanic, cw.status)
 			// The buffered response is dropped; the panic goes on to the
 			// server or a recovery middleware, which answers.
 			x.putBuf(buf)
@@ -638,31 +711,44 @@ func (x *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Hand
 	}()
 	next.ServeHTTP(cw, r)
 	panicked = false
-	lost := ext.stop()
+	status := cw.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	x.outcome(OutcomeFirst, r, in.route, status)
 
 	switch {
 	case cw.passReason != "":
-		x.release(r, in.key, in.storeKey, owner, fence, cw.passReason, cw.status)
-	case lost:
+		ext.stop()
+		x.release(r, in.key, in.route, in.storeKey, owner, fence, cw.passReason, cw.status)
+	case ext.isLost():
+		ext.stop()
 		x.lost(r, in.key, cw.status)
 		cw.send()
+	case !x.cfg.StoreStatus(status):
+		ext.stop()
+		x.release(r, in.key, in.route, in.storeKey, owner, fence, ReasonStatus, status)
+		cw.send()
 	default:
-		status := cw.status
-		if status == 0 {
-			status = http.StatusOK
-		}
-		if !x.cfg.StoreStatus(status) {
-			x.release(r, in.key, in.storeKey, owner, fence, ReasonStatus, status)
-			cw.send()
-			break
-		}
-		err := x.complete(r.Context(), in.storeKey, owner, fence, status, w.Header(), buf.Bytes())
-		if err != nil {
-			if errors.Is(err, ErrNotOwner) {
-				x.lost(r, in.key, status)
-			} else {
-				x.storeError(r, in.key, "complete", err)
-			}
+		resp := Response{Status: status, Header: x.storedHeader(w.Header()), Body: buf.Bytes()}
+		err := x.complete(r.Context(), in.storeKey, owner, fence, resp)
+		switch {
+		case err == nil:
+			ext.stop()
+		case errors.Is(err, ErrNotOwner):
+			ext.stop()
+			x.lost(r, in.key, status)
+		default:
+			// The handler ran: its response must be stored, or a retry
+			// after the lease would run it again. Keep the lease renewed
+			// (duplicates get 409 meanwhile) and retry in the background;
+			// the client gets its answer now.
+			x.storeError(r, in.key, in.route, "complete", err)
+			resp.Body = bytes.Clone(resp.Body)
+			go func() {
+				defer ext.stop()
+				x.completeRetry(r, in.key, in.route, in.storeKey, owner, fence, resp, ext)
+			}()
 		}
 		cw.send()
 	}
@@ -671,15 +757,50 @@ func (x *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Hand
 
 // complete stores a response. The memory store takes a fresh copy without
 // copying it again.
-func (x *Idempotency) complete(parent context.Context, storeKey, owner string, fence uint64, status int, h http.Header, body []byte) error {
+func (x *Idempotency) complete(parent context.Context, storeKey, owner string, fence uint64, resp Response) error {
 	if m, ok := x.cfg.Store.(*MemoryStore); ok {
-		return m.completeOwned(storeKey, owner, fence, Response{Status: status, Header: x.storedHeader(h), Body: bytes.Clone(body)}, x.cfg.TTL)
+		resp.Body = bytes.Clone(resp.Body)
+		return m.completeOwned(storeKey, owner, fence, resp, x.cfg.TTL)
 	}
-	resp := Response{Status: status, Header: x.storedHeader(h), Body: body}
 	ctx, cancel := x.detachedCtx(parent)
 	defer cancel()
 	return x.cfg.Store.Complete(ctx, storeKey, owner, fence, resp, x.cfg.TTL)
 }
+
+// completeRetry retries a Complete that failed (Store.Complete is
+// idempotent), with backoff, while ext keeps the lease, for up to
+// completeRetryLeases leases. It reports whether the response was stored.
+func (x *Idempotency) completeRetry(r *http.Request, key, route, storeKey, owner string, fence uint64, resp Response, ext *extender) bool {
+	deadline := time.Now().Add(completeRetryLeases * x.cfg.Lease)
+	wait := 50 * time.Millisecond
+	for {
+		t := time.NewTimer(wait)
+		<-t.C
+		err := x.complete(r.Context(), storeKey, owner, fence, resp)
+		switch {
+		case err == nil:
+			return true
+		case errors.Is(err, ErrNotOwner):
+			x.lost(r, key, resp.Status)
+			return false
+		}
+		if ext != nil && ext.isLost() {
+			x.lost(r, key, resp.Status)
+			return false
+		}
+		if time.Now().After(deadline) {
+			x.storeError(r, key, route, "complete", err)
+			if l := x.cfg.Logger; l != nil {
+				l.Error("idempotency: response could not be stored; a retry after the lease may run the request again", "method", r.Method, "path", r.URL.Path)
+			}
+			return false
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// completeRetryLeases is how many leases a failed Complete is retried for.
+const completeRetryLeases = 5
 
 func (x *Idempotency) putBuf(b *bytes.Buffer) {
 	if b.Cap() > 64<<10 {
@@ -741,12 +862,12 @@ func (x *Idempotency) sameStored(stored, h http.Header) bool {
 	return n == len(stored)
 }
 
-func (x *Idempotency) release(r *http.Request, key, storeKey, owner string, fence uint64, reason string, status int) {
+func (x *Idempotency) release(r *http.Request, key, route, storeKey, owner string, fence uint64, reason string, status int) {
 	ctx, cancel := x.detachedCtx(r.Context())
 	err := x.cfg.Store.Release(ctx, storeKey, owner, fence)
 	cancel()
 	if err != nil && !errors.Is(err, ErrNotOwner) {
-		x.storeError(r, key, "release", err)
+		x.storeError(r, key, route, "release", err)
 	}
 	if l := x.cfg.Logger; l != nil {
 		l.Info("idempotency: key released, response not stored", "reason", reason, "status", status, "method", r.Method, "path", r.URL.Path)
@@ -765,7 +886,8 @@ func (x *Idempotency) lost(r *http.Request, key string, status int) {
 	}
 }
 
-func (x *Idempotency) storeError(r *http.Request, key, op string, err error) {
+func (x *Idempotency) storeError(r *http.Request, key, route, op string, err error) {
+	x.outcome(OutcomeStoreError, r, route, 0)
 	if l := x.cfg.Logger; l != nil {
 		l.Error("idempotency: store "+op+" failed", "err", err, "method", r.Method, "path", r.URL.Path, "fail_open", x.cfg.FailOpen)
 	}
@@ -782,12 +904,12 @@ type extender struct {
 	t  *time.Timer
 	mu sync.Mutex
 	// Guarded by mu:
-	gen           uint64
-	active, lost  bool
-	r             *http.Request
-	key, storeKey string
-	owner         string
-	fence         uint64
+	gen                  uint64
+	active, lost         bool
+	r                    *http.Request
+	key, route, storeKey string
+	owner                string
+	fence                uint64
 }
 
 // renewEvery is how often a running claim's lease is renewed.
@@ -808,7 +930,7 @@ func (x *Idempotency) extend(r *http.Request, in *keyed, owner string, fence uin
 	e.mu.Lock()
 	e.gen++
 	e.active, e.lost = true, false
-	e.r, e.key, e.storeKey, e.owner, e.fence = r, in.key, in.storeKey, owner, fence
+	e.r, e.key, e.route, e.storeKey, e.owner, e.fence = r, in.key, in.route, in.storeKey, owner, fence
 	e.t.Reset(x.renewEvery())
 	e.mu.Unlock()
 	return e
@@ -820,7 +942,7 @@ func (e *extender) fire() {
 		e.mu.Unlock()
 		return
 	}
-	gen, r, key, storeKey, owner, fence := e.gen, e.r, e.key, e.storeKey, e.owner, e.fence
+	gen, r, key, route, storeKey, owner, fence := e.gen, e.r, e.key, e.route, e.storeKey, e.owner, e.fence
 	e.mu.Unlock()
 
 	x := e.x
@@ -839,8 +961,15 @@ func (e *extender) fire() {
 	}
 	e.mu.Unlock()
 	if current && err != nil && !errors.Is(err, ErrNotOwner) {
-		x.storeError(r, key, "extend", err)
+		x.storeError(r, key, route, "extend", err)
 	}
+}
+
+// isLost reports whether the lease was lost.
+func (e *extender) isLost() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.lost
 }
 
 // stop ends the renewal and reports whether the lease was lost meanwhile.
@@ -850,7 +979,7 @@ func (e *extender) stop() (lost bool) {
 	e.t.Stop()
 	lost = e.lost
 	e.active = false
-	e.r, e.key, e.storeKey, e.owner = nil, "", "", ""
+	e.r, e.key, e.route, e.storeKey, e.owner = nil, "", "", "", ""
 	e.mu.Unlock()
 	e.x.exts.Put(e)
 	return lost

@@ -200,7 +200,13 @@ func (e *memEntry) resize(key string) {
 		n += int64(len(r.Body)) + headerSize(r.Header)
 	}
 	if q := e.rec.Request; q != nil {
-		n += int64(len(q.Body)+len(q.URL)+len(q.Method)) + headerSize(q.Header)
+		n += int64(len(q.Body)+len(q.URL)+len(q.Method)+len(q.Sealed)) + headerSize(q.Header)
+		if c := q.Caller; c != nil {
+			n += int64(len(c.Issuer) + len(c.Subject) + len(c.Reason))
+			for _, sc := range c.Scopes {
+				n += int64(len(sc)) + 16
+			}
+		}
 	}
 	e.size = n
 }
@@ -393,6 +399,10 @@ func (s *MemoryStore) completeOwned(key, owner string, fence uint64, stored Resp
 	sh := s.shard(key)
 	sh.mu.Lock()
 	e := sh.m[key]
+	if e != nil && !e.expired(now) && e.rec.State == StateDone && e.rec.Owner == owner && e.rec.Fence == fence {
+		sh.mu.Unlock()
+		return nil // completed already: a retry
+	}
 	if e == nil || !e.held(owner, fence, now) {
 		sh.mu.Unlock()
 		return ErrNotOwner
@@ -403,7 +413,7 @@ func (s *MemoryStore) completeOwned(key, owner string, fence uint64, stored Resp
 	}
 	sh.bytes -= e.size
 	e.rec.State = StateDone
-	e.rec.Owner = ""
+	// The owner stays: it tells a retried Complete from another's.
 	e.rec.LeaseUntil = time.Time{}
 	e.resp = stored // a done entry never changes again: Records may point to it
 	e.rec.Response = &e.resp
@@ -441,6 +451,23 @@ func (s *MemoryStore) Release(_ context.Context, key, owner string, fence uint64
 	return nil
 }
 
+// Requeue implements Store.
+func (s *MemoryStore) Requeue(_ context.Context, key, owner string, fence uint64) error {
+	now := time.Now()
+	sh := s.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.m[key]
+	if e == nil || !e.held(owner, fence, now) || e.rec.Request == nil {
+		return ErrNotOwner
+	}
+	e.rec.State = StateQueued
+	e.rec.Owner = ""
+	e.rec.LeaseUntil = time.Time{}
+	e.rec.Attempts++
+	return nil
+}
+
 // Get implements Store.
 func (s *MemoryStore) Get(_ context.Context, key string) (Record, bool, error) {
 	now := time.Now()
@@ -459,7 +486,11 @@ func (s *MemoryStore) Get(_ context.Context, key string) (Record, bool, error) {
 // Enqueue implements Store.
 func (s *MemoryStore) Enqueue(_ context.Context, key, fingerprint string, req Request, ttl time.Duration) (Record, bool, error) {
 	now := time.Now()
-	stored := &Request{Method: req.Method, URL: req.URL, Header: req.Header.Clone(), Body: slices.Clone(req.Body)}
+	stored := &Request{Method: req.Method, URL: req.URL, Header: req.Header.Clone(), Body: slices.Clone(req.Body),
+		Sealed: slices.Clone(req.Sealed)}
+	if c := req.Caller; c != nil {
+		stored.Caller = &Caller{Issuer: c.Issuer, Subject: c.Subject, Scopes: slices.Clone(c.Scopes), Reason: c.Reason}
+	}
 	sh := s.shard(key)
 	sh.mu.Lock()
 	e, stale := sh.lookup(key, now)

@@ -17,39 +17,56 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast-go/holdfast/idempotency"
+	"github.com/holdfast-go/holdfast/internal/caller"
 )
 
-// queueServer is a service whose gate sends writes to Enqueue while degraded.
+// queueServer is a service whose gate sends writes, once authenticated, to
+// Enqueue while degraded.
 type queueServer struct {
 	x        *idempotency.Idempotency
 	degraded atomic.Bool
-	app      http.Handler // what Replay runs: the normal chain
+	app      http.Handler // what Replay runs: the normal chain without authentication
 	srv      *httptest.Server
 }
 
 func newQueueServer(t *testing.T, store idempotency.Store, app http.Handler) *queueServer {
 	q := &queueServer{x: idempotency.New(idempotency.Config{Store: store})}
-	q.app = requireAuth(q.x.Handler(app))
+	q.app = q.x.Handler(app)
+	live := requireAuth(q.app)
+	queue := requireAuth(http.HandlerFunc(q.x.Enqueue))
 	q.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if q.degraded.Load() && r.Method == http.MethodPost {
-			q.x.Enqueue(w, r)
+			queue.ServeHTTP(w, r)
 			return
 		}
-		q.app.ServeHTTP(w, r)
+		live.ServeHTTP(w, r)
 	}))
 	t.Cleanup(q.srv.Close)
 	return q
 }
 
-// requireAuth stands for authentication in front of the idempotency handler.
+// requireAuth stands for authentication (authfallback's Handler) in front
+// of the idempotency handler: "Bearer <subject>[.<token version>]" is the
+// verified caller <subject>, whatever the version.
 func requireAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || tok == "" {
 			http.Error(w, "unauthorized", http.StatusUnauthorized)
 			return
 		}
-		next.ServeHTTP(w, r)
+		sub, _, _ := strings.Cut(tok, ".")
+		c := caller.New("https://idp.test", sub, []string{"write"}, "", nil)
+		next.ServeHTTP(w, r.WithContext(caller.NewContext(r.Context(), c)))
 	})
+}
+
+// subjectOf is the verified caller's subject, "" if none.
+func subjectOf(r *http.Request) string {
+	if c := caller.FromContext(r.Context()); c != nil {
+		return c.Subject
+	}
+	return ""
 }
 
 func (q *queueServer) post(t *testing.T, path, key, body string) (*http.Response, string) {
@@ -86,7 +103,7 @@ func (j *journal) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/plain")
 	w.WriteHeader(status)
-	_, _ = io.WriteString(w, "done: "+string(body)+" for "+r.Header.Get("Authorization")+" at "+r.Host)
+	_, _ = io.WriteString(w, "done: "+string(body)+" for "+subjectOf(r)+" auth="+r.Header.Get("Authorization")+" at "+r.Host)
 }
 
 func (j *journal) log() []string {
@@ -140,7 +157,8 @@ func TestQueueAndReplay(t *testing.T) {
 	resp, body = q.post(t, "/orders?n=1", `"q1"`, "one")
 	assert.Equal(t, http.StatusCreated, resp.StatusCode)
 	assert.Equal(t, "true", resp.Header.Get(idempotency.HeaderReplayed))
-	assert.Equal(t, "done: one for Bearer alice at "+host, body, "the replayed request kept its headers and host")
+	assert.Equal(t, "done: one for alice auth= at "+host, body,
+		"the replayed request ran as its recorded caller, kept its host, and its token was not stored")
 
 	n, err = q.x.Replay(context.Background(), q.app)
 	require.NoError(t, err)
@@ -234,23 +252,30 @@ func TestReplayStoresPanicAsError(t *testing.T) {
 	assert.Equal(t, "true", resp.Header.Get(idempotency.HeaderReplayed))
 }
 
-func TestReplayIsAuthenticated(t *testing.T) {
+func TestEnqueueIsAuthenticated(t *testing.T) {
 	app := &journal{}
 	q := newQueueServer(t, newStore(t), app)
 	q.degraded.Store(true)
-	// The gate sits before authentication, so anyone can enqueue...
+	// Enqueue runs after authentication: no token, nothing queued.
 	req, _ := http.NewRequest(http.MethodPost, q.srv.URL+"/orders", strings.NewReader("evil"))
 	req.Header.Set("Idempotency-Key", "k")
 	resp, err := q.srv.Client().Do(req)
 	require.NoError(t, err)
 	resp.Body.Close()
-	require.Equal(t, http.StatusAccepted, resp.StatusCode)
-
-	// ...but the replay runs through authentication.
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 	n, err := q.x.Replay(context.Background(), q.app)
 	require.NoError(t, err)
-	assert.Equal(t, 1, n)
-	assert.Empty(t, app.log(), "an unauthenticated queued request never reaches the handler")
+	assert.Zero(t, n)
+
+	// Enqueue in front of authentication, with credentials it could only
+	// strip: refused, never a 202 whose replay could not be authorized.
+	r := httptest.NewRequest(http.MethodPost, "/orders", strings.NewReader("x"))
+	r.Header.Set("Idempotency-Key", "k")
+	r.Header.Set("Authorization", "Bearer alice")
+	w := httptest.NewRecorder()
+	q.x.Enqueue(w, r)
+	assertProblem(t, w, http.StatusServiceUnavailable, idempotency.ProblemNotQueued)
+	assert.Empty(t, app.log())
 }
 
 func TestEnqueueStoreDown(t *testing.T) {

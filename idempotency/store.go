@@ -47,9 +47,29 @@ type Response struct {
 type Request struct {
 	Method string
 	// URL is the request URI as received (path and query).
-	URL    string
+	URL string
+	// Header holds the request's headers minus hop-by-hop and credential
+	// headers (Config.CredentialHeaders).
 	Header http.Header
 	Body   []byte
+	// Caller is the authorization decision taken when the request was
+	// queued (the verified caller), nil if none was known. Replay runs the
+	// request as this caller.
+	Caller *Caller
+	// Sealed holds the credential headers sealed with Config.Seal, nil if
+	// they were stripped.
+	Sealed []byte
+}
+
+// Caller is the verified caller of a queued request, as authfallback's
+// Handler established it when the request was accepted: who, with which
+// granted scopes, and whether (and why) it was accepted degraded. It holds
+// no credential.
+type Caller struct {
+	Issuer, Subject string
+	Scopes          []string
+	// Reason is why the request was accepted degraded, "" if it was not.
+	Reason string
 }
 
 // Record is what a Store keeps under one key.
@@ -73,6 +93,9 @@ type Record struct {
 	Request *Request
 	// Created is when the record was first written.
 	Created time.Time
+	// Attempts counts the failed replays of a queued request (see
+	// Store.Requeue).
+	Attempts int
 }
 
 // Queued is a record taken from the queue by ClaimQueued.
@@ -107,8 +130,12 @@ type Store interface {
 	Extend(ctx context.Context, key, owner string, fence uint64, lease time.Duration) error
 
 	// Complete stores resp and marks the record done, kept for ttl, if it is
-	// held by owner with fence; otherwise it returns ErrNotOwner and changes
-	// nothing.
+	// held by owner with fence (its lease may have run out, as long as no
+	// one took it over); otherwise it returns ErrNotOwner and changes
+	// nothing. It is idempotent: called again by the same owner with the same
+	// fence on the record it completed (a retry after a lost answer), it
+	// returns nil and changes nothing. A completion drops the queued
+	// Request, sealed credentials included.
 	Complete(ctx context.Context, key, owner string, fence uint64, resp Response, ttl time.Duration) error
 
 	// Release gives up a claim held by owner with fence, so that the client
@@ -117,11 +144,18 @@ type Store interface {
 	// deleted. It returns ErrNotOwner if the claim is not held by them.
 	Release(ctx context.Context, key, owner string, fence uint64) error
 
+	// Requeue is Release for a queued request whose replay failed: held by
+	// owner with fence, it returns to StateQueued in its place with Attempts
+	// increased by one. It returns ErrNotOwner if the claim is not held by
+	// them or the record carries no Request.
+	Requeue(ctx context.Context, key, owner string, fence uint64) error
+
 	// Get returns the record under key, if any.
 	Get(ctx context.Context, key string) (rec Record, ok bool, err error)
 
 	// Enqueue stores req under key in StateQueued, kept for ttl, at the end
-	// of the queue, and returns it with created true. If key already holds a
+	// of the queue, with Fence and Attempts zero, and returns it with
+	// created true. If key already holds a
 	// record it changes nothing and returns that record with created false.
 	Enqueue(ctx context.Context, key, fingerprint string, req Request, ttl time.Duration) (rec Record, created bool, err error)
 

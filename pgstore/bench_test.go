@@ -4,8 +4,8 @@ import (
 	"testing"
 
 	"github.com/holdfast-go/holdfast/idempotency"
-	"github.com/holdfast-go/holdfast/pgstore"
 	"github.com/holdfast-go/holdfast/idempotency/storetest"
+	"github.com/holdfast-go/holdfast/pgstore"
 )
 
 // benchStore returns a store whose pool counts its statements (round

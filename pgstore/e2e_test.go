@@ -4,8 +4,8 @@ import (
 	"testing"
 
 	"github.com/holdfast-go/holdfast/idempotency"
-	"github.com/holdfast-go/holdfast/pgstore"
 	"github.com/holdfast-go/holdfast/idempotency/storetest"
+	"github.com/holdfast-go/holdfast/pgstore"
 )
 
 // TestE2E runs the two-instance end-to-end checks: two pools on one table,

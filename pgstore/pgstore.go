@@ -70,10 +70,10 @@ type Store struct {
 var _ idempotency.Store = (*Store)(nil)
 
 type queries struct {
-	lockID                                                 int64
-	migrate                                                []string
-	claim, extend, complete, release, get, enqueue, claimQ string
-	sweep                                                  string
+	lockID                                                          int64
+	migrate                                                         []string
+	claim, extend, complete, release, requeue, get, enqueue, claimQ string
+	sweep                                                           string
 }
 
 // New returns a Store on the table cfg.Table reached through pool, and
@@ -144,6 +144,7 @@ func buildQueries(parts []string) queries {
 	q.extend = r.Replace(extendSQL)
 	q.complete = r.Replace(completeSQL)
 	q.release = r.Replace(releaseSQL)
+	q.requeue = r.Replace(requeueSQL)
 	q.get = r.Replace(getSQL)
 	q.enqueue = r.Replace(enqueueSQL)
 	q.claimQ = r.Replace(claimQueuedSQL)
@@ -224,6 +225,11 @@ func (s *Store) Release(ctx context.Context, key, owner string, fence uint64) er
 	return s.conditional(ctx, "release", s.q.release, key, owner, int64(fence))
 }
 
+// Requeue implements idempotency.Store.
+func (s *Store) Requeue(ctx context.Context, key, owner string, fence uint64) error {
+	return s.conditional(ctx, "requeue", s.q.requeue, key, owner, int64(fence))
+}
+
 func (s *Store) conditional(ctx context.Context, op, sql string, args ...any) error {
 	var n int64
 	if err := s.pool.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
@@ -253,7 +259,7 @@ func (s *Store) Get(ctx context.Context, key string) (idempotency.Record, bool, 
 
 // Enqueue implements idempotency.Store. It is one statement.
 func (s *Store) Enqueue(ctx context.Context, key, fingerprint string, req idempotency.Request, ttl time.Duration) (idempotency.Record, bool, error) {
-	enc := recordcodec.EncodeRequest(req.Method, req.URL, req.Header, req.Body)
+	enc := recordcodec.EncodeRequest(toCodec(req))
 	return s.upsert(ctx, "enqueue", s.q.enqueue, key, fingerprint, enc, ttl)
 }
 
@@ -351,9 +357,10 @@ func scanRecords(rows pgx.Rows) ([]scanned, error) {
 			fence        int64
 			leaseUntil   *time.Time
 			resp, reqEnc []byte
+			attempts     int32
 		)
 		if err := rows.Scan(&r.flag, &r.key, &state, &r.rec.Fingerprint, &r.rec.Owner, &fence,
-			&leaseUntil, &r.rec.Created, &resp, &reqEnc, &r.seq); err != nil {
+			&leaseUntil, &r.rec.Created, &resp, &reqEnc, &r.seq, &attempts); err != nil {
 			return nil, err
 		}
 		if state < 1 || state > 3 {
@@ -361,6 +368,7 @@ func scanRecords(rows pgx.Rows) ([]scanned, error) {
 		}
 		r.rec.State = idempotency.State(state)
 		r.rec.Fence = uint64(fence)
+		r.rec.Attempts = int(attempts)
 		if leaseUntil != nil {
 			r.rec.LeaseUntil = *leaseUntil
 		}
@@ -372,13 +380,29 @@ func scanRecords(rows pgx.Rows) ([]scanned, error) {
 			r.rec.Response = &idempotency.Response{Status: status, Header: header, Body: body}
 		}
 		if reqEnc != nil {
-			method, url, header, body, err := recordcodec.DecodeRequest(reqEnc)
+			q, err := recordcodec.DecodeRequest(reqEnc)
 			if err != nil {
 				return nil, fmt.Errorf("stored request: %w", err)
 			}
-			r.rec.Request = &idempotency.Request{Method: method, URL: url, Header: header, Body: body}
+			r.rec.Request = fromCodec(q)
 		}
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+func toCodec(r idempotency.Request) recordcodec.Request {
+	q := recordcodec.Request{Method: r.Method, URL: r.URL, Header: r.Header, Body: r.Body, Sealed: r.Sealed}
+	if c := r.Caller; c != nil {
+		q.Caller = &recordcodec.Caller{Issuer: c.Issuer, Subject: c.Subject, Scopes: c.Scopes, Reason: c.Reason}
+	}
+	return q
+}
+
+func fromCodec(q recordcodec.Request) *idempotency.Request {
+	r := &idempotency.Request{Method: q.Method, URL: q.URL, Header: q.Header, Body: q.Body, Sealed: q.Sealed}
+	if c := q.Caller; c != nil {
+		r.Caller = &idempotency.Caller{Issuer: c.Issuer, Subject: c.Subject, Scopes: c.Scopes, Reason: c.Reason}
+	}
+	return r
 }

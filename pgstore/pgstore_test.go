@@ -17,9 +17,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast-go/holdfast/idempotency"
-	"github.com/holdfast-go/holdfast/pgstore"
 	"github.com/holdfast-go/holdfast/idempotency/storetest"
 	"github.com/holdfast-go/holdfast/internal/recordcodec"
+	"github.com/holdfast-go/holdfast/pgstore"
 )
 
 const defaultDSN = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"

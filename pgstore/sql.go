@@ -19,13 +19,14 @@ var migrationSQL = []string{
 	request     bytea,
 	seq         bigserial   NOT NULL
 )`,
+	`ALTER TABLE $T ADD COLUMN IF NOT EXISTS attempts integer NOT NULL DEFAULT 0`,
 	`CREATE INDEX IF NOT EXISTS $QI ON $T (seq) WHERE request IS NOT NULL`,
 	`CREATE INDEX IF NOT EXISTS $EI ON $T (expires)`,
 }
 
 // recordColumns are the columns every query that answers with records
 // returns, after a leading boolean (claimed or created).
-const recordColumns = `key, state, fingerprint, owner, fence, lease_until, created, response, request, seq`
+const recordColumns = `key, state, fingerprint, owner, fence, lease_until, created, response, request, seq, attempts`
 
 // claimSQL: $1 key, $2 fingerprint, $3 owner, $4 lease, $5 in-flight grace.
 // If the row in the statement's snapshot can't be claimed (done, queued,
@@ -53,10 +54,11 @@ const claimSQL = `WITH cur AS (
 			THEN greatest(r.expires, excluded.lease_until) ELSE excluded.expires END,
 		response = NULL,
 		request = CASE WHEN r.expires <= now() THEN NULL ELSE r.request END,
-		seq = CASE WHEN r.expires <= now() THEN excluded.seq ELSE r.seq END
+		seq = CASE WHEN r.expires <= now() THEN excluded.seq ELSE r.seq END,
+		attempts = CASE WHEN r.expires <= now() THEN 0 ELSE r.attempts END
 	WHERE r.expires <= now()
 	   OR (r.state = 1 AND r.lease_until <= now() AND r.fingerprint = excluded.fingerprint)
-	RETURNING true, r.key, r.state, r.fingerprint, r.owner, r.fence, r.lease_until, r.created, r.response, r.request, r.seq
+	RETURNING true, r.key, r.state, r.fingerprint, r.owner, r.fence, r.lease_until, r.created, r.response, r.request, r.seq, r.attempts
 )
 SELECT * FROM ins
 UNION ALL
@@ -78,11 +80,24 @@ const extendSQL = `WITH u AS (
 )
 SELECT count(*) FROM u`
 
-// completeSQL: $4 encoded response, $5 ttl.
+// completeSQL: $4 encoded response, $5 ttl. The owner stays on the done
+// row, so that a retried completion (same owner and fence) is told from
+// another's: it counts, and changes nothing.
 const completeSQL = `WITH u AS (
-	UPDATE $T SET state = 2, owner = '', lease_until = NULL, response = $4, request = NULL,
+	UPDATE $T SET state = 2, lease_until = NULL, response = $4, request = NULL,
 		expires = now() + $5::interval
 	WHERE ` + held + `
+	RETURNING 1
+)
+SELECT (SELECT count(*) FROM u) + (SELECT count(*) FROM $T
+	WHERE key = $1 AND state = 2 AND owner = $2 AND fence = $3 AND expires > now()
+	AND NOT EXISTS (SELECT 1 FROM u))`
+
+// requeueSQL returns a claimed queued request to the queue in its place
+// with one more attempt.
+const requeueSQL = `WITH u AS (
+	UPDATE $T SET state = 3, owner = '', lease_until = NULL, attempts = attempts + 1
+	WHERE ` + held + ` AND request IS NOT NULL
 	RETURNING 1
 )
 SELECT count(*) FROM u`
@@ -114,9 +129,9 @@ const enqueueSQL = `WITH cur AS (
 	ON CONFLICT (key) DO UPDATE SET
 		state = 3, fingerprint = excluded.fingerprint, owner = '', lease_until = NULL,
 		created = now(), expires = excluded.expires, response = NULL,
-		request = excluded.request, seq = excluded.seq
+		request = excluded.request, seq = excluded.seq, attempts = 0
 	WHERE r.expires <= now()
-	RETURNING true, r.key, r.state, r.fingerprint, r.owner, r.fence, r.lease_until, r.created, r.response, r.request, r.seq
+	RETURNING true, r.key, r.state, r.fingerprint, r.owner, r.fence, r.lease_until, r.created, r.response, r.request, r.seq, r.attempts
 )
 SELECT * FROM ins
 UNION ALL
@@ -136,7 +151,7 @@ const claimQueuedSQL = `WITH c AS (
 UPDATE $T AS r SET state = 1, owner = $1, fence = r.fence + 1,
 	lease_until = now() + $2::interval, expires = greatest(r.expires, now() + $2::interval)
 FROM c WHERE r.key = c.key
-RETURNING true, r.key, r.state, r.fingerprint, r.owner, r.fence, r.lease_until, r.created, r.response, r.request, r.seq`
+RETURNING true, r.key, r.state, r.fingerprint, r.owner, r.fence, r.lease_until, r.created, r.response, r.request, r.seq, r.attempts`
 
 // sweepSQL: $1 batch.
 const sweepSQL = `DELETE FROM $T WHERE key IN (

@@ -4,8 +4,8 @@ import (
 	"testing"
 
 	"github.com/holdfast-go/holdfast/idempotency"
-	"github.com/holdfast-go/holdfast/redisstore"
 	"github.com/holdfast-go/holdfast/idempotency/storetest"
+	"github.com/holdfast-go/holdfast/redisstore"
 )
 
 // benchStore returns a store whose client counts its round trips.

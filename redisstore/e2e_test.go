@@ -4,8 +4,8 @@ import (
 	"testing"
 
 	"github.com/holdfast-go/holdfast/idempotency"
-	"github.com/holdfast-go/holdfast/redisstore"
 	"github.com/holdfast-go/holdfast/idempotency/storetest"
+	"github.com/holdfast-go/holdfast/redisstore"
 )
 
 // TestE2E runs the two-instance end-to-end checks: two clients on one

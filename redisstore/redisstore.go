@@ -51,7 +51,7 @@ type Store struct {
 	qseq   string // queue sequence counter
 	qkey   string // queue index (sorted set)
 
-	claim, extend, complete, release, enqueue, alloc, claimQueued *redis.Script
+	claim, extend, complete, release, requeue, enqueue, alloc, claimQueued *redis.Script
 }
 
 var _ idempotency.Store = (*Store)(nil)
@@ -81,6 +81,7 @@ func New(client redis.UniversalClient, cfg Config) *Store {
 		extend:      redis.NewScript(extendLua),
 		complete:    redis.NewScript(completeLua),
 		release:     redis.NewScript(releaseLua),
+		requeue:     redis.NewScript(requeueLua),
 		enqueue:     redis.NewScript(enqueueLua),
 		alloc:       redis.NewScript(allocLua),
 		claimQueued: redis.NewScript(claimQueuedLua),
@@ -91,7 +92,7 @@ func New(client redis.UniversalClient, cfg Config) *Store {
 // master, for a cluster client), so that no request pays the EVALSHA miss.
 // It is optional: a script missing from the cache is loaded on first use.
 func (s *Store) Load(ctx context.Context) error {
-	for _, sc := range []*redis.Script{s.claim, s.extend, s.complete, s.release, s.enqueue, s.alloc, s.claimQueued} {
+	for _, sc := range []*redis.Script{s.claim, s.extend, s.complete, s.release, s.requeue, s.enqueue, s.alloc, s.claimQueued} {
 		if err := sc.Load(ctx, s.client).Err(); err != nil {
 			return fmt.Errorf("redisstore: load scripts: %w", err)
 		}
@@ -138,6 +139,11 @@ func (s *Store) Release(ctx context.Context, key, owner string, fence uint64) er
 	return s.conditional(ctx, "release", s.release, key, owner, fence)
 }
 
+// Requeue implements idempotency.Store.
+func (s *Store) Requeue(ctx context.Context, key, owner string, fence uint64) error {
+	return s.conditional(ctx, "requeue", s.requeue, key, owner, fence)
+}
+
 func (s *Store) conditional(ctx context.Context, op string, sc *redis.Script, key, owner string, fence uint64, args ...any) error {
 	all := append([]any{owner, strconv.FormatUint(fence, 10)}, args...)
 	n, err := sc.Run(ctx, s.client, []string{s.recordKey(key)}, all...).Int()
@@ -152,14 +158,14 @@ func (s *Store) conditional(ctx context.Context, op string, sc *redis.Script, ke
 
 // Get implements idempotency.Store. It is one HMGET.
 func (s *Store) Get(ctx context.Context, key string) (idempotency.Record, bool, error) {
-	v, err := s.client.HMGet(ctx, s.recordKey(key), "st", "fp", "ow", "fe", "lu", "cr", "rs", "rq", "sq").Result()
+	v, err := s.client.HMGet(ctx, s.recordKey(key), "st", "fp", "ow", "fe", "lu", "cr", "rs", "rq", "sq", "at").Result()
 	if err != nil {
 		return idempotency.Record{}, false, fmt.Errorf("redisstore: get: %w", err)
 	}
 	if v[0] == nil {
 		return idempotency.Record{}, false, nil
 	}
-	rec, err := parseRecord(v)
+	rec, err := parseRecord(v[:8], v[9])
 	if err != nil {
 		return idempotency.Record{}, false, err
 	}
@@ -170,7 +176,7 @@ func (s *Store) Get(ctx context.Context, key string) (idempotency.Record, bool, 
 // new request three: look, append to the queue index, create the record.
 func (s *Store) Enqueue(ctx context.Context, key, fingerprint string, req idempotency.Request, ttl time.Duration) (idempotency.Record, bool, error) {
 	rk := s.recordKey(key)
-	enc := recordcodec.EncodeRequest(req.Method, req.URL, req.Header, req.Body)
+	enc := recordcodec.EncodeRequest(toCodec(req))
 	run := func(member, allocMs string) (int64, idempotency.Record, string, error) {
 		v, err := s.enqueue.Run(ctx, s.client, []string{rk}, fingerprint, enc, ms(ttl), member, allocMs, maxAllocAge.Milliseconds()).Slice()
 		if err != nil {
@@ -345,19 +351,19 @@ func parseReplySeq(v []any) (flag int64, rec idempotency.Record, sq string, err 
 	if len(v) == 1 {
 		return flag, rec, "", nil
 	}
-	if len(v) != 10 {
+	if len(v) != 11 {
 		return 0, rec, "", fmt.Errorf("redisstore: script reply of %d values", len(v))
 	}
 	if v[1] == nil { // no record
 		return flag, rec, "", nil
 	}
 	sq, _ = v[9].(string)
-	rec, err = parseRecord(v[1:9])
+	rec, err = parseRecord(v[1:9], v[10])
 	return flag, rec, sq, err
 }
 
-// parseRecord parses the values of st, fp, ow, fe, lu, cr, rs, rq.
-func parseRecord(v []any) (idempotency.Record, error) {
+// parseRecord parses the values of st, fp, ow, fe, lu, cr, rs, rq, and at.
+func parseRecord(v []any, at any) (idempotency.Record, error) {
 	str := func(i int) string { s, _ := v[i].(string); return s }
 	var rec idempotency.Record
 	st, err := strconv.ParseUint(str(0), 10, 8)
@@ -386,13 +392,36 @@ func parseRecord(v []any) (idempotency.Record, error) {
 		rec.Response = &idempotency.Response{Status: status, Header: header, Body: body}
 	}
 	if rq, ok := v[7].(string); ok {
-		method, url, header, body, err := recordcodec.DecodeRequest([]byte(rq))
+		q, err := recordcodec.DecodeRequest([]byte(rq))
 		if err != nil {
 			return rec, fmt.Errorf("redisstore: stored request: %w", err)
 		}
-		rec.Request = &idempotency.Request{Method: method, URL: url, Header: header, Body: body}
+		rec.Request = fromCodec(q)
+	}
+	if a, ok := at.(string); ok && a != "" {
+		n, err := strconv.ParseUint(a, 10, 31)
+		if err != nil {
+			return rec, fmt.Errorf("redisstore: corrupt attempts %q", a)
+		}
+		rec.Attempts = int(n)
 	}
 	return rec, nil
+}
+
+func toCodec(r idempotency.Request) recordcodec.Request {
+	q := recordcodec.Request{Method: r.Method, URL: r.URL, Header: r.Header, Body: r.Body, Sealed: r.Sealed}
+	if c := r.Caller; c != nil {
+		q.Caller = &recordcodec.Caller{Issuer: c.Issuer, Subject: c.Subject, Scopes: c.Scopes, Reason: c.Reason}
+	}
+	return q
+}
+
+func fromCodec(q recordcodec.Request) *idempotency.Request {
+	r := &idempotency.Request{Method: q.Method, URL: q.URL, Header: q.Header, Body: q.Body, Sealed: q.Sealed}
+	if c := q.Caller; c != nil {
+		r.Caller = &idempotency.Caller{Issuer: c.Issuer, Subject: c.Subject, Scopes: c.Scopes, Reason: c.Reason}
+	}
+	return r
 }
 
 func micros(s string) (time.Time, error) {

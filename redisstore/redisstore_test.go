@@ -15,9 +15,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast-go/holdfast/idempotency"
-	"github.com/holdfast-go/holdfast/redisstore"
 	"github.com/holdfast-go/holdfast/idempotency/storetest"
 	"github.com/holdfast-go/holdfast/internal/recordcodec"
+	"github.com/holdfast-go/holdfast/redisstore"
 )
 
 // newClient connects to HOLDFAST_REDIS_ADDR (default 127.0.0.1:6379). It

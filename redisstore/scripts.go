@@ -9,16 +9,17 @@ package redisstore
 //
 //	st  state: 1 in flight, 2 done, 3 queued
 //	fp  request fingerprint
-//	ow  owner of the lease (in flight only)
+//	ow  owner of the lease (in flight), of the completion (done)
 //	fe  fence, increased by every claim and takeover
 //	lu  lease end, server microseconds (in flight only)
 //	cr  creation, server microseconds
 //	rs  encoded response (done only)
 //	rq  encoded queued request (kept while a replay runs)
 //	sq  the queue index member that points at this record (queued only)
+//	at  failed replays of a queued request (Requeue)
 //
 // Every script that answers with a record ends with recordReply, which
-// returns {flag, st, fp, ow, fe, lu, cr, rs, rq, sq}.
+// returns {flag, st, fp, ow, fe, lu, cr, rs, rq, sq, at}.
 
 const luaPrelude = `
 local function now_us()
@@ -27,7 +28,7 @@ local function now_us()
 end
 local function fmt(n) return string.format('%.0f', n) end
 local function reply(flag, k)
-  return {flag, unpack(redis.call('HMGET', k, 'st', 'fp', 'ow', 'fe', 'lu', 'cr', 'rs', 'rq', 'sq'))}
+  return {flag, unpack(redis.call('HMGET', k, 'st', 'fp', 'ow', 'fe', 'lu', 'cr', 'rs', 'rq', 'sq', 'at'))}
 end
 -- held reports whether the record is in flight under owner and fence.
 local function held(k, owner, fence)
@@ -75,11 +76,17 @@ else redis.call('PEXPIRE', k, lease + tonumber(ARGV[4])) end
 return 1
 `
 
-// completeLua: ARGV owner, fence, encoded response, ttl ms.
+// completeLua: ARGV owner, fence, encoded response, ttl ms. The owner stays
+// on the done record, so that a retried completion is told from another's:
+// it succeeds and changes nothing.
 const completeLua = luaPrelude + `
 local k = KEYS[1]
-if not held(k, ARGV[1], ARGV[2]) then return 0 end
-redis.call('HDEL', k, 'ow', 'lu', 'rq')
+if not held(k, ARGV[1], ARGV[2]) then
+  local v = redis.call('HMGET', k, 'st', 'ow', 'fe')
+  if v[1] == '2' and v[2] == ARGV[1] and v[3] == ARGV[2] then return 1 end
+  return 0
+end
+redis.call('HDEL', k, 'lu', 'rq')
 redis.call('HSET', k, 'st', '2', 'rs', ARGV[3])
 redis.call('PEXPIRE', k, tonumber(ARGV[4]))
 return 1
@@ -95,6 +102,18 @@ if redis.call('HEXISTS', k, 'rq') == 1 then
 else
   redis.call('DEL', k)
 end
+return 1
+`
+
+// requeueLua: ARGV owner, fence. A queued request back in its place with
+// one more attempt.
+const requeueLua = luaPrelude + `
+local k = KEYS[1]
+if not held(k, ARGV[1], ARGV[2]) then return 0 end
+if redis.call('HEXISTS', k, 'rq') == 0 then return 0 end
+redis.call('HDEL', k, 'ow', 'lu')
+redis.call('HSET', k, 'st', '3')
+redis.call('HINCRBY', k, 'at', 1)
 return 1
 `
 

@@ -90,7 +90,7 @@ func parse(args []string) (config, error) {
 	str(&c.offlineKey, "offline-key", "", "Ed25519 key file (PKCS #8 PEM, created if missing) that signs offline tokens minted at "+stack.OfflineTokenPath+"; empty: no offline tokens")
 	str(&c.downstream, "downstream", "", "the downstream's base URL; empty: start a fake downstream on loopback (demo)")
 	str(&c.store, "store", "memory", "idempotency store: memory, redis or postgres")
-	str(&c.redisAddr, "redis-addr", "127.0.0.1:6379", "Redis address for -store redis")
+	str(&c.redisAddr, "redis-addr", "127.0.0.1:6379", "Redis address for -store redis; several, comma-separated: a Redis Cluster's nodes")
 	str(&c.pgDSN, "pg-dsn", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "PostgreSQL DSN for -store postgres")
 	str(&c.keyPrefix, "store-prefix", "resilient-api", "key prefix (Redis) or table name (PostgreSQL) of the store")
 	dur(&c.keyRefresh, "key-refresh", 5*time.Minute, "JWKS refresh interval")

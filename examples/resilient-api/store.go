@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -19,12 +21,24 @@ func openStore(ctx context.Context, c config) (idempotency.Store, func(), error)
 		s := idempotency.NewMemoryStore(idempotency.MemoryConfig{})
 		return s, func() { _ = s.Close() }, nil
 	case "redis":
-		rdb := redis.NewClient(&redis.Options{Addr: c.redisAddr})
+		// One address: a single server; several (comma-separated): a
+		// Redis Cluster's seed nodes.
+		rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: strings.Split(c.redisAddr, ",")})
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			_ = rdb.Close()
 			return nil, nil, fmt.Errorf("redis at %s: %w", c.redisAddr, err)
 		}
-		return redisstore.New(rdb, redisstore.Config{Prefix: c.keyPrefix}), func() { _ = rdb.Close() }, nil
+		// A write answered 202 during an outage is as durable as the
+		// store: without persistence, a Redis restart loses it.
+		if v, err := rdb.ConfigGet(ctx, "appendonly").Result(); err == nil && v["appendonly"] != "yes" {
+			slog.Warn("redis runs without appendonly: queued writes (202) are lost if it restarts; set appendonly yes (appendfsync always to lose none on a crash)", "addr", c.redisAddr)
+		}
+		s := redisstore.New(rdb, redisstore.Config{Prefix: c.keyPrefix})
+		if err := s.Load(ctx); err != nil {
+			_ = rdb.Close()
+			return nil, nil, err
+		}
+		return s, func() { _ = rdb.Close() }, nil
 	case "postgres":
 		return openPostgres(ctx, c)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast-go/holdfast/idempotency"
+	"github.com/holdfast-go/holdfast/internal/caller"
 )
 
 // RunHTTP runs end-to-end checks over real HTTP: two service instances (two
@@ -46,6 +47,9 @@ func RunHTTP(t *testing.T, newStores func(t *testing.T) (a, b idempotency.Store)
 		{"TwoInstancesQueue", testTwoInstancesQueue},
 		{"TwoInstancesTakeover", testTwoInstancesTakeover},
 		{"TwoInstancesLeaseRenewed", testTwoInstancesLeaseRenewed},
+		{"TokenRefreshReplays", testTokenRefreshReplays},
+		{"QueuedTokenExpired", testQueuedTokenExpired},
+		{"ReplayersOnBothInstances", testReplayersOnBothInstances},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -85,9 +89,35 @@ func post(t *testing.T, srv *httptest.Server, caller, path, key, body string) an
 }
 
 func newServer(t *testing.T, h http.Handler) *httptest.Server {
-	srv := httptest.NewServer(h)
+	srv := httptest.NewServer(authenticate(h))
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// authenticate stands for authfallback's Handler: a bearer token
+// "<subject>[.<version>]" is the verified caller <subject> of issuer
+// https://idp.test (whatever its version: a refreshed token of the same
+// subject), with the scope "write"; a token "expired..." is refused with
+// 401, as is a request without a token.
+func authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || tok == "" || strings.HasPrefix(tok, "expired") {
+			http.Error(w, "invalid token", http.StatusUnauthorized)
+			return
+		}
+		sub, _, _ := strings.Cut(tok, ".")
+		c := caller.New("https://idp.test", sub, []string{"write"}, "", nil)
+		next.ServeHTTP(w, r.WithContext(caller.NewContext(r.Context(), c)))
+	})
+}
+
+// subject is the verified caller's subject, "" if none.
+func subject(r *http.Request) string {
+	if c := caller.FromContext(r.Context()); c != nil {
+		return c.Subject
+	}
+	return ""
 }
 
 // testTwoInstancesDuplicates sends 50 concurrent duplicates, alternating
@@ -316,4 +346,144 @@ func testTwoInstancesLeaseRenewed(t *testing.T, a, b idempotency.Store) {
 	assert.Equal(t, answer{http.StatusCreated, "slow", false}, <-first)
 	assert.Equal(t, answer{http.StatusCreated, "slow", true}, post(t, sb, "alice", "/pay", `"slow"`, "100"))
 	assert.Equal(t, int64(1), runs.Load())
+}
+
+// testTokenRefreshReplays: a client refreshes its token between two
+// attempts (same subject): the second attempt, on the other instance, gets
+// the stored response and the handler ran once; another subject with the
+// same key and payload gets a record of its own.
+func testTokenRefreshReplays(t *testing.T, a, b idempotency.Store) {
+	var runs atomic.Int64
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := runs.Add(1)
+		w.WriteHeader(http.StatusCreated)
+		_, _ = fmt.Fprintf(w, "order %d for %s", n, subject(r))
+	})
+	sa := newServer(t, idempotency.New(idempotency.Config{Store: a}).Handler(app))
+	sb := newServer(t, idempotency.New(idempotency.Config{Store: b}).Handler(app))
+
+	first := post(t, sa, "alice.token-1", "/orders", `"refresh"`, "100")
+	assert.Equal(t, answer{http.StatusCreated, "order 1 for alice", false}, first)
+	again := post(t, sb, "alice.token-2", "/orders", `"refresh"`, "100")
+	assert.Equal(t, answer{http.StatusCreated, "order 1 for alice", true}, again, "same subject, new token: a replay")
+	assert.Equal(t, int64(1), runs.Load(), "one execution")
+
+	bob := post(t, sb, "bob.token-1", "/orders", `"refresh"`, "100")
+	assert.Equal(t, answer{http.StatusCreated, "order 2 for bob", false}, bob, "another subject: its own record")
+	assert.Equal(t, int64(2), runs.Load())
+}
+
+// queueService is an instance whose gate queues writes (after
+// authentication) while degraded, and whose replays run the chain without
+// authentication, as the recorded caller.
+func queueService(t *testing.T, s idempotency.Store, app http.Handler, degraded *atomic.Bool) (*httptest.Server, *idempotency.Idempotency, http.Handler) {
+	x := idempotency.New(idempotency.Config{Store: s})
+	chain := x.Handler(app)
+	srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if degraded.Load() && r.Method == http.MethodPost {
+			x.Enqueue(w, r)
+			return
+		}
+		chain.ServeHTTP(w, r)
+	}))
+	return srv, x, chain
+}
+
+// testQueuedTokenExpired: a write queued (202) on instance A whose token
+// expires before recovery is replayed by instance B's Replayer as the
+// recorded caller, runs once, and its outcome reaches the same caller's new
+// token on either instance; another caller gets nothing of it.
+func testQueuedTokenExpired(t *testing.T, a, b idempotency.Store) {
+	var (
+		mu   sync.Mutex
+		runs []string
+	)
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		runs = append(runs, subject(r)+":"+string(body))
+		mu.Unlock()
+		if r.Header.Get("Authorization") != "" && subject(r) == "alice" && strings.HasPrefix(string(body), "queued") {
+			t.Errorf("a replayed request carried the stored token %q", r.Header.Get("Authorization"))
+		}
+		w.WriteHeader(http.StatusCreated)
+		_, _ = fmt.Fprintf(w, "%s for %s", body, subject(r))
+	})
+	var degraded atomic.Bool
+	degraded.Store(true)
+	sa, _, _ := queueService(t, a, app, &degraded)
+	sb, xb, chainB := queueService(t, b, app, &degraded)
+
+	got := post(t, sa, "alice.token-1", "/orders", `"exp"`, "queued-1")
+	require.Equal(t, http.StatusAccepted, got.status, got.body)
+	assert.Equal(t, http.StatusAccepted, post(t, sb, "alice.token-1", "/orders", `"exp"`, "queued-1").status,
+		"polled on the other instance while degraded: still queued")
+
+	// Recovery: alice's token has expired meanwhile; B's replayer runs it.
+	degraded.Store(false)
+	assert.Equal(t, http.StatusUnauthorized, post(t, sb, "expired.alice", "/orders", `"exp"`, "queued-1").status)
+	var replayed atomic.Int64
+	rp := idempotency.NewReplayer(idempotency.ReplayerConfig{
+		Idempotency: xb, Handler: chainB, Interval: 20 * time.Millisecond,
+		OnReplayed: func(ev idempotency.ReplayEvent) {
+			replayed.Add(1)
+			assert.Equal(t, http.StatusCreated, ev.Status)
+		},
+	})
+	t.Cleanup(rp.Close)
+	require.Eventually(t, func() bool { return replayed.Load() == 1 }, 5*time.Second, 10*time.Millisecond)
+
+	for _, srv := range []*httptest.Server{sa, sb} {
+		got = post(t, srv, "alice.token-2", "/orders", `"exp"`, "queued-1")
+		assert.Equal(t, answer{http.StatusCreated, "queued-1 for alice", true}, got, "the new token gets the outcome")
+	}
+	bob := post(t, sb, "bob.token-1", "/orders", `"exp"`, "queued-1")
+	assert.Equal(t, answer{http.StatusCreated, "queued-1 for bob", false}, bob, "another caller gets nothing of alice's write")
+	mu.Lock()
+	assert.Equal(t, []string{"alice:queued-1", "bob:queued-1"}, runs, "alice's write ran once, as alice")
+	mu.Unlock()
+}
+
+// testReplayersOnBothInstances: both instances run a Replayer over the
+// shared store with concurrency; every queued write runs exactly once.
+func testReplayersOnBothInstances(t *testing.T, a, b idempotency.Store) {
+	var (
+		mu  sync.Mutex
+		ran = map[string]int{}
+	)
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		ran[string(body)]++
+		mu.Unlock()
+		time.Sleep(time.Millisecond)
+		w.WriteHeader(http.StatusCreated)
+	})
+	var degraded atomic.Bool
+	degraded.Store(true)
+	sa, xa, chainA := queueService(t, a, app, &degraded)
+	_, xb, chainB := queueService(t, b, app, &degraded)
+	const n = 40
+	for i := range n {
+		got := post(t, sa, fmt.Sprintf("user%d", i%3), "/orders", fmt.Sprintf(`"w%d"`, i), fmt.Sprintf("w%d", i))
+		require.Equal(t, http.StatusAccepted, got.status, got.body)
+	}
+	var stored atomic.Int64
+	for _, c := range []struct {
+		x *idempotency.Idempotency
+		h http.Handler
+	}{{xa, chainA}, {xb, chainB}} {
+		rp := idempotency.NewReplayer(idempotency.ReplayerConfig{Idempotency: c.x, Handler: c.h, Concurrency: 4,
+			Interval: 10 * time.Millisecond, OnReplayed: func(idempotency.ReplayEvent) { stored.Add(1) }})
+		t.Cleanup(rp.Close)
+	}
+	require.Eventually(t, func() bool { return stored.Load() >= n }, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(50 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Len(t, ran, n)
+	for k, v := range ran {
+		assert.Equal(t, 1, v, "%s ran once", k)
+	}
+	assert.Equal(t, int64(n), stored.Load())
 }

@@ -66,6 +66,7 @@ func Run(t *testing.T, newStore func(t *testing.T) idempotency.Store) {
 		{"ClaimExistingInFlight", testClaimExistingInFlight},
 		{"CompleteAndGet", testCompleteAndGet},
 		{"CompleteRefusedToOthers", testCompleteRefusedToOthers},
+		{"CompleteAfterLease", testCompleteAfterLease},
 		{"FingerprintMismatch", testFingerprintMismatch},
 		{"ExtendKeepsLease", testExtendKeepsLease},
 		{"LeaseExpiryTakeover", testLeaseExpiryTakeover},
@@ -82,6 +83,8 @@ func Run(t *testing.T, newStore func(t *testing.T) idempotency.Store) {
 		{"QueuedTakeoverAfterCrash", testQueuedTakeoverAfterCrash},
 		{"QueuedExpires", testQueuedExpires},
 		{"ConcurrentClaimQueued", testConcurrentClaimQueued},
+		{"Requeue", testRequeue},
+		{"QueuedCaller", testQueuedCaller},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -184,14 +187,103 @@ func testCompleteAndGet(t *testing.T, s idempotency.Store) {
 	require.NotNil(t, dup.Response)
 	assertResponse(t, sampleResponse(), *dup.Response)
 
-	// Completing or releasing twice is refused.
-	assert.ErrorIs(t, s.Complete(c, key, "owner-1", rec.Fence, sampleResponse(), longTTL), idempotency.ErrNotOwner)
+	// Completing again (a retry after a lost answer) succeeds and changes
+	// nothing; releasing after completing is refused.
+	other := idempotency.Response{Status: 500, Body: []byte("another")}
+	assert.NoError(t, s.Complete(c, key, "owner-1", rec.Fence, other, longTTL), "Complete is idempotent")
+	assert.ErrorIs(t, s.Complete(c, key, "owner-2", rec.Fence, other, longTTL), idempotency.ErrNotOwner)
+	assert.ErrorIs(t, s.Complete(c, key, "owner-1", rec.Fence+1, other, longTTL), idempotency.ErrNotOwner)
 	assert.ErrorIs(t, s.Release(c, key, "owner-1", rec.Fence), idempotency.ErrNotOwner)
 	assert.ErrorIs(t, s.Extend(c, key, "owner-1", rec.Fence, longTTL), idempotency.ErrNotOwner)
 	got, ok, err = s.Get(c, key)
 	require.NoError(t, err)
 	require.True(t, ok, "a refused release must not delete a done record")
 	assert.Equal(t, idempotency.StateDone, got.State)
+	require.NotNil(t, got.Response)
+	assertResponse(t, sampleResponse(), *got.Response)
+}
+
+// testCompleteAfterLease: a completion whose lease ran out while no one
+// took the record over still stores its response (the handler ran: a
+// takeover would run it again).
+func testCompleteAfterLease(t *testing.T, s idempotency.Store) {
+	c := ctx(t)
+	key := newKey()
+	rec, claimed, err := s.Claim(c, key, fp("a"), "owner-1", short)
+	require.NoError(t, err)
+	require.True(t, claimed)
+	time.Sleep(expired)
+	require.NoError(t, s.Complete(c, key, "owner-1", rec.Fence, sampleResponse(), longTTL))
+	got, claimed, err := s.Claim(c, key, fp("a"), "owner-2", longTTL)
+	require.NoError(t, err)
+	assert.False(t, claimed)
+	assert.Equal(t, idempotency.StateDone, got.State)
+}
+
+// testRequeue: a failed replay returns to its place with one more attempt;
+// Requeue is refused to others and for records without a request.
+func testRequeue(t *testing.T, s idempotency.Store) {
+	c := ctx(t)
+	keys := enqueueN(t, s, 2, longTTL)
+	q, err := s.ClaimQueued(c, "replayer", longTTL, 1)
+	require.NoError(t, err)
+	require.Equal(t, keys[:1], queuedKeys(q))
+	assert.Zero(t, q[0].Record.Attempts)
+	assert.ErrorIs(t, s.Requeue(c, keys[0], "other", q[0].Record.Fence), idempotency.ErrNotOwner)
+	require.NoError(t, s.Requeue(c, keys[0], "replayer", q[0].Record.Fence))
+	assert.ErrorIs(t, s.Requeue(c, keys[0], "replayer", q[0].Record.Fence), idempotency.ErrNotOwner, "no longer held")
+
+	got, ok, err := s.Get(c, keys[0])
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, idempotency.StateQueued, got.State)
+	assert.Equal(t, 1, got.Attempts)
+
+	q, err = s.ClaimQueued(c, "replayer-2", longTTL, 10)
+	require.NoError(t, err)
+	require.Equal(t, keys, queuedKeys(q), "a requeued request keeps its place")
+	assert.Equal(t, 1, q[0].Record.Attempts)
+	assert.Zero(t, q[1].Record.Attempts)
+	require.NoError(t, s.Requeue(c, keys[0], "replayer-2", q[0].Record.Fence))
+	q2, err := s.ClaimQueued(c, "replayer-3", longTTL, 1)
+	require.NoError(t, err)
+	require.Len(t, q2, 1)
+	assert.Equal(t, 2, q2[0].Record.Attempts, "attempts add up across claims")
+
+	live := newKey()
+	rec, _, err := s.Claim(c, live, fp("a"), "owner-1", longTTL)
+	require.NoError(t, err)
+	assert.ErrorIs(t, s.Requeue(c, live, "owner-1", rec.Fence), idempotency.ErrNotOwner, "a live claim has no request to requeue")
+}
+
+// testQueuedCaller: the recorded authorization and the sealed credentials
+// round-trip, and leave with the completion.
+func testQueuedCaller(t *testing.T, s idempotency.Store) {
+	c := ctx(t)
+	key := newKey()
+	req := sampleRequest(1)
+	req.Caller = &idempotency.Caller{Issuer: "https://idp.example", Subject: "alice", Scopes: []string{"read", "write"}, Reason: "stale-keys"}
+	req.Sealed = []byte{0, 1, 2, 0xff}
+	_, created, err := s.Enqueue(c, key, fp("q"), req, longTTL)
+	require.NoError(t, err)
+	require.True(t, created)
+	got, ok, err := s.Get(c, key)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.NotNil(t, got.Request)
+	assert.Equal(t, req.Caller, got.Request.Caller)
+	assert.Equal(t, req.Sealed, got.Request.Sealed)
+	assertRequest(t, req, *got.Request)
+
+	q, err := s.ClaimQueued(c, "replayer", longTTL, 10)
+	require.NoError(t, err)
+	require.Len(t, q, 1)
+	require.NotNil(t, q[0].Record.Request)
+	assert.Equal(t, req.Caller, q[0].Record.Request.Caller)
+	require.NoError(t, s.Complete(c, key, "replayer", q[0].Record.Fence, sampleResponse(), longTTL))
+	got, _, err = s.Get(c, key)
+	require.NoError(t, err)
+	assert.Nil(t, got.Request, "the sealed credentials leave with the request")
 }
 
 func testCompleteRefusedToOthers(t *testing.T, s idempotency.Store) {

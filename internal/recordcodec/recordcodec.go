@@ -5,10 +5,16 @@
 //
 // Layout (all integers are unsigned varints, strings are length-prefixed):
 //
-//	response: version(1) status header body
-//	request:  version(1) method url header body
-//	header:   nkeys { key nvalues { value } }
-//	body:     the remaining bytes
+//	response:   version(1) status header body
+//	request v1: version(1) method url header body
+//	request v2: version(2) method url header flags [caller] [sealed] body
+//	flags:      bit 0 a caller follows, bit 1 sealed credentials follow
+//	caller:     issuer subject nscopes { scope } reason
+//	sealed:     a string
+//	header:     nkeys { key nvalues { value } }
+//	body:       the remaining bytes
+//
+// Requests are written in version 2; version 1 is still read.
 //
 // Decoding rejects truncated or inconsistent input with ErrCorrupt (and a
 // response status outside 200-999, which no handler could write). The records
@@ -59,29 +65,123 @@ func DecodeResponse(b []byte) (status int, header http.Header, body []byte, err 
 	return int(s), header, slices.Clone(d.b), nil
 }
 
-// EncodeRequest encodes a request.
-func EncodeRequest(method, url string, header http.Header, body []byte) []byte {
-	b := make([]byte, 0, 16+len(method)+len(url)+headerLen(header)+len(body))
-	b = append(b, version)
-	b = appendString(b, method)
-	b = appendString(b, url)
-	b = appendHeader(b, header)
-	return append(b, body...)
+// Request is a queued request's parts.
+type Request struct {
+	Method, URL string
+	Header      http.Header
+	Body        []byte
+	// Caller is the recorded authorization, nil if none.
+	Caller *Caller
+	// Sealed are sealed credentials, nil if none.
+	Sealed []byte
 }
 
-// DecodeRequest decodes what EncodeRequest encoded. The body is a copy.
-func DecodeRequest(b []byte) (method, url string, header http.Header, body []byte, err error) {
+// Caller is a queued request's recorded authorization.
+type Caller struct {
+	Issuer, Subject string
+	Scopes          []string
+	Reason          string
+}
+
+const (
+	requestV2  = 2
+	flagCaller = 1
+	flagSealed = 2
+	knownFlags = flagCaller | flagSealed
+)
+
+// EncodeRequest encodes a request.
+func EncodeRequest(r Request) []byte {
+	n := 32 + len(r.Method) + len(r.URL) + headerLen(r.Header) + len(r.Body) + len(r.Sealed)
+	if c := r.Caller; c != nil {
+		n += len(c.Issuer) + len(c.Subject) + len(c.Reason) + 16
+		for _, s := range c.Scopes {
+			n += len(s) + 2
+		}
+	}
+	b := make([]byte, 0, n)
+	b = append(b, requestV2)
+	b = appendString(b, r.Method)
+	b = appendString(b, r.URL)
+	b = appendHeader(b, r.Header)
+	var flags uint64
+	if r.Caller != nil {
+		flags |= flagCaller
+	}
+	if r.Sealed != nil {
+		flags |= flagSealed
+	}
+	b = binary.AppendUvarint(b, flags)
+	if c := r.Caller; c != nil {
+		b = appendString(b, c.Issuer)
+		b = appendString(b, c.Subject)
+		b = binary.AppendUvarint(b, uint64(len(c.Scopes)))
+		for _, s := range c.Scopes {
+			b = appendString(b, s)
+		}
+		b = appendString(b, c.Reason)
+	}
+	if r.Sealed != nil {
+		b = appendString(b, string(r.Sealed))
+	}
+	return append(b, r.Body...)
+}
+
+// DecodeRequest decodes what EncodeRequest encoded (or its version 1). The
+// body is a copy.
+func DecodeRequest(b []byte) (Request, error) {
 	d := decoder{b: b}
-	if d.byte() != version {
-		return "", "", nil, nil, ErrCorrupt
+	v := d.byte()
+	if v != version && v != requestV2 {
+		return Request{}, ErrCorrupt
 	}
-	method = d.string()
-	url = d.string()
-	header = d.header()
+	var r Request
+	r.Method = d.string()
+	r.URL = d.string()
+	r.Header = d.header()
+	if v == requestV2 {
+		flags := d.uvarint()
+		if flags&^knownFlags != 0 {
+			d.fail()
+		}
+		if flags&flagCaller != 0 {
+			c := &Caller{Issuer: d.string(), Subject: d.string()}
+			if n := d.count(1); n > 0 {
+				c.Scopes = make([]string, 0, min(n, 64))
+				for range n {
+					c.Scopes = append(c.Scopes, d.string())
+				}
+			}
+			c.Reason = d.string()
+			r.Caller = c
+		}
+		if flags&flagSealed != 0 {
+			r.Sealed = []byte(d.string())
+		}
+	}
 	if d.err != nil {
-		return "", "", nil, nil, d.err
+		return Request{}, d.err
 	}
-	return method, url, header, slices.Clone(d.b), nil
+	r.Body = slices.Clone(d.b)
+	return r, nil
+}
+
+// EncodeHeader encodes a header alone.
+func EncodeHeader(h http.Header) []byte {
+	return appendHeader(make([]byte, 0, headerLen(h)), h)
+}
+
+// DecodeHeader decodes what EncodeHeader encoded.
+func DecodeHeader(b []byte) (http.Header, error) {
+	d := decoder{b: b}
+	h := d.header()
+	if d.err == nil && len(d.b) != 0 {
+		d.fail()
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return h, nil
 }
 
 func headerLen(h http.Header) int {

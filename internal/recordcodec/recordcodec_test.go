@@ -29,14 +29,37 @@ func TestResponseRoundTrip(t *testing.T) {
 }
 
 func TestRequestRoundTrip(t *testing.T) {
-	h := http.Header{"Authorization": {"Bearer x"}, "X-Multi": {"1", "2"}}
-	b := EncodeRequest("PATCH", "/a?b=%20c", h, []byte{0, 0xfe})
-	m, u, header, body, err := DecodeRequest(b)
+	h := http.Header{"X-Multi": {"1", "2"}}
+	for _, in := range []Request{
+		{Method: "PATCH", URL: "/a?b=%20c", Header: h, Body: []byte{0, 0xfe}},
+		{Method: "POST", URL: "/o", Header: h, Body: []byte("x"),
+			Caller: &Caller{Issuer: "https://idp", Subject: "alice", Scopes: []string{"read", "write"}, Reason: "stale-keys"},
+			Sealed: []byte{1, 2, 3}},
+		{Method: "POST", URL: "/o", Caller: &Caller{Subject: "bob"}, Sealed: []byte{}},
+	} {
+		got, err := DecodeRequest(EncodeRequest(in))
+		require.NoError(t, err)
+		assert.Equal(t, in.Method, got.Method)
+		assert.Equal(t, in.URL, got.URL)
+		assert.Equal(t, in.Header, got.Header)
+		assert.True(t, bytes.Equal(in.Body, got.Body))
+		assert.Equal(t, in.Caller, got.Caller)
+		assert.Equal(t, in.Sealed, got.Sealed)
+	}
+	// Version 1, as written before callers were recorded, still reads.
+	v1 := append([]byte{1, 4}, "POST\x02/x\x00body"...)
+	got, err := DecodeRequest(v1)
 	require.NoError(t, err)
-	assert.Equal(t, "PATCH", m)
-	assert.Equal(t, "/a?b=%20c", u)
-	assert.Equal(t, h, header)
-	assert.Equal(t, []byte{0, 0xfe}, body)
+	assert.Equal(t, Request{Method: "POST", URL: "/x", Body: []byte("body")}, got)
+}
+
+func TestHeaderRoundTrip(t *testing.T) {
+	h := http.Header{"Authorization": {"Bearer x"}, "Cookie": {"a=1", "b=2"}}
+	got, err := DecodeHeader(EncodeHeader(h))
+	require.NoError(t, err)
+	assert.Equal(t, h, got)
+	_, err = DecodeHeader(append(EncodeHeader(h), 0))
+	assert.ErrorIs(t, err, ErrCorrupt, "trailing bytes")
 }
 
 func TestDecodeCorrupt(t *testing.T) {
@@ -60,13 +83,18 @@ func TestDecodeCorrupt(t *testing.T) {
 		_, _, _, err = DecodeResponse(EncodeResponse(status, nil, nil))
 		assert.ErrorIs(t, err, ErrCorrupt, "status %d is not a final response", status)
 	}
-	_, _, _, _, err = DecodeRequest([]byte{1, 5, 'G'})
+	_, err = DecodeRequest([]byte{1, 5, 'G'})
 	assert.ErrorIs(t, err, ErrCorrupt, "method longer than input")
+	_, err = DecodeRequest([]byte{2, 0, 0, 0, 4})
+	assert.ErrorIs(t, err, ErrCorrupt, "unknown flag")
+	_, err = DecodeRequest([]byte{2, 0, 0, 0, 1, 0, 0, 0xff, 0xff, 0x03})
+	assert.ErrorIs(t, err, ErrCorrupt, "huge scope count")
 }
 
 func FuzzDecode(f *testing.F) {
 	f.Add(EncodeResponse(200, http.Header{"A": {"b", "c"}}, []byte("body")))
-	f.Add(EncodeRequest("POST", "/x", http.Header{"K": {"v"}}, []byte{0}))
+	f.Add(EncodeRequest(Request{Method: "POST", URL: "/x", Header: http.Header{"K": {"v"}}, Body: []byte{0}}))
+	f.Add(EncodeRequest(Request{Method: "POST", Caller: &Caller{Subject: "s", Scopes: []string{"a"}}, Sealed: []byte{9}}))
 	f.Add([]byte{1})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if status, h, body, err := DecodeResponse(b); err == nil {
@@ -77,11 +105,11 @@ func FuzzDecode(f *testing.F) {
 			assert.Equal(t, h, h2)
 			assert.True(t, bytes.Equal(body, b2))
 		}
-		if m, u, h, body, err := DecodeRequest(b); err == nil {
-			m2, u2, h2, b2, err := DecodeRequest(EncodeRequest(m, u, h, body))
+		if r, err := DecodeRequest(b); err == nil {
+			r2, err := DecodeRequest(EncodeRequest(r))
 			require.NoError(t, err)
-			assert.Equal(t, []any{m, u, h}, []any{m2, u2, h2})
-			assert.True(t, bytes.Equal(body, b2))
+			assert.Equal(t, []any{r.Method, r.URL, r.Header, r.Caller, r.Sealed}, []any{r2.Method, r2.URL, r2.Header, r2.Caller, r2.Sealed})
+			assert.True(t, bytes.Equal(r.Body, r2.Body))
 		}
 	})
 }

@@ -78,8 +78,15 @@ func (a *App) item(w http.ResponseWriter, r *http.Request, id string) {
 	a.relay(w, r, req, http.StatusOK)
 }
 
+// maxOrder bounds an order's body.
+const maxOrder = 64 << 10
+
 func (a *App) order(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxOrder+1))
+	if err == nil && len(body) > maxOrder {
+		a.fail(w, r, http.StatusRequestEntityTooLarge, "an order is at most 64 KiB")
+		return
+	}
 	var v struct {
 		WriteID string `json:"write_id"`
 	}

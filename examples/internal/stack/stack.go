@@ -6,7 +6,7 @@
 //
 //	degrade gate        mode + tier: reads pass, writes are authenticated and queued (202) while the downstream is down
 //	authfallback        bearer token verified against the last-known-good JWKS (memory + CacheFile)
-//	idempotency         Idempotency-Key: replay, 409, 422, run once and store
+//	idempotency         Idempotency-Key, scoped by the verified caller: replay, 409, 422, run once and store
 //	degrade.Stale       a failing read is answered with its last good response, marked stale
 //	breaker (route)     a failing route fails fast
 //	App                 the service's own code
@@ -17,8 +17,17 @@
 //	degrade.Stale           last good response of a read when its retries failed
 //	retry.Transport         safe retries within a budget
 //	breaker (host)          fail fast while the downstream is down
-//	report                  every attempt's outcome to the degrade controller
+//	degrade.ReportTransport every attempt's outcome to the degrade controller
 //	http.Transport
+//
+// Queued writes are kept with their verified caller (never their token) and
+// run by idempotency's Replayer through the chain without the gate and
+// without authentication, as that caller: at once when the mode returns to
+// Normal, every ReplayEvery, and while degraded by half-open trials (one
+// queued write every TrialEvery). A trial that succeeds, or the downstream
+// breaker closing, tells the controller the downstream recovered
+// (Controller.Recovered), so the mode returns to Normal without client
+// traffic, under a write-only load too.
 //
 // One deviation from DESIGN.md, on both sides: degrade.Stale sits above the
 // breaker (and retry), not below. Below it, a stale answer would look like a
@@ -33,13 +42,17 @@ package stack
 
 import (
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -48,6 +61,7 @@ import (
 	"github.com/holdfast-go/holdfast/breaker"
 	"github.com/holdfast-go/holdfast/degrade"
 	"github.com/holdfast-go/holdfast/idempotency"
+	"github.com/holdfast-go/holdfast/internal/caller"
 	"github.com/holdfast-go/holdfast/retry"
 )
 
@@ -108,6 +122,12 @@ type Config struct {
 	// ReplayEvery is how often queued writes are replayed while the mode is
 	// normal. If zero, 5 s.
 	ReplayEvery time.Duration
+	// TrialEvery is how often, while degraded, one queued write is replayed
+	// as a trial of the downstream. If zero, 1 s.
+	TrialEvery time.Duration
+	// MaxReplayAttempts is how many failed replays fail a queued write for
+	// good (its outcome becomes a 500 problem the client reads). If zero, 5.
+	MaxReplayAttempts int
 	// RetryBudget is shared by the downstream client's retries. If nil, one
 	// with the defaults.
 	RetryBudget *retry.Budget
@@ -116,8 +136,14 @@ type Config struct {
 	// store owned by the Service (closed by Close). Pass a Redis or
 	// PostgreSQL store (the nested modules) to share it between replicas;
 	// the outage drill passes one memory store to the service it restarts,
-	// standing in for such a shared store.
+	// standing in for such a shared store. A 202 is as durable as the
+	// store: with Redis, run it with appendonly yes.
 	Store idempotency.Store
+
+	// SealKey, if set, is an AEAD key (AES-GCM: 16 or 32 bytes) that seals
+	// the bearer token of a queued write, so its replay can forward it. If
+	// nil, tokens are stripped: the replay runs as the recorded caller.
+	SealKey []byte
 
 	// Base sends the downstream attempts. If nil, a clone of
 	// http.DefaultTransport.
@@ -148,9 +174,15 @@ type Hooks struct {
 	OnGiveUp        func(retry.GiveUpEvent)
 	OnIdempotency   func(kind string, ev idempotency.Event)
 	OnBreaker       func(BreakerChange)
-	// OnReplayed is called after each replay of the queued writes that
-	// stored at least one response, or failed.
+	// OnReplayed is called with n = 1 for each queued write that was
+	// replayed and stored, and with n = 0 and an error for each that failed
+	// for good.
 	OnReplayed func(n int, err error)
+	// OnReplay is called for each queued write replayed (ev.Trial for a
+	// trial) and, with failed set, for each that failed for good.
+	OnReplay func(ev idempotency.ReplayEvent, failed bool)
+	// OnOutcome receives every idempotency decision.
+	OnOutcome func(idempotency.OutcomeEvent)
 }
 
 // BreakerChange is a state change of one of the Service's breakers.
@@ -166,22 +198,20 @@ type Service struct {
 	Verifier    *authfallback.Verifier
 	Controller  *degrade.Controller
 	Idempotency *idempotency.Idempotency
+	// Replayer runs the queued writes.
+	Replayer *idempotency.Replayer
 	// Client is the downstream client the App uses.
 	Client *http.Client
 	// ClientBreaker guards the downstream host; ServerBreaker the routes.
 	ClientBreaker, ServerBreaker *breaker.Breaker
 
 	handler http.Handler
-	replay  http.Handler // the chain without the gate: what Replay runs
+	replay  http.Handler // the chain without the gate and authentication: what the Replayer runs
 	queue   http.Handler // authentication, then Enqueue: where the gate sends writes
 	offline *authfallback.OfflineIssuer
 	owned   *idempotency.MemoryStore
 	cfg     Config
 
-	kick      chan struct{}
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	mu        sync.Mutex // serialises replays
 	closeOnce sync.Once
 	closes    []func()
 }
@@ -189,7 +219,7 @@ type Service struct {
 // New builds a Service. It fails only on an invalid configuration: an
 // unreachable IdP or downstream is an outage to survive, not an error.
 func New(cfg Config) (*Service, error) {
-	s := &Service{cfg: cfg, kick: make(chan struct{}, 1)}
+	s := &Service{cfg: cfg}
 	h := cfg.Hooks
 	store := cfg.Store
 	if store == nil {
@@ -197,14 +227,30 @@ func New(cfg Config) (*Service, error) {
 		store = s.owned
 	}
 
-	// Idempotency first: the gate needs its Enqueue.
+	var seal cipher.AEAD
+	if cfg.SealKey != nil {
+		block, err := aes.NewCipher(cfg.SealKey)
+		if err != nil {
+			return nil, fmt.Errorf("stack: SealKey: %w", err)
+		}
+		if seal, err = cipher.NewGCM(block); err != nil {
+			return nil, fmt.Errorf("stack: SealKey: %w", err)
+		}
+	}
+
+	// Idempotency first: the gate needs its Enqueue. Records are scoped by
+	// the verified caller (the default), so a client that refreshed its
+	// token gets its write replayed, not run again.
 	s.Idempotency = idempotency.New(idempotency.Config{
-		Store:      store,
-		RetryAfter: time.Second,
-		Logger:     cfg.Logger,
-		OnReplay:   idemHook(h, "replay"),
-		OnConflict: idemHook(h, "conflict"),
-		OnRelease:  idemHook(h, "release"),
+		Store:           store,
+		RetryAfter:      time.Second,
+		MaxRequestBytes: MaxBody,
+		Seal:            seal,
+		OnOutcome:       h.OnOutcome,
+		Logger:          cfg.Logger,
+		OnReplay:        idemHook(h, "replay"),
+		OnConflict:      idemHook(h, "conflict"),
+		OnRelease:       idemHook(h, "release"),
 		OnStoreError: func(ev idempotency.Event) {
 			if h.OnIdempotency != nil {
 				h.OnIdempotency("store-error", ev)
@@ -230,9 +276,10 @@ func New(cfg Config) (*Service, error) {
 			return degrade.Write
 		},
 		// The gate is outermost, so a write it queues has not been
-		// authenticated yet: authenticate it before it is stored, so no
-		// one without a valid token can fill the queue during an outage
-		// (Replay authenticates it again when it runs).
+		// authenticated yet: authenticate it before it is stored (and its
+		// body read), so no one without a valid token can fill the queue
+		// during an outage; the write is stored with its verified caller,
+		// and replayed as that caller, whatever became of its token.
 		Queue:      http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.queue.ServeHTTP(w, r) }),
 		RetryAfter: time.Second,
 		Logger:     cfg.Logger,
@@ -327,14 +374,21 @@ func New(cfg Config) (*Service, error) {
 		base = http.DefaultTransport.(*http.Transport).Clone()
 	}
 	var clientBrk *breaker.Breaker
+	clientHook := s.breakerHook("client", true)
 	s.Client, clientBrk = NewClient(ClientConfig{
-		Base:         &reportTransport{base: base, c: s.Controller, dep: DepDownstream},
+		Base:         &degrade.ReportTransport{Base: base, Controller: s.Controller, Dependency: DepDownstream},
 		CallTimeout:  s.callTimeout(),
 		BreakerDelay: cfg.BreakerDelay,
 		Budget:       cfg.RetryBudget,
-		OnBreaker:    s.breakerHook("client", true),
-		Hooks:        h,
-		Logger:       cfg.Logger,
+		OnBreaker: func(ch breaker.StateChange) {
+			clientHook(ch)
+			if ch.To == breaker.Closed {
+				// A half-open trial got through: the downstream answers.
+				s.Controller.Recovered(DepDownstream)
+			}
+		},
+		Hooks:  h,
+		Logger: cfg.Logger,
 	})
 	// The route breaker; degrade.Stale sits outside it for the reason
 	// NewClient gives.
@@ -365,10 +419,9 @@ func New(cfg Config) (*Service, error) {
 		mux.Handle("/", inner)
 		inner = mux
 	}
-	inner = v.Handler(inner)
 	s.replay = inner
 	s.queue = v.Handler(http.HandlerFunc(s.Idempotency.Enqueue))
-	s.handler = s.Controller.Handler(inner)
+	s.handler = s.Controller.Handler(v.Handler(inner))
 
 	// What the status handler shows beside the mode and dependencies.
 	s.Controller.Register("auth", func() any {
@@ -382,12 +435,55 @@ func New(cfg Config) (*Service, error) {
 		return map[string]any{"client": breakerStatus(clientBrk), "server": breakerStatus(serverBrk)}
 	})
 
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	s.wg.Add(1)
-	go s.replayLoop(ctx)
+	s.Replayer = idempotency.NewReplayer(idempotency.ReplayerConfig{
+		Idempotency:   s.Idempotency,
+		Handler:       s.replay,
+		Healthy:       func() bool { return s.Controller.Mode() == degrade.Normal },
+		Interval:      s.replayEvery(),
+		TrialInterval: cfg.TrialEvery,
+		MaxAttempts:   cfg.MaxReplayAttempts,
+		Logger:        cfg.Logger,
+		// A queued write runs as the caller it was accepted for, without
+		// its token; a revocation of that subject learnt since (the IdP
+		// was down while it was queued) refuses it. The token's issue time
+		// is not recorded, so any revocation of the subject counts.
+		Authorize: func(_ *http.Request, c *idempotency.Caller) error {
+			if revocations == nil || c == nil {
+				return nil
+			}
+			if revoked, rule := revocations.Revoked(c.Subject, "", time.Time{}); revoked {
+				return fmt.Errorf("stack: subject revoked (%s)", rule)
+			}
+			return nil
+		},
+		OnReplayed: func(ev idempotency.ReplayEvent) {
+			if ev.Trial && ev.Status < 500 {
+				// A queued write got through while degraded: the
+				// downstream answers again.
+				s.Controller.Recovered(DepDownstream)
+			}
+			if h.OnReplay != nil {
+				h.OnReplay(ev, false)
+			}
+			if h.OnReplayed != nil {
+				h.OnReplayed(1, nil)
+			}
+		},
+		OnFailed: func(ev idempotency.ReplayEvent) {
+			if h.OnReplay != nil {
+				h.OnReplay(ev, true)
+			}
+			if h.OnReplayed != nil {
+				h.OnReplayed(0, fmt.Errorf("stack: a queued %s %s failed after %d attempts", ev.Method, ev.URL, ev.Attempts))
+			}
+		},
+	})
 	return s, nil
 }
+
+// MaxBody bounds the body of a keyed write (idempotency answers 413 above
+// it), as the App bounds an order.
+const MaxBody = maxOrder
 
 func idemHook(h Hooks, kind string) func(idempotency.Event) {
 	if h.OnIdempotency == nil {
@@ -413,40 +509,16 @@ func (s *Service) replayEvery() time.Duration {
 // ServeHTTP implements http.Handler.
 func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
-// Kick asks for a replay of the queued writes soon.
+// Kick asks for a replay of the queued writes now.
 func (s *Service) Kick() {
-	select {
-	case s.kick <- struct{}{}:
-	default:
+	if s.Replayer != nil {
+		s.Replayer.Kick()
 	}
 }
 
-func (s *Service) replayLoop(ctx context.Context) {
-	defer s.wg.Done()
-	t := time.NewTicker(s.replayEvery())
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-s.kick:
-		}
-		if s.Controller.Mode() == degrade.Normal {
-			_, _ = s.Replay(ctx)
-		}
-	}
-}
-
-// Replay runs the queued writes once, through the chain without the gate.
+// Replay runs the queued writes once (see idempotency.Replayer.Drain).
 func (s *Service) Replay(ctx context.Context) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n, err := s.Idempotency.Replay(ctx, s.replay)
-	if (n > 0 || err != nil) && s.cfg.Hooks.OnReplayed != nil {
-		s.cfg.Hooks.OnReplayed(n, err)
-	}
-	return n, err
+	return s.Replayer.Drain(ctx)
 }
 
 // Drain replays queued writes until none is left or ctx ends. It returns the
@@ -480,9 +552,8 @@ func (s *Service) Drain(ctx context.Context) (int, error) {
 func (s *Service) Close() { s.closeOnce.Do(s.close) }
 
 func (s *Service) close() {
-	if s.cancel != nil {
-		s.cancel()
-		s.wg.Wait()
+	if s.Replayer != nil {
+		s.Replayer.Close()
 	}
 	for i := len(s.closes) - 1; i >= 0; i-- {
 		s.closes[i]()
@@ -501,19 +572,23 @@ func downstreamKey(r *http.Request) string {
 	if k == "" {
 		return ""
 	}
-	sub := ""
-	if res, ok := authfallback.FromContext(r.Context()); ok {
-		sub = res.Subject
+	// The verified caller, live or recorded with a queued write (a
+	// replay has no token, so authfallback's Result is not there: the
+	// caller is).
+	id := ""
+	if c := caller.FromContext(r.Context()); c != nil {
+		id = c.ID()
 	}
-	sum := sha256.Sum256([]byte(sub + "\x00" + k))
+	sum := sha256.Sum256([]byte(id + "\x00" + k))
 	return hex.EncodeToString(sum[:16])
 }
 
-// hasScope authorizes with the verified token's scopes (narrowed to
-// AllowedScopes when it was accepted in fallback mode).
+// hasScope authorizes with the verified caller's granted scopes (narrowed
+// to AllowedScopes when it was accepted in fallback mode), live or recorded
+// with a queued write.
 func hasScope(r *http.Request, scope string) bool {
-	res, ok := authfallback.FromContext(r.Context())
-	return ok && res.HasScope(scope)
+	c := caller.FromContext(r.Context())
+	return c != nil && slices.Contains(c.Scopes, scope)
 }
 
 func writeProblem(w http.ResponseWriter, r *http.Request, status int, detail string) {
@@ -527,6 +602,8 @@ func writeProblem(w http.ResponseWriter, r *http.Request, status int, detail str
 		typ, title = "not-found", "Not found"
 	case http.StatusForbidden:
 		typ, title = "insufficient-scope", "Insufficient scope"
+	case http.StatusRequestEntityTooLarge:
+		typ, title = "body-too-large", "Request body too large"
 	}
 	// RFC 9457 problem details, like every error holdfast itself writes.
 	w.Header().Set("Content-Type", "application/problem+json")
@@ -548,25 +625,4 @@ func isSafe(method string) bool {
 		return true
 	}
 	return false
-}
-
-// reportTransport reports the outcome of every downstream attempt to the
-// degrade controller: an error or a 5xx is a failure.
-type reportTransport struct {
-	base http.RoundTripper
-	c    *degrade.Controller
-	dep  string
-}
-
-func (t *reportTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.base.RoundTrip(req)
-	switch {
-	case err != nil:
-		t.c.Report(t.dep, err)
-	case resp.StatusCode >= 500:
-		t.c.Report(t.dep, errors.New(resp.Status))
-	default:
-		t.c.Report(t.dep, nil)
-	}
-	return resp, err
 }

@@ -215,6 +215,7 @@ func TestSubjectRevokedDuringOutageIsRefusedAndReconciled(t *testing.T) {
 		reconciled = append(reconciled, ev)
 		mu.Unlock()
 	}
+	e.cfg.TrialEvery = time.Hour // no trial runs the queued write before the test says
 	s := e.start(t)
 	require.Equal(t, http.StatusOK, e.do(t, s, http.MethodGet, "/items/1", "", "").StatusCode)
 
@@ -228,6 +229,12 @@ func TestSubjectRevokedDuringOutageIsRefusedAndReconciled(t *testing.T) {
 	during := e.do(t, s, http.MethodGet, "/items/2", "", "")
 	require.Equal(t, http.StatusOK, during.StatusCode)
 	require.NotEmpty(t, during.Header.Get(degrade.HeaderDegraded))
+	// A write of alice's is queued meanwhile (the service is degraded, its
+	// downstream failing: the replayer's first trial fails).
+	e.ds.SetMode(downstream.Fail5xx)
+	s.Controller.Force(degrade.Degraded, "test")
+	queued := e.do(t, s, http.MethodPost, "/orders", `"rq"`, `{"write_id":"rq"}`)
+	require.Equal(t, http.StatusAccepted, queued.StatusCode)
 
 	// The IdP is back: the revocation is enforced, and reconciliation
 	// reports the token accepted during the outage.
@@ -244,9 +251,19 @@ func TestSubjectRevokedDuringOutageIsRefusedAndReconciled(t *testing.T) {
 		return len(reconciled) > 0
 	}, 5*time.Second, 20*time.Millisecond)
 	mu.Lock()
-	defer mu.Unlock()
 	assert.Equal(t, "alice", reconciled[0].Subject)
 	assert.GreaterOrEqual(t, reconciled[0].Accepted, 1)
+	mu.Unlock()
+
+	// The queued write of the revoked subject is refused at replay: it
+	// never reaches the downstream.
+	e.ds.SetMode(downstream.Healthy)
+	s.Controller.Release()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := s.Drain(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 0, e.ds.Executions("rq"), "a revoked subject's queued write does not run")
 }
 
 func TestOfflineTokensWorkOnlyInFallback(t *testing.T) {
