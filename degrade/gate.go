@@ -38,7 +38,7 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *gate) serveDegraded(w http.ResponseWriter, r *http.Request, m Mode) {
-	w.Header().Set(httpx.HeaderDegraded, m.String())
+	httpx.AddDegraded(w.Header(), m.String())
 	switch g.c.tier(r) {
 	case Read:
 		g.next.ServeHTTP(w, r)
