@@ -17,13 +17,17 @@ import (
 )
 
 // Handler returns middleware that guards next with one breaker per key, by
-// default the ServeMux pattern that matched (r.Pattern; put Handler inside
-// the mux, around each route's handler, for it to be set). The status next
-// writes is observed: 5xx other than 501, a call that outlasts Timeout and
-// a panic count as failures (the panic continues). While the breaker is
-// open, next is not called: safe methods get the Cached response or the
-// Fallback document, everything else 503 with Retry-After, Cache-Control:
-// no-store and an application/problem+json body.
+// default the method and the route pattern that matched ("GET /orders";
+// r.Pattern, so put Handler inside the router, around each route's
+// handler, for it to be set). The status next writes is observed: 429, 5xx
+// other than 501, a call that outlasts Timeout and a panic count as
+// failures (the panic continues), and calls over SlowCallDuration as slow;
+// but a closed route breaker counts them only once Config.MinCallers
+// distinct callers had one, so one caller cannot open a route for everyone.
+// While the breaker is open, next is not called: safe methods get the
+// Cached response or the Fallback document, everything else 503 with
+// Retry-After, Cache-Control: no-store and an application/problem+json body
+// of type ProblemCircuitOpen (through Config.WriteProblem when set).
 func (b *Breaker) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b.serve(next, w, r)
