@@ -13,3 +13,10 @@ func TestMemoryOverridesConformance(t *testing.T) {
 		return s, func() degrade.OverrideStore { return s }
 	})
 }
+
+// Issue 14 point 4: two replicas sharing an override store; an operator
+// acts on one, the other follows within a second.
+func TestFleetSharesMemoryOverrides(t *testing.T) {
+	s := degrade.NewMemoryOverrides()
+	overridetest.Fleet(t, s, s)
+}

@@ -5,6 +5,11 @@ package overridetest
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -129,4 +134,61 @@ func Run(t *testing.T, newStore func(t *testing.T) (degrade.OverrideStore, func(
 		require.NoError(t, err)
 		assert.Nil(t, o.Mode, "a write with a cancelled context does not happen")
 	})
+}
+
+// Fleet runs two replicas, Controllers that share an override store
+// through the handles a and b, over real HTTP: an operator acts on the
+// first replica's admin handler and the second follows within a second
+// (each polls every 50 ms), for the mode and for a dependency switch.
+func Fleet(t *testing.T, a, b degrade.OverrideStore) {
+	quiet := slog.New(slog.DiscardHandler)
+	mk := func(s degrade.OverrideStore) *degrade.Controller {
+		return degrade.New(degrade.Config{Dependencies: map[string]degrade.Mode{"payments": degrade.Degraded}, Overrides: s,
+			OverridePoll: 50 * time.Millisecond, AuditLog: quiet})
+	}
+	r1, r2 := mk(a), mk(b)
+	defer r1.Close()
+	defer r2.Close()
+	admin := httptest.NewServer(r1.AdminHandler())
+	defer admin.Close()
+	api2 := httptest.NewServer(r2.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})))
+	defer api2.Close()
+	do := func(method, body string) int {
+		t.Helper()
+		req, err := http.NewRequest(method, admin.URL, strings.NewReader(body))
+		require.NoError(t, err)
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	within := func(cond func() bool, msg string) {
+		t.Helper()
+		start := time.Now()
+		assert.Eventually(t, cond, time.Second, 5*time.Millisecond, msg)
+		t.Logf("%s: %v", msg, time.Since(start).Round(time.Millisecond))
+	}
+
+	require.Equal(t, 200, do(http.MethodPut, `{"mode":"read-only","reason":"IdP incident"}`))
+	assert.Equal(t, degrade.ReadOnly, r1.Mode(), "the replica the operator used switches at once")
+	within(func() bool { return r2.Mode() == degrade.ReadOnly }, "replica 2 read-only")
+	resp, err := http.Post(api2.URL, "application/json", strings.NewReader("{}"))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, 503, resp.StatusCode, "replica 2 refuses writes")
+	assert.Equal(t, "IdP incident", r2.Status().Reason)
+	assert.True(t, r2.Status().Forced)
+
+	require.Equal(t, 200, do(http.MethodDelete, ""))
+	within(func() bool { return r2.Mode() == degrade.Normal }, "replica 2 released")
+
+	require.Equal(t, 200, do(http.MethodPut, `{"dependency":"payments","state":"down","reason":"disable payments"}`))
+	within(func() bool { return r2.Mode() == degrade.Degraded }, "replica 2 payments down")
+	assert.Equal(t, "down", r2.Status().Dependencies["payments"].Forced)
+	r2.ReleaseDependency("payments") // from the other replica, through its API
+	within(func() bool { return r1.Mode() == degrade.Normal }, "replica 1 payments released")
 }
