@@ -20,8 +20,12 @@ type lockedBuf struct {
 	b  bytes.Buffer
 }
 
-func (l *lockedBuf) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
-func (l *lockedBuf) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 func adminDo(t *testing.T, url, method, body string) (int, []byte) {
 	t.Helper()
@@ -120,4 +124,3 @@ func TestAdminDependencySwitch(t *testing.T) {
 	code, _ = adminDo(t, admin.URL, http.MethodPut, `{"dependency":"idp","state":"sideways"}`)
 	assert.Equal(t, 400, code)
 }
-
