@@ -3,8 +3,10 @@ package breaker
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -50,6 +52,29 @@ func fromFailsafe(s circuitbreaker.State) State {
 	return Closed
 }
 
+// MarshalText encodes s as its String form ("closed", "open", "half-open").
+func (s State) MarshalText() ([]byte, error) {
+	if s < Closed || s > HalfOpen {
+		return nil, fmt.Errorf("breaker: invalid state %d", int(s))
+	}
+	return []byte(s.String()), nil
+}
+
+// UnmarshalText parses "closed", "open" or "half-open".
+func (s *State) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "closed":
+		*s = Closed
+	case "open":
+		*s = Open
+	case "half-open":
+		*s = HalfOpen
+	default:
+		return fmt.Errorf("breaker: unknown state %q", string(b[:min(len(b), 32)]))
+	}
+	return nil
+}
+
 // StateChange is passed to Config.OnStateChange.
 type StateChange struct {
 	// Key is the breaker's key: by default a host (Transport) or a route
@@ -57,18 +82,53 @@ type StateChange struct {
 	Key string
 	// From and To are the states before and after the change.
 	From, To State
+	// Seq orders the changes of one Breaker: it grows by one with every
+	// change, of any key. Hooks run concurrently, so a hook may see a later
+	// change before an earlier one; one that keeps the latest state of a
+	// key must ignore a change whose Seq is below the last it applied.
+	Seq uint64
+	// At is when the change was seen.
+	At time.Time
 }
 
-// Status describes one key's breaker, for status pages.
+// Status describes one key's breaker, for status pages. It encodes as JSON
+// with the state as text and durations in seconds.
 type Status struct {
-	Key   string
-	State State
+	Key   string `json:"key"`
+	State State  `json:"state"`
 	// RetryAfter is the time left until an open breaker lets a trial call
-	// through; zero unless State is Open.
-	RetryAfter time.Duration
+	// through; zero unless State is Open. JSON: retry_after_seconds.
+	RetryAfter time.Duration `json:"-"`
 	// Requests and Failures count the calls recorded in the current state
-	// (for an open breaker: in the closed state before it opened).
-	Requests, Failures uint
+	// (for an open breaker: in the closed state before it opened); Slow
+	// counts the slow calls among them ([Config.SlowCallDuration]).
+	Requests uint `json:"requests"`
+	Failures uint `json:"failures"`
+	Slow     uint `json:"slow,omitempty"`
+}
+
+// MarshalJSON encodes st with RetryAfter as retry_after_seconds.
+func (st Status) MarshalJSON() ([]byte, error) {
+	type plain Status
+	return json.Marshal(struct {
+		plain
+		RetryAfter float64 `json:"retry_after_seconds"`
+	}{plain(st), st.RetryAfter.Seconds()})
+}
+
+// UnmarshalJSON decodes what MarshalJSON encodes.
+func (st *Status) UnmarshalJSON(b []byte) error {
+	type plain Status
+	var v struct {
+		plain
+		RetryAfter float64 `json:"retry_after_seconds"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*st = Status(v.plain)
+	st.RetryAfter = time.Duration(v.RetryAfter * float64(time.Second))
+	return nil
 }
 
 // Config configures a Breaker. Every zero field means the documented default.
@@ -112,15 +172,47 @@ type Config struct {
 	// are not timed.
 	// If zero, 2 s. If negative, calls are not timed.
 	Timeout time.Duration
+	// SlowCallDuration, if positive, makes a call that takes longer than it
+	// a slow call, whatever its outcome (as resilience4j's
+	// slowCallDurationThreshold): a closed breaker also opens when the share
+	// of slow calls over Window reaches SlowCallRate, once at least
+	// MinRequests calls were recorded. If zero, calls are not timed for
+	// this rule.
+	SlowCallDuration time.Duration
+	// SlowCallRate is the share of slow calls that opens the breaker. It
+	// must be in (0, 1]. If zero, 0.5.
+	SlowCallRate float64
+	// MaxConcurrent, if positive, bounds the calls of one key in flight at
+	// once (on the client side: until RoundTrip returns). A call over the
+	// bound is refused at once, without reaching the dependency and without
+	// counting as a failure: the client side gets an error matching
+	// ErrConcurrencyLimit, the server side 503 with Retry-After and a
+	// problem+json body of type ProblemConcurrencyLimit. If zero, no bound.
+	MaxConcurrent int
+	// MinCallers is the number of distinct callers whose failures it takes
+	// (within Window) before a closed server-side breaker (Handler) counts
+	// failures at all, so that one caller who makes a route fail (a
+	// malformed request that crashes it, a token that trips a bug) cannot
+	// open the route for everyone. The client side (Transport) has one
+	// caller and ignores it. If zero, 3. 1 lets any caller open a route.
+	MinCallers int
+	// Caller identifies the caller of a server-side request for
+	// MinCallers. If nil, the verified caller that authfallback put in the
+	// context (issuer and subject), else a hash of the Authorization and
+	// Cookie headers, else the client's IP address.
+	Caller func(*http.Request) string
 	// MaxKeys bounds the number of breakers held. When a new key arrives and
-	// the registry is full, the least recently used closed breakers are
-	// evicted; open and half-open breakers are never evicted. If none can be
-	// evicted, the call proceeds without a breaker (unprotected and not
-	// counted) and Logger, if set, says so. If zero, 10,000.
+	// the registry is full, the least recently used breakers are evicted:
+	// closed ones first, then, when every breaker held is open or half-open
+	// (an attacker who makes calls to hosts of their choice fail), the least
+	// recently used of those. A new key always gets a breaker. If zero,
+	// 10,000.
 	MaxKeys int
 	// Key maps a request to its breaker's key. If nil, Transport uses the
-	// request URL's host (host:port, lower-cased) and Handler uses
-	// r.Pattern, the ServeMux pattern that matched, or "*" when it is empty.
+	// request URL's host (host:port, lower-cased) and Handler uses the
+	// method and r.Pattern, the route pattern that matched ("GET /orders"
+	// under ServeMux, and under chi, which sets r.Pattern without the
+	// method, too), or the method and "*" when it is empty.
 	// Keys are compared exactly; a Key function must return few distinct
 	// values (MaxKeys bounds them but eviction costs a scan).
 	Key func(*http.Request) string
@@ -132,8 +224,9 @@ type Config struct {
 	// classified and not counted, except a
 	// half-open trial call: failsafe-go cannot take back its permit unused,
 	// so an abandoned trial counts as a failed one and the breaker opens
-	// again. A handler panic always counts as a failure. If nil, errors
-	// and 5xx statuses other than 501 are failures; 4xx statuses are not.
+	// again. A handler panic always counts as a failure. If nil,
+	// [DefaultIsFailure]: errors, 429 Too Many Requests and 5xx statuses
+	// other than 501 are failures; other 4xx statuses are not.
 	IsFailure func(status int, err error) bool
 	// Cached, if set, is asked for a response to serve while the breaker is
 	// open, e.g. the last good response from a stale cache. It is used only
@@ -151,8 +244,20 @@ type Config struct {
 	Fallback *Document
 	// OnStateChange, if set, is called after a breaker changes state. It is
 	// called outside any lock, may be called concurrently, and must not
-	// block. Events of one key may arrive out of order when transitions race.
+	// block. Events of one key may arrive out of order when transitions
+	// race: StateChange.Seq orders them.
 	OnStateChange func(StateChange)
+	// OnCall, if set, is called for every call decided: let through and
+	// counted (OutcomeSuccess, OutcomeFailure, OutcomeCanceled), refused by
+	// an open breaker (OutcomeRejected) or answered by Cached or Fallback
+	// instead (OutcomeFallback), or refused by MaxConcurrent
+	// (OutcomeLimited). Like httptrace's hooks it may be nil, may be called
+	// concurrently and must not block. When nil it costs nothing.
+	OnCall func(CallEvent)
+	// WriteProblem writes the server side's error responses (an open
+	// circuit, the concurrency limit). If nil, p is written as RFC 9457
+	// application/problem+json.
+	WriteProblem func(w http.ResponseWriter, r *http.Request, p Problem)
 	// Logger receives state changes (Warn when a breaker opens, Info
 	// otherwise). If nil, nothing is logged.
 	Logger *slog.Logger
@@ -189,6 +294,9 @@ type Breaker struct {
 	mu     sync.Mutex
 	keys   map[string]*entry // every entry, guarded by mu
 	misses int               // lookups of keys missing from read, guarded by mu
+
+	seq  atomic.Uint64 // StateChange.Seq
+	seed maphash.Seed  // caller hashes
 }
 
 type entry struct {
@@ -196,6 +304,9 @@ type entry struct {
 	cb   circuitbreaker.CircuitBreaker[any]
 	win  window        // failure-rate window, live while closed
 	used atomic.Uint64 // epoch of the last use
+
+	inflight atomic.Int32 // calls in flight, with MaxConcurrent
+	callers  failCallers  // recent failing callers, server side
 	// fsMetrics is set while Snapshot reports failsafe-go's counts (a
 	// half-open breaker, or one that opened again from half-open) rather
 	// than the window's.
@@ -212,6 +323,8 @@ const (
 	defaultSuccessThreshold = 3
 	defaultTimeout          = 2 * time.Second
 	defaultMaxKeys          = 10000
+	defaultSlowCallRate     = 0.5
+	defaultMinCallers       = 3
 
 	// degradedReason is the Holdfast-Degraded value of fallback responses.
 	degradedReason = "circuit-open"
@@ -229,8 +342,20 @@ func New(cfg Config) *Breaker {
 	if cfg.Jitter < 0 || cfg.Jitter >= 1 {
 		panic(fmt.Sprintf("breaker: Jitter %v outside [0, 1)", cfg.Jitter))
 	}
-	if cfg.Window < 0 || cfg.Delay < 0 {
-		panic("breaker: negative Window or Delay")
+	if cfg.Window < 0 || cfg.Delay < 0 || cfg.SlowCallDuration < 0 {
+		panic("breaker: negative Window, Delay or SlowCallDuration")
+	}
+	if cfg.SlowCallRate < 0 || cfg.SlowCallRate > 1 {
+		panic(fmt.Sprintf("breaker: SlowCallRate %v outside (0, 1]", cfg.SlowCallRate))
+	}
+	if cfg.MaxConcurrent < 0 || cfg.MinCallers < 0 {
+		panic("breaker: negative MaxConcurrent or MinCallers")
+	}
+	if cfg.SlowCallRate == 0 {
+		cfg.SlowCallRate = defaultSlowCallRate
+	}
+	if cfg.MinCallers == 0 {
+		cfg.MinCallers = defaultMinCallers
 	}
 	if cfg.FailureThreshold == 0 {
 		cfg.FailureThreshold = defaultFailureThreshold
@@ -263,22 +388,25 @@ func New(cfg Config) *Breaker {
 		cfg.MaxKeys = defaultMaxKeys
 	}
 	if cfg.IsFailure == nil {
-		cfg.IsFailure = isFailure
+		cfg.IsFailure = DefaultIsFailure
 	}
 	if cfg.Fallback != nil {
 		d := *cfg.Fallback
 		d.Body = slices.Clone(d.Body)
 		cfg.Fallback = &d
 	}
-	return &Breaker{cfg: cfg, start: time.Now(), bucketNanos: max(1, int64(cfg.Window/windowBuckets))}
+	return &Breaker{cfg: cfg, start: time.Now(), bucketNanos: max(1, int64(cfg.Window/windowBuckets)), seed: maphash.MakeSeed()}
 }
 
-// isFailure is the default classification.
-func isFailure(status int, err error) bool {
+// DefaultIsFailure is the classification used when Config.IsFailure is nil:
+// an error, 429 Too Many Requests (a dependency that throttles is failing
+// its callers as surely as one that errs), or a 5xx status other than 501
+// Not Implemented.
+func DefaultIsFailure(status int, err error) bool {
 	if err != nil {
 		return true
 	}
-	return status >= 500 && status != http.StatusNotImplemented
+	return status == http.StatusTooManyRequests || status >= 500 && status != http.StatusNotImplemented
 }
 
 // State returns the state of key's breaker; Closed for a key not seen yet.
@@ -339,7 +467,7 @@ func (b *Breaker) Snapshot() []Status {
 			m := e.cb.Metrics()
 			st.Requests, st.Failures = m.Executions(), m.Failures()
 		} else {
-			st.Requests, st.Failures = e.win.sums(idx)
+			st.Requests, st.Failures, st.Slow = e.win.sums(idx)
 		}
 		out = append(out, st)
 	}
@@ -347,39 +475,61 @@ func (b *Breaker) Snapshot() []Status {
 	return out
 }
 
-// get returns key's entry, creating it on first use. It returns nil when
-// the registry is full of breakers that cannot be evicted.
+// get returns key's entry, creating it on first use.
 func (b *Breaker) get(key string) *entry {
 	var e *entry
 	if m := b.read.Load(); m != nil {
 		e = (*m)[key]
 	}
 	if e == nil {
-		if e = b.insert(key); e == nil {
-			if b.cfg.Logger != nil {
-				// Logged outside b.mu: a slog handler is user code.
-				b.cfg.Logger.Warn("breaker: registry full of open breakers; call not protected",
-					slog.String("key", key), slog.Int("max_keys", b.cfg.MaxKeys))
-			}
-			return nil
-		}
+		e = b.insertLogged(key)
 	}
-	if ep := b.epoch.Load(); e.used.Load() != ep {
-		e.used.Store(ep)
+	b.touch(e)
+	return e
+}
+
+// insertLogged is insert, then, outside b.mu (a slog handler is user code),
+// the warning that open breakers were evicted.
+func (b *Breaker) insertLogged(key string) *entry {
+	e, open := b.insert(key)
+	if open > 0 && b.cfg.Logger != nil {
+		b.cfg.Logger.Warn("breaker: registry full of open breakers; evicted the least recently used",
+			slog.String("key", key), slog.Int("evicted", open), slog.Int("max_keys", b.cfg.MaxKeys))
 	}
 	return e
 }
 
-// insert returns key's entry, creating it, or nil when the registry is full
-// of breakers that cannot be evicted.
-func (b *Breaker) insert(key string) *entry {
+// getBytes is get for a key built in a scratch buffer: the lookup of a key
+// already held does not allocate.
+func (b *Breaker) getBytes(key []byte) *entry {
+	var e *entry
+	if m := b.read.Load(); m != nil {
+		e = (*m)[string(key)]
+	}
+	if e == nil {
+		e = b.insertLogged(string(key))
+	}
+	b.touch(e)
+	return e
+}
+
+func (b *Breaker) touch(e *entry) {
+	if ep := b.epoch.Load(); e.used.Load() != ep {
+		e.used.Store(ep)
+	}
+}
+
+// insert returns key's entry, creating it, evicting others when the
+// registry is full, and the number of open or half-open breakers evicted.
+func (b *Breaker) insert(key string) (*entry, int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if e := b.locked(key); e != nil {
-		return e
+		return e, 0
 	}
-	if len(b.keys) >= b.cfg.MaxKeys && !b.evict() {
-		return nil
+	open := 0
+	if len(b.keys) >= b.cfg.MaxKeys {
+		open = b.evict()
 	}
 	e := &entry{key: key}
 	e.win.active.Store(true)
@@ -389,30 +539,39 @@ func (b *Breaker) insert(key string) *entry {
 		b.keys = make(map[string]*entry)
 	}
 	b.keys[key] = e
-	return e
+	return e, open
 }
 
 // evict removes the least recently used closed breakers, about an eighth
-// of MaxKeys so that the scan is amortised. It reports whether any was
-// removed. b.mu must be held; no breaker transitions here, so no listener
-// runs under the lock.
-func (b *Breaker) evict() bool {
-	var closed []*entry
+// of MaxKeys so that the scan is amortised, or, when none is closed, the
+// least recently used open or half-open ones: breakers that calls to
+// attacker-chosen hosts opened cannot fill the registry, and a real host
+// in use is the most recently used. b.mu must be held; no breaker
+// transitions here, so no listener runs under the lock. An evicted entry
+// still in use by a call in flight is recorded to and then dropped.
+func (b *Breaker) evict() (open int) {
+	var closed, other []*entry
 	for _, e := range b.keys {
 		if e.cb.State() == circuitbreaker.ClosedState {
 			closed = append(closed, e)
+		} else {
+			other = append(other, e)
 		}
 	}
-	if len(closed) == 0 {
-		return false
+	victims := closed
+	if len(victims) == 0 {
+		victims = other
 	}
-	slices.SortFunc(closed, func(x, y *entry) int { return cmp.Compare(x.used.Load(), y.used.Load()) })
-	n := max(1, b.cfg.MaxKeys/8)
-	for _, e := range closed[:min(n, len(closed))] {
+	slices.SortFunc(victims, func(x, y *entry) int { return cmp.Compare(x.used.Load(), y.used.Load()) })
+	n := min(max(1, b.cfg.MaxKeys/8), len(victims))
+	for _, e := range victims[:n] {
 		delete(b.keys, e.key)
 	}
 	b.refresh() // no call may find an evicted entry in read
-	return true
+	if len(closed) == 0 {
+		return n
+	}
+	return 0
 }
 
 func (b *Breaker) build(e *entry) circuitbreaker.CircuitBreaker[any] {
@@ -442,6 +601,7 @@ func (b *Breaker) build(e *entry) circuitbreaker.CircuitBreaker[any] {
 }
 
 func (b *Breaker) stateChanged(key string, from, to State) {
+	seq := b.seq.Add(1)
 	if l := b.cfg.Logger; l != nil {
 		lvl := slog.LevelInfo
 		if to == Open {
@@ -451,7 +611,7 @@ func (b *Breaker) stateChanged(key string, from, to State) {
 			slog.String("key", key), slog.String("from", from.String()), slog.String("to", to.String()))
 	}
 	if f := b.cfg.OnStateChange; f != nil {
-		f(StateChange{Key: key, From: from, To: to})
+		f(StateChange{Key: key, From: from, To: to, Seq: seq, At: time.Now()})
 	}
 }
 
@@ -464,14 +624,34 @@ const (
 	ignored // cancelled by the caller
 )
 
+func (o outcome) String() string {
+	switch o {
+	case success:
+		return OutcomeSuccess
+	case failure:
+		return OutcomeFailure
+	}
+	return OutcomeCanceled
+}
+
 // record feeds an outcome to e's breaker. The permit taken by
 // TryAcquirePermit is released by every path.
-func (b *Breaker) record(e *entry, o outcome) {
+func (b *Breaker) record(e *entry, o outcome) { b.recordCall(e, o, false, true) }
+
+// recordCall is record for a call that may have been slow; counted is false
+// for a server-side failure or slow call while too few distinct callers
+// failed (MinCallers): a closed breaker then does not count it at all (it
+// needs no permit back), so one caller's failures neither open it nor
+// stay in its window to open it later.
+func (b *Breaker) recordCall(e *entry, o outcome, slow, counted bool) {
 	switch o {
 	case success, failure:
+		if !counted && e.cb.IsClosed() {
+			return
+		}
 		// The window counts first: the failsafe-go call may open the
 		// breaker and make the window stop counting.
-		trip := b.windowRecord(e, o == failure)
+		trip := b.windowRecord(e, o == failure, slow)
 		if o == failure {
 			e.cb.RecordFailure()
 		} else {

@@ -3,6 +3,7 @@ package breaker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -50,11 +51,22 @@ func (f rtFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r)
 
 // events records state changes.
 type events struct {
-	mu sync.Mutex
-	cs []StateChange
+	mu  sync.Mutex
+	cs  []StateChange
+	seq uint64
 }
 
-func (ev *events) add(c StateChange) { ev.mu.Lock(); ev.cs = append(ev.cs, c); ev.mu.Unlock() }
+// add records c without its Seq and At, after checking that Seq grows.
+func (ev *events) add(c StateChange) {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	if c.Seq <= ev.seq || c.At.IsZero() {
+		panic(fmt.Sprintf("StateChange.Seq %d after %d, At %v", c.Seq, ev.seq, c.At))
+	}
+	ev.seq = c.Seq
+	c.Seq, c.At = 0, time.Time{}
+	ev.cs = append(ev.cs, c)
+}
 func (ev *events) list() []StateChange {
 	ev.mu.Lock()
 	defer ev.mu.Unlock()
@@ -253,7 +265,7 @@ func TestClassification(t *testing.T) {
 		fails  bool
 	}{
 		{200, false}, {204, false}, {304, false}, {400, false}, {401, false}, {404, false},
-		{429, false}, {500, true}, {501, false}, {502, true}, {503, true}, {504, true},
+		{429, true}, {500, true}, {501, false}, {502, true}, {503, true}, {504, true},
 	}
 	for _, tt := range tests {
 		t.Run(http.StatusText(tt.status), func(t *testing.T) {
@@ -493,9 +505,10 @@ func TestRegistryBound(t *testing.T) {
 		require.NoError(t, err)
 		assert.LessOrEqual(t, len(b.Snapshot()), 8)
 	}
-	assert.Equal(t, Open, b.State("open"), "an open breaker is never evicted")
+	assert.Equal(t, Open, b.State("open"), "an open breaker is not evicted while closed ones can be")
 
-	// Full of open breakers: a new key goes through unprotected.
+	// Full of open breakers: the least recently used open one goes, and a
+	// new key still gets a breaker of its own.
 	up.status.Store(500)
 	b2 := New(Config{MaxKeys: 2, FailureThreshold: 1})
 	rt2 := b2.Transport(up)
@@ -503,11 +516,13 @@ func TestRegistryBound(t *testing.T) {
 	_, _ = call(t, rt2, "http://y/")
 	require.Equal(t, Open, b2.State("x"))
 	require.Equal(t, Open, b2.State("y"))
+	_, _ = call(t, rt2, "http://z/")
+	assert.Equal(t, Open, b2.State("z"), "z is protected: its failure opened its breaker")
+	assert.Len(t, b2.Snapshot(), 2)
 	before := up.calls.Load()
 	_, err := call(t, rt2, "http://z/")
-	require.NoError(t, err)
-	assert.Equal(t, before+1, up.calls.Load())
-	assert.Len(t, b2.Snapshot(), 2)
+	require.ErrorIs(t, err, ErrOpen)
+	assert.Equal(t, before, up.calls.Load())
 }
 
 func TestKeys(t *testing.T) {
@@ -656,12 +671,12 @@ func TestRegistryFullLogsOutsideLock(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, _ = call(t, rt, "http://y/") // full: logged, and the log handler calls the breaker
+		_, _ = call(t, rt, "http://y/") // full of open breakers: logged, and the log handler calls the breaker
 	}()
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("deadlock: the Logger was called under the registry lock")
 	}
-	assert.EqualValues(t, 2, lh.sent.Load(), "both unprotected calls were logged")
+	assert.EqualValues(t, 1, lh.sent.Load(), "the eviction of an open breaker was logged")
 }

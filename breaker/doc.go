@@ -11,8 +11,14 @@
 // together do not probe together), then half-opens and lets 3 trial calls
 // through: if all succeed it closes, on the first failure it opens again.
 // Each call is bounded by a 2 s timeout that counts as a failure. Failures
-// are transport errors, timeouts and 5xx statuses other than 501; 4xx
-// statuses are not failures. A caller's deadline that passes while the
+// are transport errors, timeouts, 429 Too Many Requests and 5xx statuses
+// other than 501; other 4xx statuses are not failures. With
+// [Config.SlowCallDuration] set, a breaker also opens when the share of
+// slow calls reaches [Config.SlowCallRate]. On the server side, a closed
+// route breaker counts failures only once 3 distinct callers
+// ([Config.MinCallers]) had one. [Config.MaxConcurrent] bounds the calls of
+// one key in flight. The registry evicts the least recently used breakers
+// when full, closed ones first, so a new key always gets a breaker. A caller's deadline that passes while the
 // dependency works counts as a timeout (callers with short per-attempt
 // timeouts still open the breaker on a hanging dependency); a call cancelled
 // by its caller is not counted, except as a half-open trial, which then
@@ -34,7 +40,9 @@
 //	client := &http.Client{Transport: b.Transport(http.DefaultTransport)}
 //
 // A [Breaker] is safe for concurrent use. [Breaker.State] and
-// [Breaker.Snapshot] report the breakers for status pages; the
-// OnStateChange hook is called outside any lock (failsafe-go releases its
-// lock before calling listeners).
+// [Breaker.Snapshot] report the breakers for status pages ([Status] encodes
+// as JSON with text states and seconds); the OnStateChange hook is called
+// outside any lock (failsafe-go releases its lock before calling
+// listeners), and [StateChange.Seq] orders its events. [Config.OnCall]
+// reports every call decided.
 package breaker

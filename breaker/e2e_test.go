@@ -37,7 +37,7 @@ func TestEndToEndClient(t *testing.T) {
 	// slow request let a trial through and the checks flaked).
 	const delay = time.Second
 	var ev events
-	b := New(Config{Delay: delay, DisableJitter: true, SuccessThreshold: 1, OnStateChange: ev.add})
+	b := New(Config{MinCallers: 1, Delay: delay, DisableJitter: true, SuccessThreshold: 1, OnStateChange: ev.add})
 	client := &http.Client{Transport: b.Transport(nil)}
 
 	bad, badHits, badStatus := countingServer(t, http.StatusInternalServerError)
@@ -88,7 +88,7 @@ func TestEndToEndServer(t *testing.T) {
 	// loaded machine, finish before the breaker half-opens (with 50 ms a
 	// slow request let a trial through and the checks flaked).
 	const delay = time.Second
-	b := New(Config{Delay: delay, DisableJitter: true, SuccessThreshold: 1})
+	b := New(Config{MinCallers: 1, Delay: delay, DisableJitter: true, SuccessThreshold: 1})
 	var failing atomic.Bool
 	failing.Store(true)
 	var hits atomic.Int32
@@ -157,7 +157,7 @@ func TestEndToEndClientTimeoutAndBody(t *testing.T) {
 	}))
 	t.Cleanup(slow.Close)
 	t.Cleanup(func() { close(release) })
-	b := New(Config{Timeout: 50 * time.Millisecond, FailureThreshold: 1})
+	b := New(Config{MinCallers: 1, Timeout: 50 * time.Millisecond, FailureThreshold: 1})
 	client := &http.Client{Transport: b.Transport(nil)}
 	_, err := client.Get(slow.URL)
 	require.Error(t, err)
@@ -173,7 +173,7 @@ func TestEndToEndClientTimeoutAndBody(t *testing.T) {
 		}
 	}))
 	t.Cleanup(streaming.Close)
-	b2 := New(Config{Timeout: 2 * time.Second})
+	b2 := New(Config{MinCallers: 1, Timeout: 2 * time.Second})
 	resp, err := (&http.Client{Transport: b2.Transport(nil)}).Get(streaming.URL)
 	require.NoError(t, err)
 	data, err := io.ReadAll(resp.Body)
@@ -184,7 +184,7 @@ func TestEndToEndClientTimeoutAndBody(t *testing.T) {
 
 func TestRaceManyKeys(t *testing.T) {
 	var changes atomic.Int32
-	b := New(Config{
+	b := New(Config{MinCallers: 1,
 		MaxKeys: 64, FailureThreshold: 2, Delay: time.Millisecond, DisableJitter: true, SuccessThreshold: 1,
 		OnStateChange: func(StateChange) { changes.Add(1) },
 	})

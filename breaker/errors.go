@@ -38,3 +38,24 @@ func (e *OpenError) Unwrap() error { return ErrOpen }
 
 // timeoutCause marks contexts cancelled by Config.Timeout.
 var timeoutCause = ErrTimeout
+
+// ErrConcurrencyLimit is the error kind of a call refused because
+// Config.MaxConcurrent calls of its key were in flight. The error returned
+// is a *LimitError.
+var ErrConcurrencyLimit = errors.New("breaker: concurrency limit reached")
+
+// LimitError is returned by Transport for a call refused by
+// Config.MaxConcurrent. errors.Is(err, ErrConcurrencyLimit) reports true.
+type LimitError struct {
+	// Key is the breaker's key (the host, by default).
+	Key string
+	// Limit is Config.MaxConcurrent.
+	Limit int
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("breaker: %d calls to %q in flight, call refused", e.Limit, e.Key)
+}
+
+// Unwrap returns ErrConcurrencyLimit.
+func (e *LimitError) Unwrap() error { return ErrConcurrencyLimit }

@@ -39,7 +39,9 @@ func ExampleBreaker_Transport() {
 }
 
 func ExampleBreaker_Handler() {
-	b := breaker.New(breaker.Config{FailureThreshold: 1, DisableJitter: true})
+	// MinCallers: 1 lets the one caller of this example open the route; by
+	// default failures of 3 distinct callers are needed.
+	b := breaker.New(breaker.Config{FailureThreshold: 1, DisableJitter: true, MinCallers: 1})
 	mux := http.NewServeMux()
 	mux.Handle("GET /report", b.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "database unavailable", http.StatusInternalServerError)

@@ -39,6 +39,8 @@ func FuzzKeys(f *testing.F) {
 			})).ServeHTTP(&nopWriter{h: http.Header{}}, r)
 		}
 		assert.LessOrEqual(t, len(b.Snapshot()), 4)
-		assert.Equal(t, Open, b.State("pinned"))
+		if status >= 200 && status <= 399 { // the new hosts stay closed
+			assert.Equal(t, Open, b.State("pinned"), "closed breakers are evicted before open ones")
+		}
 	})
 }

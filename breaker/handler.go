@@ -3,48 +3,88 @@ package breaker
 import (
 	"bufio"
 	"context"
+	"hash/maphash"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
+	"github.com/holdfast-go/holdfast/internal/caller"
 	"github.com/holdfast-go/holdfast/internal/httpx"
 	"github.com/holdfast-go/holdfast/internal/problem"
 )
 
 // Handler returns middleware that guards next with one breaker per key, by
-// default the ServeMux pattern that matched (r.Pattern; put Handler inside
-// the mux, around each route's handler, for it to be set). The status next
-// writes is observed: 5xx other than 501, a call that outlasts Timeout and
-// a panic count as failures (the panic continues). While the breaker is
-// open, next is not called: safe methods get the Cached response or the
-// Fallback document, everything else 503 with Retry-After, Cache-Control:
-// no-store and an application/problem+json body.
+// default the method and the route pattern that matched ("GET /orders";
+// r.Pattern, so put Handler inside the router, around each route's
+// handler, for it to be set). The status next writes is observed: 429, 5xx
+// other than 501, a call that outlasts Timeout and a panic count as
+// failures (the panic continues), and calls over SlowCallDuration as slow;
+// but a closed route breaker counts them only once Config.MinCallers
+// distinct callers had one, so one caller cannot open a route for everyone.
+// While the breaker is open, next is not called: safe methods get the
+// Cached response or the Fallback document, everything else 503 with
+// Retry-After, Cache-Control: no-store and an application/problem+json body
+// of type ProblemCircuitOpen (through Config.WriteProblem when set).
 func (b *Breaker) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b.serve(next, w, r)
 	})
 }
 
-func (b *Breaker) serverKey(r *http.Request) string {
+// serverKey returns r's default key: the method and the route pattern.
+// ServeMux's patterns may carry the method already ("GET /orders"); chi's
+// never do ("/orders").
+func serverKey(r *http.Request) string {
+	p := r.Pattern
+	if p == "" {
+		p = "*"
+	}
+	if strings.IndexByte(p, ' ') >= 0 {
+		return p
+	}
+	return r.Method + " " + p
+}
+
+// serverEntry returns the entry of r's key; the default key of a route
+// already held is looked up without allocating.
+func (b *Breaker) serverEntry(r *http.Request) *entry {
 	if b.cfg.Key != nil {
-		return b.cfg.Key(r)
+		return b.get(b.cfg.Key(r))
 	}
-	if r.Pattern != "" {
-		return r.Pattern
+	p := r.Pattern
+	if p == "" {
+		p = "*"
 	}
-	return "*"
+	if strings.IndexByte(p, ' ') >= 0 {
+		return b.get(p)
+	}
+	var buf [128]byte
+	k := append(buf[:0], r.Method...)
+	k = append(k, ' ')
+	k = append(k, p...)
+	return b.getBytes(k)
 }
 
 func (b *Breaker) serve(next http.Handler, w http.ResponseWriter, r *http.Request) {
-	e := b.get(b.serverKey(r))
-	if e == nil {
-		next.ServeHTTP(w, r)
-		return
+	e := b.serverEntry(r)
+	if lim := b.cfg.MaxConcurrent; lim > 0 {
+		if e.inflight.Add(1) > int32(lim) {
+			e.inflight.Add(-1)
+			b.serveLimited(w, r, e)
+			return
+		}
+		defer e.inflight.Add(-1)
 	}
 	if !e.cb.TryAcquirePermit() {
 		b.serveOpen(w, r, e)
 		return
+	}
+	var start time.Time
+	if b.cfg.SlowCallDuration > 0 || b.cfg.OnCall != nil {
+		start = time.Now()
 	}
 
 	parent := r.Context()
@@ -77,9 +117,9 @@ func (b *Breaker) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 		// next panicked (or called runtime.Goexit). Not recovering keeps
 		// the original stack; the panic goes on after this records it.
 		if parent.Err() != nil {
-			b.record(e, ignored)
+			b.finishServer(e, r, ignored, 0, start)
 		} else {
-			b.record(e, failure)
+			b.finishServer(e, r, failure, 0, start)
 		}
 	}()
 	next.ServeHTTP(ww, rr)
@@ -89,15 +129,84 @@ func (b *Breaker) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 	if status == 0 {
 		status = http.StatusOK // net/http sends 200 for a handler that wrote nothing
 	}
+	var o outcome
 	switch {
 	case parent.Err() != nil:
-		b.record(e, b.endedByCaller(parent, status, nil))
+		o = b.endedByCaller(parent, status, nil)
 	case sw.Hijacked:
-		b.record(e, success) // the connection outlives the call
+		o = success // the connection outlives the call
+		start = time.Time{}
 	case ctx != nil && context.Cause(ctx) == timeoutCause:
-		b.record(e, b.classify(status, ErrTimeout))
+		o = b.classify(status, ErrTimeout)
 	default:
-		b.record(e, b.classify(status, nil))
+		o = b.classify(status, nil)
+	}
+	b.finishServer(e, r, o, status, start)
+}
+
+// finishServer records a server-side call that started at start (zero when
+// not timed). A failure or slow call counts only once MinCallers distinct
+// callers had one.
+func (b *Breaker) finishServer(e *entry, r *http.Request, o outcome, status int, start time.Time) {
+	var lat time.Duration
+	if !start.IsZero() {
+		lat = time.Since(start)
+	}
+	slow := b.cfg.SlowCallDuration > 0 && lat > b.cfg.SlowCallDuration
+	counted := true
+	if (o == failure || slow) && b.cfg.MinCallers > 1 {
+		counted = e.callers.note(b.callerHash(r), b.now()) >= b.cfg.MinCallers
+	}
+	b.recordCall(e, o, slow, counted)
+	if f := b.cfg.OnCall; f != nil {
+		f(CallEvent{Side: SideServer, Key: e.key, State: fromFailsafe(e.cb.State()), Outcome: o.String(),
+			Status: status, Slow: slow, Latency: lat})
+	}
+}
+
+// callerHash identifies r's caller for MinCallers.
+func (b *Breaker) callerHash(r *http.Request) uint64 {
+	var h maphash.Hash
+	h.SetSeed(b.seed)
+	switch {
+	case b.cfg.Caller != nil:
+		h.WriteString("f")
+		h.WriteString(b.cfg.Caller(r))
+	case caller.FromContext(r.Context()) != nil:
+		h.WriteString("v")
+		h.WriteString(caller.FromContext(r.Context()).ID())
+	case len(r.Header["Authorization"]) > 0 || len(r.Header["Cookie"]) > 0:
+		h.WriteString("c")
+		for _, k := range [...]string{"Authorization", "Cookie"} {
+			for _, v := range r.Header[k] {
+				h.WriteString(strconv.Itoa(len(v)))
+				h.WriteString(":")
+				h.WriteString(v)
+			}
+		}
+	default:
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			host = r.RemoteAddr
+		}
+		h.WriteString("a")
+		h.WriteString(host)
+	}
+	return h.Sum64()
+}
+
+// serveLimited answers a request refused by MaxConcurrent.
+func (b *Breaker) serveLimited(w http.ResponseWriter, r *http.Request, e *entry) {
+	problem.Render(b.cfg.WriteProblem, w, r, Problem{
+		Type:       ProblemConcurrencyLimit,
+		Title:      "Too many requests in progress",
+		Status:     http.StatusServiceUnavailable,
+		Detail:     "Too many requests to this resource are in progress; the request was not attempted.",
+		RetryAfter: time.Second,
+	})
+	if f := b.cfg.OnCall; f != nil {
+		f(CallEvent{Side: SideServer, Key: e.key, State: fromFailsafe(e.cb.State()), Outcome: OutcomeLimited,
+			Status: http.StatusServiceUnavailable})
 	}
 }
 
@@ -121,21 +230,28 @@ func (w *upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 func (b *Breaker) serveOpen(w http.ResponseWriter, r *http.Request, e *entry) {
 	if httpx.IsSafe(r.Method) {
 		if resp, ok := b.cached(r); ok {
-			writeResponse(w, resp)
+			status := writeResponse(w, resp)
+			b.refused(SideServer, e, OutcomeFallback, status)
 			return
 		}
 		if d := b.cfg.Fallback; d != nil {
 			h := w.Header()
 			for k, v := range d.header() {
+				if k == httpx.HeaderDegraded {
+					httpx.AddDegraded(h, degradedReason)
+					continue
+				}
 				h[k] = v
 			}
 			w.WriteHeader(d.status())
 			_, _ = w.Write(d.Body)
+			b.refused(SideServer, e, OutcomeFallback, d.status())
 			return
 		}
 	}
-	problem.Write(w, problem.Problem{
-		Type:       "circuit-open",
+	defer b.refused(SideServer, e, OutcomeRejected, http.StatusServiceUnavailable)
+	problem.Render(b.cfg.WriteProblem, w, r, Problem{
+		Type:       ProblemCircuitOpen,
 		Title:      "Service temporarily unavailable",
 		Status:     http.StatusServiceUnavailable,
 		Detail:     "A dependency of this resource is failing; the request was not attempted.",
@@ -149,10 +265,26 @@ var hopHeaders = []string{
 	"Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
 
-func writeResponse(w http.ResponseWriter, resp *http.Response) {
+// refused reports a call the breaker did not let through.
+func (b *Breaker) refused(side string, e *entry, outcome string, status int) {
+	if f := b.cfg.OnCall; f != nil {
+		f(CallEvent{Side: side, Key: e.key, State: fromFailsafe(e.cb.State()), Outcome: outcome, Status: status})
+	}
+}
+
+// writeResponse copies resp to w and returns the status written. The
+// Holdfast-Degraded reasons already on w (set by outer middleware) are
+// kept, and resp's added to them.
+func writeResponse(w http.ResponseWriter, resp *http.Response) int {
 	defer resp.Body.Close()
 	h := w.Header()
 	for k, v := range resp.Header {
+		if k == httpx.HeaderDegraded {
+			for _, r := range v {
+				httpx.AddDegraded(h, r)
+			}
+			continue
+		}
 		h[k] = append([]string(nil), v...)
 	}
 	for _, k := range hopHeaders {
@@ -164,4 +296,5 @@ func writeResponse(w http.ResponseWriter, resp *http.Response) {
 	}
 	w.WriteHeader(status)
 	_, _ = io.Copy(w, resp.Body)
+	return status
 }

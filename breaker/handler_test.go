@@ -32,7 +32,7 @@ func TestHandlerOpensAndAnswers503(t *testing.T) {
 		var status atomic.Int32
 		status.Store(500)
 		var calls atomic.Int32
-		b := New(Config{DisableJitter: true})
+		b := New(Config{MinCallers: 1, DisableJitter: true})
 		h := b.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			calls.Add(1)
 			w.WriteHeader(int(status.Load()))
@@ -40,7 +40,7 @@ func TestHandlerOpensAndAnswers503(t *testing.T) {
 		for range 5 {
 			assert.Equal(t, 500, serve(h, http.MethodGet, "/").Code)
 		}
-		require.Equal(t, Open, b.State("*"), "without a pattern every request shares one key")
+		require.Equal(t, Open, b.State("GET *"), "without a pattern every request shares one key")
 
 		time.Sleep(5 * time.Second)
 		rec := serve(h, http.MethodGet, "/")
@@ -59,7 +59,7 @@ func TestHandlerOpensAndAnswers503(t *testing.T) {
 		for range 3 {
 			assert.Equal(t, 200, serve(h, http.MethodGet, "/").Code)
 		}
-		assert.Equal(t, Closed, b.State("*"))
+		assert.Equal(t, Closed, b.State("GET *"))
 	})
 }
 
@@ -78,24 +78,24 @@ func TestHandlerClassification(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := New(Config{FailureThreshold: 1})
+			b := New(Config{MinCallers: 1, FailureThreshold: 1})
 			serve(b.Handler(tt.handler), http.MethodGet, "/")
-			assert.Equal(t, tt.want, b.State("*"))
+			assert.Equal(t, tt.want, b.State("GET *"))
 		})
 	}
 }
 
 func TestHandlerPanicCountsAndRepanics(t *testing.T) {
-	b := New(Config{FailureThreshold: 1})
+	b := New(Config{MinCallers: 1, FailureThreshold: 1})
 	boom := errors.New("boom")
 	h := b.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic(boom) }))
 	assert.PanicsWithValue(t, boom, func() { serve(h, http.MethodGet, "/") })
-	assert.Equal(t, Open, b.State("*"))
+	assert.Equal(t, Open, b.State("GET *"))
 }
 
 func TestHandlerTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := New(Config{FailureThreshold: 1, Timeout: time.Second})
+		b := New(Config{MinCallers: 1, FailureThreshold: 1, Timeout: time.Second})
 		h := b.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			dl, ok := r.Context().Deadline()
 			assert.True(t, ok)
@@ -104,13 +104,13 @@ func TestHandlerTimeout(t *testing.T) {
 			w.WriteHeader(200)
 		}))
 		serve(h, http.MethodGet, "/")
-		assert.Equal(t, Open, b.State("*"), "a handler that outlasts Timeout fails")
+		assert.Equal(t, Open, b.State("GET *"), "a handler that outlasts Timeout fails")
 	})
 }
 
 func TestHandlerClientGoneNotCounted(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := New(Config{FailureThreshold: 1})
+		b := New(Config{MinCallers: 1, FailureThreshold: 1})
 		h := b.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			<-r.Context().Done()
 			w.WriteHeader(503)
@@ -119,12 +119,12 @@ func TestHandlerClientGoneNotCounted(t *testing.T) {
 		ctx, cancel := context.WithCancel(req.Context())
 		go func() { time.Sleep(100 * time.Millisecond); cancel() }()
 		h.ServeHTTP(httptest.NewRecorder(), req.WithContext(ctx))
-		assert.Equal(t, Closed, b.State("*"))
+		assert.Equal(t, Closed, b.State("GET *"))
 	})
 }
 
 func TestHandlerKeysByPattern(t *testing.T) {
-	b := New(Config{FailureThreshold: 1})
+	b := New(Config{MinCallers: 1, FailureThreshold: 1})
 	mux := http.NewServeMux()
 	mux.Handle("GET /fail", b.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })))
 	mux.Handle("GET /ok/{id}", b.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})))
@@ -139,10 +139,11 @@ func TestHandlerKeysByPattern(t *testing.T) {
 func TestHandlerFallbacks(t *testing.T) {
 	open := func(cfg Config) http.Handler {
 		cfg.FailureThreshold = 1
+		cfg.MinCallers = 1
 		b := New(cfg)
 		h := b.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(500) }))
 		serve(h, http.MethodGet, "/")
-		require.Equal(t, Open, b.State("*"))
+		require.Equal(t, Open, b.State("GET *"))
 		return h
 	}
 	cached := func(r *http.Request) (*http.Response, bool) {
@@ -171,13 +172,14 @@ func TestHandlerFallbacks(t *testing.T) {
 	assert.Equal(t, "no-store", rec.Header().Get("Cache-Control"))
 	assert.Equal(t, "circuit-open", rec.Header().Get(httpx.HeaderDegraded))
 
+	assert.Equal(t, 500, serve(h, http.MethodPost, "/cached").Code, "POST has a breaker of its own")
 	rec = serve(h, http.MethodPost, "/cached")
 	assert.Equal(t, 503, rec.Code, "a write never gets a fallback that looks like success")
 	assert.NotEmpty(t, rec.Header().Get("Retry-After"))
 }
 
 func TestHandlerKeepsFlusherAndHijacker(t *testing.T) {
-	b := New(Config{})
+	b := New(Config{MinCallers: 1})
 	var flushErr error
 	var sawHijacker bool
 	h := b.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -202,7 +204,7 @@ func (h hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 func TestHandlerUpgradeAndHijack(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := New(Config{FailureThreshold: 1, Timeout: time.Second})
+		b := New(Config{MinCallers: 1, FailureThreshold: 1, Timeout: time.Second})
 		var hadDeadline bool
 		h := b.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			_, hadDeadline = r.Context().Deadline()
@@ -217,7 +219,7 @@ func TestHandlerUpgradeAndHijack(t *testing.T) {
 		req.Header.Set("Upgrade", "websocket")
 		h.ServeHTTP(hijackRecorder{httptest.NewRecorder()}, req)
 		assert.False(t, hadDeadline, "an Upgrade request's context has no deadline")
-		assert.Equal(t, Closed, b.State("*"), "a hijacked connection is a success")
+		assert.Equal(t, Closed, b.State("GET *"), "a hijacked connection is a success")
 	})
 }
 
@@ -226,14 +228,14 @@ func TestCachedSetCookieStripped(t *testing.T) {
 		return &http.Response{StatusCode: 200, Header: http.Header{"Set-Cookie": {"session=victim"}, "X-A": {"1"}},
 			Body: io.NopCloser(strings.NewReader("x"))}, true
 	}
-	b := New(Config{FailureThreshold: 1, Cached: cached})
+	b := New(Config{MinCallers: 1, FailureThreshold: 1, Cached: cached})
 	h := b.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(500) }))
 	serve(h, http.MethodGet, "/")
 	rec := serve(h, http.MethodGet, "/")
 	assert.Equal(t, "1", rec.Header().Get("X-A"), "served from the cache")
 	assert.Empty(t, rec.Header().Values("Set-Cookie"))
 
-	bc := New(Config{FailureThreshold: 1, Cached: cached})
+	bc := New(Config{MinCallers: 1, FailureThreshold: 1, Cached: cached})
 	rt := bc.Transport(newUpstream(500))
 	_, _ = call(t, rt, "http://a/")
 	resp, err := call(t, rt, "http://a/")
@@ -245,7 +247,7 @@ func TestCachedSetCookieStripped(t *testing.T) {
 func TestHandlerWriterUnwraps(t *testing.T) {
 	// SetWriteDeadline is reached only through Unwrap: the wrapped writer
 	// has no such method.
-	b := New(Config{})
+	b := New(Config{MinCallers: 1})
 	errc := make(chan error, 1)
 	srv := httptest.NewServer(b.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		errc <- http.NewResponseController(w).SetWriteDeadline(time.Now().Add(time.Minute))
@@ -261,7 +263,7 @@ func TestHandlerUpgradeHeaderDoesNotLiftTimeout(t *testing.T) {
 	// Anyone can send an Upgrade header on any route; without a hijack the
 	// call is bounded as usual.
 	synctest.Test(t, func(t *testing.T) {
-		b := New(Config{FailureThreshold: 1, Timeout: time.Second})
+		b := New(Config{MinCallers: 1, FailureThreshold: 1, Timeout: time.Second})
 		var cause error
 		h := b.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			select {
@@ -278,6 +280,6 @@ func TestHandlerUpgradeHeaderDoesNotLiftTimeout(t *testing.T) {
 		h.ServeHTTP(httptest.NewRecorder(), req)
 		assert.Equal(t, time.Second, time.Since(start), "cancelled at Timeout")
 		assert.ErrorIs(t, cause, ErrTimeout)
-		assert.Equal(t, Open, b.State("*"), "a call that outlasts Timeout fails")
+		assert.Equal(t, Open, b.State("GET *"), "a call that outlasts Timeout fails")
 	})
 }

@@ -54,14 +54,26 @@ func (b *Breaker) clientKey(req *http.Request) string {
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	b := t.b
 	e := b.get(b.clientKey(req))
-	if e == nil {
-		return t.baseRT().RoundTrip(req)
+	if lim := b.cfg.MaxConcurrent; lim > 0 {
+		if e.inflight.Add(1) > int32(lim) {
+			e.inflight.Add(-1)
+			if req.Body != nil {
+				_ = req.Body.Close()
+			}
+			b.refused(SideClient, e, OutcomeLimited, 0)
+			return nil, &LimitError{Key: e.key, Limit: lim}
+		}
+		defer e.inflight.Add(-1)
 	}
 	if !e.cb.TryAcquirePermit() {
 		if req.Body != nil {
 			_ = req.Body.Close()
 		}
 		return b.openResponse(req, e)
+	}
+	var start time.Time
+	if b.cfg.SlowCallDuration > 0 || b.cfg.OnCall != nil {
+		start = time.Now()
 	}
 
 	parent := req.Context()
@@ -97,16 +109,29 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 
 	timedOut := cancel != nil && parent.Err() == nil && context.Cause(ctx) == timeoutCause
+	var o outcome
+	status := 0
 	switch {
 	case err != nil && timedOut:
 		err = fmt.Errorf("%w after %v: %w", ErrTimeout, b.cfg.Timeout, err)
-		b.record(e, b.classify(0, err))
+		o = b.classify(0, err)
 	case err != nil && parent.Err() != nil:
-		b.record(e, b.endedByCaller(parent, 0, err))
+		o = b.endedByCaller(parent, 0, err)
 	case err != nil:
-		b.record(e, b.classify(0, err))
+		o = b.classify(0, err)
 	default:
-		b.record(e, b.classify(resp.StatusCode, nil))
+		status = resp.StatusCode
+		o = b.classify(status, nil)
+	}
+	var lat time.Duration
+	if !start.IsZero() {
+		lat = time.Since(start)
+	}
+	slow := b.cfg.SlowCallDuration > 0 && lat > b.cfg.SlowCallDuration
+	b.recordCall(e, o, slow, true)
+	if f := b.cfg.OnCall; f != nil {
+		f(CallEvent{Side: SideClient, Key: e.key, State: fromFailsafe(e.cb.State()), Outcome: o.String(),
+			Status: status, Slow: slow, Latency: lat})
 	}
 
 	if cancel != nil {
@@ -128,12 +153,15 @@ func (b *Breaker) openResponse(req *http.Request, e *entry) (*http.Response, err
 			// The cached response may carry the request that first fetched
 			// it, someone else's, with their credentials: it answers this one.
 			resp.Request = req
+			b.refused(SideClient, e, OutcomeFallback, resp.StatusCode)
 			return resp, nil
 		}
 		if d := b.cfg.Fallback; d != nil {
+			b.refused(SideClient, e, OutcomeFallback, d.status())
 			return d.response(req), nil
 		}
 	}
+	b.refused(SideClient, e, OutcomeRejected, 0)
 	return nil, &OpenError{Key: e.key, RetryAfter: e.retryAfter()}
 }
 
@@ -153,9 +181,7 @@ func (b *Breaker) cached(req *http.Request) (*http.Response, bool) {
 		r.Header = make(http.Header)
 	}
 	r.Header.Del("Set-Cookie") // a cached response must not set another caller's cookies
-	if r.Header.Get(httpx.HeaderDegraded) == "" {
-		r.Header.Set(httpx.HeaderDegraded, degradedReason)
-	}
+	httpx.AddDegraded(r.Header, degradedReason)
 	if r.Body == nil {
 		r.Body = http.NoBody
 	}

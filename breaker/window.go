@@ -29,6 +29,8 @@ type window struct {
 	// the last reset: a success checks the rate only when a failure is
 	// still in the window.
 	lastFail atomic.Int64
+	// lastSlow is lastFail for slow calls.
+	lastSlow atomic.Int64
 	mu       sync.Mutex // serialises bucket rolls and resets
 	buckets  [windowBuckets]bucket
 }
@@ -37,6 +39,7 @@ type bucket struct {
 	idx       atomic.Int64 // absolute bucket index (from 1); 0 when unused
 	successes atomic.Uint32
 	failures  atomic.Uint32
+	slow      atomic.Uint32 // calls over SlowCallDuration, of either outcome
 }
 
 // now is the index of the current bucket, counted from 1.
@@ -101,6 +104,7 @@ func (w *window) slot(idx int64) *bucket {
 	case cur < idx:
 		bk.successes.Store(0)
 		bk.failures.Store(0)
+		bk.slow.Store(0)
 		bk.idx.Store(idx)
 	case cur > idx:
 		return nil
@@ -108,17 +112,19 @@ func (w *window) slot(idx int64) *bucket {
 	return bk
 }
 
-// sums returns the calls and failures in the window ending at bucket idx.
-func (w *window) sums(idx int64) (calls, failures uint) {
+// sums returns the calls, failures and slow calls in the window ending at
+// bucket idx.
+func (w *window) sums(idx int64) (calls, failures, slow uint) {
 	for i := range w.buckets {
 		bk := &w.buckets[i]
 		if j := bk.idx.Load(); j > idx-windowBuckets && j <= idx {
 			f := uint(bk.failures.Load())
 			calls += uint(bk.successes.Load()) + f
 			failures += f
+			slow += uint(bk.slow.Load())
 		}
 	}
-	return calls, failures
+	return calls, failures, slow
 }
 
 // reset empties the window and makes it live.
@@ -129,23 +135,26 @@ func (w *window) reset() {
 		bk.idx.Store(0)
 		bk.successes.Store(0)
 		bk.failures.Store(0)
+		bk.slow.Store(0)
 	}
 	w.lastFail.Store(0)
+	w.lastSlow.Store(0)
 	w.mu.Unlock()
 	w.active.Store(true)
 }
 
 // windowRecord counts an outcome in e's window and reports whether the
-// window's failure rate has reached Config.FailureRate with at least
-// MinRequests calls. Like failsafe-go, it checks after every call: a
-// success can bring the count up to MinRequests.
-func (b *Breaker) windowRecord(e *entry, failed bool) bool {
+// window's failure rate has reached Config.FailureRate, or its slow-call
+// rate Config.SlowCallRate, with at least MinRequests calls. Like
+// failsafe-go, it checks after every call: a success can bring the count up
+// to MinRequests.
+func (b *Breaker) windowRecord(e *entry, failed, slow bool) bool {
 	w := &e.win
 	if !w.active.Load() {
 		return false
 	}
 	var idx int64
-	if failed {
+	if failed || slow {
 		idx = b.now()
 	} else {
 		idx = b.coarseNow()
@@ -154,6 +163,12 @@ func (b *Breaker) windowRecord(e *entry, failed bool) bool {
 	if bk == nil {
 		return false
 	}
+	if slow {
+		bk.slow.Add(1)
+		if w.lastSlow.Load() < idx {
+			w.lastSlow.Store(idx)
+		}
+	}
 	if failed {
 		bk.failures.Add(1)
 		if w.lastFail.Load() < idx {
@@ -161,14 +176,63 @@ func (b *Breaker) windowRecord(e *entry, failed bool) bool {
 		}
 	} else {
 		bk.successes.Add(1)
-		if lf := w.lastFail.Load(); lf == 0 || lf <= idx-windowBuckets {
-			return false // no failure in the window: the rate is 0
+		if lf, ls := w.lastFail.Load(), w.lastSlow.Load(); (lf == 0 || lf <= idx-windowBuckets) &&
+			(ls == 0 || ls <= idx-windowBuckets) {
+			return false // no failure and no slow call in the window: the rates are 0
 		}
 	}
-	calls, failures := w.sums(idx)
-	return calls > 0 && calls >= uint(b.cfg.MinRequests) &&
-		round(float64(failures)/float64(calls)) >= b.cfg.FailureRate
+	calls, failures, slowCalls := w.sums(idx)
+	if calls == 0 || calls < uint(b.cfg.MinRequests) {
+		return false
+	}
+	return round(float64(failures)/float64(calls)) >= b.cfg.FailureRate ||
+		b.cfg.SlowCallDuration > 0 && round(float64(slowCalls)/float64(calls)) >= b.cfg.SlowCallRate
 }
 
 // round rounds a rate to two decimals, as failsafe-go does.
 func round(v float64) float64 { return math.Round(v*100) / 100 }
+
+// failCallers remembers the callers of a server-side breaker's recent
+// failures (and slow calls), for Config.MinCallers: a small ring of caller
+// hashes with the window bucket they failed in. It is touched only by
+// failures, under its own lock.
+type failCallers struct {
+	mu   sync.Mutex
+	ring [16]struct {
+		h   uint64
+		idx int64
+	}
+	next int
+}
+
+// note adds caller h failing at bucket idx and returns the number of
+// distinct callers that failed within the window, h included.
+func (f *failCallers) note(h uint64, idx int64) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	found := false
+	for i := range f.ring {
+		if f.ring[i].idx != 0 && f.ring[i].h == h {
+			f.ring[i].idx = idx
+			found = true
+			break
+		}
+	}
+	if !found {
+		// Replace the oldest slot.
+		old := 0
+		for i := range f.ring {
+			if f.ring[i].idx < f.ring[old].idx {
+				old = i
+			}
+		}
+		f.ring[old].h, f.ring[old].idx = h, idx
+	}
+	n := 0
+	for i := range f.ring {
+		if j := f.ring[i].idx; j != 0 && j > idx-windowBuckets {
+			n++
+		}
+	}
+	return n
+}

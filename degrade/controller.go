@@ -45,8 +45,42 @@ type Config struct {
 	// through (all of them in Degraded and ReadOnly mode), e.g. the
 	// idempotency package's queueing handler that answers 202 Accepted. If
 	// nil, Write-tier requests pass in Degraded mode and are refused in
-	// ReadOnly mode.
+	// ReadOnly mode. [Controller.SetQueue] sets it after New, for a queue
+	// that is built from the Controller's own hooks.
 	Queue http.Handler
+
+	// MaxConcurrent, if positive, bounds the requests the gate lets
+	// through at once, and sheds by tier when the service is saturated:
+	// Read requests once 3/4 of MaxConcurrent are in flight, Write requests
+	// once 9/10 are, Critical requests only at MaxConcurrent, and a
+	// Critical request waits up to ShedWait for a slot, ahead of every
+	// other tier. A shed Read is answered from Stale when it holds a usable
+	// response for it; every other shed request gets 503 with Retry-After: 1
+	// and a problem+json body of type ProblemOverloaded, at once. If zero,
+	// no bound.
+	MaxConcurrent int
+	// ShedWait bounds how long a Critical request waits for a slot when
+	// MaxConcurrent are in flight. If zero, 5 ms. If negative, it does not
+	// wait.
+	ShedWait time.Duration
+	// Stale, if set, answers shed Read requests with the last good
+	// response it holds for them ([Stale.ServeStale]), marked stale and
+	// "overloaded". It sees the request as it reaches the gate: mount the
+	// gate inside authentication for responses stored per verified caller
+	// to be found, or only responses stored for callers without
+	// credentials are.
+	Stale *Stale
+
+	// Overrides, if set, shares the operator's overrides (the forced mode
+	// and the forced state of dependencies) with every replica that uses
+	// the same store: what [Controller.Force], [Controller.ForceDependency]
+	// and the admin handler set is written to it, and the Controller reads
+	// it every OverridePoll and applies what it holds. If nil, overrides
+	// are this replica's alone.
+	Overrides OverrideStore
+	// OverridePoll is how often Overrides is read. If zero, 500 ms, so an
+	// override reaches every replica within a second.
+	OverridePoll time.Duration
 	// RetryAfter is sent with refusals. If zero, 30 s.
 	RetryAfter time.Duration
 
@@ -61,9 +95,23 @@ type Config struct {
 	// changes may be seen out of order; ModeChange.At orders them) and must
 	// not block.
 	OnModeChange func(ModeChange)
+	// OnGate, if not nil, is called for every request the gate decides
+	// (allow, queue, refuse or shed). Like httptrace's hooks it may be
+	// called concurrently and must not block. When nil it costs nothing.
+	OnGate func(GateEvent)
+	// WriteProblem writes the error responses of the gate (refusals,
+	// shedding) and of the admin handler. If nil, p is written as RFC 9457
+	// application/problem+json.
+	WriteProblem func(w http.ResponseWriter, r *http.Request, p Problem)
+
 	// Logger receives mode changes and dependency state changes. If nil,
 	// nothing is logged.
 	Logger *slog.Logger
+	// AuditLog receives every override set or released (by the admin
+	// handler or by a call), with its reason and, from the admin handler,
+	// the operator's address and verified caller. If nil, slog.Default():
+	// an operator's switch never leaves no trace.
+	AuditLog *slog.Logger
 }
 
 // ModeChange describes a change of mode.
@@ -83,13 +131,29 @@ type depState struct {
 	rateDown bool   // failure rate over threshold
 	setDown  bool   // set by SetDown
 	setWhy   string // reason given to SetDown
+	forced   int8   // forceNone, forceDown or forceUp: an operator's override
+	forceWhy string
 	since    time.Time
 	lastErr  time.Time
 	// total and failed are the window's counts at the last evaluation.
 	total, failed int
 }
 
-func (d *depState) down() bool { return d.rateDown || d.setDown }
+const (
+	forceNone int8 = iota
+	forceDown
+	forceUp
+)
+
+func (d *depState) down() bool {
+	switch d.forced {
+	case forceDown:
+		return true
+	case forceUp:
+		return false
+	}
+	return d.rateDown || d.setDown
+}
 
 type modeState struct {
 	mode   Mode
@@ -116,6 +180,12 @@ type Controller struct {
 	closed     bool
 	pending    []depLog // dependency changes to log outside the lock
 	components map[string]func() any
+
+	queue   atomic.Pointer[http.Handler]
+	lim     *limiter
+	gen     atomic.Uint64 // local override writes, so a poll never undoes a newer one
+	stop    chan struct{}
+	stopped sync.WaitGroup
 }
 
 // New returns a Controller in Normal mode. It copies cfg.
@@ -141,7 +211,51 @@ func New(cfg Config) *Controller {
 	for name := range deps { // listed dependencies show in the status at once
 		c.depLocked(name)
 	}
+	if cfg.Queue != nil {
+		c.queue.Store(&cfg.Queue)
+	}
+	if cfg.MaxConcurrent < 0 {
+		panic("degrade: negative Config.MaxConcurrent")
+	}
+	if cfg.MaxConcurrent > 0 {
+		c.lim = newLimiter(cfg.MaxConcurrent, c.shedWait())
+	}
+	if cfg.Overrides != nil {
+		c.stop = make(chan struct{})
+		c.stopped.Add(1)
+		go c.pollOverrides(c.stop)
+	}
 	return c
+}
+
+// SetQueue sets the handler of the Write-tier requests the gate does not
+// let through, as [Config.Queue] does, after New: a queue whose own
+// construction needs the Controller (its hooks report to it) is attached
+// once built, whatever the order of wiring. A nil h removes the queue. It is
+// safe to call while requests are served.
+func (c *Controller) SetQueue(h http.Handler) {
+	if h == nil {
+		c.queue.Store(nil)
+		return
+	}
+	c.queue.Store(&h)
+}
+
+func (c *Controller) queueHandler() http.Handler {
+	if p := c.queue.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (c *Controller) shedWait() time.Duration {
+	switch {
+	case c.cfg.ShedWait > 0:
+		return c.cfg.ShedWait
+	case c.cfg.ShedWait < 0:
+		return 0
+	}
+	return 5 * time.Millisecond
 }
 
 func (c *Controller) window() time.Duration {
@@ -255,32 +369,225 @@ func (c *Controller) SetDown(dependency string, down bool, reason string) {
 
 // Force sets the mode by hand, whatever the dependencies report, until
 // [Controller.Release]. Forcing Normal keeps the service in Normal mode
-// while dependencies are down. It panics if mode is not a valid Mode.
+// while dependencies are down. The reason is cleaned like the admin
+// handler's (control, invisible and bidi characters removed, 200 bytes at
+// most). With [Config.Overrides] the override is written to the store, for
+// every replica; if that fails it holds on this replica only (until the
+// store is read again) and the failure is logged. Every override is
+// audited ([Config.AuditLog]). It panics if mode is not a valid Mode.
 func (c *Controller) Force(mode Mode, reason string) {
 	if !mode.valid() {
 		panic(fmt.Sprintf("degrade: Force with invalid mode %d", mode))
 	}
+	_ = c.setMode(context.Background(), &ModeOverride{Mode: mode, Reason: reason, At: time.Now()}, "call")
+}
+
+// Release ends a [Controller.Force]: the mode follows the dependencies
+// again, on every replica with [Config.Overrides].
+func (c *Controller) Release() {
+	_ = c.setMode(context.Background(), nil, "call")
+}
+
+// ForceDependency forces dependency down (a kill switch: "disable
+// payments", the service then runs in the mode the dependency causes) or up
+// (its failures are ignored), whatever its reports and [Controller.SetDown]
+// say, until [Controller.ReleaseDependency]. Like Force, it is shared
+// through [Config.Overrides] and audited.
+func (c *Controller) ForceDependency(dependency string, down bool, reason string) {
+	_ = c.setDependency(context.Background(), dependency, &DependencyOverride{Down: down, Reason: reason, At: time.Now()}, "call")
+}
+
+// ReleaseDependency ends a [Controller.ForceDependency].
+func (c *Controller) ReleaseDependency(dependency string) {
+	_ = c.setDependency(context.Background(), dependency, nil, "call")
+}
+
+// storeTimeout bounds a write to, or a read of, the override store.
+const storeTimeout = 2 * time.Second
+
+// setMode applies o (nil: release) here, then writes it to the store.
+func (c *Controller) setMode(ctx context.Context, o *ModeOverride, by string) error {
+	if o != nil {
+		v := *o
+		v.Reason = cleanReason(v.Reason)
+		o = &v
+	}
+	c.gen.Add(1)
 	now := time.Now()
 	c.mu.Lock()
-	c.forced = &modeState{mode: mode, reason: reason, forced: true}
+	c.applyModeLocked(o)
+	ch := c.evalLocked(now, nil)
+	c.mu.Unlock()
+	c.notify(ch)
+	err := c.write(ctx, func(ctx context.Context, s OverrideStore) error { return s.SetMode(ctx, o) })
+	c.gen.Add(1)
+	attrs := []any{"by", by, "shared", c.cfg.Overrides != nil && err == nil}
+	if o == nil {
+		attrs = append(attrs, "action", "release-mode")
+	} else {
+		attrs = append(attrs, "action", "force-mode", "mode", o.Mode.String(), "reason", o.Reason)
+	}
+	c.audit(err, attrs...)
+	return err
+}
+
+// setDependency applies o (nil: release) to dependency here, then writes it
+// to the store.
+func (c *Controller) setDependency(ctx context.Context, dependency string, o *DependencyOverride, by string) error {
+	dependency = cleanReason(dependency)
+	if dependency == "" {
+		return errors.New("degrade: empty dependency name")
+	}
+	if o != nil {
+		v := *o
+		v.Reason = cleanReason(v.Reason)
+		o = &v
+	}
+	c.gen.Add(1)
+	now := time.Now()
+	c.mu.Lock()
+	d := c.depLocked(dependency)
+	if d == nil {
+		c.mu.Unlock()
+		return errTooManyDependencies
+	}
+	c.applyDepLocked(d, o, now)
+	ch := c.evalLocked(now, nil)
+	c.mu.Unlock()
+	c.notify(ch)
+	err := c.write(ctx, func(ctx context.Context, s OverrideStore) error { return s.SetDependency(ctx, dependency, o) })
+	c.gen.Add(1)
+	attrs := []any{"by", by, "shared", c.cfg.Overrides != nil && err == nil, "dependency", dependency}
+	switch {
+	case o == nil:
+		attrs = append(attrs, "action", "release-dependency")
+	case o.Down:
+		attrs = append(attrs, "action", "force-dependency-down", "reason", o.Reason)
+	default:
+		attrs = append(attrs, "action", "force-dependency-up", "reason", o.Reason)
+	}
+	c.audit(err, attrs...)
+	return err
+}
+
+var errTooManyDependencies = errors.New("degrade: too many dependencies")
+
+func (c *Controller) write(ctx context.Context, f func(context.Context, OverrideStore) error) error {
+	s := c.cfg.Overrides
+	if s == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	return f(ctx, s)
+}
+
+func (c *Controller) audit(err error, attrs ...any) {
+	l := c.cfg.AuditLog
+	if l == nil {
+		l = slog.Default()
+	}
+	if err != nil {
+		l.Error("degrade: override applied on this replica only: the override store failed", append(attrs, "error", err)...)
+		return
+	}
+	l.Warn("degrade: override", attrs...)
+}
+
+func (c *Controller) applyModeLocked(o *ModeOverride) {
+	if o == nil || !o.Mode.valid() {
+		c.forced = nil
+		return
+	}
+	c.forced = &modeState{mode: o.Mode, reason: cleanReason(o.Reason), forced: true}
+}
+
+func (c *Controller) applyDepLocked(d *depState, o *DependencyOverride, now time.Time) {
+	was := d.down()
+	switch {
+	case o == nil:
+		d.forced, d.forceWhy = forceNone, ""
+	case o.Down:
+		d.forced, d.forceWhy = forceDown, cleanReason(o.Reason)
+	default:
+		d.forced, d.forceWhy = forceUp, cleanReason(o.Reason)
+	}
+	if d.down() != was {
+		c.depChangedLocked(d, now)
+	}
+}
+
+// applyOverrides makes the controller hold what the store holds.
+func (c *Controller) applyOverrides(o Overrides, gen uint64) {
+	now := time.Now()
+	c.mu.Lock()
+	if c.gen.Load() != gen { // a local override was set meanwhile: the next poll sees it
+		c.mu.Unlock()
+		return
+	}
+	c.applyModeLocked(o.Mode)
+	for name, d := range c.deps {
+		if do, ok := o.Dependencies[name]; ok {
+			c.applyDepLocked(d, &do, now)
+		} else if d.forced != forceNone {
+			c.applyDepLocked(d, nil, now)
+		}
+	}
+	for name, do := range o.Dependencies {
+		if _, ok := c.deps[name]; ok {
+			continue
+		}
+		if d := c.depLocked(name); d != nil {
+			c.applyDepLocked(d, &do, now)
+		}
+	}
 	ch := c.evalLocked(now, nil)
 	c.mu.Unlock()
 	c.notify(ch)
 }
 
-// Release ends a [Controller.Force]: the mode follows the dependencies again.
-func (c *Controller) Release() {
-	now := time.Now()
-	c.mu.Lock()
-	c.forced = nil
-	ch := c.evalLocked(now, nil)
-	c.mu.Unlock()
-	c.notify(ch)
+func (c *Controller) overridePoll() time.Duration {
+	if c.cfg.OverridePoll > 0 {
+		return c.cfg.OverridePoll
+	}
+	return 500 * time.Millisecond
+}
+
+// pollOverrides reads the store at once and then every OverridePoll until
+// Close.
+func (c *Controller) pollOverrides(stop <-chan struct{}) {
+	defer c.stopped.Done()
+	t := time.NewTicker(c.overridePoll())
+	defer t.Stop()
+	failing := false
+	for {
+		gen := c.gen.Load()
+		ctx, cancel := context.WithTimeout(context.Background(), max(storeTimeout, 2*c.overridePoll()))
+		o, err := c.cfg.Overrides.Overrides(ctx)
+		cancel()
+		switch {
+		case err != nil && !failing:
+			failing = true
+			c.logger().Warn("degrade: override store unreachable; keeping the last overrides read", "error", err)
+		case err == nil:
+			if failing {
+				failing = false
+				c.logger().Info("degrade: override store reachable again")
+			}
+			c.applyOverrides(o, gen)
+		}
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Close stops the timer that re-evaluates failure rates as reports age out
-// of the window. The Controller keeps working; failure rates are then only
-// re-evaluated on the next Report.
+// of the window, and the reading of [Config.Overrides]. The Controller
+// keeps working; failure rates are then only re-evaluated on the next
+// Report.
 func (c *Controller) Close() {
 	c.mu.Lock()
 	c.closed = true
@@ -288,7 +595,13 @@ func (c *Controller) Close() {
 		c.timer.Stop()
 		c.timer = nil
 	}
+	stop := c.stop
+	c.stop = nil
 	c.mu.Unlock()
+	if stop != nil {
+		close(stop)
+		c.stopped.Wait()
+	}
 }
 
 // tick re-evaluates failure rates while a dependency is down by rate.
@@ -391,6 +704,12 @@ func (c *Controller) decideLocked(now time.Time, only *depState) *ModeChange {
 }
 
 func (d *depState) reason() string {
+	if d.forced == forceDown {
+		if d.forceWhy != "" {
+			return d.name + ": forced down: " + d.forceWhy
+		}
+		return d.name + ": forced down"
+	}
 	if d.setDown {
 		if d.setWhy != "" {
 			return d.name + ": " + d.setWhy

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/holdfast-go/holdfast/internal/caller"
 	"github.com/holdfast-go/holdfast/internal/httpx"
 )
 
@@ -32,8 +33,9 @@ const maxVariants = 8
 // stale-if-error cache and nothing more: a working upstream is always
 // asked, so clients never see a stale response while it answers.
 //
-// A served stale response carries Age, Holdfast-Degraded: stale-if-error
-// and a Cache-Status member (RFC 9211) appended after those of upstream
+// A served stale response carries Age, "stale-if-error" added to the
+// Holdfast-Degraded list (after the reasons outer middleware set, e.g. the
+// mode or authfallback's reason, which are kept) and a Cache-Status member (RFC 9211) appended after those of upstream
 // caches: "holdfast; fwd=stale; fwd-status=503; ttl=-90;
 // detail=stale-if-error" after a failure (fwd-status absent after a
 // transport error; fwd=bypass while the stored response is still fresh),
@@ -72,7 +74,16 @@ type Stale struct {
 
 	// Scope returns the caller a request belongs to, e.g. the
 	// authenticated subject or tenant. A response is stored and served
-	// only within one scope. If nil, or when it returns "", a request
+	// only within one scope.
+	//
+	// A request whose context carries a verified caller (authfallback's
+	// Handler sets it) is always scoped by that caller's access: its issuer
+	// and subject, its granted scopes and whether it was accepted degraded;
+	// Scope, when set, only narrows that further. A down-scoped or degraded
+	// token of the same subject is therefore never served a response
+	// produced for wider access, even with Scope set to the subject.
+	//
+	// Without a verified caller: if Scope is nil, or when it returns "", a request
 	// without Authorization and Cookie headers is in the scope shared by
 	// every caller and any other request is scoped by a SHA-256 hash of
 	// those headers, so a response is never served to another credential:
@@ -83,6 +94,12 @@ type Stale struct {
 	// shared. Likewise a response that depends on a request header must
 	// name it in Vary, as for any HTTP cache.
 	Scope func(*http.Request) string
+
+	// IsFailure reports whether a status the handler or the upstream
+	// answered is a failure that a stored response replaces. It is not
+	// asked about statuses that are stored (200, 404, ...). If nil,
+	// [DefaultIsFailure]: 5xx statuses and 429 Too Many Requests.
+	IsFailure func(status int) bool
 
 	// OnStale, if not nil, is called each time a stale response is
 	// served. It may be called concurrently and must not block.
@@ -152,16 +169,28 @@ func (s *Stale) maxStale() time.Duration {
 }
 
 // scope returns the cache scope of r: "" for the entry shared by every
-// caller, else a key that cannot collide between Scope's values and
-// credential hashes. A request that carries Authorization or Cookie is never
-// put into the shared scope: when Scope returns "" for it (it could not
-// tell the caller, or the author meant "anyone"), it is scoped by its
-// credentials as if Scope were nil.
+// caller, else a key that cannot collide between the kinds of scope. When
+// authfallback (or anything that sets internal/caller) verified the caller,
+// the scope is its access: issuer, subject, granted scopes and whether it
+// was degraded, refined by Scope when Scope is set; Scope can never widen it.
+// Without a verified caller, Scope's value is the scope, and a request that
+// carries Authorization or Cookie is never put into the shared scope: when
+// Scope returns "" for it (it could not tell the caller, or the author meant
+// "anyone"), it is scoped by its credentials as if Scope were nil.
 func (s *Stale) scope(r *http.Request) string {
+	var custom string
 	if s.Scope != nil {
-		if sc := s.Scope(r); sc != "" {
-			return "s:" + sc
+		custom = s.Scope(r)
+	}
+	if c := caller.FromContext(r.Context()); c != nil {
+		a := c.Access()
+		if custom == "" {
+			return "v:" + a
 		}
+		return "v:" + strconv.Itoa(len(a)) + ":" + a + custom
+	}
+	if custom != "" {
+		return "s:" + custom
 	}
 	return credentialScope(r)
 }
@@ -236,8 +265,20 @@ func cacheableStatus(code int) bool {
 }
 
 // isFailure reports whether a status is a failure that a stale response
-// replaces.
-func isFailure(code int) bool { return code >= 500 && code <= 599 }
+// replaces: Stale.IsFailure, or by default a 5xx status or 429.
+func (s *Stale) isFailure(code int) bool {
+	if s.IsFailure != nil {
+		return s.IsFailure(code)
+	}
+	return DefaultIsFailure(code)
+}
+
+// DefaultIsFailure is the classification [Stale] uses when its IsFailure is
+// nil: a 5xx status, or 429 Too Many Requests (a provider that throttles
+// does not answer, as surely as one that fails).
+func DefaultIsFailure(status int) bool {
+	return status >= 500 && status <= 599 || status == http.StatusTooManyRequests
+}
 
 // policy decides whether a response may be stored. evict is set when an
 // entry stored earlier for the same request must go (the origin now says
@@ -541,8 +582,15 @@ func (e *entry) staleHeader(now time.Time, fwdStatus int) http.Header {
 	h.Set("Age", strconv.FormatInt(int64(age/time.Second), 10))
 	ttl := int64((e.lifetime - age) / time.Second)
 	h.Add("Cache-Status", cacheStatus(ttl, fwdStatus))
-	h.Set(httpx.HeaderDegraded, "stale-if-error")
 	h.Set("Content-Length", strconv.Itoa(len(e.body)))
+	return h
+}
+
+// staleReason is the Holdfast-Degraded reason of a stale response.
+const staleReason = "stale-if-error"
+
+func staleMarked(h http.Header) http.Header {
+	httpx.AddDegraded(h, staleReason)
 	return h
 }
 
@@ -585,7 +633,7 @@ func (e *entry) response(r *http.Request, now time.Time, fwdStatus int) *http.Re
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
-		Header:        e.staleHeader(now, fwdStatus),
+		Header:        staleMarked(e.staleHeader(now, fwdStatus)),
 		Body:          body,
 		ContentLength: int64(len(e.body)),
 		Request:       r,
@@ -623,6 +671,7 @@ func (e *entry) write(w http.ResponseWriter, r *http.Request, pre http.Header, n
 	for k, v := range e.staleHeader(now, fwdStatus) {
 		h[k] = v
 	}
+	httpx.AddDegraded(h, staleReason) // after the reasons outer middleware gave
 	w.WriteHeader(e.status)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(e.body)

@@ -99,7 +99,7 @@ func (w *staleWriter) WriteHeader(code int) {
 	}
 	w.status = code
 	w.now = time.Now()
-	if isFailure(code) {
+	if w.s.isFailure(code) {
 		if e := w.s.find(w.key(), w.r, w.now); e != nil {
 			w.state, w.held = swHold, e
 			return

@@ -601,7 +601,7 @@ func TestGateAndStaleTogether(t *testing.T) {
 	resp.Body.Close()
 	assert.Equal(t, 200, resp.StatusCode)
 	assert.Equal(t, "hello /g ", string(b))
-	assert.Equal(t, "stale-if-error", resp.Header.Get(httpx.HeaderDegraded))
+	assert.Equal(t, "read-only, stale-if-error", resp.Header.Get(httpx.HeaderDegraded), "every reason is listed")
 
 	resp, err = srv.Client().Get(srv.URL + "/other")
 	require.NoError(t, err)

@@ -64,7 +64,7 @@ func (t *staleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	if isFailure(resp.StatusCode) {
+	if s.isFailure(resp.StatusCode) {
 		now := time.Now()
 		if e := s.find(primary, req, now); e != nil {
 			httpx.DrainClose(resp.Body)

@@ -30,6 +30,11 @@ type DependencyStatus struct {
 	Reason string `json:"reason,omitempty"`
 	// Causes is the mode the dependency causes while down.
 	Causes Mode `json:"causes"`
+	// Forced is "down" or "up" while an operator's override holds the
+	// dependency's state ([Controller.ForceDependency]), "" otherwise;
+	// ForcedReason is the reason given.
+	Forced       string `json:"forced,omitempty"`
+	ForcedReason string `json:"forced_reason,omitempty"`
 	// Since is when it last went down or came back; zero if never.
 	Since time.Time `json:"since,omitzero"`
 	// Reports and Failures are counted over the window; ErrorRate is
@@ -80,6 +85,12 @@ func (c *Controller) Status() Status {
 		ds := DependencyStatus{
 			Down: d.down(), Causes: d.causes, Since: d.since,
 			Reports: d.total, Failures: d.failed, LastFailure: d.lastErr,
+		}
+		switch d.forced {
+		case forceDown:
+			ds.Forced, ds.ForcedReason = "down", d.forceWhy
+		case forceUp:
+			ds.Forced, ds.ForcedReason = "up", d.forceWhy
 		}
 		if d.total > 0 {
 			ds.ErrorRate = float64(d.failed) / float64(d.total)

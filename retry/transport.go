@@ -79,6 +79,16 @@ type Transport struct {
 	// attempts are not bounded by the transport.
 	AttemptTimeout time.Duration
 
+	// Retryable, if not nil, decides which failures of a replayable request
+	// are retried, in place of [DefaultRetryable]: resp is the response (nil
+	// after an error), err the error of the attempt. It is asked only about
+	// requests that may be repeated (see RetryIdempotent) and never once the
+	// request's context is done; a response it accepts is discarded, so it
+	// must not read resp.Body. Use it, for instance, to retry 500 from an
+	// upstream known to fail transiently, or not to retry 429 from one whose
+	// quota resets daily. It may call DefaultRetryable.
+	Retryable func(resp *http.Response, err error) bool
+
 	// RetryIdempotent also retries PUT and DELETE without an
 	// Idempotency-Key. Safe methods (GET, HEAD, OPTIONS, TRACE) and requests
 	// with an Idempotency-Key header are always retried; others never.
@@ -187,7 +197,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 
 	resp, err := t.send(req.Context(), first, start)
-	if !retryable(req.Context(), resp, err) {
+	if !t.retryable(req.Context(), resp, err) {
 		return resp, err
 	}
 	return t.retry(req, start, budget, attempts, notReplayable, buffered, resp, err)
@@ -284,18 +294,36 @@ func checkResult(resp *http.Response, err error) (*http.Response, error) {
 }
 
 // retryable reports whether a failure is one that is retried; ctx is the
-// caller's context.
-func retryable(ctx context.Context, resp *http.Response, err error) bool {
+// caller's context. Once it is done, nothing is: the response is the
+// caller's to see, not ours to discard.
+func (t *Transport) retryable(ctx context.Context, resp *http.Response, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	if t.Retryable != nil {
+		return t.Retryable(resp, err)
+	}
+	return DefaultRetryable(resp, err)
+}
+
+// DefaultRetryable is the classification a Transport uses when its
+// Retryable is nil: the statuses 429, 502, 503 and 504, and errors other
+// than a cancellation, an open circuit breaker (breaker.ErrOpen), a name
+// that does not exist, and TLS and certificate errors (asking again will
+// not change them). resp is nil when err is not.
+func DefaultRetryable(resp *http.Response, err error) bool {
 	if err == nil {
+		if resp == nil {
+			return false
+		}
 		switch resp.StatusCode {
 		case http.StatusTooManyRequests, http.StatusBadGateway,
 			http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-			// The caller gone, the response is theirs to see, not ours to discard.
-			return ctx.Err() == nil
+			return true
 		}
 		return false
 	}
-	if ctx.Err() != nil || errors.Is(err, context.Canceled) ||
+	if errors.Is(err, context.Canceled) ||
 		errors.Is(err, httpx.ErrCircuitOpen) || errors.Is(err, http.ErrSchemeMismatch) ||
 		errors.Is(err, errNilResponse) {
 		return false
@@ -373,7 +401,7 @@ func (t *Transport) retry(req *http.Request, start time.Time, budget *Budget, ma
 		r := req.Clone(ctx)
 		r.Body = body
 		resp, err = t.send(ctx, r, start)
-		if !retryable(ctx, resp, err) {
+		if !t.retryable(ctx, resp, err) {
 			return resp, err
 		}
 	}

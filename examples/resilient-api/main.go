@@ -58,6 +58,7 @@ type config struct {
 	store, redisAddr, pgDSN, keyPrefix string
 	keyRefresh, callTimeout            time.Duration
 	breakerDelay                       time.Duration
+	readTimeout, idleTimeout           time.Duration
 }
 
 func main() {
@@ -96,6 +97,8 @@ func parse(args []string) (config, error) {
 	dur(&c.keyRefresh, "key-refresh", 5*time.Minute, "JWKS refresh interval")
 	dur(&c.callTimeout, "call-timeout", 2*time.Second, "timeout of one downstream call")
 	dur(&c.breakerDelay, "breaker-delay", 30*time.Second, "how long an open breaker waits before a trial call")
+	dur(&c.readTimeout, "read-timeout", 30*time.Second, "how long a client may take to send a whole request, body included")
+	dur(&c.idleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection is kept open")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -197,12 +200,12 @@ func run(logger *slog.Logger, args []string) error {
 	mux := http.NewServeMux()
 	mux.Handle("/holdfast/status", svc.Controller.StatusHandler())
 	mux.Handle("/", svc)
-	srv := &http.Server{Addr: c.addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := newServer(c, c.addr, mux)
 	errc := make(chan error, 2)
 	go func() { errc <- srv.ListenAndServe() }()
 	var admin *http.Server
 	if c.adminAddr != "" {
-		admin = &http.Server{Addr: c.adminAddr, Handler: svc.Controller.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
+		admin = newServer(c, c.adminAddr, svc.Controller.AdminHandler())
 		go func() { errc <- admin.ListenAndServe() }()
 	}
 	logger.Info("resilient-api listening", "addr", c.addr, "admin", c.adminAddr, "store", c.store)
@@ -218,6 +221,26 @@ func run(logger *slog.Logger, args []string) error {
 		_ = admin.Shutdown(sctx)
 	}
 	return srv.Shutdown(sctx)
+}
+
+// maxHeaderBytes bounds a request's header (net/http's default is 1 MiB).
+const maxHeaderBytes = 64 << 10
+
+// newServer returns the server for addr with timeouts that a slow or idle
+// client cannot outlast: a client that sends its header or body slowly (or
+// not at all) is cut off after ReadHeaderTimeout and ReadTimeout, an idle
+// keep-alive connection after IdleTimeout, and a header over 64 KiB is
+// answered 431. Without them, 500 connections that stall their bodies
+// hold 500 goroutines for as long as they like.
+func newServer(c config, addr string, h http.Handler) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: min(5*time.Second, c.readTimeout),
+		ReadTimeout:       c.readTimeout,
+		IdleTimeout:       c.idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+	}
 }
 
 func splitList(s string) []string {

@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -92,4 +96,48 @@ func TestOfflineKeyIsCreatedOnceAndReloaded(t *testing.T) {
 	require.NoError(t, os.WriteFile(path, []byte("not a key"), 0o600))
 	_, err = loadOrCreateKey(path)
 	assert.Error(t, err)
+}
+
+// Issue 14 point 6: a client that stalls its body is cut off after
+// ReadTimeout, an idle connection after IdleTimeout, and an oversized
+// header is refused.
+func TestServerTimeouts(t *testing.T) {
+	c, err := parse([]string{"-read-timeout", "300ms", "-idle-timeout", "300ms"})
+	require.NoError(t, err)
+	srv := newServer(c, "127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+	}))
+	assert.Equal(t, 300*time.Millisecond, srv.ReadTimeout)
+	assert.Equal(t, 300*time.Millisecond, srv.ReadHeaderTimeout)
+	assert.Equal(t, 300*time.Millisecond, srv.IdleTimeout)
+	assert.Equal(t, 64<<10, srv.MaxHeaderBytes)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+
+	closedWithin := func(conn net.Conn, d time.Duration) bool {
+		_ = conn.SetReadDeadline(time.Now().Add(d))
+		_, err := io.Copy(io.Discard, conn)
+		return err == nil // EOF: the server closed it
+	}
+	stall, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer stall.Close()
+	_, err = io.WriteString(stall, "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"wri")
+	require.NoError(t, err)
+	assert.True(t, closedWithin(stall, 3*time.Second), "a stalled body is cut off")
+
+	idle, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer idle.Close()
+	assert.True(t, closedWithin(idle, 3*time.Second), "a connection that sends nothing is closed")
+
+	req, err := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String()+"/", nil)
+	require.NoError(t, err)
+	req.Header.Set("X-Big", strings.Repeat("x", 100<<10))
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode)
 }

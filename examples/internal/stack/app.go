@@ -4,11 +4,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/holdfast-go/holdfast/degrade"
-	"github.com/holdfast-go/holdfast/idempotency"
+	"errors"
 	"io"
 	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/holdfast-go/holdfast/degrade"
+	"github.com/holdfast-go/holdfast/idempotency"
 )
+
+// MaxOrderBytes bounds the body of POST /orders; a larger one is answered
+// 413 Content Too Large.
+const MaxOrderBytes = 64 << 10
 
 // App is the example service's own code, the part a user writes: it serves
 // GET /items/{id} by reading the downstream catalogue and POST /orders by
@@ -70,7 +78,14 @@ func (a *App) fail(w http.ResponseWriter, r *http.Request, status int, detail st
 var relayed = []string{"Content-Type", "Cache-Control", "Age", "Cache-Status", degrade.HeaderDegraded}
 
 func (a *App) item(w http.ResponseWriter, r *http.Request, id string) {
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, a.Downstream+"/items/"+id, nil)
+	// id is decoded: "7%3Fx=1" is "7?x=1" and "..%2fledger" is "../ledger".
+	// It is one path segment or nothing; forwarded, it is escaped again, so
+	// it can neither add a query nor climb to another downstream path.
+	if id == "" || id == "." || id == ".." || strings.ContainsRune(id, '/') {
+		a.fail(w, r, http.StatusNotFound, "no such item")
+		return
+	}
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, a.Downstream+"/items/"+url.PathEscape(id), nil)
 	if err != nil {
 		a.fail(w, r, http.StatusBadRequest, "bad item id")
 		return
@@ -78,12 +93,9 @@ func (a *App) item(w http.ResponseWriter, r *http.Request, id string) {
 	a.relay(w, r, req, http.StatusOK)
 }
 
-// maxOrder bounds an order's body.
-const maxOrder = 64 << 10
-
 func (a *App) order(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxOrder+1))
-	if err == nil && len(body) > maxOrder {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxOrderBytes))
+	if tooLarge := (*http.MaxBytesError)(nil); errors.As(err, &tooLarge) {
 		a.fail(w, r, http.StatusRequestEntityTooLarge, "an order is at most 64 KiB")
 		return
 	}

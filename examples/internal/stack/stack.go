@@ -483,7 +483,7 @@ func New(cfg Config) (*Service, error) {
 
 // MaxBody bounds the body of a keyed write (idempotency answers 413 above
 // it), as the App bounds an order.
-const MaxBody = maxOrder
+const MaxBody = MaxOrderBytes
 
 func idemHook(h Hooks, kind string) func(idempotency.Event) {
 	if h.OnIdempotency == nil {
