@@ -44,10 +44,10 @@ type AuthState struct {
 var _ authfallback.StateStore = (*AuthState)(nil)
 
 type authQueries struct {
-	lockID                                         int64
-	migrate                                        []string
+	lockID                                          int64
+	migrate                                         []string
 	saveKeys, loadKeys, addSeen, seen, addDeg, take string
-	sweepSeen, sweepDeg                            string
+	sweepSeen, sweepDeg                             string
 }
 
 // NewAuthState returns an AuthState on the tables named by cfg.Table. It
