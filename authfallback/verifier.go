@@ -124,9 +124,15 @@ func New(cfg Config) (*Verifier, error) {
 		loopDone:    make(chan struct{}),
 	}
 	methods := v.algs
-	if cfg.Offline != nil && !contains(methods, jwt.SigningMethodEdDSA.Alg()) {
-		// Offline keys are EdDSA; JWKS keys stay bound to v.algs.
-		methods = append(append([]string(nil), methods...), jwt.SigningMethodEdDSA.Alg())
+	if cfg.Offline != nil {
+		// Offline keys are EdDSA or ES256; every key stays bound to its
+		// own algorithm, and JWKS keys to v.algs.
+		methods = append([]string(nil), methods...)
+		for _, a := range []string{jwt.SigningMethodEdDSA.Alg(), jwt.SigningMethodES256.Alg()} {
+			if !contains(methods, a) {
+				methods = append(methods, a)
+			}
+		}
 	}
 	v.parserOpts = []jwt.ParserOption{
 		jwt.WithValidMethods(methods),
@@ -307,6 +313,9 @@ func (v *Verifier) parseToken(raw string, ks *keySet, now time.Time, parser *jwt
 				return nil, ErrNoKeys
 			}
 			v.kickUnknownKID()
+			if o := v.cfg.Offline; o != nil {
+				o.kickUnknown()
+			}
 			if v.degradedReason(ks, now) != "" {
 				// In fallback mode an unknown kid is likely a key rotated
 				// in while the JWKS is unreachable: the token may be
