@@ -325,7 +325,7 @@ func offlineVerify(t testing.TB, o *OfflineIssuer, tok string) (*Result, error) 
 func TestOfflineConfigValidation(t *testing.T) {
 	ok := OfflineConfig{Issuer: "x", Key: offlineKeyT(t), AllowedScopes: []string{"a"}}
 	for name, mod := range map[string]func(*OfflineConfig){
-		"no issuer":    func(c *OfflineConfig) { c.Issuer = "" },
+		"no issuer": func(c *OfflineConfig) { c.Issuer = "" },
 		"key and public keys": func(c *OfflineConfig) {
 			c.PublicKeys = map[string]crypto.PublicKey{"k": c.Key.Public()}
 		},
@@ -337,13 +337,13 @@ func TestOfflineConfigValidation(t *testing.T) {
 			c.Key, c.PublicKeys, c.JWKSURL = nil, map[string]crypto.PublicKey{"k": c.Key.Public()}, "https://x.test/jwks"
 		},
 		"plain http URL": func(c *OfflineConfig) { c.Key, c.JWKSURL = nil, "http://x.test/jwks" },
-		"short key":    func(c *OfflineConfig) { c.Key = c.Key[:32] },
-		"TTL too long": func(c *OfflineConfig) { c.TTL = MaxOfflineTTL + time.Second },
-		"no scopes":    func(c *OfflineConfig) { c.AllowedScopes = nil },
-		"bad scope":    func(c *OfflineConfig) { c.AllowedScopes = []string{"a b"} },
-		"leeway":       func(c *OfflineConfig) { c.Leeway = 2 * time.Minute },
-		"blank issuer": func(c *OfflineConfig) { c.Issuer = " " },
-		"blank aud":    func(c *OfflineConfig) { c.Audience = []string{"api", ""} },
+		"short key":      func(c *OfflineConfig) { c.Key = c.Key[:32] },
+		"TTL too long":   func(c *OfflineConfig) { c.TTL = MaxOfflineTTL + time.Second },
+		"no scopes":      func(c *OfflineConfig) { c.AllowedScopes = nil },
+		"bad scope":      func(c *OfflineConfig) { c.AllowedScopes = []string{"a b"} },
+		"leeway":         func(c *OfflineConfig) { c.Leeway = 2 * time.Minute },
+		"blank issuer":   func(c *OfflineConfig) { c.Issuer = " " },
+		"blank aud":      func(c *OfflineConfig) { c.Audience = []string{"api", ""} },
 	} {
 		c := ok
 		mod(&c)
