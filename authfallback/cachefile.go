@@ -151,7 +151,17 @@ func checkCacheFileInfo(path string, fi os.FileInfo, max int64) error {
 
 // writeCacheFile writes ks to path atomically (see writeFileAtomic).
 func writeCacheFile(path string, ks *keySet, bind cacheBinding) error {
-	b, err := json.Marshal(cacheFileDoc{
+	b, err := encodeCacheFile(ks, bind)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, b)
+}
+
+// encodeCacheFile is the CacheFile document of ks (also the shared
+// state's key set record).
+func encodeCacheFile(ks *keySet, bind cacheBinding) ([]byte, error) {
+	return json.Marshal(cacheFileDoc{
 		Version:   cacheFileVersion,
 		Issuer:    bind.issuer,
 		JWKSURLs:  bind.jwksURLs,
@@ -159,10 +169,6 @@ func writeCacheFile(path string, ks *keySet, bind cacheBinding) error {
 		Source:    ks.source,
 		JWKS:      ks.doc,
 	})
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(path, b)
 }
 
 // writeFileAtomic writes b to path atomically: a temporary file in the

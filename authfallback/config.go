@@ -119,6 +119,12 @@ type Config struct {
 	// are available or fallback mode outlasted Policy.MaxOfflineDuration
 	// (ErrFallbackExpired).
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
+	// WriteProblem, if set, writes the problems of the default
+	// ErrorHandler (and nothing else): p carries the status, the type
+	// (ProblemMissingToken, ProblemInvalidToken, ProblemUnavailable) and
+	// the Retry-After and WWW-Authenticate values. If nil, p is written as
+	// RFC 9457 application/problem+json.
+	WriteProblem func(w http.ResponseWriter, r *http.Request, p Problem)
 
 	// Policy bounds what is accepted in fallback mode: how long, which
 	// scopes, how old a token, and the grace for recently expired tokens.
@@ -148,6 +154,12 @@ type Config struct {
 	// full, further tokens are still accepted but not recorded; the
 	// "reconcile done" audit event says how many were not.
 	MaxDegradedRecords int
+	// MaxDegradedRecordsPerSubject bounds the entries of one subject in
+	// that record, so one account (e.g. exchanging its token for offline
+	// tokens again and again) cannot crowd out another's. Tokens past it
+	// are accepted, audited on every acceptance and counted as not
+	// recorded. If zero, 64.
+	MaxDegradedRecordsPerSubject int
 
 	// OnFallbackEnter is called when refreshes start failing and the
 	// Verifier enters fallback mode. Hooks may be nil, may be called
@@ -166,6 +178,27 @@ type Config struct {
 	// Revocations (bounded by FetchTimeout) when the source has a
 	// Refresh(context.Context) error method.
 	OnReconcile func(ReconcileEvent)
+	// OnVerify is called after every verification with its outcome (see
+	// [VerifyEvent]); never with the token. It may be nil (then no event
+	// is built: nothing is allocated), may be called concurrently, and
+	// must not block.
+	OnVerify func(VerifyEvent)
+	// State, if set, is the outage state shared by a fleet of Verifiers
+	// of the same Issuer (see [StateStore]): the last-known-good key set,
+	// the tokens seen valid (for the grace window) and the degraded
+	// acceptances awaiting reconciliation. A Verifier started with an
+	// empty disk during an outage loads its keys from it at once. Writes
+	// are batched in the background (see StateFlushInterval), so a
+	// verification never waits for the store, except the lookup of an
+	// expired token's grace record in fallback mode. If nil, the state is
+	// kept in memory (and the keys in CacheFile, if set).
+	State StateStore
+	// StateFlushInterval is how often tokens seen valid and degraded
+	// acceptances are written to State: the delay after which another
+	// replica honours a grace record or reconciles an acceptance. If
+	// zero, 1 second.
+	StateFlushInterval time.Duration
+
 	// OnRevocation is called for each revocation Revocations sees for the
 	// first time, when Revocations is a [*RevocationList] or a
 	// [*MemoryRevocations] (in addition to their own hooks). For another
@@ -229,7 +262,7 @@ func (c *Config) validate() error {
 	if c.Leeway < 0 || c.Leeway > MaxLeeway {
 		return fmt.Errorf("authfallback: Leeway %v out of range [0, %v]", c.Leeway, MaxLeeway)
 	}
-	if c.RefreshInterval < 0 || c.MaxStaleness < 0 || c.FetchTimeout < 0 || c.UnknownKIDRefreshInterval < 0 || c.MaxTokenSize < 0 || c.MaxDegradedRecords < 0 {
+	if c.RefreshInterval < 0 || c.MaxStaleness < 0 || c.FetchTimeout < 0 || c.UnknownKIDRefreshInterval < 0 || c.MaxTokenSize < 0 || c.MaxDegradedRecords < 0 || c.MaxDegradedRecordsPerSubject < 0 || c.StateFlushInterval < 0 {
 		return errors.New("authfallback: negative duration or size in Config")
 	}
 	if err := c.Policy.validate(); err != nil {
@@ -260,6 +293,13 @@ func (c *Config) maxDegradedRecords() int {
 		return c.MaxDegradedRecords
 	}
 	return DefaultMaxDegradedRecords
+}
+
+func (c *Config) maxDegradedPerSubject() int {
+	if c.MaxDegradedRecordsPerSubject > 0 {
+		return c.MaxDegradedRecordsPerSubject
+	}
+	return DefaultMaxDegradedRecordsPerSubject
 }
 
 func (c *Config) refreshInterval() time.Duration {

@@ -16,8 +16,11 @@ var (
 	// or audience. Handler answers 401.
 	ErrInvalidToken = errors.New("authfallback: invalid token")
 	// ErrUnknownKeyID: the token's "kid" is not in the key set. It also
-	// matches ErrInvalidToken. A background refresh is triggered (rate
-	// limited); the call is not delayed.
+	// matches ErrInvalidToken, except in fallback mode (or while the keys
+	// are unconfirmed), where it matches ErrUnavailable instead (503 with
+	// Retry-After: a key rotated in during the outage cannot be fetched,
+	// the token is not known to be bad). A background refresh is
+	// triggered (rate limited); the call is not delayed.
 	ErrUnknownKeyID = errors.New("authfallback: unknown key id")
 	// ErrUnavailable: no trusted key is available, so no token can be
 	// verified; the token is not at fault. Handler answers 503 with
@@ -40,6 +43,11 @@ var (
 	errAlgMismatch   = errors.New("token alg does not match the key's alg")
 	errIssuer        = errors.New(`wrong or missing "iss"`)
 )
+
+// errUnknownKIDInFallback is the error of a token whose kid is not in the
+// key set while the keys cannot be confirmed: it matches ErrUnavailable
+// (503 with Retry-After) and ErrUnknownKeyID, not ErrInvalidToken.
+var errUnknownKIDInFallback = fmt.Errorf("%w: %w while the key set cannot be refreshed", ErrUnavailable, ErrUnknownKeyID)
 
 func invalid(err error) error {
 	return fmt.Errorf("%w: %w", ErrInvalidToken, err)

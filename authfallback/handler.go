@@ -93,7 +93,7 @@ func (v *Verifier) writeError(w http.ResponseWriter, r *http.Request, err error)
 		case errors.Is(err, ErrFallbackExpired):
 			detail = "the identity provider has been unreachable for longer than the fallback policy allows"
 		}
-		problem.Write(w, problem.Problem{
+		problem.Render(v.cfg.WriteProblem, w, r, problem.Problem{
 			Type:       ProblemUnavailable,
 			Title:      "Authentication temporarily unavailable",
 			Status:     http.StatusServiceUnavailable,
@@ -101,7 +101,7 @@ func (v *Verifier) writeError(w http.ResponseWriter, r *http.Request, err error)
 			RetryAfter: retry,
 		})
 	case errors.Is(err, ErrNoToken):
-		problem.Write(w, problem.Problem{
+		problem.Render(v.cfg.WriteProblem, w, r, problem.Problem{
 			Type:            ProblemMissingToken,
 			Title:           "Bearer token required",
 			Status:          http.StatusUnauthorized,
@@ -117,7 +117,7 @@ func (v *Verifier) writeError(w http.ResponseWriter, r *http.Request, err error)
 		case errors.Is(err, jwt.ErrTokenExpired):
 			detail = "the access token expired"
 		}
-		problem.Write(w, problem.Problem{
+		problem.Render(v.cfg.WriteProblem, w, r, problem.Problem{
 			Type:            ProblemInvalidToken,
 			Title:           "Invalid bearer token",
 			Status:          http.StatusUnauthorized,

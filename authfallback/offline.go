@@ -2,7 +2,10 @@ package authfallback
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -12,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -71,11 +75,51 @@ type OfflineConfig struct {
 	// issuer (Config.Offline) requires one of its values to be in
 	// Config.Audience, so set it to the services that accept the tokens.
 	Audience []string
-	// Key signs offline tokens (EdDSA). Required. Use Rotate to replace it.
+	// Signer signs offline tokens: any crypto.Signer (a KMS or HSM key, or
+	// an in-memory key) whose public key is Ed25519 (tokens are EdDSA) or
+	// ECDSA P-256 (ES256). If nil, Key is used.
+	Signer crypto.Signer
+	// Key is an in-memory Ed25519 signing key, used when Signer is nil. If
+	// both are nil and the issuer is not verify-only, a new Ed25519 key is
+	// generated in memory (publish it with JWKSHandler). Use Rotate to
+	// replace the signing key.
 	Key ed25519.PrivateKey
-	// KeyID is the "kid" of Key. If empty, the RFC 7638 thumbprint of the
-	// public key.
+	// KeyID is the "kid" of the signing key. If empty, the RFC 7638
+	// thumbprint of the public key.
 	KeyID string
+	// PublicKeys, if set, makes the issuer verify-only: a Verifier trusts
+	// offline tokens signed by these keys (by kid; Ed25519 or ECDSA P-256
+	// public keys), and Issue fails (ErrVerifyOnly). Use it on replicas
+	// that verify offline tokens minted elsewhere, without the private
+	// key. Not with Signer, Key or JWKSURL.
+	PublicKeys map[string]crypto.PublicKey
+	// JWKSURL, if set, makes the issuer verify-only with the keys published
+	// at this URL (the issuing replica's JWKSHandler; https, or plain http
+	// to a loopback host), fetched by NewOfflineIssuer and then every
+	// RefreshInterval, and at once (rate limited to one fetch per 10
+	// seconds) when a token names an unknown kid: a Rotate on the issuing
+	// side reaches every replica without a restart. The last good set is
+	// kept: an unreachable URL or an empty or invalid set never replaces
+	// it. Call Close to stop the refresh. Not with Signer, Key or
+	// PublicKeys.
+	JWKSURL string
+	// RefreshInterval is the time between two fetches of JWKSURL. If zero,
+	// 1 minute.
+	RefreshInterval time.Duration
+	// HTTPClient fetches JWKSURL (see Config.HTTPClient). If nil, a client
+	// with http.DefaultTransport is used.
+	HTTPClient *http.Client
+	// ExchangeRate is how many offline tokens one subject (issuer and
+	// subject of the primary token) may obtain per minute from this
+	// OfflineIssuer, with a burst of as many; past it Issue fails with a
+	// *RateLimitError (ErrRateLimited) and ExchangeHandler answers 429
+	// with Retry-After. The limit is per process: with N issuing replicas
+	// a subject may obtain up to N times as many. If zero, 10
+	// ([DefaultExchangeRate]); if negative, no limit.
+	ExchangeRate int
+	// WriteProblem, if set, writes the problems of ExchangeHandler. If
+	// nil, p is written as RFC 9457 application/problem+json.
+	WriteProblem func(w http.ResponseWriter, r *http.Request, p Problem)
 	// TTL is the lifetime of an offline token. If zero, 5 minutes. At most
 	// 15 minutes ([MaxOfflineTTL]); a Verifier refuses offline tokens that
 	// live longer.
@@ -126,11 +170,15 @@ type OfflineToken struct {
 	ExpiresAt time.Time
 }
 
-// offlineKey is one Ed25519 key of the ring.
+// offlineKey is one key of the ring.
 type offlineKey struct {
-	kid  string
-	pub  ed25519.PublicKey
-	priv ed25519.PrivateKey // only for the current key
+	kid string
+	alg string           // EdDSA or ES256
+	pub crypto.PublicKey // ed25519.PublicKey or *ecdsa.PublicKey
+	// signer signs with the current key (nil for previous keys and on a
+	// verify-only issuer); priv is set when it is an in-memory Ed25519 key.
+	signer crypto.Signer
+	priv   ed25519.PrivateKey
 	// retireAt: zero for the current key; a previous key is trusted until
 	// then (one TTL plus leeway after the rotation).
 	retireAt time.Time
@@ -174,21 +222,39 @@ type OfflineIssuer struct {
 
 	rotateMu sync.Mutex
 	ring     atomic.Pointer[offlineRing]
+
+	limiter *exchangeLimiter // nil: no limit
+	fetcher *offlineFetcher  // nil unless JWKSURL
 }
 
-// NewOfflineIssuer checks cfg and returns an OfflineIssuer.
+// NewOfflineIssuer checks cfg and returns an OfflineIssuer. With
+// cfg.JWKSURL it fetches the key set once (bounded by 10 seconds; a
+// failure is not an error, the fetch is retried in the background) and
+// keeps it fresh until Close.
 func NewOfflineIssuer(cfg OfflineConfig) (*OfflineIssuer, error) {
+	verifyOnly := cfg.PublicKeys != nil || cfg.JWKSURL != ""
 	switch {
 	case strings.TrimSpace(cfg.Issuer) == "":
 		return nil, errors.New("authfallback: OfflineConfig.Issuer is required")
-	case len(cfg.Key) != ed25519.PrivateKeySize:
+	case cfg.Key != nil && len(cfg.Key) != ed25519.PrivateKeySize:
 		return nil, errors.New("authfallback: OfflineConfig.Key must be an Ed25519 private key")
+	case verifyOnly && (cfg.Signer != nil || cfg.Key != nil):
+		return nil, errors.New("authfallback: OfflineConfig: PublicKeys or JWKSURL (verify-only) cannot go with Signer or Key")
+	case cfg.PublicKeys != nil && cfg.JWKSURL != "":
+		return nil, errors.New("authfallback: OfflineConfig: PublicKeys and JWKSURL are exclusive")
 	case cfg.TTL < 0 || cfg.TTL > MaxOfflineTTL:
 		return nil, fmt.Errorf("authfallback: OfflineConfig.TTL must be at most %v", MaxOfflineTTL)
 	case cfg.Leeway < 0 || cfg.Leeway > MaxLeeway:
 		return nil, fmt.Errorf("authfallback: OfflineConfig.Leeway must be at most %v", MaxLeeway)
+	case cfg.RefreshInterval < 0:
+		return nil, errors.New("authfallback: OfflineConfig.RefreshInterval is negative")
 	case len(cfg.AllowedScopes) == 0:
 		return nil, errors.New("authfallback: OfflineConfig.AllowedScopes is required")
+	}
+	if cfg.JWKSURL != "" {
+		if err := checkFetchURL(cfg.JWKSURL); err != nil {
+			return nil, fmt.Errorf("authfallback: OfflineConfig.JWKSURL: %w", err)
+		}
 	}
 	o := &OfflineIssuer{cfg: cfg, ttl: cfg.TTL, audit: cfg.AuditLog, allowed: map[string]struct{}{}}
 	if o.ttl == 0 {
@@ -210,7 +276,43 @@ func NewOfflineIssuer(cfg OfflineConfig) (*OfflineIssuer, error) {
 		}
 		o.allowed[s] = struct{}{}
 	}
-	k, err := o.newKey(cfg.Key, cfg.KeyID)
+	switch rate := cfg.ExchangeRate; {
+	case rate == 0:
+		o.limiter = newExchangeLimiter(DefaultExchangeRate)
+	case rate > 0:
+		o.limiter = newExchangeLimiter(rate)
+	}
+	if verifyOnly {
+		o.cfg.Key = nil
+		ring := &offlineRing{byKID: map[string]*offlineKey{}}
+		for kid, pub := range cfg.PublicKeys {
+			k, err := o.publicKey(pub, kid)
+			if err != nil {
+				return nil, err
+			}
+			ring.byKID[k.kid] = k
+		}
+		if cfg.PublicKeys != nil && len(ring.byKID) == 0 {
+			return nil, errors.New("authfallback: OfflineConfig.PublicKeys is empty")
+		}
+		o.ring.Store(ring)
+		if cfg.JWKSURL != "" {
+			o.startFetcher()
+		}
+		return o, nil
+	}
+	signer := cfg.Signer
+	if signer == nil && cfg.Key != nil {
+		signer = cfg.Key
+	}
+	if signer == nil {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		signer, o.cfg.Key = priv, priv
+	}
+	k, err := o.newKey(signer, cfg.KeyID)
 	if err != nil {
 		return nil, err
 	}
@@ -218,11 +320,49 @@ func NewOfflineIssuer(cfg OfflineConfig) (*OfflineIssuer, error) {
 	return o, nil
 }
 
-func (o *OfflineIssuer) newKey(priv ed25519.PrivateKey, kid string) (*offlineKey, error) {
-	if len(priv) != ed25519.PrivateKeySize {
+// newKey returns the ring entry of a signing key.
+func (o *OfflineIssuer) newKey(signer crypto.Signer, kid string) (*offlineKey, error) {
+	if signer == nil {
+		return nil, errors.New("authfallback: nil signer")
+	}
+	if priv, ok := signer.(ed25519.PrivateKey); ok && len(priv) != ed25519.PrivateKeySize {
 		return nil, errors.New("authfallback: not an Ed25519 private key")
 	}
-	pub := priv.Public().(ed25519.PublicKey)
+	k, err := o.publicKey(signer.Public(), kid)
+	if err != nil {
+		return nil, err
+	}
+	k.signer = signer
+	if priv, ok := signer.(ed25519.PrivateKey); ok {
+		k.priv = slices.Clone(priv)
+		k.signer = k.priv
+	}
+	return k, nil
+}
+
+// publicKey returns the ring entry of a public key (Ed25519 or ECDSA
+// P-256).
+func (o *OfflineIssuer) publicKey(pub crypto.PublicKey, kid string) (*offlineKey, error) {
+	var alg, material string
+	switch p := pub.(type) {
+	case ed25519.PublicKey:
+		if len(p) != ed25519.PublicKeySize {
+			return nil, errors.New("authfallback: invalid Ed25519 public key")
+		}
+		alg, material = jwt.SigningMethodEdDSA.Alg(), base64.RawURLEncoding.EncodeToString(p)
+		pub = slices.Clone(p)
+	case *ecdsa.PublicKey:
+		if p.Curve != elliptic.P256() || !ecOnCurve(p) {
+			return nil, errors.New("authfallback: offline ECDSA keys must be P-256")
+		}
+		b, err := p.Bytes()
+		if err != nil {
+			return nil, err
+		}
+		alg, material = jwt.SigningMethodES256.Alg(), base64.RawURLEncoding.EncodeToString(b)
+	default:
+		return nil, fmt.Errorf("authfallback: offline key type %T not supported (Ed25519 or ECDSA P-256)", pub)
+	}
 	if kid == "" {
 		kid = offlineThumbprint(pub)
 	}
@@ -230,25 +370,49 @@ func (o *OfflineIssuer) newKey(priv ed25519.PrivateKey, kid string) (*offlineKey
 		return nil, errors.New("authfallback: offline key id too long")
 	}
 	vk := &verifyKey{
-		kid: kid, alg: jwt.SigningMethodEdDSA.Alg(), pub: pub,
-		fp:     "offline." + kid + "." + base64.RawURLEncoding.EncodeToString(pub),
+		kid: kid, alg: alg, pub: pub,
+		fp:     "offline." + kid + "." + alg + "." + material,
 		issuer: o.cfg.Issuer, reason: ReasonOfflineToken, offline: o,
 	}
-	return &offlineKey{kid: kid, pub: pub, priv: slices.Clone(priv), vk: vk}, nil
+	return &offlineKey{kid: kid, alg: alg, pub: pub, vk: vk}, nil
 }
 
-// offlineThumbprint is the RFC 7638 JWK thumbprint of an Ed25519 key.
-func offlineThumbprint(pub ed25519.PublicKey) string {
-	x := base64.RawURLEncoding.EncodeToString(pub)
-	h := sha256.Sum256([]byte(`{"crv":"Ed25519","kty":"OKP","x":"` + x + `"}`))
+// offlineThumbprint is the RFC 7638 JWK thumbprint of an Ed25519 or
+// ECDSA P-256 key.
+func offlineThumbprint(pub crypto.PublicKey) string {
+	var doc string
+	switch p := pub.(type) {
+	case ed25519.PublicKey:
+		doc = `{"crv":"Ed25519","kty":"OKP","x":"` + base64.RawURLEncoding.EncodeToString(p) + `"}`
+	case *ecdsa.PublicKey:
+		x, y := ecCoordinates(p)
+		doc = `{"crv":"P-256","kty":"EC","x":"` + x + `","y":"` + y + `"}`
+	}
+	h := sha256.Sum256([]byte(doc))
 	return base64.RawURLEncoding.EncodeToString(h[:])
 }
 
+// ecCoordinates returns the base64url x and y of a P-256 key, 32 bytes each.
+func ecCoordinates(p *ecdsa.PublicKey) (x, y string) {
+	b, _ := p.Bytes() // 0x04 || X || Y, checked by publicKey
+	if len(b) != 65 {
+		return "", ""
+	}
+	return base64.RawURLEncoding.EncodeToString(b[1:33]), base64.RawURLEncoding.EncodeToString(b[33:])
+}
+
 // Rotate makes key (with key id kid; if empty, its thumbprint) the signing
-// key. The previous keys stay trusted for one TTL plus Leeway, so
-// tokens already issued keep verifying until they expire. Rotating to a kid
-// that is in use with another key fails.
-func (o *OfflineIssuer) Rotate(key ed25519.PrivateKey, kid string) error {
+// key: an ed25519.PrivateKey or any crypto.Signer of an Ed25519 or ECDSA
+// P-256 key. The previous keys stay trusted for one TTL plus Leeway, so
+// tokens already issued keep verifying until they expire; verifying
+// replicas that fetch JWKSHandler see the new key within their
+// RefreshInterval (at once when a token names it). Rotating to a kid
+// that is in use with another key fails, and so does Rotate on a
+// verify-only issuer.
+func (o *OfflineIssuer) Rotate(key crypto.Signer, kid string) error {
+	if o.verifyOnly() {
+		return ErrVerifyOnly
+	}
 	k, err := o.newKey(key, kid)
 	if err != nil {
 		return err
@@ -257,7 +421,7 @@ func (o *OfflineIssuer) Rotate(key ed25519.PrivateKey, kid string) error {
 	defer o.rotateMu.Unlock()
 	now := time.Now()
 	old := o.ring.Load()
-	if prev, ok := old.byKID[k.kid]; ok && !prev.pub.Equal(k.pub) {
+	if prev, ok := old.byKID[k.kid]; ok && prev.vk.fp != k.vk.fp {
 		return fmt.Errorf("authfallback: offline key id %q is in use with another key", k.kid)
 	}
 	n := &offlineRing{cur: k, byKID: map[string]*offlineKey{k.kid: k}}
@@ -266,7 +430,7 @@ func (o *OfflineIssuer) Rotate(key ed25519.PrivateKey, kid string) error {
 			continue
 		}
 		if pk.retireAt.IsZero() { // the current key until now
-			pk = &offlineKey{kid: pk.kid, pub: pk.pub, retireAt: now.Add(o.ttl + o.cfg.Leeway), vk: pk.vk}
+			pk = &offlineKey{kid: pk.kid, alg: pk.alg, pub: pk.pub, retireAt: now.Add(o.ttl + o.cfg.Leeway), vk: pk.vk}
 		}
 		if now.Before(pk.retireAt) {
 			n.byKID[kid] = pk
@@ -276,26 +440,29 @@ func (o *OfflineIssuer) Rotate(key ed25519.PrivateKey, kid string) error {
 	return nil
 }
 
-// PublicKeys returns the public keys trusted now, by kid: the
-// current key and previous keys not yet retired.
-func (o *OfflineIssuer) PublicKeys() map[string]ed25519.PublicKey {
+// PublicKeys returns the public keys trusted now, by kid: the current key
+// and previous keys not yet retired (ed25519.PublicKey or
+// *ecdsa.PublicKey).
+func (o *OfflineIssuer) PublicKeys() map[string]crypto.PublicKey {
 	now := time.Now()
-	m := map[string]ed25519.PublicKey{}
+	m := map[string]crypto.PublicKey{}
 	for kid, k := range o.ring.Load().byKID {
 		if k.retireAt.IsZero() || now.Before(k.retireAt) {
-			m[kid] = slices.Clone(k.pub)
+			m[kid] = k.pub
 		}
 	}
 	return m
 }
 
 // JWKS returns the public keys trusted now as a JSON Web Key Set
-// (RFC 7517; kty OKP, crv Ed25519, alg EdDSA, use sig), sorted by kid.
+// (RFC 7517; kty OKP crv Ed25519 alg EdDSA, or kty EC crv P-256 alg ES256;
+// use sig), sorted by kid.
 func (o *OfflineIssuer) JWKS() []byte {
 	type jwk struct {
 		Kty string `json:"kty"`
 		Crv string `json:"crv"`
 		X   string `json:"x"`
+		Y   string `json:"y,omitempty"`
 		Kid string `json:"kid"`
 		Alg string `json:"alg"`
 		Use string `json:"use"`
@@ -305,7 +472,13 @@ func (o *OfflineIssuer) JWKS() []byte {
 		Keys []jwk `json:"keys"`
 	}{Keys: []jwk{}}
 	for _, kid := range slices.Sorted(maps.Keys(keys)) {
-		doc.Keys = append(doc.Keys, jwk{"OKP", "Ed25519", base64.RawURLEncoding.EncodeToString(keys[kid]), kid, "EdDSA", "sig"})
+		switch p := keys[kid].(type) {
+		case ed25519.PublicKey:
+			doc.Keys = append(doc.Keys, jwk{Kty: "OKP", Crv: "Ed25519", X: base64.RawURLEncoding.EncodeToString(p), Kid: kid, Alg: "EdDSA", Use: "sig"})
+		case *ecdsa.PublicKey:
+			x, y := ecCoordinates(p)
+			doc.Keys = append(doc.Keys, jwk{Kty: "EC", Crv: "P-256", X: x, Y: y, Kid: kid, Alg: "ES256", Use: "sig"})
+		}
 	}
 	b, _ := json.Marshal(doc) // cannot fail: strings only
 	return b
@@ -324,6 +497,9 @@ func (o *OfflineIssuer) JWKS() []byte {
 // once-only grace use never buys a fresh token), when no audience or no
 // scope is left. The issuance is written to the audit log.
 func (o *OfflineIssuer) Issue(ctx context.Context, primary *Result, requested []string) (*OfflineToken, error) {
+	if o.verifyOnly() {
+		return nil, ErrVerifyOnly
+	}
 	if primary == nil || primary.Subject == "" {
 		return nil, o.refuse(ctx, primary, errOfflineNoCaller)
 	}
@@ -369,6 +545,15 @@ func (o *OfflineIssuer) Issue(ctx context.Context, primary *Result, requested []
 	if len(scopes) == 0 {
 		return nil, o.refuse(ctx, primary, errOfflineNoScope)
 	}
+	if o.limiter != nil {
+		if wait, ok := o.limiter.take(primary.Issuer+"\x00"+primary.Subject, now); !ok {
+			err := &RateLimitError{RetryAfter: wait}
+			o.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: offline token refused: exchange rate exceeded",
+				slog.String("subject", primary.Subject), slog.String("primary_token_hash", primary.TokenHash),
+				slog.Duration("retry_after", wait))
+			return nil, err
+		}
+	}
 	var id [16]byte
 	if _, err := rand.Read(id[:]); err != nil {
 		return nil, err
@@ -396,11 +581,9 @@ func (o *OfflineIssuer) Issue(ctx context.Context, primary *Result, requested []
 		claims["aud"] = aud
 	}
 	k := o.ring.Load().cur
-	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
-	t.Header["kid"] = k.kid
-	raw, err := t.SignedString(k.priv)
+	raw, err := k.sign(claims)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("authfallback: signing the offline token: %w", err)
 	}
 	h := sha256.Sum256([]byte(raw))
 	ev := OfflineIssueEvent{

@@ -22,6 +22,10 @@ const (
 	ProblemOfflineRefused = "offline-token-refused"
 	// ProblemInsufficientScope: no allowed scope is left for the caller.
 	ProblemInsufficientScope = "insufficient-scope"
+	// ProblemExchangeRateLimited: the subject obtained
+	// OfflineConfig.ExchangeRate offline tokens in the last minute (429
+	// with Retry-After).
+	ProblemExchangeRateLimited = "exchange-rate-limited"
 )
 
 // offlineMaxExchangeBody bounds the form of an exchange request.
@@ -52,8 +56,9 @@ type offlineExchangeResponse struct {
 // Errors are RFC 9457 problems: 401 without a verified caller, 403 for an
 // offline token presented to obtain another one, a caller whose token
 // Issue refuses (expired, taken in its expired grace window, for no
-// audience of offline tokens) or when no allowed scope is left, 405 for
-// another method, 400 for a malformed form.
+// audience of offline tokens) or when no allowed scope is left, 429 with
+// Retry-After past OfflineConfig.ExchangeRate, 405 for another method, 400
+// for a malformed form. OfflineConfig.WriteProblem, if set, writes them.
 func (o *OfflineIssuer) ExchangeHandler() http.Handler {
 	return http.HandlerFunc(o.serveExchange)
 }
@@ -61,12 +66,12 @@ func (o *OfflineIssuer) ExchangeHandler() http.Handler {
 func (o *OfflineIssuer) serveExchange(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		problem.Write(w, problem.Problem{Type: "method-not-allowed", Status: http.StatusMethodNotAllowed, Instance: r.URL.Path})
+		problem.Render(o.cfg.WriteProblem, w, r, problem.Problem{Type: "method-not-allowed", Status: http.StatusMethodNotAllowed, Instance: r.URL.Path})
 		return
 	}
 	caller, ok := FromContext(r.Context())
 	if !ok {
-		problem.Write(w, problem.Problem{
+		problem.Render(o.cfg.WriteProblem, w, r, problem.Problem{
 			Type: ProblemMissingToken, Title: "Authentication required", Status: http.StatusUnauthorized,
 			Detail: "an offline token is issued only to a caller with a verified token", Instance: r.URL.Path,
 			WWWAuthenticate: `Bearer error="invalid_token"`,
@@ -75,7 +80,7 @@ func (o *OfflineIssuer) serveExchange(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, offlineMaxExchangeBody)
 	if err := r.ParseForm(); err != nil {
-		problem.Write(w, problem.Problem{Type: "invalid-request", Status: http.StatusBadRequest, Detail: "malformed form", Instance: r.URL.Path})
+		problem.Render(o.cfg.WriteProblem, w, r, problem.Problem{Type: "invalid-request", Status: http.StatusBadRequest, Detail: "malformed form", Instance: r.URL.Path})
 		return
 	}
 	var requested []string
@@ -86,25 +91,32 @@ func (o *OfflineIssuer) serveExchange(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	tok, err := o.Issue(r.Context(), caller, requested)
+	var rl *RateLimitError
 	switch {
 	case errors.Is(err, errOfflineNoCaller):
-		problem.Write(w, problem.Problem{
+		problem.Render(o.cfg.WriteProblem, w, r, problem.Problem{
 			Type: ProblemMissingToken, Title: "Authentication required", Status: http.StatusUnauthorized,
 			Detail: err.Error(), Instance: r.URL.Path, WWWAuthenticate: `Bearer error="invalid_token"`,
 		})
 		return
 	case errors.Is(err, errOfflineNoScope):
-		problem.Write(w, problem.Problem{
+		problem.Render(o.cfg.WriteProblem, w, r, problem.Problem{
 			Type: ProblemInsufficientScope, Title: "Insufficient scope", Status: http.StatusForbidden,
 			Detail: err.Error(), Instance: r.URL.Path,
 			WWWAuthenticate: `Bearer error="insufficient_scope", scope="` + strings.Join(o.cfg.AllowedScopes, " ") + `"`,
 		})
 		return
+	case errors.As(err, &rl):
+		problem.Render(o.cfg.WriteProblem, w, r, problem.Problem{
+			Type: ProblemExchangeRateLimited, Title: "Too many offline tokens", Status: http.StatusTooManyRequests,
+			Detail: err.Error(), Instance: r.URL.Path, RetryAfter: rl.RetryAfter,
+		})
+		return
 	case errors.Is(err, ErrOfflineRefused):
-		problem.Write(w, problem.Problem{Type: ProblemOfflineRefused, Title: "Offline token refused", Status: http.StatusForbidden, Detail: err.Error(), Instance: r.URL.Path})
+		problem.Render(o.cfg.WriteProblem, w, r, problem.Problem{Type: ProblemOfflineRefused, Title: "Offline token refused", Status: http.StatusForbidden, Detail: err.Error(), Instance: r.URL.Path})
 		return
 	case err != nil:
-		problem.Write(w, problem.Problem{Status: http.StatusInternalServerError, Instance: r.URL.Path})
+		problem.Render(o.cfg.WriteProblem, w, r, problem.Problem{Status: http.StatusInternalServerError, Instance: r.URL.Path})
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -3,13 +3,16 @@ package authfallback
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"log/slog"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -181,7 +184,7 @@ func TestOfflineVerifyRefuses(t *testing.T) {
 	require.NoError(t, err)
 	hs := jwt.NewWithClaims(jwt.SigningMethodHS256, good())
 	hs.Header["kid"] = "k1"
-	hsTok, err := hs.SignedString([]byte(o.ring.Load().cur.pub))
+	hsTok, err := hs.SignedString([]byte(o.ring.Load().cur.pub.(ed25519.PublicKey)))
 	require.NoError(t, err)
 	none := jwt.NewWithClaims(jwt.SigningMethodNone, good())
 	none.Header["kid"] = "k1"
@@ -322,15 +325,25 @@ func offlineVerify(t testing.TB, o *OfflineIssuer, tok string) (*Result, error) 
 func TestOfflineConfigValidation(t *testing.T) {
 	ok := OfflineConfig{Issuer: "x", Key: offlineKeyT(t), AllowedScopes: []string{"a"}}
 	for name, mod := range map[string]func(*OfflineConfig){
-		"no issuer":    func(c *OfflineConfig) { c.Issuer = "" },
-		"no key":       func(c *OfflineConfig) { c.Key = nil },
-		"short key":    func(c *OfflineConfig) { c.Key = c.Key[:32] },
-		"TTL too long": func(c *OfflineConfig) { c.TTL = MaxOfflineTTL + time.Second },
-		"no scopes":    func(c *OfflineConfig) { c.AllowedScopes = nil },
-		"bad scope":    func(c *OfflineConfig) { c.AllowedScopes = []string{"a b"} },
-		"leeway":       func(c *OfflineConfig) { c.Leeway = 2 * time.Minute },
-		"blank issuer": func(c *OfflineConfig) { c.Issuer = " " },
-		"blank aud":    func(c *OfflineConfig) { c.Audience = []string{"api", ""} },
+		"no issuer": func(c *OfflineConfig) { c.Issuer = "" },
+		"key and public keys": func(c *OfflineConfig) {
+			c.PublicKeys = map[string]crypto.PublicKey{"k": c.Key.Public()}
+		},
+		"empty public keys": func(c *OfflineConfig) { c.Key, c.PublicKeys = nil, map[string]crypto.PublicKey{} },
+		"RSA public key": func(c *OfflineConfig) {
+			c.Key, c.PublicKeys = nil, map[string]crypto.PublicKey{"k": &rsa.PublicKey{N: big.NewInt(1), E: 3}}
+		},
+		"keys and URL": func(c *OfflineConfig) {
+			c.Key, c.PublicKeys, c.JWKSURL = nil, map[string]crypto.PublicKey{"k": c.Key.Public()}, "https://x.test/jwks"
+		},
+		"plain http URL": func(c *OfflineConfig) { c.Key, c.JWKSURL = nil, "http://x.test/jwks" },
+		"short key":      func(c *OfflineConfig) { c.Key = c.Key[:32] },
+		"TTL too long":   func(c *OfflineConfig) { c.TTL = MaxOfflineTTL + time.Second },
+		"no scopes":      func(c *OfflineConfig) { c.AllowedScopes = nil },
+		"bad scope":      func(c *OfflineConfig) { c.AllowedScopes = []string{"a b"} },
+		"leeway":         func(c *OfflineConfig) { c.Leeway = 2 * time.Minute },
+		"blank issuer":   func(c *OfflineConfig) { c.Issuer = " " },
+		"blank aud":      func(c *OfflineConfig) { c.Audience = []string{"api", ""} },
 	} {
 		c := ok
 		mod(&c)
@@ -340,6 +353,12 @@ func TestOfflineConfigValidation(t *testing.T) {
 	o, err := NewOfflineIssuer(ok)
 	require.NoError(t, err)
 	assert.Equal(t, DefaultOfflineTTL, o.ttl)
+
+	// No key at all: an Ed25519 key is generated in memory.
+	o, _ = newOfflineT(t, func(c *OfflineConfig) { c.Key, c.KeyID = nil, "" })
+	tok, err := o.Issue(context.Background(), offlinePrimary(), nil)
+	require.NoError(t, err)
+	mustVerify(t, o, tok.Token)
 }
 
 func TestOfflineExchangeHandler(t *testing.T) {

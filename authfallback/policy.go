@@ -81,12 +81,16 @@ type Policy struct {
 	// the primary token it was exchanged for (ClaimPrimaryIssuedAt). If
 	// zero, no limit.
 	MaxTokenAge time.Duration
-	// ExpiredGrace is how long after its "exp" a token is still accepted,
-	// once, in fallback mode, if this Verifier saw it valid before fallback
-	// mode began and it expired during fallback mode (its holder could not
-	// renew it: the IdP is down). It is marked with ReasonExpiredGrace. A
-	// token this Verifier never saw valid never gets grace. If zero,
-	// 10 minutes; if negative, no grace.
+	// ExpiredGrace is how long after its "exp" a token is still accepted
+	// in fallback mode, if this Verifier (or, with Config.State, any
+	// replica sharing the state) saw it valid before fallback mode began
+	// and it expired during fallback mode (its holder could not renew it:
+	// the IdP is down). Inside the window, from exp to exp + ExpiredGrace,
+	// the token is accepted on every request, marked with
+	// ReasonExpiredGrace and narrowed like any degraded Result; the window
+	// is never renewed or extended (an offline token is never issued for
+	// it), and it ends with fallback mode. A token no replica saw valid
+	// never gets grace. If zero, 10 minutes; if negative, no grace.
 	ExpiredGrace time.Duration
 	// MaxGraceTokens bounds the record of tokens seen valid, which grace
 	// requires. If zero, 10000.
@@ -152,7 +156,6 @@ func (v *Verifier) admit(ctx context.Context, res *Result, ks *keySet, now time.
 		return nil, err
 	}
 	res.caller = newCaller(res)
-	v.records.add(res, now)
 	return res, nil
 }
 
@@ -265,39 +268,44 @@ func (v *Verifier) offlineDeadline(fb *fallbackState, ks *keySet) time.Time {
 	return start.Add(v.cfg.Policy.maxOfflineDuration())
 }
 
-// graceBook remembers tokens verified normally (by token hash), so that one
-// that expires during fallback mode can be accepted once in the grace
-// window. It is bounded; taking an entry removes it, which makes grace
-// single-use.
+// graceBook remembers tokens verified normally (by token hash), so that
+// one that expires during fallback mode can be accepted in its grace
+// window. It is bounded; entries are forgotten after exp + grace.
 type graceBook struct {
 	max   int
 	grace time.Duration
 	mu    sync.Mutex
-	m     map[[32]byte]graceEntry
+	m     map[[32]byte]*graceEntry
+	// miss remembers, until the time it maps to, hashes the shared state
+	// did not know, so a flood of expired tokens is not a flood of
+	// lookups.
+	miss map[[32]byte]time.Time
 }
 
 type graceEntry struct {
 	res  *Result
 	key  *verifyKey
 	seen time.Time
+	used bool // the first use was audited
 }
 
 func newGraceBook(max int, grace time.Duration) *graceBook {
 	if grace <= 0 {
 		return &graceBook{}
 	}
-	return &graceBook{max: max, grace: grace, m: make(map[[32]byte]graceEntry)}
+	return &graceBook{max: max, grace: grace, m: make(map[[32]byte]*graceEntry), miss: map[[32]byte]time.Time{}}
 }
 
-// remember records a token seen valid (not degraded) at now.
-func (g *graceBook) remember(h [32]byte, res *Result, k *verifyKey, now time.Time) {
+// remember records a token seen valid (not degraded) at seen, and reports
+// whether it was new.
+func (g *graceBook) remember(h [32]byte, res *Result, k *verifyKey, seen, now time.Time) bool {
 	if g.max <= 0 || res.ExpiresAt.IsZero() {
-		return
+		return false
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if _, ok := g.m[h]; ok {
-		return
+		return false
 	}
 	if len(g.m) >= g.max {
 		for x, e := range g.m {
@@ -312,39 +320,70 @@ func (g *graceBook) remember(h [32]byte, res *Result, k *verifyKey, now time.Tim
 			delete(g.m, x)
 		}
 	}
-	g.m[h] = graceEntry{res: res, key: k, seen: now}
+	g.m[h] = &graceEntry{res: res, key: k, seen: seen}
+	delete(g.miss, h)
+	return true
 }
 
-// take removes and returns the entry of h if ok accepts it.
-func (g *graceBook) take(h [32]byte, ok func(graceEntry) bool) (graceEntry, bool) {
+// get returns the entry of h; first is true for the first call that finds
+// it.
+func (g *graceBook) get(h [32]byte) (e graceEntry, first, ok bool) {
 	if g.max <= 0 {
-		return graceEntry{}, false
+		return graceEntry{}, false, false
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	e, found := g.m[h]
-	if !found || !ok(e) {
-		return graceEntry{}, false
+	p := g.m[h]
+	if p == nil {
+		return graceEntry{}, false, false
 	}
-	delete(g.m, h)
-	return e, true
+	first = !p.used
+	p.used = true
+	return *p, first, true
 }
 
-// tryGrace accepts an expired token once if the grace rules allow it: in
-// fallback mode, seen valid before fallback mode began, expired after it
-// began, at most ExpiredGrace ago, and its key still trusted. It reports
-// false when grace does not apply.
-func (v *Verifier) tryGrace(ctx context.Context, h [32]byte, ks *keySet, now time.Time) (res *Result, applied bool, err error) {
+// missed reports whether h is a recent miss of the shared state; noteMiss
+// records one.
+func (g *graceBook) missed(h [32]byte, now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	until, ok := g.miss[h]
+	return ok && now.Before(until)
+}
+
+func (g *graceBook) noteMiss(h [32]byte, until time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.miss) >= g.max {
+		clear(g.miss)
+	}
+	g.miss[h] = until
+}
+
+// tryGrace accepts an expired token if the grace rules allow it: in
+// fallback mode, seen valid (by this Verifier or, through Config.State, by
+// another) before fallback mode began, expired after it began, at most
+// ExpiredGrace ago, and its key still trusted. raw is the token, or "" when
+// only this Verifier's own record may be used (the cached path). It
+// reports false when grace does not apply.
+func (v *Verifier) tryGrace(ctx context.Context, h [32]byte, raw string, ks *keySet, now time.Time) (res *Result, applied bool, err error) {
 	fb := v.fb.Load()
 	if fb == nil || v.grace.max <= 0 {
 		return nil, false, nil
 	}
-	e, ok := v.grace.take(h, func(e graceEntry) bool {
-		exp := e.res.ExpiresAt
-		return e.seen.Before(fb.since) && exp.After(fb.since) && !now.After(exp.Add(v.grace.grace)) &&
-			v.lookup(ks, e.res.KeyID, now) == e.key && v.checkFresh(e.key, ks, now) == nil
-	})
+	e, first, ok := v.grace.get(h)
+	if !ok && raw != "" && v.cfg.State != nil {
+		ok = v.sharedGrace(ctx, h, raw, ks, fb, now)
+		if ok {
+			e, first, ok = v.grace.get(h)
+		}
+	}
 	if !ok {
+		return nil, false, nil
+	}
+	exp := e.res.ExpiresAt
+	if !e.seen.Before(fb.since) || !exp.After(fb.since) || now.After(exp.Add(v.grace.grace)) ||
+		v.lookup(ks, e.res.KeyID, now) != e.key || v.checkFresh(e.key, ks, now) != nil {
 		return nil, false, nil
 	}
 	d := *e.res
@@ -355,11 +394,15 @@ func (v *Verifier) tryGrace(ctx context.Context, h [32]byte, ks *keySet, now tim
 		slog.String("token_hash", d.TokenHash), slog.String("sub", d.Subject),
 		slog.Time("expired_at", d.ExpiresAt), slog.Duration("expired_for", now.Sub(d.ExpiresAt)),
 		slog.Time("seen_valid_at", e.seen), slog.Time("fallback_since", fb.since),
+		slog.Time("grace_until", exp.Add(v.grace.grace)),
 	}
 	if err != nil {
 		v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: expired grace refused", append(attrs, slog.String("error", err.Error()))...)
 		return nil, true, err
 	}
-	v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: expired grace used", attrs...)
+	if first {
+		// Later uses are in the (throttled) degraded acceptance lines.
+		v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: expired grace used", attrs...)
+	}
 	return res, true, nil
 }

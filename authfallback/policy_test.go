@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -107,7 +108,6 @@ func TestOfflineTokenSecurity(t *testing.T) {
 			"longer TTL":       signOffline(t, key, "off-1", idp, jwt.MapClaims{"exp": now.Add(10*time.Minute + time.Second).Unix()}),
 			"TTL over maximum": signOffline(t, key, "off-1", idp, jwt.MapClaims{"iat": now.Add(-time.Hour).Unix(), "exp": now.Add(time.Hour).Unix()}),
 			"unknown key":      signOffline(t, other, "off-1", idp, nil),
-			"unknown kid":      signOffline(t, other, "off-2", idp, nil),
 			"IdP issuer":       signOffline(t, key, "off-1", idp, jwt.MapClaims{"iss": idp.Issuer()}),
 			"other audience":   signOffline(t, key, "off-1", idp, jwt.MapClaims{"aud": "other"}),
 			"no jti":           signOffline(t, key, "off-1", idp, jwt.MapClaims{"jti": nil}),
@@ -116,6 +116,12 @@ func TestOfflineTokenSecurity(t *testing.T) {
 			_, err := v.Verify(context.Background(), tok)
 			assert.ErrorIs(t, err, ErrInvalidToken, name)
 		}
+		// An unknown kid in fallback mode is a key that cannot be fetched
+		// now, not a bad token: 503, not 401.
+		_, err = v.Verify(context.Background(), signOffline(t, other, "off-2", idp, nil))
+		assert.ErrorIs(t, err, ErrUnavailable, "unknown kid")
+		assert.ErrorIs(t, err, ErrUnknownKeyID, "unknown kid")
+		assert.NotErrorIs(t, err, ErrInvalidToken, "unknown kid")
 
 		// Past MaxOfflineDuration: fail closed, even for a fresh offline
 		// token.
@@ -210,13 +216,22 @@ func TestExpiredGrace(t *testing.T) {
 		assert.ErrorIs(t, err, jwt.ErrTokenExpired, "grace never applies to a token never seen")
 		_, err = v.Verify(context.Background(), expiredBefore)
 		assert.ErrorIs(t, err, jwt.ErrTokenExpired, "expired before the outage: no grace")
-		res, err := v.Verify(context.Background(), seen)
-		require.NoError(t, err)
-		assert.Equal(t, ReasonExpiredGrace, res.Reason)
-		assert.True(t, res.Degraded)
+		// A window, not one request: every use inside it is accepted.
+		for i := range 3 {
+			res, err := v.Verify(context.Background(), seen)
+			require.NoError(t, err, "use %d", i)
+			assert.Equal(t, ReasonExpiredGrace, res.Reason)
+			assert.True(t, res.Degraded)
+			time.Sleep(time.Minute)
+		}
+		assert.Equal(t, 1, strings.Count(audit.String(), "expired grace used"), "audited on first use")
+		// Until exp + ExpiredGrace, not after.
+		time.Sleep(time.Until(time.Unix(jwtExp(t, seen), 0).Add(DefaultExpiredGrace)))
 		_, err = v.Verify(context.Background(), seen)
-		assert.ErrorIs(t, err, jwt.ErrTokenExpired, "once")
-		assert.Contains(t, audit.String(), "expired grace used")
+		require.NoError(t, err, "at exp + grace")
+		time.Sleep(time.Second)
+		_, err = v.Verify(context.Background(), seen)
+		assert.ErrorIs(t, err, jwt.ErrTokenExpired, "past exp + grace")
 
 		// Past the window.
 		time.Sleep(10 * time.Minute)
@@ -438,4 +453,15 @@ func TestHandlerPolicyResponses(t *testing.T) {
 		assert.Equal(t, "application/problem+json", rec.Header().Get("Content-Type"))
 		assert.Contains(t, rec.Body.String(), "fallback policy")
 	})
+}
+
+// jwtExp reads the exp claim of tok without verifying it.
+func jwtExp(t *testing.T, tok string) int64 {
+	t.Helper()
+	claims := jwt.MapClaims{}
+	_, _, err := jwt.NewParser().ParseUnverified(tok, claims)
+	require.NoError(t, err)
+	exp, err := claims.GetExpirationTime()
+	require.NoError(t, err)
+	return exp.Unix()
 }

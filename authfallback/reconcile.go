@@ -49,48 +49,123 @@ type ReconcileEvent struct {
 	Accepted      int
 }
 
+// DegradedAuditInterval is how often the audit log repeats the degraded
+// acceptance of one token: the first acceptance is written at once, later
+// ones at most once per interval, with the count since the last line.
+const DegradedAuditInterval = time.Minute
+
+// DefaultMaxDegradedRecordsPerSubject is Config.MaxDegradedRecordsPerSubject
+// when zero.
+const DefaultMaxDegradedRecordsPerSubject = 64
+
 // degradedRecord is the bounded record of tokens accepted degraded, kept
-// for reconciliation, by token hash.
+// for reconciliation, by token hash. It is bounded in all (max) and per
+// subject (perSub), so one account cannot crowd out another's entries.
 type degradedRecord struct {
 	max    int
+	perSub int
 	mu     sync.Mutex
 	m      map[string]*degradedEntry
+	subs   map[string]int
 	missed int
 }
 
 type degradedEntry struct {
-	res   *Result // the degraded copy of the first acceptance
-	first time.Time
-	last  time.Time
-	count int
+	rec DegradedAcceptance
+	// pending counts acceptances not yet written to Config.State, since
+	// pendingFirst.
+	pending      int
+	pendingFirst time.Time
+	// loggedAt is when the last audit line was written; unlogged counts
+	// acceptances since.
+	loggedAt time.Time
+	unlogged int
 }
 
-func newDegradedRecord(max int) *degradedRecord {
-	return &degradedRecord{max: max, m: make(map[string]*degradedEntry)}
+func newDegradedRecord(max, perSub int) *degradedRecord {
+	return &degradedRecord{max: max, perSub: perSub, m: make(map[string]*degradedEntry), subs: map[string]int{}}
 }
 
-func (r *degradedRecord) add(res *Result, now time.Time) {
+// add records an acceptance of res and reports whether to write an audit
+// line now, and how many acceptances it stands for.
+func (r *degradedRecord) add(res *Result, issuer string, expires, now time.Time) (logNow bool, count int, recorded bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if e := r.m[res.TokenHash]; e != nil {
-		e.last = now
-		e.count++
-		return
+		e.rec.LastAccepted = now
+		e.rec.Count++
+		if e.pending == 0 {
+			e.pendingFirst = now
+		}
+		e.pending++
+		e.unlogged++
+		if now.Sub(e.loggedAt) < DegradedAuditInterval {
+			return false, 0, true
+		}
+		n := e.unlogged
+		e.loggedAt, e.unlogged = now, 0
+		return true, n, true
 	}
-	if len(r.m) >= r.max {
+	if len(r.m) >= r.max || r.subs[res.Subject] >= r.perSub {
 		r.missed++
-		return
+		return true, 1, false
 	}
-	r.m[res.TokenHash] = &degradedEntry{res: res, first: now, last: now, count: 1}
+	r.subs[res.Subject]++
+	r.m[res.TokenHash] = &degradedEntry{
+		rec: DegradedAcceptance{
+			Issuer: issuer, TokenHash: res.TokenHash, Subject: res.Subject, ID: res.ID,
+			IssuedAt: res.IssuedAt, ExpiresAt: res.ExpiresAt, KeyID: res.KeyID, KeyFingerprint: res.keyFP,
+			Reason: res.Reason, Scopes: res.Scopes, PrimaryID: res.primaryID, PrimaryIssuedAt: res.primaryIAT,
+			FirstAccepted: now, LastAccepted: now, Count: 1, Expires: expires,
+		},
+		pending: 1, pendingFirst: now, loggedAt: now,
+	}
+	return true, 1, true
 }
 
 // take empties the record and returns what it held.
-func (r *degradedRecord) take() (map[string]*degradedEntry, int) {
+func (r *degradedRecord) take() ([]DegradedAcceptance, int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	m, missed := r.m, r.missed
-	r.m, r.missed = make(map[string]*degradedEntry), 0
-	return m, missed
+	out := make([]DegradedAcceptance, 0, len(r.m))
+	for _, e := range r.m {
+		out = append(out, e.rec)
+	}
+	missed := r.missed
+	r.m, r.subs, r.missed = make(map[string]*degradedEntry), map[string]int{}, 0
+	return out, missed
+}
+
+// pendingBatch returns the acceptances not yet written to the shared
+// state (each with the count since the last batch) and marks them written.
+func (r *degradedRecord) pendingBatch() []DegradedAcceptance {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []DegradedAcceptance
+	for _, e := range r.m {
+		if e.pending == 0 {
+			continue
+		}
+		d := e.rec
+		d.Count, d.FirstAccepted = e.pending, e.pendingFirst
+		out = append(out, d)
+		e.pending = 0
+	}
+	return out
+}
+
+// unflush gives back a batch that could not be written.
+func (r *degradedRecord) unflush(batch []DegradedAcceptance) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, d := range batch {
+		if e := r.m[d.TokenHash]; e != nil {
+			e.pending += d.Count
+			if e.pendingFirst.IsZero() || d.FirstAccepted.Before(e.pendingFirst) {
+				e.pendingFirst = d.FirstAccepted
+			}
+		}
+	}
 }
 
 func (r *degradedRecord) len() int {
@@ -111,7 +186,7 @@ type refresher interface {
 // set, and reports each one found revoked or invalid (audit log and
 // OnReconcile). It runs on the refreshing goroutine, without any lock.
 func (v *Verifier) reconcile(ctx context.Context, ks *keySet) {
-	recs, missed := v.records.take()
+	recs, missed := v.takeDegraded(ctx)
 	if len(recs) == 0 && missed == 0 {
 		return
 	}
@@ -126,18 +201,18 @@ func (v *Verifier) reconcile(ctx context.Context, ks *keySet) {
 	}
 	findings := 0
 	for _, e := range recs {
-		res := e.res
+		res := &Result{Subject: e.Subject, ID: e.ID, IssuedAt: e.IssuedAt, Reason: e.Reason, primaryID: e.PrimaryID, primaryIAT: e.PrimaryIssuedAt}
 		finding := ""
 		if r := v.cfg.Revocations; r != nil {
 			if revoked, rule := v.revoked(r, res); revoked {
 				finding = rule
 			}
 		}
-		if finding == "" && res.Reason != ReasonOfflineToken {
-			switch k := ks.lookup(res.KeyID); {
+		if finding == "" && e.Reason != ReasonOfflineToken {
+			switch k := ks.lookup(e.KeyID); {
 			case k == nil:
 				finding = FindingKeyRemoved
-			case k.fp != res.keyFP:
+			case k.fp != e.KeyFingerprint:
 				finding = FindingKeyReplaced
 			}
 		}
@@ -146,14 +221,14 @@ func (v *Verifier) reconcile(ctx context.Context, ks *keySet) {
 		}
 		findings++
 		ev := ReconcileEvent{
-			Finding: finding, Subject: res.Subject, ID: res.ID, IssuedAt: res.IssuedAt, ExpiresAt: res.ExpiresAt,
-			TokenHash: res.TokenHash, KeyID: res.KeyID, Reason: res.Reason, Scopes: res.Scopes,
-			FirstAccepted: e.first, LastAccepted: e.last, Accepted: e.count,
+			Finding: finding, Subject: e.Subject, ID: e.ID, IssuedAt: e.IssuedAt, ExpiresAt: e.ExpiresAt,
+			TokenHash: e.TokenHash, KeyID: e.KeyID, Reason: e.Reason, Scopes: e.Scopes,
+			FirstAccepted: e.FirstAccepted, LastAccepted: e.LastAccepted, Accepted: e.Count,
 		}
 		v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: reconcile finding",
-			slog.String("finding", finding), slog.String("token_hash", res.TokenHash),
-			slog.String("sub", res.Subject), slog.String("jti", res.ID), slog.String("reason", res.Reason),
-			slog.Time("first_accepted", e.first), slog.Time("last_accepted", e.last), slog.Int("accepted", e.count))
+			slog.String("finding", finding), slog.String("token_hash", e.TokenHash),
+			slog.String("sub", e.Subject), slog.String("jti", e.ID), slog.String("reason", e.Reason),
+			slog.Time("first_accepted", e.FirstAccepted), slog.Time("last_accepted", e.LastAccepted), slog.Int("accepted", e.Count))
 		if h := v.cfg.OnReconcile; h != nil {
 			h(ev)
 		}

@@ -52,13 +52,26 @@ func (v *Verifier) Refresh(ctx context.Context) error {
 		return errors.New("authfallback: no JWKS URL configured")
 	}
 	_, err := v.refresh(ctx)
+	// The loop takes its next attempt from the schedule this refresh set
+	// (backoff after a failure, RefreshInterval after a success).
+	select {
+	case v.resched <- struct{}{}:
+	default:
+	}
 	return err
 }
 
-// loop refreshes the key set until Close.
-func (v *Verifier) loop(first time.Duration) {
+// loop refreshes the key set until Close. notify, if not nil, reports the
+// outcome of the first fetch made by New: hooks are never called from
+// inside New, so a hook whose target is assigned after New returns is safe.
+func (v *Verifier) loop(first time.Duration, notify func()) {
 	defer close(v.loopDone)
-	v.nextAttempt.Store(time.Now().Add(first).UnixNano())
+	if notify != nil {
+		notify()
+	}
+	if first > 0 || v.nextAttempt.Load() == 0 {
+		v.nextAttempt.Store(time.Now().Add(first).UnixNano())
+	}
 	t := time.NewTimer(first)
 	defer t.Stop()
 	for {
@@ -68,6 +81,11 @@ func (v *Verifier) loop(first time.Duration) {
 		case <-t.C:
 		case <-v.kick:
 			t.Stop()
+		case <-v.resched:
+			// A manual Refresh ran: follow its schedule.
+			t.Stop()
+			t.Reset(time.Until(time.Unix(0, v.nextAttempt.Load())))
+			continue
 		}
 		next, _ := v.refresh(v.ctx)
 		select {
@@ -117,6 +135,13 @@ func (v *Verifier) refreshLocked(ctx context.Context) (next time.Duration, notif
 		report = v.applySuccess(ctx, ks, now)
 	} else {
 		err = errors.Join(errs...)
+		if v.cfg.State != nil {
+			// Another replica may reach the IdP: take the newer set it
+			// shared (fallback mode stays: this replica cannot confirm).
+			if shared := v.loadSharedKeys(ctx, v.keys.Load(), now); shared != nil {
+				v.installShared(shared, now)
+			}
+		}
 		next, report = v.applyFailure(ctx, err, errs, now)
 	}
 	v.nextAttempt.Store(now.Add(next).UnixNano())
@@ -193,6 +218,9 @@ func (v *Verifier) applySuccess(ctx context.Context, ks *keySet, now time.Time) 
 	return func() {
 		if writeErr != nil {
 			v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: cache file not written", slog.String("error", writeErr.Error()))
+		}
+		if v.cfg.State != nil {
+			v.saveSharedKeys(ctx, ks)
 		}
 		if fb != nil {
 			ev := FallbackEvent{Reason: fb.reason, Since: fb.since, Duration: now.Sub(fb.since)}

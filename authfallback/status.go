@@ -29,7 +29,9 @@ type Status struct {
 	Stale bool
 	// LastAttempt is when a refresh was last tried.
 	LastAttempt time.Time
-	// NextAttempt is when the next refresh is scheduled.
+	// NextAttempt is when the next refresh is scheduled; never in the past
+	// (a refresh that is due or running reports the time of the call).
+	// Zero without JWKSURLs.
 	NextAttempt time.Time
 	// LastError is the error of the last refresh, nil if it succeeded.
 	LastError error
@@ -83,6 +85,10 @@ func (v *Verifier) Status() Status {
 	s.Degraded = s.Reason != ""
 	if n := v.nextAttempt.Load(); n != 0 {
 		s.NextAttempt = time.Unix(0, n)
+		if s.NextAttempt.Before(now) {
+			// Due or running now: never report a time in the past.
+			s.NextAttempt = now
+		}
 	}
 	s.CachedTokens = v.cache.len()
 	s.DegradedRecords = v.records.len()

@@ -54,6 +54,7 @@ type Verifier struct {
 	cfg        Config
 	algs       []string
 	parser     *jwt.Parser
+	parserOpts []jwt.ParserOption
 	client     *http.Client
 	audit      *slog.Logger
 	maxToken   int
@@ -64,6 +65,7 @@ type Verifier struct {
 	cache   *tokenCache
 	grace   *graceBook
 	records *degradedRecord
+	st      *stateSync // nil without Config.State
 	// unsubscribe removes the OnRevocation hook from the source.
 	unsubscribe func()
 
@@ -78,6 +80,7 @@ type Verifier struct {
 
 	lastKick atomic.Int64 // unix nanoseconds of the last unknown-kid refresh
 	kick     chan struct{}
+	resched  chan struct{} // a manual Refresh changed the schedule
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -113,24 +116,32 @@ func New(cfg Config) (*Verifier, error) {
 		staleAfter:  cfg.maxStaleness(),
 		cache:       newTokenCache(cfg.maxCachedTokens()),
 		grace:       newGraceBook(cfg.Policy.maxGraceTokens(), cfg.Policy.expiredGrace()),
-		records:     newDegradedRecord(cfg.maxDegradedRecords()),
+		records:     newDegradedRecord(cfg.maxDegradedRecords(), cfg.maxDegradedPerSubject()),
 		unsubscribe: func() {},
 		kick:        make(chan struct{}, 1),
+		resched:     make(chan struct{}, 1),
 		closing:     make(chan struct{}),
 		loopDone:    make(chan struct{}),
 	}
 	methods := v.algs
-	if cfg.Offline != nil && !contains(methods, jwt.SigningMethodEdDSA.Alg()) {
-		// Offline keys are EdDSA; JWKS keys stay bound to v.algs.
-		methods = append(append([]string(nil), methods...), jwt.SigningMethodEdDSA.Alg())
+	if cfg.Offline != nil {
+		// Offline keys are EdDSA or ES256; every key stays bound to its
+		// own algorithm, and JWKS keys to v.algs.
+		methods = append([]string(nil), methods...)
+		for _, a := range []string{jwt.SigningMethodEdDSA.Alg(), jwt.SigningMethodES256.Alg()} {
+			if !contains(methods, a) {
+				methods = append(methods, a)
+			}
+		}
 	}
-	v.parser = jwt.NewParser(
+	v.parserOpts = []jwt.ParserOption{
 		jwt.WithValidMethods(methods),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(cfg.Leeway),
 		jwt.WithAudience(cfg.Audience...),
-	)
+	}
+	v.parser = jwt.NewParser(v.parserOpts...)
 	v.ctx, v.cancel = context.WithCancel(context.Background())
 	if h := cfg.OnRevocation; h != nil {
 		if s, ok := cfg.Revocations.(revocationNotifier); ok {
@@ -151,15 +162,27 @@ func New(cfg Config) (*Verifier, error) {
 			v.audit.LogAttrs(v.ctx, slog.LevelWarn, "authfallback: cache file refused", slog.String("error", err.Error()))
 		}
 	}
+	if cfg.State != nil {
+		if ks := v.loadSharedKeys(v.ctx, v.keys.Load(), now); ks != nil {
+			v.keys.Store(ks)
+			v.audit.LogAttrs(v.ctx, slog.LevelInfo, "authfallback: key set loaded from shared state",
+				slog.Int("keys", len(ks.byKID)), slog.Duration("key_age", now.Sub(ks.fetchedAt)))
+		}
+		v.st = &stateSync{done: make(chan struct{})}
+		go v.flushLoop()
+	}
 	if len(cfg.JWKSURLs) == 0 {
 		close(v.loopDone)
 		return v, nil
 	}
 	first := time.Duration(0)
+	var notify func()
 	if v.keys.Load() == nil {
-		first, _ = v.refresh(v.ctx)
+		// The audit events and hooks of this first fetch run on the
+		// refresh goroutine, after New has returned.
+		first, notify, _ = v.refreshLocked(v.ctx)
 	}
-	go v.loop(first)
+	go v.loop(first, notify)
 	return v, nil
 }
 
@@ -168,11 +191,15 @@ func (v *Verifier) cacheBinding() cacheBinding {
 	return cacheBinding{issuer: v.cfg.Issuer, jwksURLs: v.cfg.JWKSURLs}
 }
 
-// Close stops the background refresh and waits for it to end. It always
-// returns nil.
+// Close stops the background refresh and waits for it to end; with
+// Config.State it writes what is queued first (bounded by FetchTimeout).
+// It always returns nil.
 func (v *Verifier) Close() error {
 	v.closeOnce.Do(func() {
 		close(v.closing)
+		if v.st != nil {
+			<-v.st.done
+		}
 		v.cancel()
 		v.unsubscribe()
 	})
@@ -191,13 +218,21 @@ func (v *Verifier) Close() error {
 // The returned Result may be shared with other calls for the same token and
 // must not be modified.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Result, error) {
+	now := time.Now()
+	res, cached, err := v.verify(ctx, raw, now)
+	if v.cfg.OnVerify != nil {
+		v.reportVerify(res, err, cached, now)
+	}
+	return res, err
+}
+
+func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Result, bool, error) {
 	if raw == "" {
-		return nil, ErrNoToken
+		return nil, false, ErrNoToken
 	}
 	if len(raw) > v.maxToken {
-		return nil, invalid(errTokenTooLarge)
+		return nil, false, invalid(errTokenTooLarge)
 	}
-	now := time.Now()
 	ks := v.keys.Load()
 	// Hash the token's bytes in place: []byte(raw) would copy it to the
 	// heap, and sha256.Sum256 neither keeps nor modifies its argument.
@@ -205,21 +240,65 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Result, error) {
 	if e := v.cache.get(h); e != nil {
 		if e.validAt(now) {
 			if k := v.lookup(ks, e.res.KeyID, now); k == e.key {
-				return v.accept(ctx, e.res, k, ks, now)
+				res, err := v.accept(ctx, e.res, k, ks, now)
+				return res, true, err
+			}
+		} else if !now.Before(e.notAfter) && v.fb.Load() != nil {
+			// Expired in fallback mode: its grace window, if it has one,
+			// without parsing it again.
+			if res, applied, err := v.tryGrace(ctx, h, "", ks, now); applied {
+				return res, true, err
 			}
 		}
 		v.cache.remove(h)
 	}
-	return v.verifySlow(ctx, raw, h, ks, now)
+	res, err := v.verifySlow(ctx, raw, h, ks, now)
+	return res, false, err
 }
 
 func (v *Verifier) verifySlow(ctx context.Context, raw string, h [32]byte, ks *keySet, now time.Time) (*Result, error) {
 	if ks == nil && v.cfg.Offline == nil {
 		return nil, ErrNoKeys
 	}
+	claims, used, err := v.parseToken(raw, ks, now, v.parser)
+	if err != nil {
+		if errors.Is(err, ErrUnavailable) {
+			return nil, err
+		}
+		if errors.Is(err, jwt.ErrTokenExpired) {
+			if res, applied, gerr := v.tryGrace(ctx, h, raw, ks, now); applied {
+				return res, gerr
+			}
+		}
+		return nil, err
+	}
+	res := newResult(claims, used.kid, h)
+	res.keyFP = used.fp
+	if used.offline != nil {
+		res.primaryID, res.primaryIAT, _ = offlinePrimaryClaims(claims) // checked above
+	}
+	if e := v.cache.newEntry(res, used, claims, v.cfg.Leeway); e != nil {
+		v.cache.put(h, e)
+	}
+	out, err := v.accept(ctx, res, used, ks, now)
+	if err == nil && !out.Degraded {
+		if v.grace.remember(h, res, used, now, now) {
+			v.queueSeen(res, now)
+		}
+	}
+	return out, err
+}
+
+// parseToken parses and checks raw with parser (v.parser, or one with
+// another clock for a grace record): members, header, signature with a
+// trusted key, claims. Errors match ErrInvalidToken or ErrUnavailable.
+func (v *Verifier) parseToken(raw string, ks *keySet, now time.Time, parser *jwt.Parser) (jwt.MapClaims, *verifyKey, error) {
+	if err := checkTokenMembers(raw); err != nil {
+		return nil, nil, invalid(err)
+	}
 	var used *verifyKey
 	claims := jwt.MapClaims{}
-	_, err := v.parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
+	_, err := parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
 		// The parser has checked alg against the allow-list already.
 		kid, _ := t.Header["kid"].(string)
 		if kid == "" || len(kid) > MaxKIDLength {
@@ -234,6 +313,15 @@ func (v *Verifier) verifySlow(ctx context.Context, raw string, h [32]byte, ks *k
 				return nil, ErrNoKeys
 			}
 			v.kickUnknownKID()
+			if o := v.cfg.Offline; o != nil {
+				o.kickUnknown()
+			}
+			if v.degradedReason(ks, now) != "" {
+				// In fallback mode an unknown kid is likely a key rotated
+				// in while the JWKS is unreachable: the token may be
+				// good, the service cannot tell (503, not 401).
+				return nil, errUnknownKIDInFallback
+			}
 			return nil, ErrUnknownKeyID
 		}
 		if k.alg != t.Method.Alg() {
@@ -247,14 +335,12 @@ func (v *Verifier) verifySlow(ctx context.Context, raw string, h [32]byte, ks *k
 	})
 	if err != nil {
 		if errors.Is(err, ErrUnavailable) {
-			return nil, err
+			return nil, nil, err
 		}
-		if errors.Is(err, jwt.ErrTokenExpired) {
-			if res, applied, gerr := v.tryGrace(ctx, h, ks, now); applied {
-				return res, gerr
-			}
-		}
-		return nil, invalid(err)
+		return nil, nil, invalid(err)
+	}
+	if err := checkStringClaims(claims); err != nil {
+		return nil, nil, invalid(err)
 	}
 	iss, _ := claims["iss"].(string)
 	want := v.cfg.Issuer
@@ -262,26 +348,14 @@ func (v *Verifier) verifySlow(ctx context.Context, raw string, h [32]byte, ks *k
 		want = used.issuer
 	}
 	if iss != want {
-		return nil, invalid(errIssuer)
+		return nil, nil, invalid(errIssuer)
 	}
 	if used.offline != nil {
 		if err := used.offline.checkOfflineClaims(claims); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	res := newResult(claims, used.kid, h)
-	res.keyFP = used.fp
-	if used.offline != nil {
-		res.primaryID, res.primaryIAT, _ = offlinePrimaryClaims(claims) // checked above
-	}
-	if e := v.cache.newEntry(res, used, claims, v.cfg.Leeway); e != nil {
-		v.cache.put(h, e)
-	}
-	out, err := v.accept(ctx, res, used, ks, now)
-	if err == nil && !out.Degraded {
-		v.grace.remember(h, res, used, now)
-	}
-	return out, err
+	return claims, used, nil
 }
 
 // accept marks res degraded when it has to be, runs the policy check point
@@ -320,6 +394,10 @@ func (v *Verifier) finish(ctx context.Context, res *Result, ks *keySet, now time
 		return nil, err
 	}
 	if res.Degraded {
+		logNow, count, recorded := v.records.add(res, v.cfg.Issuer, now.Add(v.recordTTL()), now)
+		if !logNow {
+			return res, nil
+		}
 		var age time.Duration
 		if ks != nil {
 			age = now.Sub(ks.fetchedAt)
@@ -330,6 +408,10 @@ func (v *Verifier) finish(ctx context.Context, res *Result, ks *keySet, now time
 			slog.Duration("key_age", age),
 			slog.String("kid", res.KeyID),
 			slog.String("sub", res.Subject),
+			slog.Int("count", count),
+		}
+		if !recorded {
+			attrs = append(attrs, slog.Bool("recorded", false))
 		}
 		if res.ID != "" {
 			attrs = append(attrs, slog.String("jti", res.ID))
