@@ -171,6 +171,16 @@ type Config struct {
 	// [*MemoryRevocations] (in addition to their own hooks). For another
 	// source, call your hook from the source itself.
 	OnRevocation func(RevocationEvent)
+
+	// Discovery, if set, finds the key set URL in the issuer's OpenID
+	// Connect discovery document (see discovery.go).
+	Discovery bool
+	// Introspection, if set, verifies opaque tokens through an RFC 7662
+	// introspection endpoint (see [IntrospectionConfig]).
+	Introspection *IntrospectionConfig
+	// DPoP configures the checking of DPoP proofs (RFC 9449) for tokens
+	// bound to a key (see [DPoPConfig]). Its zero value is the default.
+	DPoP DPoPConfig
 }
 
 // FallbackEvent describes an entry into or an exit from fallback mode.
@@ -185,6 +195,8 @@ type FallbackEvent struct {
 	KeyAge time.Duration
 	// Err is the refresh error that caused the entry (entry only).
 	Err error
+	// Issuer is the Config.Issuer of the Verifier.
+	Issuer string
 }
 
 // RefreshErrorEvent describes a failed refresh of the key set.
@@ -197,6 +209,8 @@ type RefreshErrorEvent struct {
 	Retry time.Duration
 	// KeyAge is the age of the last-known-good key set, zero if none.
 	KeyAge time.Duration
+	// Issuer is the Config.Issuer of the Verifier.
+	Issuer string
 }
 
 func (c *Config) validate() error {
@@ -213,7 +227,7 @@ func (c *Config) validate() error {
 			return fmt.Errorf("authfallback: Config.Audience: invalid entry %q", a)
 		}
 	}
-	if len(c.JWKSURLs) == 0 && c.CacheFile == "" {
+	if len(c.JWKSURLs) == 0 && c.CacheFile == "" && !c.Discovery && c.Introspection == nil {
 		return errors.New("authfallback: Config.JWKSURLs or Config.CacheFile is required")
 	}
 	for _, u := range c.JWKSURLs {
@@ -251,6 +265,9 @@ func (c *Config) validate() error {
 				return fmt.Errorf("authfallback: Config.Offline allows scope %q, which is not in Policy.AllowedScopes", s)
 			}
 		}
+	}
+	if err := c.validateIDP(); err != nil {
+		return err
 	}
 	return nil
 }

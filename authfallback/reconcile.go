@@ -47,6 +47,8 @@ type ReconcileEvent struct {
 	FirstAccepted time.Time
 	LastAccepted  time.Time
 	Accepted      int
+	// Issuer is the Config.Issuer of the Verifier.
+	Issuer string
 }
 
 // degradedRecord is the bounded record of tokens accepted degraded, kept

@@ -84,6 +84,9 @@ type Verifier struct {
 	cancel    context.CancelFunc
 	ctx       context.Context
 	loopDone  chan struct{}
+
+	// idp is the state of discovery, introspection and DPoP (idp.go).
+	idp idpState
 }
 
 // fallbackState is the state of fallback mode; nil when not in it.
@@ -132,6 +135,7 @@ func New(cfg Config) (*Verifier, error) {
 		jwt.WithAudience(cfg.Audience...),
 	)
 	v.ctx, v.cancel = context.WithCancel(context.Background())
+	v.initIDP()
 	if h := cfg.OnRevocation; h != nil {
 		if s, ok := cfg.Revocations.(revocationNotifier); ok {
 			v.unsubscribe = s.subscribe(h)
@@ -151,7 +155,7 @@ func New(cfg Config) (*Verifier, error) {
 			v.audit.LogAttrs(v.ctx, slog.LevelWarn, "authfallback: cache file refused", slog.String("error", err.Error()))
 		}
 	}
-	if len(cfg.JWKSURLs) == 0 {
+	if len(cfg.JWKSURLs) == 0 && !cfg.Discovery {
 		close(v.loopDone)
 		return v, nil
 	}
@@ -175,6 +179,7 @@ func (v *Verifier) Close() error {
 		close(v.closing)
 		v.cancel()
 		v.unsubscribe()
+		v.closeIDP()
 	})
 	<-v.loopDone
 	return nil
@@ -196,6 +201,9 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Result, error) {
 	}
 	if len(raw) > v.maxToken {
 		return nil, invalid(errTokenTooLarge)
+	}
+	if v.idp.intro != nil && !looksLikeJWT(raw) {
+		return v.idp.intro.verify(ctx, raw)
 	}
 	now := time.Now()
 	ks := v.keys.Load()

@@ -67,6 +67,9 @@ type Server struct {
 
 	jwksHits  atomic.Int64
 	tokenHits atomic.Int64
+
+	// intro holds the opaque tokens and revocations (introspect.go).
+	intro introStore
 }
 
 type signingKey struct {
@@ -112,6 +115,7 @@ func NewWithConfig(cfg Config) *Server {
 	mux.HandleFunc(JWKSPath, s.serveJWKS)
 	mux.HandleFunc(TokenPath, s.serveToken)
 	mux.HandleFunc(DiscoveryPath, s.serveDiscovery)
+	mux.HandleFunc(IntrospectionPath, s.serveIntrospection)
 	s.h = s.outage(mux)
 	s.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: s.h}}
 	s.srv.Start()
