@@ -109,13 +109,13 @@ func (c *DPoPConfig) validate() error {
 }
 
 type dpopChecker struct {
-	algs      []string
-	algsAttr  string
-	parser    *jwt.Parser
-	maxAge    time.Duration
-	skew      time.Duration
-	replay    DPoPReplayCache
-	reqURL    func(*http.Request) string
+	algs     []string
+	algsAttr string
+	parser   *jwt.Parser
+	maxAge   time.Duration
+	skew     time.Duration
+	replay   DPoPReplayCache
+	reqURL   func(*http.Request) string
 }
 
 func newDPoPChecker(c *DPoPConfig, leeway time.Duration) *dpopChecker {

@@ -57,10 +57,9 @@ const (
 	FindingInactive = "inactive"
 )
 
-// introspectionProbeInterval is how often, during an outage, a request
-// still calls the endpoint; the others are answered from what was seen
-// before without waiting for a timeout.
-const introspectionProbeInterval = time.Second
+// DefaultIntrospectionProbeInterval is the default of
+// IntrospectionConfig.ProbeInterval.
+const DefaultIntrospectionProbeInterval = time.Second
 
 // Errors of introspection. Match them with errors.Is.
 var (
@@ -112,6 +111,11 @@ type IntrospectionConfig struct {
 	// AllowMissingAudience accepts an active answer without "aud". If
 	// false, "aud" must name one of Config.Audience.
 	AllowMissingAudience bool
+	// ProbeInterval is, during an outage, the least time between two calls
+	// to the endpoint; the requests in between are answered at once from
+	// what was seen before the outage. If zero, 1 second; if negative,
+	// every request calls the endpoint.
+	ProbeInterval time.Duration
 }
 
 func (c *IntrospectionConfig) validate() error {
@@ -154,6 +158,7 @@ type introspector struct {
 	cacheTTL time.Duration
 	maxCache int
 	timeout  time.Duration
+	probe    time.Duration
 
 	cacheMu sync.RWMutex
 	cache   map[[32]byte]*introEntry
@@ -212,6 +217,12 @@ func newIntrospector(v *Verifier) *introspector {
 	if in.timeout == 0 {
 		in.timeout = DefaultIntrospectionTimeout
 	}
+	switch in.probe = cfg.ProbeInterval; {
+	case in.probe == 0:
+		in.probe = DefaultIntrospectionProbeInterval
+	case in.probe < 0:
+		in.probe = 0
+	}
 	c := *v.client
 	// A redirected POST would carry the token to another URL.
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
@@ -243,7 +254,7 @@ func (in *introspector) verify(ctx context.Context, raw string) (*Result, error)
 	}
 	in.mu.Lock()
 	o := in.outage
-	skip := o != nil && now.Sub(o.lastTry) < introspectionProbeInterval
+	skip := o != nil && now.Sub(o.lastTry) < in.probe
 	if o != nil && !skip {
 		o.lastTry = now
 	}
