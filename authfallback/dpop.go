@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -208,22 +209,31 @@ func (v *Verifier) checkDPoP(r *http.Request, raw string, dpop bool, res *Result
 	jkt, bound, berr := res.dpopThumbprint()
 	switch {
 	case berr != nil:
-		return nil, &dpopSchemeError{berr}
+		return nil, v.dpopRefused(r, res, berr)
 	case !bound && !dpop:
 		return res, nil
 	case !bound:
 		return nil, &dpopSchemeError{fmt.Errorf("%w: the token is not bound to a key, use the Bearer scheme", ErrDPoPBinding)}
 	case !dpop:
-		return nil, &dpopSchemeError{fmt.Errorf("%w: the token is bound to a key, use the DPoP scheme with a proof", ErrDPoPBinding)}
+		return nil, v.dpopRefused(r, res, fmt.Errorf("%w: the token is bound to a key, use the DPoP scheme with a proof", ErrDPoPBinding))
 	}
 	proofs := r.Header.Values("DPoP")
 	if len(proofs) != 1 {
-		return nil, &dpopSchemeError{fmt.Errorf("%w: exactly one DPoP header is required", ErrInvalidDPoPProof)}
+		return nil, v.dpopRefused(r, res, fmt.Errorf("%w: exactly one DPoP header is required", ErrInvalidDPoPProof))
 	}
 	if err := v.idp.dpop.check(r, proofs[0], raw, jkt, time.Now()); err != nil {
-		return nil, &dpopSchemeError{err}
+		return nil, v.dpopRefused(r, res, err)
 	}
 	return res, nil
+}
+
+// dpopRefused audits the refusal of a bound token (a stolen token used
+// without its key looks like this) and marks err for a DPoP challenge.
+func (v *Verifier) dpopRefused(r *http.Request, res *Result, err error) error {
+	v.audit.LogAttrs(r.Context(), slog.LevelWarn, "authfallback: bound token refused",
+		slog.String("token_hash", res.TokenHash), slog.String("sub", res.Subject),
+		slog.String("reason", res.Reason), slog.String("error", err.Error()))
+	return &dpopSchemeError{err}
 }
 
 // dpopThumbprint returns the cnf.jkt of r, whether r is bound at all, and

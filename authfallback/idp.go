@@ -77,7 +77,7 @@ func (c *Config) validateIDP() error {
 		}
 	}
 	if in := c.Introspection; in != nil {
-		if err := in.validate(); err != nil {
+		if err := in.validate(c.Discovery); err != nil {
 			return err
 		}
 	}

@@ -636,3 +636,52 @@ func TestDPoPE2E_Issuers(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.status, r.body)
 	assert.Equal(t, b.Issuer(), r.seen.Issuer)
 }
+
+func TestDiscoveryE2E_IntrospectionEndpointFromDiscovery(t *testing.T) {
+	idp := newIdP(t, "RS256")
+	v, err := authfallback.New(authfallback.Config{
+		Issuer: idp.Issuer(), Audience: []string{idp.Audience()}, Discovery: true, AuditLog: discard(),
+		Introspection: &authfallback.IntrospectionConfig{ClientID: idp.ClientID(), ClientSecret: idp.ClientSecret()},
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = v.Close() })
+	srv := newAPI(t, v.Handler)
+	r := srv.bearer(t, idp.IssueOpaque(map[string]any{"sub": "frank"}))
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	assert.Equal(t, "frank", r.seen.Subject)
+	r = srv.bearer(t, idp.Issue(jwt.MapClaims{"sub": "gina"}))
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	doc, _ := v.Discovery()
+	assert.Equal(t, idp.IntrospectionURL(), doc.IntrospectionEndpoint)
+
+	_, err = authfallback.New(authfallback.Config{
+		Issuer: idp.Issuer(), Audience: []string{idp.Audience()}, JWKSURLs: []string{idp.JWKSURL()},
+		Introspection: &authfallback.IntrospectionConfig{ClientID: "a", ClientSecret: "b"},
+	})
+	assert.Error(t, err, "no introspection URL and no discovery")
+}
+
+func TestDPoPE2E_AuditAndVerifyRequest(t *testing.T) {
+	idp := newIdP(t, "RS256")
+	audit := &syncBuffer{}
+	cfg := baseConfig(idp)
+	cfg.AuditLog = slog.New(slog.NewJSONHandler(audit, nil))
+	v, err := authfallback.New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = v.Close() })
+	key := authtest.NewDPoPKey("RS256")
+	tok := idp.Issue(jwt.MapClaims{"cnf": key.Confirmation()})
+	req := httptest.NewRequest("POST", "https://api.example.com/pay", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	_, err = v.VerifyRequest(req)
+	assert.ErrorIs(t, err, authfallback.ErrDPoPBinding)
+	assert.ErrorIs(t, err, authfallback.ErrInvalidToken)
+	assert.Contains(t, audit.String(), "bound token refused")
+	assert.NotContains(t, audit.String(), tok)
+
+	req.Header.Set("Authorization", "DPoP "+tok)
+	req.Header.Set("DPoP", key.Proof("POST", "https://api.example.com/pay", tok))
+	res, err := v.VerifyRequest(req)
+	require.NoError(t, err)
+	assert.Equal(t, key.Thumbprint(), res.DPoPThumbprint())
+}

@@ -77,19 +77,22 @@ var (
 )
 
 var (
-	errIntroClaims    = errors.New("introspection answer refused")
-	errIntroNoExp     = fmt.Errorf("%w: active token without a numeric exp", errIntroClaims)
-	errIntroAudience  = fmt.Errorf("%w: aud does not name this service", errIntroClaims)
-	errIntroSubject   = fmt.Errorf("%w: no string sub", errIntroClaims)
-	errIntroTokenType = fmt.Errorf("%w: not an access token", errIntroClaims)
-	errIntroNotYet    = fmt.Errorf("%w: nbf in the future", errIntroClaims)
+	errNoIntrospectionEndpoint = errors.New("the discovery document names no introspection_endpoint (yet)")
+	errIntroClaims             = errors.New("introspection answer refused")
+	errIntroNoExp              = fmt.Errorf("%w: active token without a numeric exp", errIntroClaims)
+	errIntroAudience           = fmt.Errorf("%w: aud does not name this service", errIntroClaims)
+	errIntroSubject            = fmt.Errorf("%w: no string sub", errIntroClaims)
+	errIntroTokenType          = fmt.Errorf("%w: not an access token", errIntroClaims)
+	errIntroNotYet             = fmt.Errorf("%w: nbf in the future", errIntroClaims)
 )
 
 // IntrospectionConfig configures the introspection of opaque tokens (RFC
 // 7662) by a [Verifier]; see Config.Introspection.
 type IntrospectionConfig struct {
 	// URL is the introspection endpoint: https (plain http only to a
-	// loopback host). Required. Redirects are not followed.
+	// loopback host). Redirects are not followed. If empty, Config.Discovery
+	// must be set, and the "introspection_endpoint" of the discovery
+	// document is used (until one is known, opaque tokens get 503).
 	URL string
 	// ClientID and ClientSecret authenticate this service to the endpoint
 	// with HTTP Basic (client_secret_basic, RFC 6749 §2.3.1). Required.
@@ -119,9 +122,14 @@ type IntrospectionConfig struct {
 	ProbeInterval time.Duration
 }
 
-func (c *IntrospectionConfig) validate() error {
-	if err := checkFetchURL(c.URL); err != nil {
-		return fmt.Errorf("authfallback: Introspection.URL: %w", err)
+func (c *IntrospectionConfig) validate(discovery bool) error {
+	if c.URL == "" && !discovery {
+		return errors.New("authfallback: Introspection.URL is required without Config.Discovery")
+	}
+	if c.URL != "" {
+		if err := checkFetchURL(c.URL); err != nil {
+			return fmt.Errorf("authfallback: Introspection.URL: %w", err)
+		}
 	}
 	if c.ClientID == "" || c.ClientSecret == "" {
 		return errors.New("authfallback: Introspection.ClientID and ClientSecret are required")
@@ -174,6 +182,7 @@ type introspector struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	closed bool // guarded by mu
 }
 
 type introEntry struct {
@@ -237,6 +246,9 @@ func newIntrospector(v *Verifier) *introspector {
 }
 
 func (in *introspector) close() {
+	in.mu.Lock()
+	in.closed = true
+	in.mu.Unlock()
 	in.cancel()
 	in.wg.Wait()
 }
@@ -417,7 +429,15 @@ func (in *introspector) recovered(ctx context.Context, now time.Time) {
 	if h := v.cfg.OnFallbackExit; h != nil {
 		h(ev)
 	}
-	in.wg.Add(1)
+	in.mu.Lock()
+	closed := in.closed
+	if !closed {
+		in.wg.Add(1)
+	}
+	in.mu.Unlock()
+	if closed {
+		return
+	}
 	go func() {
 		defer in.wg.Done()
 		in.reconcile(in.ctx)
@@ -569,6 +589,14 @@ func (in *introspector) call(ctx context.Context, raw string) (*IntrospectionRes
 		form.Set("client_secret", in.cfg.ClientSecret)
 	}
 	u := in.cfg.URL
+	if u == "" {
+		if doc, ok := in.v.Discovery(); ok {
+			u = doc.IntrospectionEndpoint
+		}
+		if u == "" {
+			return nil, &FetchError{URL: discoveryURL(in.v.cfg.Issuer), Err: errNoIntrospectionEndpoint}
+		}
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(form.Encode()))
 	if err != nil {
 		return nil, &FetchError{URL: u, Err: err}

@@ -173,6 +173,22 @@ func unverifiedIssuer(raw string) (string, bool) {
 	return c.Iss, true
 }
 
+// VerifyRequest verifies the access token of r (Authorization: Bearer or
+// DPoP) with the Verifier of its issuer, DPoP proof included, as Handler
+// does.
+func (is *Issuers) VerifyRequest(r *http.Request) (*Result, error) {
+	raw, dpop, ok := requestToken(r)
+	if !ok {
+		return nil, ErrNoToken
+	}
+	v, err := is.route(raw)
+	if err != nil {
+		return is.list[0].checkDPoP(r, raw, dpop, nil, err)
+	}
+	res, err := v.Verify(r.Context(), raw)
+	return v.checkDPoP(r, raw, dpop, res, err)
+}
+
 // Handler returns middleware that authenticates every request as
 // [Verifier.Handler] does, with the Verifier of the token's issuer: the
 // Result (and the verified caller, internal/caller) in the context, the

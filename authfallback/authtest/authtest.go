@@ -451,6 +451,7 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) {
 		"issuer":                                s.Issuer(),
 		"jwks_uri":                              s.JWKSURL(),
 		"token_endpoint":                        s.TokenURL(),
+		"introspection_endpoint":                s.IntrospectionURL(),
 		"grant_types_supported":                 []string{"client_credentials"},
 		"id_token_signing_alg_values_supported": []string{s.cfg.Algorithm},
 	})
