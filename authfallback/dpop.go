@@ -477,28 +477,56 @@ func normalizeHTU(raw string) (string, bool) {
 	return scheme + "://" + host + p, true
 }
 
-// writeDPoPError writes the response of an error of a request under the
-// DPoP scheme (RFC 9449 §7.1) and reports whether it did. Errors that
-// make the service unavailable keep the ordinary 503.
-func (v *Verifier) writeDPoPError(w http.ResponseWriter, r *http.Request, err error) bool {
-	var se *dpopSchemeError
-	if !errors.As(err, &se) || errors.Is(err, ErrUnavailable) {
-		return false
-	}
+// writeIDPError writes the default response of the errors of
+// introspection and of requests under the DPoP scheme (RFC 9449 §7.1), and
+// reports whether it did; the others are left to writeError.
+func (v *Verifier) writeIDPError(w http.ResponseWriter, r *http.Request, err error) bool {
 	realm := ""
 	if v.cfg.Realm != "" {
 		realm = `realm="` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v.cfg.Realm) + `", `
 	}
+	var se *dpopSchemeError
+	switch {
+	case errors.Is(err, ErrIntrospectionUnavailable):
+		retry := DefaultIntrospectionProbeInterval
+		if in := v.idp.intro; in != nil && in.probe > retry {
+			retry = in.probe
+		}
+		problem.Write(w, problem.Problem{
+			Type:       ProblemUnavailable,
+			Title:      "Authentication temporarily unavailable",
+			Status:     http.StatusServiceUnavailable,
+			Detail:     "the token introspection endpoint cannot be reached, and this token was not seen valid before",
+			RetryAfter: retry,
+		})
+		return true
+	case errors.As(err, &se) && !errors.Is(err, ErrUnavailable):
+	case errors.Is(err, ErrInactive):
+		problem.Write(w, problem.Problem{
+			Type:            ProblemInvalidToken,
+			Title:           "Invalid bearer token",
+			Status:          http.StatusUnauthorized,
+			Detail:          "the access token is not active (revoked, expired or unknown)",
+			WWWAuthenticate: "Bearer " + realm + `error="invalid_token"`,
+		})
+		return true
+	default:
+		return false
+	}
 	code, typ, title, detail := "invalid_token", ProblemInvalidToken, "Invalid DPoP-bound token", "the access token is invalid"
 	switch {
 	case errors.Is(err, ErrInvalidDPoPProof):
-		code, typ, title, detail = "invalid_dpop_proof", ProblemInvalidDPoPProof, "Invalid DPoP proof", "the DPoP proof is invalid"
+		code, typ, title = "invalid_dpop_proof", ProblemInvalidDPoPProof, "Invalid DPoP proof"
+		// The reasons are ours or the JWT library's: no secret in them.
+		detail = "the DPoP proof is invalid: " + strings.TrimPrefix(err.Error(), ErrInvalidDPoPProof.Error()+": ")
 	case errors.Is(err, ErrDPoPBinding):
 		detail = "the access token's binding does not match the authorization scheme"
 	case errors.Is(err, jwt.ErrTokenExpired):
 		detail = "the access token expired"
 	case errors.Is(err, ErrRevoked):
 		detail = "the access token was revoked"
+	case errors.Is(err, ErrInactive):
+		detail = "the access token is not active (revoked, expired or unknown)"
 	}
 	problem.Write(w, problem.Problem{
 		Type:            typ,

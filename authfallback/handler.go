@@ -74,7 +74,7 @@ func (v *Verifier) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 // writeError is the default ErrorHandler.
 func (v *Verifier) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	if v.writeDPoPError(w, r, err) {
+	if v.writeIDPError(w, r, err) {
 		return
 	}
 	realm := ""

@@ -409,6 +409,7 @@ func TestIntrospectionE2E_OutageDegradedThenReconciled(t *testing.T) {
 	// Never seen before the outage: not accepted.
 	r = srv.bearer(t, never)
 	assert.Equal(t, http.StatusServiceUnavailable, r.status)
+	assert.Contains(t, r.body, "introspection endpoint cannot be reached")
 	assert.NotEmpty(t, r.header.Get("Retry-After"))
 	assert.Contains(t, r.header.Get("Content-Type"), "application/problem+json")
 	st := v.Status().Introspection
@@ -443,6 +444,7 @@ func TestIntrospectionE2E_OutageDegradedThenReconciled(t *testing.T) {
 	}
 	r = srv.bearer(t, opaque)
 	assert.Equal(t, http.StatusUnauthorized, r.status, "the revocation is seen")
+	assert.Contains(t, r.body, "not active")
 	assert.False(t, v.Status().Introspection.Outage)
 }
 
@@ -538,6 +540,13 @@ func TestDPoPE2E(t *testing.T) {
 		assert.Contains(t, wa, `error="`+code+`"`)
 		assert.Contains(t, wa, `algs="ES256 EdDSA RS256 PS256"`)
 		assert.Contains(t, r.header.Get("Content-Type"), "application/problem+json")
+		var p struct{ Type, Detail string }
+		require.NoError(t, json.Unmarshal([]byte(r.body), &p))
+		if code == "invalid_dpop_proof" {
+			assert.Contains(t, p.Type, authfallback.ProblemInvalidDPoPProof)
+			assert.Contains(t, p.Detail, "the DPoP proof is invalid: ")
+		}
+		assert.NotContains(t, r.body, tok)
 	}
 
 	t.Run("refused as a bearer token", func(t *testing.T) {
