@@ -694,3 +694,25 @@ func TestDPoPE2E_AuditAndVerifyRequest(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, key.Thumbprint(), res.DPoPThumbprint())
 }
+
+func TestIntrospectionE2E_ConcurrentRequestsShareOneCall(t *testing.T) {
+	idp := newIdP(t, "RS256")
+	cfg := baseConfig(idp)
+	cfg.Introspection = introConfig(idp, nil)
+	v, err := authfallback.New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = v.Close() })
+	tok := idp.IssueOpaque(nil)
+	idp.SetSlow(200 * time.Millisecond)
+	defer idp.SetSlow(0)
+	before := idp.IntrospectionHits()
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			_, err := v.Verify(context.Background(), tok)
+			assert.NoError(t, err)
+		})
+	}
+	wg.Wait()
+	assert.Equal(t, before+1, idp.IntrospectionHits())
+}

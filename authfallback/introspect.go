@@ -172,6 +172,9 @@ type introspector struct {
 	cacheMu sync.RWMutex
 	cache   map[[32]byte]*introEntry
 
+	flightMu sync.Mutex
+	flight   map[[32]byte]*introFlight
+
 	mu      sync.Mutex
 	seen    map[[32]byte]*introEntry
 	records map[[32]byte]*introRecord
@@ -189,6 +192,14 @@ type introEntry struct {
 	res   *Result
 	until time.Time // cache: when the answer may no longer be reused
 	at    time.Time // seen: when it was last seen active
+}
+
+// introFlight is one call to the endpoint that concurrent requests with
+// the same token share.
+type introFlight struct {
+	done chan struct{}
+	ans  *IntrospectionResponse
+	err  error
 }
 
 type introRecord struct {
@@ -214,6 +225,7 @@ func newIntrospector(v *Verifier) *introspector {
 		cache:    make(map[[32]byte]*introEntry),
 		seen:     make(map[[32]byte]*introEntry),
 		records:  make(map[[32]byte]*introRecord),
+		flight:   make(map[[32]byte]*introFlight),
 	}
 	if in.cacheTTL == 0 {
 		in.cacheTTL = DefaultIntrospectionCacheTTL
@@ -276,7 +288,7 @@ func (in *introspector) verify(ctx context.Context, raw string) (*Result, error)
 	if skip {
 		return in.degraded(ctx, raw, h, now)
 	}
-	ans, err := in.call(ctx, raw)
+	ans, err := in.callShared(ctx, h, raw)
 	if err != nil {
 		if ctx.Err() != nil {
 			// The caller gave up: not an outage.
@@ -577,6 +589,33 @@ func (in *introspector) status() IntrospectionStatus {
 	s.SeenTokens = len(in.seen)
 	s.DegradedRecords = len(in.records)
 	return s
+}
+
+// callShared is call, single-flight per token: concurrent requests that
+// present one token (e.g. a burst when the cache entry ends, or when the
+// endpoint comes back) make one call. The call does not end with the
+// context of the request that started it (only with its own timeout), so
+// that a client that goes away does not fail the others.
+func (in *introspector) callShared(ctx context.Context, h [32]byte, raw string) (*IntrospectionResponse, error) {
+	in.flightMu.Lock()
+	if f := in.flight[h]; f != nil {
+		in.flightMu.Unlock()
+		select {
+		case <-f.done:
+			return f.ans, f.err
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
+	f := &introFlight{done: make(chan struct{})}
+	in.flight[h] = f
+	in.flightMu.Unlock()
+	f.ans, f.err = in.call(context.WithoutCancel(ctx), raw)
+	in.flightMu.Lock()
+	delete(in.flight, h)
+	in.flightMu.Unlock()
+	close(f.done)
+	return f.ans, f.err
 }
 
 // call POSTs raw to the endpoint and parses the answer.
