@@ -173,13 +173,29 @@ type Config struct {
 	OnRevocation func(RevocationEvent)
 
 	// Discovery, if set, finds the key set URL in the issuer's OpenID
-	// Connect discovery document (see discovery.go).
+	// Connect discovery document: every refresh first fetches
+	// Issuer (without its trailing "/") + DiscoveryPath, whose "issuer"
+	// must equal Issuer exactly and whose "jwks_uri" must be https (plain
+	// http only to a loopback host); Issuer itself must be such a URL.
+	// The key set is then fetched from JWKSURLs first (explicit URLs win:
+	// the first is the primary, the others alternates), then from the
+	// discovered jwks_uri if it is not one of them; with JWKSURLs empty,
+	// the issuer URL is all the configuration needed. A document that
+	// cannot be fetched or is refused leaves the last-known-good one in
+	// use; with a CacheFile it is kept in CacheFile+DiscoveryFileSuffix
+	// (same hardened reading and atomic writing), so a restart while the
+	// IdP is down verifies at once and knows where to fetch. See
+	// [Verifier.Discovery].
 	Discovery bool
-	// Introspection, if set, verifies opaque tokens through an RFC 7662
-	// introspection endpoint (see [IntrospectionConfig]).
+	// Introspection, if set, verifies opaque tokens (those not shaped like
+	// a JWT) through an RFC 7662 introspection endpoint, beside the JWTs
+	// verified locally, under the same Issuer, Audience, Policy,
+	// Revocations and hooks; see [IntrospectionConfig].
 	Introspection *IntrospectionConfig
-	// DPoP configures the checking of DPoP proofs (RFC 9449) for tokens
-	// bound to a key (see [DPoPConfig]). Its zero value is the default.
+	// DPoP configures the checking of DPoP proofs (RFC 9449): Handler
+	// accepts a token bound to a key ("cnf" with "jkt") only under the
+	// DPoP scheme with a valid proof, in fallback mode too. Its zero value
+	// is the default; see [DPoPConfig].
 	DPoP DPoPConfig
 }
 

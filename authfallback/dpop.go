@@ -487,6 +487,15 @@ func (v *Verifier) writeIDPError(w http.ResponseWriter, r *http.Request, err err
 	}
 	var se *dpopSchemeError
 	switch {
+	case errors.Is(err, ErrDPoPReplayStore):
+		problem.Write(w, problem.Problem{
+			Type:       ProblemUnavailable,
+			Title:      "Authentication temporarily unavailable",
+			Status:     http.StatusServiceUnavailable,
+			Detail:     "DPoP proofs cannot be checked for replay right now",
+			RetryAfter: time.Second,
+		})
+		return true
 	case errors.Is(err, ErrIntrospectionUnavailable):
 		retry := DefaultIntrospectionProbeInterval
 		if in := v.idp.intro; in != nil && in.probe > retry {

@@ -716,3 +716,25 @@ func TestIntrospectionE2E_ConcurrentRequestsShareOneCall(t *testing.T) {
 	wg.Wait()
 	assert.Equal(t, before+1, idp.IntrospectionHits())
 }
+
+type failingReplayCache struct{}
+
+func (failingReplayCache) Seen(context.Context, string, time.Time) (bool, error) {
+	return false, io.ErrUnexpectedEOF
+}
+
+func TestDPoPE2E_ReplayCacheDownFailsClosed(t *testing.T) {
+	idp := newIdP(t, "RS256")
+	cfg := baseConfig(idp)
+	cfg.DPoP.ReplayCache = failingReplayCache{}
+	v, err := authfallback.New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = v.Close() })
+	srv := newAPI(t, v.Handler)
+	key := authtest.NewDPoPKey("")
+	tok := idp.Issue(jwt.MapClaims{"cnf": key.Confirmation()})
+	r := srv.do(t, "GET", "/x", dpopAuth(tok), key.Proof("GET", srv.srv.URL+"/x", tok))
+	assert.Equal(t, http.StatusServiceUnavailable, r.status)
+	assert.Equal(t, "1", r.header.Get("Retry-After"))
+	assert.Contains(t, r.body, "replay")
+}
