@@ -204,6 +204,32 @@ type Config struct {
 	// [*MemoryRevocations] (in addition to their own hooks). For another
 	// source, call your hook from the source itself.
 	OnRevocation func(RevocationEvent)
+
+	// Discovery, if set, finds the key set URL in the issuer's OpenID
+	// Connect discovery document: every refresh first fetches
+	// Issuer (without its trailing "/") + DiscoveryPath, whose "issuer"
+	// must equal Issuer exactly and whose "jwks_uri" must be https (plain
+	// http only to a loopback host); Issuer itself must be such a URL.
+	// The key set is then fetched from JWKSURLs first (explicit URLs win:
+	// the first is the primary, the others alternates), then from the
+	// discovered jwks_uri if it is not one of them; with JWKSURLs empty,
+	// the issuer URL is all the configuration needed. A document that
+	// cannot be fetched or is refused leaves the last-known-good one in
+	// use; with a CacheFile it is kept in CacheFile+DiscoveryFileSuffix
+	// (same hardened reading and atomic writing), so a restart while the
+	// IdP is down verifies at once and knows where to fetch. See
+	// [Verifier.Discovery].
+	Discovery bool
+	// Introspection, if set, verifies opaque tokens (those not shaped like
+	// a JWT) through an RFC 7662 introspection endpoint, beside the JWTs
+	// verified locally, under the same Issuer, Audience, Policy,
+	// Revocations and hooks; see [IntrospectionConfig].
+	Introspection *IntrospectionConfig
+	// DPoP configures the checking of DPoP proofs (RFC 9449): Handler
+	// accepts a token bound to a key ("cnf" with "jkt") only under the
+	// DPoP scheme with a valid proof, in fallback mode too. Its zero value
+	// is the default; see [DPoPConfig].
+	DPoP DPoPConfig
 }
 
 // FallbackEvent describes an entry into or an exit from fallback mode.
@@ -218,6 +244,8 @@ type FallbackEvent struct {
 	KeyAge time.Duration
 	// Err is the refresh error that caused the entry (entry only).
 	Err error
+	// Issuer is the Config.Issuer of the Verifier.
+	Issuer string
 }
 
 // RefreshErrorEvent describes a failed refresh of the key set.
@@ -230,6 +258,8 @@ type RefreshErrorEvent struct {
 	Retry time.Duration
 	// KeyAge is the age of the last-known-good key set, zero if none.
 	KeyAge time.Duration
+	// Issuer is the Config.Issuer of the Verifier.
+	Issuer string
 }
 
 func (c *Config) validate() error {
@@ -246,7 +276,7 @@ func (c *Config) validate() error {
 			return fmt.Errorf("authfallback: Config.Audience: invalid entry %q", a)
 		}
 	}
-	if len(c.JWKSURLs) == 0 && c.CacheFile == "" {
+	if len(c.JWKSURLs) == 0 && c.CacheFile == "" && !c.Discovery && c.Introspection == nil {
 		return errors.New("authfallback: Config.JWKSURLs or Config.CacheFile is required")
 	}
 	for _, u := range c.JWKSURLs {
@@ -284,6 +314,9 @@ func (c *Config) validate() error {
 				return fmt.Errorf("authfallback: Config.Offline allows scope %q, which is not in Policy.AllowedScopes", s)
 			}
 		}
+	}
+	if err := c.validateIDP(); err != nil {
+		return err
 	}
 	return nil
 }

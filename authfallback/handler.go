@@ -26,12 +26,13 @@ const (
 // Config.ErrorHandler.
 func (v *Verifier) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		raw, ok := BearerToken(r)
+		raw, dpop, ok := requestToken(r)
 		if !ok {
 			v.fail(w, r, ErrNoToken)
 			return
 		}
 		res, err := v.Verify(r.Context(), raw)
+		res, err = v.checkDPoP(r, raw, dpop, res, err)
 		if err != nil {
 			v.fail(w, r, err)
 			return
@@ -73,6 +74,9 @@ func (v *Verifier) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 // writeError is the default ErrorHandler.
 func (v *Verifier) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if v.writeIDPError(w, r, err) {
+		return
+	}
 	realm := ""
 	if v.cfg.Realm != "" {
 		realm = `realm="` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v.cfg.Realm) + `", `

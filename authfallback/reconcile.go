@@ -47,6 +47,8 @@ type ReconcileEvent struct {
 	FirstAccepted time.Time
 	LastAccepted  time.Time
 	Accepted      int
+	// Issuer is the Config.Issuer of the Verifier.
+	Issuer string
 }
 
 // DegradedAuditInterval is how often the audit log repeats the degraded

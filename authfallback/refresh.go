@@ -48,7 +48,7 @@ func (e *FetchError) Unwrap() error { return e.Err }
 // tests. A successful refresh that follows degraded acceptances runs the
 // reconciliation (see Config.OnReconcile) before Refresh returns.
 func (v *Verifier) Refresh(ctx context.Context) error {
-	if len(v.cfg.JWKSURLs) == 0 {
+	if len(v.cfg.JWKSURLs) == 0 && !v.cfg.Discovery {
 		return errors.New("authfallback: no JWKS URL configured")
 	}
 	_, err := v.refresh(ctx)
@@ -112,7 +112,11 @@ func (v *Verifier) refreshLocked(ctx context.Context) (next time.Duration, notif
 
 	var errs []error
 	var ks *keySet
-	for _, u := range v.cfg.JWKSURLs {
+	urls, derr := v.fetchURLs(ctx)
+	if derr != nil {
+		errs = append(errs, derr)
+	}
+	for _, u := range urls {
 		var err error
 		ks, err = v.fetch(ctx, u)
 		if err == nil {
@@ -297,7 +301,7 @@ func backoff(attempt int, max time.Duration) time.Duration {
 // kickUnknownKID asks the refresh loop for a refresh because a token named
 // an unknown kid: at most once per UnknownKIDRefreshInterval, never waiting.
 func (v *Verifier) kickUnknownKID() {
-	if len(v.cfg.JWKSURLs) == 0 {
+	if len(v.cfg.JWKSURLs) == 0 && !v.cfg.Discovery {
 		return
 	}
 	now := time.Now().UnixNano()

@@ -46,6 +46,10 @@ type Status struct {
 	// DegradedRecords is the number of tokens accepted degraded and not
 	// yet reconciled.
 	DegradedRecords int
+	// Issuer is the Config.Issuer of the Verifier.
+	Issuer string
+	// Introspection is the state of Config.Introspection, nil without it.
+	Introspection *IntrospectionStatus
 }
 
 // Status returns the current state of v.
@@ -92,5 +96,6 @@ func (v *Verifier) Status() Status {
 	}
 	s.CachedTokens = v.cache.len()
 	s.DegradedRecords = v.records.len()
+	v.statusIDP(&s)
 	return s
 }

@@ -87,6 +87,9 @@ type Verifier struct {
 	cancel    context.CancelFunc
 	ctx       context.Context
 	loopDone  chan struct{}
+
+	// idp is the state of discovery, introspection and DPoP (idp.go).
+	idp idpState
 }
 
 // fallbackState is the state of fallback mode; nil when not in it.
@@ -143,6 +146,7 @@ func New(cfg Config) (*Verifier, error) {
 	}
 	v.parser = jwt.NewParser(v.parserOpts...)
 	v.ctx, v.cancel = context.WithCancel(context.Background())
+	v.initIDP()
 	if h := cfg.OnRevocation; h != nil {
 		if s, ok := cfg.Revocations.(revocationNotifier); ok {
 			v.unsubscribe = s.subscribe(h)
@@ -171,7 +175,7 @@ func New(cfg Config) (*Verifier, error) {
 		v.st = &stateSync{done: make(chan struct{})}
 		go v.flushLoop()
 	}
-	if len(cfg.JWKSURLs) == 0 {
+	if len(cfg.JWKSURLs) == 0 && !cfg.Discovery {
 		close(v.loopDone)
 		return v, nil
 	}
@@ -202,6 +206,7 @@ func (v *Verifier) Close() error {
 		}
 		v.cancel()
 		v.unsubscribe()
+		v.closeIDP()
 	})
 	<-v.loopDone
 	return nil
@@ -232,6 +237,10 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Resu
 	}
 	if len(raw) > v.maxToken {
 		return nil, false, invalid(errTokenTooLarge)
+	}
+	if v.idp.intro != nil && !looksLikeJWT(raw) {
+		res, err := v.idp.intro.verify(ctx, raw)
+		return res, false, err
 	}
 	ks := v.keys.Load()
 	// Hash the token's bytes in place: []byte(raw) would copy it to the

@@ -67,6 +67,9 @@ type Server struct {
 
 	jwksHits  atomic.Int64
 	tokenHits atomic.Int64
+
+	// intro holds the opaque tokens and revocations (introspect.go).
+	intro introStore
 }
 
 type signingKey struct {
@@ -112,6 +115,7 @@ func NewWithConfig(cfg Config) *Server {
 	mux.HandleFunc(JWKSPath, s.serveJWKS)
 	mux.HandleFunc(TokenPath, s.serveToken)
 	mux.HandleFunc(DiscoveryPath, s.serveDiscovery)
+	mux.HandleFunc(IntrospectionPath, s.serveIntrospection)
 	s.h = s.outage(mux)
 	s.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: s.h}}
 	s.srv.Start()
@@ -447,6 +451,7 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) {
 		"issuer":                                s.Issuer(),
 		"jwks_uri":                              s.JWKSURL(),
 		"token_endpoint":                        s.TokenURL(),
+		"introspection_endpoint":                s.IntrospectionURL(),
 		"grant_types_supported":                 []string{"client_credentials"},
 		"id_token_signing_alg_values_supported": []string{s.cfg.Algorithm},
 	})

@@ -1,0 +1,149 @@
+package authtest
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// IntrospectionPath is the path of the RFC 7662 introspection endpoint.
+const IntrospectionPath = "/oauth/introspect"
+
+// introStore holds the opaque tokens the server issued and the revoked
+// ones, by the SHA-256 of the token. Its zero value is ready.
+type introStore struct {
+	mu      sync.Mutex
+	tokens  map[[32]byte]map[string]any
+	revoked map[[32]byte]bool
+	hits    atomic.Int64
+	answer  []byte // if set, the raw body every introspection gets
+}
+
+// IntrospectionURL is the URL of the introspection endpoint. It
+// authenticates its callers with ClientID and ClientSecret (HTTP Basic,
+// client_secret_basic, or client_secret_post) and answers {"active":false}
+// for a token it did not issue, an expired or a revoked one.
+func (s *Server) IntrospectionURL() string { return s.srv.URL + IntrospectionPath }
+
+// IntrospectionHits counts requests to the introspection endpoint that
+// reached the handler (the outage switches apply to it as to the others).
+func (s *Server) IntrospectionHits() int64 { return s.intro.hits.Load() }
+
+// IssueOpaque returns a new opaque (random, not a JWT) access token that
+// the introspection endpoint describes with claims. Claims not given get
+// defaults: iss (Issuer), aud (Audience), sub ("test-subject"), iat (now),
+// exp (now + TokenTTL), jti (random), client_id (ClientID), token_type
+// ("Bearer"). A claim set to nil is left out.
+func (s *Server) IssueOpaque(claims map[string]any) string {
+	now := time.Now()
+	c := map[string]any{
+		"iss":        s.Issuer(),
+		"aud":        s.cfg.Audience,
+		"sub":        "test-subject",
+		"iat":        now.Unix(),
+		"exp":        now.Add(s.cfg.TokenTTL).Unix(),
+		"jti":        randomID(),
+		"client_id":  s.cfg.ClientID,
+		"token_type": "Bearer",
+	}
+	for name, v := range claims {
+		if v == nil {
+			delete(c, name)
+			continue
+		}
+		c[name] = v
+	}
+	tok := "opaque-" + randomID() + randomID()
+	st := &s.intro
+	st.mu.Lock()
+	if st.tokens == nil {
+		st.tokens = make(map[[32]byte]map[string]any)
+	}
+	st.tokens[sha256.Sum256([]byte(tok))] = c
+	st.mu.Unlock()
+	return tok
+}
+
+// Revoke revokes an opaque token issued by IssueOpaque (RFC 7009): from
+// now on the introspection endpoint says it is not active.
+func (s *Server) Revoke(token string) {
+	st := &s.intro
+	st.mu.Lock()
+	if st.revoked == nil {
+		st.revoked = make(map[[32]byte]bool)
+	}
+	st.revoked[sha256.Sum256([]byte(token))] = true
+	st.mu.Unlock()
+}
+
+// SetIntrospectionAnswer makes the introspection endpoint answer 200 with
+// body for every token (nil: answer normally again), to test malformed
+// answers.
+func (s *Server) SetIntrospectionAnswer(body []byte) {
+	s.intro.mu.Lock()
+	s.intro.answer = body
+	s.intro.mu.Unlock()
+}
+
+func (s *Server) serveIntrospection(w http.ResponseWriter, r *http.Request) {
+	st := &s.intro
+	st.hits.Add(1)
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		oauthError(w, http.StatusBadRequest, "invalid_request")
+		return
+	}
+	id, secret, ok := r.BasicAuth()
+	if !ok {
+		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+	if subtle.ConstantTimeCompare([]byte(id), []byte(s.cfg.ClientID)) != 1 ||
+		subtle.ConstantTimeCompare([]byte(secret), []byte(s.cfg.ClientSecret)) != 1 {
+		w.Header().Set("WWW-Authenticate", `Basic realm="authtest"`)
+		oauthError(w, http.StatusUnauthorized, "invalid_client")
+		return
+	}
+	tok := r.PostForm.Get("token")
+	if tok == "" {
+		oauthError(w, http.StatusBadRequest, "invalid_request")
+		return
+	}
+	h := sha256.Sum256([]byte(tok))
+	st.mu.Lock()
+	claims, known := st.tokens[h]
+	revoked := st.revoked[h]
+	answer := st.answer
+	st.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if answer != nil {
+		_, _ = w.Write(answer)
+		return
+	}
+	var exp int64
+	switch e := claims["exp"].(type) {
+	case int64:
+		exp = e
+	case int:
+		exp = int64(e)
+	case float64:
+		exp = int64(e)
+	}
+	if !known || revoked || (exp != 0 && time.Now().Unix() >= exp) {
+		_, _ = w.Write([]byte(`{"active":false}`))
+		return
+	}
+	out := map[string]any{"active": true}
+	for k, v := range claims {
+		out[k] = v
+	}
+	_ = json.NewEncoder(w).Encode(out)
+}
