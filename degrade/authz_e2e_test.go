@@ -157,3 +157,66 @@ func TestStaleDegradedTokenNeverGetsPreOutageResponse(t *testing.T) {
 	assert.Equal(t, "items for alice", body)
 	assert.Equal(t, authfallback.ReasonJWKSUnreachable+", stale-if-error", deg)
 }
+
+// Holdfast-Degraded lists every reason that applies, in the order the
+// layers added them: the gate's mode, authfallback's reason, stale-if-error.
+func TestDegradedHeaderListsEveryReason(t *testing.T) {
+	s := newAuthzService(t, nil)
+	c := degrade.New(degrade.Config{AuditLog: slog.New(slog.DiscardHandler)})
+	defer c.Close()
+	gated := httptest.NewServer(c.Handler(s.srv.Config.Handler))
+	defer gated.Close()
+	tok := s.idp.Issue(jwt.MapClaims{"sub": "alice", "scope": "read"})
+	get := func() (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, gated.URL+"/items", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := gated.Client().Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get(degrade.HeaderDegraded)
+	}
+	s.idp.SetDown(true)
+	require.Error(t, s.v.Refresh(context.Background()))
+	code, _ := get() // stored for the degraded access
+	require.Equal(t, 200, code)
+	c.Force(degrade.ReadOnly, "IdP incident")
+	s.fail.Store(true)
+	code, deg := get()
+	require.Equal(t, 200, code)
+	assert.Equal(t, "read-only, "+authfallback.ReasonJWKSUnreachable+", stale-if-error", deg)
+}
+
+// Issue 14 point 2: a provider's 429 gets the stale answer on the client
+// side, unless Stale.IsFailure says otherwise.
+func TestStaleTransportTreats429AsFailure(t *testing.T) {
+	var throttle atomic.Bool
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if throttle.Load() {
+			w.Header().Set("Retry-After", "3600")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=0")
+		_, _ = io.WriteString(w, "rates")
+	}))
+	defer up.Close()
+	get := func(s *degrade.Stale) (int, string) {
+		resp, err := (&http.Client{Transport: s.Transport(up.Client().Transport)}).Get(up.URL + "/rates")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	s := &degrade.Stale{}
+	notThrottle := &degrade.Stale{IsFailure: func(status int) bool { return status >= 500 }}
+	for _, st := range []*degrade.Stale{s, notThrottle} {
+		code, _ := get(st)
+		require.Equal(t, 200, code)
+	}
+	throttle.Store(true)
+	code, body := get(s)
+	assert.Equal(t, 200, code, "429 is replaced by the stored response")
+	assert.Equal(t, "rates", body)
+	code, _ = get(notThrottle)
+	assert.Equal(t, 429, code, "configurable: 429 passes through")
+}
