@@ -65,11 +65,18 @@ type Config struct {
 	ShedWait time.Duration
 	// Stale, if set, answers shed Read requests with the last good
 	// response it holds for them ([Stale.ServeStale]), marked stale and
-	// "overloaded". It sees the request as it reaches the gate: mount the
-	// gate inside authentication for responses stored per verified caller
-	// to be found, or only responses stored for callers without
-	// credentials are.
+	// "overloaded". It sees the request as it reaches the gate, before
+	// authentication, so it finds only responses stored for callers without
+	// credentials, unless StaleInside is set.
 	Stale *Stale
+	// StaleInside makes the gate pass a shed Read on, without a slot, to
+	// Stale's Handler mounted inside it, after authentication: there the
+	// verified caller is known, and the request gets the response stored
+	// for its own access or the 503, without reaching the handler. Set it
+	// only when Stale.Handler sits inside the gate (gate -> authentication
+	// -> Stale.Handler -> ...): without it there, shed reads reach the
+	// handler.
+	StaleInside bool
 
 	// Overrides, if set, shares the operator's overrides (the forced mode
 	// and the forced state of dependencies) with every replica that uses

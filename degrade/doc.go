@@ -51,8 +51,11 @@
 // may wait [Config.ShedWait] (5 ms) for a slot, ahead of every other tier.
 // A shed Read is answered from [Config.Stale] when it holds a response for
 // it, marked "overloaded, stale-if-error"; every other shed request gets 503
-// with Retry-After: 1 at once. examples/loadshed measures it with vegeta at
-// twice the capacity. [Config.OnGate] reports every decision; unset, it
+// with Retry-After: 1 at once. With [Config.StaleInside] a shed Read goes
+// on, without a slot, through authentication to [Stale.Handler], which
+// answers it from the response stored for that caller's own access (or with
+// the 503) without calling the handler. examples/loadshed measures it with
+// vegeta at twice the capacity. [Config.OnGate] reports every decision; unset, it
 // costs nothing.
 //
 // # Stale-if-error

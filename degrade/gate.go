@@ -1,6 +1,7 @@
 package degrade
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -116,6 +117,11 @@ func (g *gate) serveSlow(w http.ResponseWriter, r *http.Request, m Mode) {
 	}
 	if l := c.lim; l != nil {
 		if !l.acquire(t) {
+			if t == Read && c.cfg.Stale != nil && c.cfg.StaleInside {
+				// Stale.Handler, after authentication, answers it.
+				g.next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), shedKey{}, c)))
+				return
+			}
 			c.shed(w, r, t, m)
 			return
 		}
@@ -129,6 +135,21 @@ func (c *Controller) gateEvent(r *http.Request, t Tier, m Mode, decision string,
 	if f := c.cfg.OnGate; f != nil {
 		f(GateEvent{Request: r, Tier: t, Mode: m, Decision: decision, Stale: stale})
 	}
+}
+
+// shedKey marks a shed Read passed on to Stale.Handler (StaleInside); its
+// value is the *Controller.
+type shedKey struct{}
+
+// shedInside answers, in s's Handler, a request the gate shed and passed
+// on (Config.StaleInside); it reports false for any other request.
+func (s *Stale) shedInside(w http.ResponseWriter, r *http.Request) bool {
+	c, ok := r.Context().Value(shedKey{}).(*Controller)
+	if !ok || c.cfg.Stale != s {
+		return false
+	}
+	c.shed(w, r, Read, Mode(c.mode.Load()))
+	return true
 }
 
 // shed answers a request the limiter did not admit: a Read from the stale
