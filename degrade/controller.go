@@ -226,6 +226,9 @@ func New(cfg Config) *Controller {
 	}
 	if cfg.MaxConcurrent > 0 {
 		c.lim = newLimiter(cfg.MaxConcurrent, c.shedWait())
+		if cfg.Stale != nil && cfg.StaleInside {
+			cfg.Stale.inside.Store(true)
+		}
 	}
 	if cfg.Overrides != nil {
 		c.stop = make(chan struct{})

@@ -74,17 +74,18 @@ type GateEvent struct {
 // In Normal mode, without MaxConcurrent and OnGate, the gate is one atomic
 // load and adds no allocation.
 func (c *Controller) Handler(next http.Handler) http.Handler {
-	return &gate{c: c, next: next}
+	return &gate{c: c, next: next, plain: c.lim == nil && c.cfg.OnGate == nil}
 }
 
 type gate struct {
-	c    *Controller
-	next http.Handler
+	c     *Controller
+	next  http.Handler
+	plain bool // no limiter, no hook: Normal mode is one atomic load
 }
 
 func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	m := Mode(g.c.mode.Load())
-	if m == Normal && g.c.lim == nil && g.c.cfg.OnGate == nil {
+	if m == Normal && g.plain {
 		g.next.ServeHTTP(w, r)
 		return
 	}
@@ -144,6 +145,9 @@ type shedKey struct{}
 // shedInside answers, in s's Handler, a request the gate shed and passed
 // on (Config.StaleInside); it reports false for any other request.
 func (s *Stale) shedInside(w http.ResponseWriter, r *http.Request) bool {
+	if !s.inside.Load() {
+		return false
+	}
 	c, ok := r.Context().Value(shedKey{}).(*Controller)
 	if !ok || c.cfg.Stale != s {
 		return false
