@@ -56,8 +56,9 @@ type Config struct {
 	// Critical request waits up to ShedWait for a slot, ahead of every
 	// other tier. A shed Read is answered from Stale when it holds a usable
 	// response for it; every other shed request gets 503 with Retry-After: 1
-	// and a problem+json body of type ProblemOverloaded, at once. If zero,
-	// no bound.
+	// and a problem+json body of type ProblemOverloaded, at once. Requests
+	// handed to Queue, and refusals, take no slot. [Status] reports the
+	// requests in flight. If zero, no bound.
 	MaxConcurrent int
 	// ShedWait bounds how long a Critical request waits for a slot when
 	// MaxConcurrent are in flight. If zero, 5 ms. If negative, it does not
