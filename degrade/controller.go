@@ -141,6 +141,7 @@ type depState struct {
 	setWhy   string // reason given to SetDown
 	forced   int8   // forceNone, forceDown or forceUp: an operator's override
 	forceWhy string
+	lastSeq  uint64 // of the last SetDownOrdered applied
 	since    time.Time
 	lastErr  time.Time
 	// total and failed are the window's counts at the last evaluation.
@@ -359,6 +360,15 @@ func (c *Controller) Report(dependency string, err error) {
 // OnFallbackEnter/OnFallbackExit. A dependency is down while SetDown says
 // so or its failure rate is over the threshold.
 func (c *Controller) SetDown(dependency string, down bool, reason string) {
+	c.SetDownOrdered(dependency, down, reason, 0)
+}
+
+// SetDownOrdered is SetDown for hooks whose events may arrive out of order,
+// such as a breaker's OnStateChange (pass StateChange.Seq): a call whose seq
+// is not above the last one applied for dependency is ignored, so a late
+// "open" never leaves a dependency down after its "closed". A seq of 0 is
+// always applied, like SetDown.
+func (c *Controller) SetDownOrdered(dependency string, down bool, reason string, seq uint64) {
 	now := time.Now()
 	c.mu.Lock()
 	d := c.depLocked(dependency)
@@ -366,6 +376,13 @@ func (c *Controller) SetDown(dependency string, down bool, reason string) {
 		c.mu.Unlock()
 		c.logger().Warn("degrade: too many dependencies, SetDown ignored", "dependency", truncate(dependency, 64))
 		return
+	}
+	if seq != 0 {
+		if seq <= d.lastSeq {
+			c.mu.Unlock()
+			return
+		}
+		d.lastSeq = seq
 	}
 	was := d.down()
 	d.setDown = down

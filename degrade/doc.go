@@ -128,7 +128,7 @@
 //	breaker.Config{
 //		OnStateChange: func(ch breaker.StateChange) {
 //			if ch.To != breaker.HalfOpen { // up again once the trial calls closed it
-//				c.SetDown(ch.Key, ch.To == breaker.Open, "circuit open")
+//				c.SetDownOrdered(ch.Key, ch.To == breaker.Open, "circuit open", ch.Seq)
 //			}
 //		},
 //		Cached:        stale.Lookup, // an open breaker serves the last good response

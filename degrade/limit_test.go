@@ -52,3 +52,17 @@ func TestLimiterStress(t *testing.T) {
 	assert.EqualValues(t, 9, l.limit(Write))
 	assert.EqualValues(t, 1, newLimiter(1, 0).limit(Read), "a tier always has a slot")
 }
+
+// Breaker hooks run concurrently, so "open" may arrive after "closed";
+// SetDownOrdered applies only the latest.
+func TestSetDownOrdered(t *testing.T) {
+	c := New(Config{Dependencies: map[string]Mode{"payments": Degraded}})
+	defer c.Close()
+	c.SetDownOrdered("payments", false, "", 2) // closed, seq 2, delivered first
+	c.SetDownOrdered("payments", true, "circuit open", 1)
+	assert.Equal(t, Normal, c.Mode(), "the late open (seq 1) is ignored")
+	c.SetDownOrdered("payments", true, "circuit open", 3)
+	assert.Equal(t, Degraded, c.Mode())
+	c.SetDown("payments", false, "") // seq 0: always applied
+	assert.Equal(t, Normal, c.Mode())
+}
