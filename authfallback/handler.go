@@ -38,7 +38,7 @@ func (v *Verifier) Handler(next http.Handler) http.Handler {
 			return
 		}
 		if res.Degraded && !v.cfg.DisableDegradedHeader {
-			w.Header().Set(httpx.HeaderDegraded, res.Reason)
+			httpx.AddDegraded(w.Header(), res.Reason) // after the gate's mode: every reason is listed
 		}
 		next.ServeHTTP(w, r.WithContext(NewContext(r.Context(), res)))
 	})

@@ -151,6 +151,10 @@ func BenchmarkHandler(b *testing.B) {
 	b.Run("bare", func(b *testing.B) { benchHandler(b, next) })
 	b.Run("no-timeout", func(b *testing.B) { benchHandler(b, New(Config{Timeout: -1}).Handler(next)) })
 	b.Run("default-timeout", func(b *testing.B) { benchHandler(b, New(Config{}).Handler(next)) })
+	b.Run("on-call", func(b *testing.B) {
+		var n int
+		benchHandler(b, New(Config{Timeout: -1, OnCall: func(CallEvent) { n++ }}).Handler(next))
+	})
 	b.Run("failsafehttp", func(b *testing.B) {
 		cb := circuitbreaker.NewBuilder[*http.Response]().
 			WithFailureRateThreshold(0.2, 20, time.Minute).WithDelay(30 * time.Second).Build()

@@ -127,7 +127,13 @@ func (st *Status) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*st = Status(v.plain)
-	st.RetryAfter = time.Duration(v.RetryAfter * float64(time.Second))
+	switch ra := v.RetryAfter * float64(time.Second); {
+	case ra <= 0:
+	case ra >= float64(1<<63-1):
+		st.RetryAfter = 1<<63 - 1
+	default:
+		st.RetryAfter = time.Duration(ra)
+	}
 	return nil
 }
 
@@ -199,7 +205,11 @@ type Config struct {
 	// Caller identifies the caller of a server-side request for
 	// MinCallers. If nil, the verified caller that authfallback put in the
 	// context (issuer and subject), else a hash of the Authorization and
-	// Cookie headers, else the client's IP address.
+	// Cookie headers, else the client's IP address (r.RemoteAddr). Behind a
+	// reverse proxy every anonymous request has the proxy's address: set
+	// Caller to the client address the proxy vouches for, or anonymous
+	// failures count as one caller's. Never take it from a header the
+	// client can set freely, or one client can pose as many.
 	Caller func(*http.Request) string
 	// MaxKeys bounds the number of breakers held. When a new key arrives and
 	// the registry is full, the least recently used breakers are evicted:

@@ -1,6 +1,7 @@
 package breaker
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"testing"
@@ -41,6 +42,29 @@ func FuzzKeys(f *testing.F) {
 		assert.LessOrEqual(t, len(b.Snapshot()), 4)
 		if status >= 200 && status <= 399 { // the new hosts stay closed
 			assert.Equal(t, Open, b.State("pinned"), "closed breakers are evicted before open ones")
+		}
+	})
+}
+
+// FuzzStateJSON: a State or a Status read from another service's status
+// page either decodes to a valid value or fails.
+func FuzzStateJSON(f *testing.F) {
+	f.Add(`{"key":"a","state":"open","retry_after_seconds":1.5,"requests":3,"failures":2}`)
+	f.Add(`{"state":"ajar"}`)
+	f.Add(`{"retry_after_seconds":1e300}`)
+	f.Fuzz(func(t *testing.T, doc string) {
+		var st Status
+		if err := json.Unmarshal([]byte(doc), &st); err != nil {
+			return
+		}
+		if st.State < Closed || st.State > HalfOpen {
+			t.Fatalf("decoded invalid state %d", st.State)
+		}
+		if st.RetryAfter < 0 {
+			t.Fatalf("negative RetryAfter %v", st.RetryAfter)
+		}
+		if _, err := json.Marshal(st); err != nil {
+			t.Fatalf("a decoded Status does not encode: %v", err)
 		}
 	})
 }

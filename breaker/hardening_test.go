@@ -288,3 +288,33 @@ func TestMaxConcurrent(t *testing.T) {
 	assert.Equal(t, 200, code)
 	assert.Equal(t, Closed, b.State(strings.TrimPrefix(up.URL, "http://")))
 }
+
+func TestMaxConcurrentServer(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 4)
+	var outcomes sync.Map
+	b := New(Config{MaxConcurrent: 1, Timeout: -1, OnCall: func(ev CallEvent) { outcomes.Store(ev.Outcome, ev) }})
+	srv := httptest.NewServer(b.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+	})))
+	defer srv.Close()
+	done := make(chan struct{})
+	go func() { defer close(done); _, _ = getURL(t, srv.Client(), srv.URL) }()
+	<-entered
+	resp, err := srv.Client().Get(srv.URL)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, 503, resp.StatusCode)
+	assert.Equal(t, "1", resp.Header.Get("Retry-After"))
+	assert.Contains(t, string(body), ProblemConcurrencyLimit)
+	close(release)
+	<-done
+	ev, ok := outcomes.Load(OutcomeLimited)
+	require.True(t, ok)
+	assert.Equal(t, SideServer, ev.(CallEvent).Side)
+	_, ok = outcomes.Load(OutcomeSuccess)
+	assert.True(t, ok)
+	assert.Equal(t, Closed, b.State("GET *"), "a refusal is not a failure")
+}

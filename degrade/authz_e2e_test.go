@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -156,4 +158,134 @@ func TestStaleDegradedTokenNeverGetsPreOutageResponse(t *testing.T) {
 	require.Equal(t, 200, code)
 	assert.Equal(t, "items for alice", body)
 	assert.Equal(t, authfallback.ReasonJWKSUnreachable+", stale-if-error", deg)
+}
+
+// Holdfast-Degraded lists every reason that applies, in the order the
+// layers added them: the gate's mode, authfallback's reason, stale-if-error.
+func TestDegradedHeaderListsEveryReason(t *testing.T) {
+	s := newAuthzService(t, nil)
+	c := degrade.New(degrade.Config{AuditLog: slog.New(slog.DiscardHandler)})
+	defer c.Close()
+	gated := httptest.NewServer(c.Handler(s.srv.Config.Handler))
+	defer gated.Close()
+	tok := s.idp.Issue(jwt.MapClaims{"sub": "alice", "scope": "read"})
+	get := func() (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, gated.URL+"/items", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := gated.Client().Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get(degrade.HeaderDegraded)
+	}
+	s.idp.SetDown(true)
+	require.Error(t, s.v.Refresh(context.Background()))
+	code, _ := get() // stored for the degraded access
+	require.Equal(t, 200, code)
+	c.Force(degrade.ReadOnly, "IdP incident")
+	s.fail.Store(true)
+	code, deg := get()
+	require.Equal(t, 200, code)
+	assert.Equal(t, "read-only, "+authfallback.ReasonJWKSUnreachable+", stale-if-error", deg)
+}
+
+// Issue 14 point 2: a provider's 429 gets the stale answer on the client
+// side, unless Stale.IsFailure says otherwise.
+func TestStaleTransportTreats429AsFailure(t *testing.T) {
+	var throttle atomic.Bool
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if throttle.Load() {
+			w.Header().Set("Retry-After", "3600")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=0")
+		_, _ = io.WriteString(w, "rates")
+	}))
+	defer up.Close()
+	get := func(s *degrade.Stale) (int, string) {
+		resp, err := (&http.Client{Transport: s.Transport(up.Client().Transport)}).Get(up.URL + "/rates")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	s := &degrade.Stale{}
+	notThrottle := &degrade.Stale{IsFailure: func(status int) bool { return status >= 500 }}
+	for _, st := range []*degrade.Stale{s, notThrottle} {
+		code, _ := get(st)
+		require.Equal(t, 200, code)
+	}
+	throttle.Store(true)
+	code, body := get(s)
+	assert.Equal(t, 200, code, "429 is replaced by the stored response")
+	assert.Equal(t, "rates", body)
+	code, _ = get(notThrottle)
+	assert.Equal(t, 429, code, "configurable: 429 passes through")
+}
+
+// Shedding after authentication (Config.StaleInside): a shed read gets the
+// response stored for its own access, never another's, and never reaches
+// the handler.
+func TestShedReadsAnsweredPerVerifiedCaller(t *testing.T) {
+	idp := authtest.New()
+	defer idp.Close()
+	v, err := authfallback.New(authfallback.Config{
+		Issuer: idp.Issuer(), Audience: []string{idp.Audience()}, JWKSURLs: []string{idp.JWKSURL()},
+		AuditLog: slog.New(slog.DiscardHandler),
+	})
+	require.NoError(t, err)
+	defer v.Close()
+	stale := &degrade.Stale{}
+	c := degrade.New(degrade.Config{MaxConcurrent: 4, Stale: stale, StaleInside: true, AuditLog: slog.New(slog.DiscardHandler)})
+	defer c.Close()
+	release := make(chan struct{})
+	entered := make(chan struct{}, 8)
+	var calls atomic.Int32
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		if r.URL.Path == "/slow" {
+			entered <- struct{}{}
+			<-release
+			return
+		}
+		res, _ := authfallback.FromContext(r.Context())
+		w.Header().Set("Cache-Control", "private, max-age=0")
+		_, _ = io.WriteString(w, "report for "+res.Subject+" with "+strings.Join(res.Scopes, " "))
+	})
+	srv := httptest.NewServer(c.Handler(v.Handler(stale.Handler(app))))
+	defer srv.Close()
+	get := func(path, tok string) (int, string, string) {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := srv.Client().Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp.Header.Get(degrade.HeaderDegraded)
+	}
+	admin := idp.Issue(jwt.MapClaims{"sub": "alice", "scope": "read admin"})
+	narrow := idp.Issue(jwt.MapClaims{"sub": "alice", "scope": "read"})
+	code, body, _ := get("/report", admin)
+	require.Equal(t, 200, code)
+	require.Equal(t, "report for alice with read admin", body)
+
+	var wg sync.WaitGroup
+	for range 3 { // 3 of 4: reads are shed
+		wg.Add(1)
+		go func() { defer wg.Done(); get("/slow", admin) }()
+		<-entered
+	}
+	before := calls.Load()
+	code, body, deg := get("/report", admin)
+	assert.Equal(t, 200, code, "the admin's own stored response")
+	assert.Equal(t, "report for alice with read admin", body)
+	assert.Equal(t, "overloaded, stale-if-error", deg)
+	code, body, _ = get("/report", narrow)
+	assert.Equal(t, 503, code, "a narrower token of the same subject gets the 503")
+	assert.NotContains(t, body, "admin")
+	code, _, _ = get("/report", "not-a-token")
+	assert.Equal(t, 401, code, "authentication still runs first")
+	assert.Equal(t, before, calls.Load(), "shed reads never reach the handler")
+	close(release)
+	wg.Wait()
 }

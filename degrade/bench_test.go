@@ -43,6 +43,39 @@ func BenchmarkGate(b *testing.B) {
 			h.ServeHTTP(w, r)
 		}
 	})
+	// The cost of the options, each against "normal".
+	b.Run("on-gate", func(b *testing.B) {
+		var n int
+		c := New(Config{OnGate: func(GateEvent) { n++ }})
+		defer c.Close()
+		h := c.Handler(okHandler)
+		b.ReportAllocs()
+		for b.Loop() {
+			h.ServeHTTP(w, r)
+		}
+	})
+	b.Run("max-concurrent", func(b *testing.B) {
+		c := New(Config{MaxConcurrent: 100})
+		defer c.Close()
+		h := c.Handler(okHandler)
+		b.ReportAllocs()
+		for b.Loop() {
+			h.ServeHTTP(w, r)
+		}
+	})
+}
+
+func TestGateAllocs(t *testing.T) {
+	r := httptest.NewRequest(http.MethodPost, "/orders", nil)
+	w := &discardWriter{h: http.Header{}}
+	for name, cfg := range map[string]Config{"normal": {}, "on-gate": {OnGate: func(GateEvent) {}}, "max-concurrent": {MaxConcurrent: 10}} {
+		c := New(cfg)
+		h := c.Handler(okHandler)
+		if n := testing.AllocsPerRun(1000, func() { h.ServeHTTP(w, r) }); n != 0 {
+			t.Errorf("%s: %v allocations per request, want 0", name, n)
+		}
+		c.Close()
+	}
 }
 
 // BenchmarkStaleHandler compares Stale.Handler storing a 1 KiB response on

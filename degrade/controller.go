@@ -56,8 +56,9 @@ type Config struct {
 	// Critical request waits up to ShedWait for a slot, ahead of every
 	// other tier. A shed Read is answered from Stale when it holds a usable
 	// response for it; every other shed request gets 503 with Retry-After: 1
-	// and a problem+json body of type ProblemOverloaded, at once. If zero,
-	// no bound.
+	// and a problem+json body of type ProblemOverloaded, at once. Requests
+	// handed to Queue, and refusals, take no slot. [Status] reports the
+	// requests in flight. If zero, no bound.
 	MaxConcurrent int
 	// ShedWait bounds how long a Critical request waits for a slot when
 	// MaxConcurrent are in flight. If zero, 5 ms. If negative, it does not
@@ -65,11 +66,18 @@ type Config struct {
 	ShedWait time.Duration
 	// Stale, if set, answers shed Read requests with the last good
 	// response it holds for them ([Stale.ServeStale]), marked stale and
-	// "overloaded". It sees the request as it reaches the gate: mount the
-	// gate inside authentication for responses stored per verified caller
-	// to be found, or only responses stored for callers without
-	// credentials are.
+	// "overloaded". It sees the request as it reaches the gate, before
+	// authentication, so it finds only responses stored for callers without
+	// credentials, unless StaleInside is set.
 	Stale *Stale
+	// StaleInside makes the gate pass a shed Read on, without a slot, to
+	// Stale's Handler mounted inside it, after authentication: there the
+	// verified caller is known, and the request gets the response stored
+	// for its own access or the 503, without reaching the handler. Set it
+	// only when Stale.Handler sits inside the gate (gate -> authentication
+	// -> Stale.Handler -> ...): without it there, shed reads reach the
+	// handler.
+	StaleInside bool
 
 	// Overrides, if set, shares the operator's overrides (the forced mode
 	// and the forced state of dependencies) with every replica that uses
@@ -133,6 +141,7 @@ type depState struct {
 	setWhy   string // reason given to SetDown
 	forced   int8   // forceNone, forceDown or forceUp: an operator's override
 	forceWhy string
+	lastSeq  uint64 // of the last SetDownOrdered applied
 	since    time.Time
 	lastErr  time.Time
 	// total and failed are the window's counts at the last evaluation.
@@ -219,6 +228,9 @@ func New(cfg Config) *Controller {
 	}
 	if cfg.MaxConcurrent > 0 {
 		c.lim = newLimiter(cfg.MaxConcurrent, c.shedWait())
+		if cfg.Stale != nil && cfg.StaleInside {
+			cfg.Stale.inside.Store(true)
+		}
 	}
 	if cfg.Overrides != nil {
 		c.stop = make(chan struct{})
@@ -348,6 +360,15 @@ func (c *Controller) Report(dependency string, err error) {
 // OnFallbackEnter/OnFallbackExit. A dependency is down while SetDown says
 // so or its failure rate is over the threshold.
 func (c *Controller) SetDown(dependency string, down bool, reason string) {
+	c.SetDownOrdered(dependency, down, reason, 0)
+}
+
+// SetDownOrdered is SetDown for hooks whose events may arrive out of order,
+// such as a breaker's OnStateChange (pass StateChange.Seq): a call whose seq
+// is not above the last one applied for dependency is ignored, so a late
+// "open" never leaves a dependency down after its "closed". A seq of 0 is
+// always applied, like SetDown.
+func (c *Controller) SetDownOrdered(dependency string, down bool, reason string, seq uint64) {
 	now := time.Now()
 	c.mu.Lock()
 	d := c.depLocked(dependency)
@@ -355,6 +376,13 @@ func (c *Controller) SetDown(dependency string, down bool, reason string) {
 		c.mu.Unlock()
 		c.logger().Warn("degrade: too many dependencies, SetDown ignored", "dependency", truncate(dependency, 64))
 		return
+	}
+	if seq != 0 {
+		if seq <= d.lastSeq {
+			c.mu.Unlock()
+			return
+		}
+		d.lastSeq = seq
 	}
 	was := d.down()
 	d.setDown = down

@@ -17,9 +17,15 @@
 //     OnFallbackExit.
 //   - [Config.Dependencies] says which mode each dependency causes while
 //     down; the worst mode wins.
-//   - [Controller.Force] and [Controller.Release] override all of it by hand
-//     (also over HTTP with [Controller.AdminHandler], which must sit behind
-//     the service's own admin authentication).
+//   - [Controller.Force] and [Controller.Release] override all of it by hand,
+//     and [Controller.ForceDependency] forces one dependency down (a kill
+//     switch: "disable payments") or up (also over HTTP with
+//     [Controller.AdminHandler], which must sit behind the service's own
+//     admin authentication). Every override is audited ([Config.AuditLog]).
+//   - With [Config.Overrides], an [OverrideStore] (memory here, Redis and
+//     PostgreSQL in the redisstore and pgstore modules), the overrides are
+//     shared: an operator who flips a switch on one replica behind a load
+//     balancer flips it on all of them within [Config.OverridePoll] (500 ms).
 //
 // [Config.OnModeChange] announces changes, and the time spent in each mode
 // is kept for [Controller.Status].
@@ -33,18 +39,39 @@
 // that stores them and answers 202) or, without one, pass in Degraded mode
 // and are refused in ReadOnly mode; critical writes are refused. A refusal
 // is 503 with Retry-After and an RFC 9457 problem document naming the mode
-// and the reason. Every response outside Normal mode carries
-// Holdfast-Degraded: <mode>.
+// and the reason. Every response outside Normal mode carries the mode among
+// its Holdfast-Degraded reasons (a comma-separated list: every fallback that
+// applied adds its reason, none replaces another's).
+//
+// # Shedding under load
+//
+// With [Config.MaxConcurrent] the gate also bounds the requests in flight
+// and, when the service is saturated, sheds by tier: Read first (above 3/4
+// of the bound), then Write (above 9/10), Critical last; a Critical request
+// may wait [Config.ShedWait] (5 ms) for a slot, ahead of every other tier.
+// A shed Read is answered from [Config.Stale] when it holds a response for
+// it, marked "overloaded, stale-if-error"; every other shed request gets 503
+// with Retry-After: 1 at once. With [Config.StaleInside] a shed Read goes
+// on, without a slot, through authentication to [Stale.Handler], which
+// answers it from the response stored for that caller's own access (or with
+// the 503) without calling the handler. examples/loadshed measures it with
+// vegeta at twice the capacity. [Config.OnGate] reports every decision; unset, it
+// costs nothing.
 //
 // # Stale-if-error
 //
 // [Stale] keeps the last good response of cacheable GET requests, as
 // server middleware ([Stale.Handler]) and as a client RoundTripper
 // ([Stale.Transport]), and serves it when the handler or upstream fails,
-// marked with Age, Cache-Status (RFC 9211) and Holdfast-Degraded:
-// stale-if-error. It follows RFC 9111 and RFC 5861, and never serves one
-// caller's response to another. [Stale.Lookup] is the hook for a circuit
-// breaker's Cached fallback.
+// marked with Age, Cache-Status (RFC 9211) and "stale-if-error" added to
+// Holdfast-Degraded. It replaces 5xx statuses and 429 ([Stale.IsFailure]).
+// It follows RFC 9111 and RFC 5861, and never serves one caller's response
+// to another, nor one produced for wider access: a request with a verified
+// caller (set by authfallback) is served only what was stored for the same
+// issuer, subject, granted scopes and degraded-or-not, so a down-scoped or
+// degraded token of the same subject never gets an admin's response, and
+// serving it never bypasses the handler's own authorization. [Stale.Lookup]
+// is the hook for a circuit breaker's Cached fallback.
 //
 // Where Stale sits matters, because a stale response looks like a success
 // to everything outside it:
@@ -101,7 +128,7 @@
 //	breaker.Config{
 //		OnStateChange: func(ch breaker.StateChange) {
 //			if ch.To != breaker.HalfOpen { // up again once the trial calls closed it
-//				c.SetDown(ch.Key, ch.To == breaker.Open, "circuit open")
+//				c.SetDownOrdered(ch.Key, ch.To == breaker.Open, "circuit open", ch.Seq)
 //			}
 //		},
 //		Cached:        stale.Lookup, // an open breaker serves the last good response

@@ -1,6 +1,7 @@
 package degrade
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -73,17 +74,18 @@ type GateEvent struct {
 // In Normal mode, without MaxConcurrent and OnGate, the gate is one atomic
 // load and adds no allocation.
 func (c *Controller) Handler(next http.Handler) http.Handler {
-	return &gate{c: c, next: next}
+	return &gate{c: c, next: next, plain: c.lim == nil && c.cfg.OnGate == nil}
 }
 
 type gate struct {
-	c    *Controller
-	next http.Handler
+	c     *Controller
+	next  http.Handler
+	plain bool // no limiter, no hook: Normal mode is one atomic load
 }
 
 func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	m := Mode(g.c.mode.Load())
-	if m == Normal && g.c.lim == nil && g.c.cfg.OnGate == nil {
+	if m == Normal && g.plain {
 		g.next.ServeHTTP(w, r)
 		return
 	}
@@ -116,6 +118,11 @@ func (g *gate) serveSlow(w http.ResponseWriter, r *http.Request, m Mode) {
 	}
 	if l := c.lim; l != nil {
 		if !l.acquire(t) {
+			if t == Read && c.cfg.Stale != nil && c.cfg.StaleInside {
+				// Stale.Handler, after authentication, answers it.
+				g.next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), shedKey{}, c)))
+				return
+			}
 			c.shed(w, r, t, m)
 			return
 		}
@@ -129,6 +136,24 @@ func (c *Controller) gateEvent(r *http.Request, t Tier, m Mode, decision string,
 	if f := c.cfg.OnGate; f != nil {
 		f(GateEvent{Request: r, Tier: t, Mode: m, Decision: decision, Stale: stale})
 	}
+}
+
+// shedKey marks a shed Read passed on to Stale.Handler (StaleInside); its
+// value is the *Controller.
+type shedKey struct{}
+
+// shedInside answers, in s's Handler, a request the gate shed and passed
+// on (Config.StaleInside); it reports false for any other request.
+func (s *Stale) shedInside(w http.ResponseWriter, r *http.Request) bool {
+	if !s.inside.Load() {
+		return false
+	}
+	c, ok := r.Context().Value(shedKey{}).(*Controller)
+	if !ok || c.cfg.Stale != s {
+		return false
+	}
+	c.shed(w, r, Read, Mode(c.mode.Load()))
+	return true
 }
 
 // shed answers a request the limiter did not admit: a Read from the stale

@@ -195,6 +195,8 @@ func FuzzAdminRequest(f *testing.F) {
 	f.Add(`{"mode":"auto"}`)
 	f.Add(`{"mode":"degraded","reason":"\u0000\r\n\u2028é"}`)
 	f.Add(`[]`)
+	f.Add(`{"dependency":"payments","state":"down","reason":"\u202eevil\u2066"}`)
+	f.Add(`{"dependency":"pay\u200bments","state":"up"}`)
 	f.Fuzz(func(t *testing.T, body string) {
 		c := New(Config{})
 		defer c.Close()
@@ -205,13 +207,20 @@ func FuzzAdminRequest(f *testing.F) {
 		if rec.Code != 200 && rec.Code != 400 && rec.Code != 413 {
 			t.Fatalf("status %d", rec.Code)
 		}
+		for name, d := range c.Status().Dependencies {
+			for _, ch := range name + d.ForcedReason {
+				if invisible(ch) {
+					t.Fatalf("invisible character in %q", name+d.ForcedReason)
+				}
+			}
+		}
 		r := c.Reason()
 		if len(r) > maxReasonLen || !utf8.ValidString(r) {
 			t.Fatalf("bad reason %q", r)
 		}
 		for _, ch := range r {
-			if unicode.IsControl(ch) {
-				t.Fatalf("control character in %q", r)
+			if unicode.IsControl(ch) || invisible(ch) {
+				t.Fatalf("control or invisible character in %q", r)
 			}
 		}
 	})

@@ -2,6 +2,7 @@ package degrade
 
 import (
 	"fmt"
+	"net/http"
 
 	"github.com/holdfast-go/holdfast/internal/httpx"
 )
@@ -11,6 +12,13 @@ import (
 // short reason: the mode ("degraded", "read-only"), "stale-if-error", or
 // authfallback's reason ("jwks-unreachable", "offline-token", ...).
 const HeaderDegraded = httpx.HeaderDegraded
+
+// AddDegradedReason adds reason to the Holdfast-Degraded list of h (one
+// comma-separated value), after the reasons already there, which it keeps,
+// and only if not listed yet. A handler that relays a downstream response
+// marked degraded uses it, so that the reasons the gate and authentication
+// set on the way in are not lost.
+func AddDegradedReason(h http.Header, reason string) { httpx.AddDegraded(h, reason) }
 
 // Mode is the operating mode of a service. Modes are ordered: a worse mode
 // has a larger value, and when several signals disagree the worst wins.

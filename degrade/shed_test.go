@@ -130,6 +130,8 @@ func TestGateShedsByTier(t *testing.T) {
 
 	// Fill the last slot with a critical request: now even Critical waits.
 	s.block(t, http.MethodPost, "/pay/slow", 1, &wg)
+	assert.Equal(t, 10, s.c.Status().InFlight)
+	assert.Equal(t, 10, s.c.Status().MaxConcurrent)
 
 	done := make(chan answer, 1)
 	go func() { done <- s.do(t, http.MethodPost, "/pay") }()

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/holdfast-go/holdfast/internal/caller"
@@ -107,6 +108,8 @@ type Stale struct {
 	// Logger receives a debug line for each stale response served. If
 	// nil, nothing is logged.
 	Logger *slog.Logger
+
+	inside atomic.Bool // a Controller passes shed reads to Handler (Config.StaleInside)
 
 	mu    sync.Mutex
 	lru   list.List // of *entry, most recent at the front

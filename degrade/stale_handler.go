@@ -31,8 +31,15 @@ import (
 // outside a circuit breaker's Handler, so that the breaker sees the real
 // failures and its open-circuit 503 is replaced by the stored response
 // (or connect the breaker's Cached hook to [Stale.Lookup]).
+//
+// A read that the gate shed and passed on ([Config.StaleInside]) is
+// answered here, after authentication, from the response stored for its
+// caller's access or with the gate's 503, and never reaches next.
 func (s *Stale) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.shedInside(w, r) {
+			return
+		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			next.ServeHTTP(w, r)
 			return

@@ -21,6 +21,11 @@ type Status struct {
 	TimeInMode map[Mode]float64 `json:"time_in_mode_seconds"`
 	// Components holds what [Controller.Register]ed functions returned.
 	Components map[string]any `json:"components,omitempty"`
+	// InFlight is the number of requests the gate let through that are in
+	// progress, and MaxConcurrent its bound; both zero without
+	// [Config.MaxConcurrent].
+	InFlight      int `json:"in_flight,omitempty"`
+	MaxConcurrent int `json:"max_concurrent,omitempty"`
 }
 
 // DependencyStatus is a dependency's state in a [Status].
@@ -99,6 +104,9 @@ func (c *Controller) Status() Status {
 			ds.Reason = d.reason()
 		}
 		s.Dependencies[name] = ds
+	}
+	if c.lim != nil {
+		s.InFlight, s.MaxConcurrent = int(c.lim.inFlight()), int(c.lim.max)
 	}
 	names := make([]string, 0, len(c.components))
 	fns := make([]func() any, 0, len(c.components))

@@ -81,10 +81,11 @@ type Transport struct {
 
 	// Retryable, if not nil, decides which failures of a replayable request
 	// are retried, in place of [DefaultRetryable]: resp is the response (nil
-	// after an error), err the error of the attempt. It is asked only about
-	// requests that may be repeated (see RetryIdempotent) and never once the
-	// request's context is done; a response it accepts is discarded, so it
-	// must not read resp.Body. Use it, for instance, to retry 500 from an
+	// after an error), err the error of the attempt. It is never asked once
+	// the request's context is done, and it cannot make a request that may
+	// not be repeated (see RetryIdempotent) retried: such a failure ends
+	// with OnGiveUp. A response it accepts is discarded, so it must not read
+	// resp.Body. Use it, for instance, to retry 500 from an
 	// upstream known to fail transiently, or not to retry 429 from one whose
 	// quota resets daily. It may call DefaultRetryable.
 	Retryable func(resp *http.Response, err error) bool

@@ -140,7 +140,15 @@ func (a *App) relay(w http.ResponseWriter, r *http.Request, req *http.Request, w
 		return
 	}
 	for _, h := range relayed {
-		if v := resp.Header.Get(h); v != "" {
+		v := resp.Header.Get(h)
+		switch {
+		case v == "":
+		case h == degrade.HeaderDegraded:
+			// Added to the reasons the gate and authentication gave.
+			for _, reason := range resp.Header.Values(h) {
+				degrade.AddDegradedReason(w.Header(), reason)
+			}
+		default:
 			w.Header().Set(h, v)
 		}
 	}
