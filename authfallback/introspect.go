@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
@@ -334,7 +335,7 @@ func (in *introspector) degraded(ctx context.Context, raw string, h [32]byte, no
 	if o == nil {
 		return nil, ErrIntrospectionUnavailable
 	}
-	if s == nil || !s.at.Before(since) {
+	if s == nil || s.at.After(since) {
 		if lastErr != nil {
 			return nil, fmt.Errorf("%w: %w", ErrIntrospectionUnavailable, lastErr)
 		}
@@ -422,6 +423,73 @@ func (in *introspector) fail(ctx context.Context, err error, now time.Time) {
 	if h := v.cfg.OnFallbackEnter; h != nil {
 		h(FallbackEvent{Reason: ReasonIntrospectionUnreachable, Since: now, Err: err})
 	}
+	in.goBackground(in.probeLoop)
+}
+
+// goBackground runs f on a goroutine that Close waits for, unless closed.
+func (in *introspector) goBackground(f func()) {
+	in.mu.Lock()
+	closed := in.closed
+	if !closed {
+		in.wg.Add(1)
+	}
+	in.mu.Unlock()
+	if closed {
+		return
+	}
+	go func() {
+		defer in.wg.Done()
+		f()
+	}()
+}
+
+// probeLoop runs during an outage: with backoff (1 s doubling, jittered,
+// capped at RefreshInterval) it introspects one of the tokens accepted
+// degraded, so that the end of the outage, and the reconciliation, come
+// without waiting for a request. It ends with the outage or Close.
+func (in *introspector) probeLoop() {
+	maxWait := in.v.cfg.refreshInterval()
+	wait := time.Second
+	for {
+		t := time.NewTimer(wait/2 + rand.N(wait/2+1))
+		select {
+		case <-in.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if wait *= 2; wait > maxWait {
+			wait = maxWait
+		}
+		in.mu.Lock()
+		o := in.outage
+		raw := ""
+		for _, r := range in.records {
+			raw = r.raw
+			break
+		}
+		if o != nil && raw != "" {
+			o.lastTry = time.Now()
+		}
+		in.mu.Unlock()
+		switch {
+		case o == nil:
+			return // a request saw the endpoint back
+		case raw == "":
+			continue // nothing to reconcile; requests probe on their own
+		}
+		if _, err := in.call(in.ctx, raw); err != nil {
+			if in.ctx.Err() != nil {
+				return
+			}
+			in.mu.Lock()
+			in.lastErr = err
+			in.mu.Unlock()
+			continue
+		}
+		in.recovered(in.ctx, time.Now())
+		return
+	}
 }
 
 // recovered ends the outage after a successful call, and reconciles in
@@ -441,19 +509,7 @@ func (in *introspector) recovered(ctx context.Context, now time.Time) {
 	if h := v.cfg.OnFallbackExit; h != nil {
 		h(ev)
 	}
-	in.mu.Lock()
-	closed := in.closed
-	if !closed {
-		in.wg.Add(1)
-	}
-	in.mu.Unlock()
-	if closed {
-		return
-	}
-	go func() {
-		defer in.wg.Done()
-		in.reconcile(in.ctx)
-	}()
+	in.goBackground(func() { in.reconcile(in.ctx) })
 }
 
 // reconcile re-introspects every token accepted degraded and reports those
