@@ -263,8 +263,8 @@ func (r *Result) DPoPThumbprint() string {
 	return jkt
 }
 
-// DPoPProof is a DPoP proof checked by [ParseDPoPProof].
-type DPoPProof struct {
+// dpopProof is a DPoP proof whose signature was verified.
+type dpopProof struct {
 	// Thumbprint is the RFC 7638 thumbprint of the proof's public key.
 	Thumbprint string
 	// Method and URL are "htm" and "htu"; ID is "jti".
@@ -309,27 +309,12 @@ func (d *dpopChecker) check(r *http.Request, proof, raw, jkt string, now time.Ti
 	return nil
 }
 
-// ParseDPoPProof parses and verifies the signature of a DPoP proof (RFC
-// 9449 §4.2, §4.3 steps 2-6) under the allow-list algs (asymmetric only;
-// if empty, ES256, EdDSA, RS256 and PS256): typ "dpop+jwt", a public
-// "jwk" header (private parameters refused) that verifies the signature,
-// and the claims jti, htm, htu and iat. It does not check the proof
-// against a request, a time window or a replay cache. Errors match
-// ErrInvalidDPoPProof.
-func ParseDPoPProof(proof string, algs []string) (*DPoPProof, error) {
-	for _, a := range algs {
-		if !supportedAlgorithm(a) {
-			return nil, fmt.Errorf("authfallback: DPoP algorithm %q is not allowed", a)
-		}
-	}
-	return newDPoPChecker(&DPoPConfig{Algorithms: algs, ReplayCache: noReplay{}}, 0).parse(proof)
-}
-
-type noReplay struct{}
-
-func (noReplay) Seen(context.Context, string, time.Time) (bool, error) { return false, nil }
-
-func (d *dpopChecker) parse(proof string) (*DPoPProof, error) {
+// parse parses a DPoP proof and verifies its signature (RFC 9449 §4.2,
+// §4.3 steps 2-6) under the allow-list: typ "dpop+jwt", a public "jwk"
+// header (private parameters refused) that verifies the signature, and the
+// claims jti, htm, htu and iat. The request, the time window and the
+// replay cache are check's. Errors match ErrInvalidDPoPProof.
+func (d *dpopChecker) parse(proof string) (*dpopProof, error) {
 	if len(proof) > MaxDPoPProofSize {
 		return nil, fmt.Errorf("%w: larger than %d bytes", ErrInvalidDPoPProof, MaxDPoPProofSize)
 	}
@@ -352,7 +337,7 @@ func (d *dpopChecker) parse(proof string) (*DPoPProof, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidDPoPProof, err)
 	}
-	p := &DPoPProof{Thumbprint: jkt}
+	p := &dpopProof{Thumbprint: jkt}
 	var ok bool
 	if p.ID, ok = claims["jti"].(string); !ok || p.ID == "" || len(p.ID) > 512 {
 		return nil, fmt.Errorf("%w: missing jti", ErrInvalidDPoPProof)

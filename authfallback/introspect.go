@@ -48,8 +48,8 @@ import (
 const (
 	DefaultIntrospectionCacheTTL = time.Minute
 	DefaultIntrospectionTimeout  = 2 * time.Second
-	// MaxIntrospectionResponseSize bounds an introspection response.
-	MaxIntrospectionResponseSize = 64 << 10
+	// MaxintrospectionResponseSize bounds an introspection response.
+	MaxintrospectionResponseSize = 64 << 10
 	// ReasonIntrospectionUnreachable is the Result.Reason of an opaque
 	// token accepted degraded while the introspection endpoint fails.
 	ReasonIntrospectionUnreachable = "introspection-unreachable"
@@ -199,7 +199,7 @@ type introEntry struct {
 // the same token share.
 type introFlight struct {
 	done chan struct{}
-	ans  *IntrospectionResponse
+	ans  *introspectionResponse
 	err  error
 }
 
@@ -652,7 +652,7 @@ func (in *introspector) status() IntrospectionStatus {
 // endpoint comes back) make one call. The call does not end with the
 // context of the request that started it (only with its own timeout), so
 // that a client that goes away does not fail the others.
-func (in *introspector) callShared(ctx context.Context, h [32]byte, raw string) (*IntrospectionResponse, error) {
+func (in *introspector) callShared(ctx context.Context, h [32]byte, raw string) (*introspectionResponse, error) {
 	in.flightMu.Lock()
 	if f := in.flight[h]; f != nil {
 		in.flightMu.Unlock()
@@ -675,7 +675,7 @@ func (in *introspector) callShared(ctx context.Context, h [32]byte, raw string) 
 }
 
 // call POSTs raw to the endpoint and parses the answer.
-func (in *introspector) call(ctx context.Context, raw string) (*IntrospectionResponse, error) {
+func (in *introspector) call(ctx context.Context, raw string) (*introspectionResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, in.timeout)
 	defer cancel()
 	form := url.Values{"token": {raw}, "token_type_hint": {"access_token"}}
@@ -709,32 +709,32 @@ func (in *introspector) call(ctx context.Context, raw string) (*IntrospectionRes
 	if resp.StatusCode != http.StatusOK {
 		return nil, &FetchError{URL: u, StatusCode: resp.StatusCode, Err: fmt.Errorf("status %d", resp.StatusCode)}
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxIntrospectionResponseSize+1))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxintrospectionResponseSize+1))
 	if err != nil {
 		return nil, &FetchError{URL: u, StatusCode: resp.StatusCode, Err: err}
 	}
-	ans, err := ParseIntrospectionResponse(b)
+	ans, err := parseIntrospectionResponse(b)
 	if err != nil {
 		return nil, &FetchError{URL: u, StatusCode: resp.StatusCode, Invalid: true, Err: err}
 	}
 	return ans, nil
 }
 
-// IntrospectionResponse is a parsed RFC 7662 introspection answer.
-type IntrospectionResponse struct {
+// introspectionResponse is a parsed RFC 7662 introspection answer.
+type introspectionResponse struct {
 	// Active is the "active" member.
 	Active bool
 	// Claims are all members of the answer.
 	Claims map[string]any
 }
 
-// ParseIntrospectionResponse parses an RFC 7662 §2.2 introspection answer:
-// one JSON object, at most MaxIntrospectionResponseSize bytes, with a
+// parseIntrospectionResponse parses an RFC 7662 §2.2 introspection answer:
+// one JSON object, at most MaxintrospectionResponseSize bytes, with a
 // boolean "active". Errors match ErrIntrospectionResponse. The members of
 // an active answer are checked by the Verifier, not here.
-func ParseIntrospectionResponse(b []byte) (*IntrospectionResponse, error) {
-	if len(b) > MaxIntrospectionResponseSize {
-		return nil, fmt.Errorf("%w: larger than %d bytes", ErrIntrospectionResponse, MaxIntrospectionResponseSize)
+func parseIntrospectionResponse(b []byte) (*introspectionResponse, error) {
+	if len(b) > MaxintrospectionResponseSize {
+		return nil, fmt.Errorf("%w: larger than %d bytes", ErrIntrospectionResponse, MaxintrospectionResponseSize)
 	}
 	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '{' {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrIntrospectionResponse)
@@ -751,13 +751,13 @@ func ParseIntrospectionResponse(b []byte) (*IntrospectionResponse, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: no boolean \"active\"", ErrIntrospectionResponse)
 	}
-	return &IntrospectionResponse{Active: active, Claims: m}, nil
+	return &introspectionResponse{Active: active, Claims: m}, nil
 }
 
 // check turns an answer into a Result: active, an access token, exp in the
 // future, nbf passed, iss (if present) the Verifier's, aud naming it, a
 // string sub.
-func (in *introspector) check(ans *IntrospectionResponse, h [32]byte, now time.Time) (*Result, error) {
+func (in *introspector) check(ans *introspectionResponse, h [32]byte, now time.Time) (*Result, error) {
 	if !ans.Active {
 		return nil, ErrInactive
 	}
