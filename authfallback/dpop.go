@@ -256,6 +256,16 @@ func (r *Result) dpopThumbprint() (string, bool, error) {
 	return jkt, true, nil
 }
 
+// carryBinding copies the confirmation ("cnf") of a primary token into
+// the claims of the offline token exchanged for it, so that exchanging a
+// DPoP-bound token never yields a bearer token: the offline token needs a
+// proof of the same key.
+func carryBinding(claims map[string]any, primary *Result) {
+	if cnf, ok := primary.Claims["cnf"]; ok {
+		claims["cnf"] = cnf
+	}
+}
+
 // DPoPThumbprint returns the RFC 7638 thumbprint the token is bound to
 // ("cnf"."jkt"), "" when it is not bound.
 func (r *Result) DPoPThumbprint() string {
