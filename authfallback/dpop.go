@@ -411,7 +411,7 @@ func dpopKey(h any, alg string) (any, string, error) {
 	pub := jwk.Key()
 	switch k := pub.(type) {
 	case *rsa.PublicKey:
-		if k.N.BitLen() < minRSABits || k.N.BitLen() > maxRSABits || k.E < 3 || k.E%2 == 0 {
+		if k.N.BitLen() < minRSABits || k.N.BitLen() > maxRSABits || k.E < 3 || k.E%2 == 0 || k.E > 1<<31-1 {
 			return nil, "", errors.New("the jwk header holds an unacceptable RSA key")
 		}
 	case *ecdsa.PublicKey:

@@ -55,7 +55,10 @@ const (
 	ReasonIntrospectionUnreachable = "introspection-unreachable"
 	// FindingInactive is the ReconcileEvent.Finding of an opaque token
 	// accepted degraded that the introspection endpoint, once back, says is
-	// not active (revoked, or never valid).
+	// not active (revoked, or never valid), or now refuses (e.g. another
+	// audience). Introspection does not say why a token is inactive, so a
+	// token that merely expired before reconciliation is reported too:
+	// check ExpiresAt.
 	FindingInactive = "inactive"
 )
 
