@@ -331,7 +331,10 @@ func (d *dpopChecker) parse(proof string) (*dpopProof, error) {
 	var jkt string
 	claims := jwt.MapClaims{}
 	_, err := d.parser.ParseWithClaims(proof, claims, func(t *jwt.Token) (any, error) {
-		if typ, _ := t.Header["typ"].(string); typ != "dpop+jwt" {
+		// A media type: case-insensitive, "application/" optional (RFC
+		// 7515 §4.1.9).
+		typ, _ := t.Header["typ"].(string)
+		if !strings.EqualFold(strings.TrimPrefix(strings.ToLower(typ), "application/"), "dpop+jwt") {
 			return nil, errors.New(`typ is not "dpop+jwt"`)
 		}
 		if _, ok := t.Header["crit"]; ok {
