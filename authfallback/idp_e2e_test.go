@@ -374,7 +374,11 @@ func TestIntrospectionE2E_OutageDegradedThenReconciled(t *testing.T) {
 	found := make(chan authfallback.ReconcileEvent, 10)
 	cfg := baseConfig(idp)
 	cfg.Policy.AllowedScopes = []string{"read"}
-	cfg.Introspection = introConfig(idp, func(c *authfallback.IntrospectionConfig) { c.MaxCachedTokens = -1 })
+	entered := make(chan authfallback.FallbackEvent, 10)
+	cfg.Introspection = introConfig(idp, func(c *authfallback.IntrospectionConfig) {
+		c.MaxCachedTokens = -1
+		c.OnOutageEnter = func(ev authfallback.FallbackEvent) { entered <- ev }
+	})
 	cfg.OnReconcile = func(ev authfallback.ReconcileEvent) { found <- ev }
 	v, err := authfallback.New(cfg)
 	require.NoError(t, err)
@@ -415,6 +419,12 @@ func TestIntrospectionE2E_OutageDegradedThenReconciled(t *testing.T) {
 	st := v.Status().Introspection
 	require.NotNil(t, st)
 	assert.True(t, st.Outage)
+	require.Len(t, entered, 1)
+	ev := <-entered
+	assert.Equal(t, idp.Issuer(), ev.Issuer)
+	assert.Equal(t, authfallback.ReasonIntrospectionUnreachable, ev.Reason)
+	assert.Error(t, ev.Err)
+	assert.False(t, v.Status().Fallback, "the key set is not in fallback mode")
 	assert.Equal(t, 1, st.DegradedRecords)
 
 	// Revoked at the server while it is unreachable from here.

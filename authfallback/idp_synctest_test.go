@@ -160,7 +160,11 @@ func TestIntrospectionProbeReconcilesWithoutTraffic(t *testing.T) {
 	introBubble(t, func(c *authfallback.Config) {
 		c.Introspection.MaxCachedTokens = -1
 		c.OnReconcile = func(ev authfallback.ReconcileEvent) { found = append(found, ev) }
-		c.OnFallbackExit = func(authfallback.FallbackEvent) { exits++ }
+		c.Introspection.OnOutageExit = func(ev authfallback.FallbackEvent) {
+			assert.Equal(t, authfallback.ReasonIntrospectionUnreachable, ev.Reason)
+			exits++
+		}
+		c.OnFallbackExit = func(authfallback.FallbackEvent) { t.Error("the key set's hook called for introspection") }
 	}, func(idp *authtest.Server, v *authfallback.Verifier) {
 		ctx := context.Background()
 		tok := idp.IssueOpaque(map[string]any{"sub": "heidi"})

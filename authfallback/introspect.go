@@ -119,6 +119,15 @@ type IntrospectionConfig struct {
 	// AllowMissingAudience accepts an active answer without "aud". If
 	// false, "aud" must name one of Config.Audience.
 	AllowMissingAudience bool
+	// OnOutageEnter is called when calls to the endpoint start failing,
+	// OnOutageExit when one succeeds again (Reason
+	// ReasonIntrospectionUnreachable, Issuer set). They are not
+	// Config.OnFallbackEnter and OnFallbackExit, which follow the key set
+	// alone, so that a hook marking "the IdP" up or down is not flipped by
+	// the other source. Hooks may be nil, may be called concurrently, are
+	// called without any lock held, and must not block.
+	OnOutageEnter func(FallbackEvent)
+	OnOutageExit  func(FallbackEvent)
 	// ProbeInterval is, during an outage, the least time between two calls
 	// to the endpoint; the requests in between are answered at once from
 	// what was seen before the outage. If zero, 1 second; if negative,
@@ -423,8 +432,8 @@ func (in *introspector) fail(ctx context.Context, err error, now time.Time) {
 	v := in.v
 	v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: introspection outage enter",
 		slog.String("url", in.cfg.URL), slog.String("error", err.Error()))
-	if h := v.cfg.OnFallbackEnter; h != nil {
-		h(FallbackEvent{Reason: ReasonIntrospectionUnreachable, Since: now, Err: err})
+	if h := in.cfg.OnOutageEnter; h != nil {
+		h(FallbackEvent{Reason: ReasonIntrospectionUnreachable, Since: now, Err: err, Issuer: v.cfg.Issuer})
 	}
 	in.goBackground(in.probeLoop)
 }
@@ -506,10 +515,10 @@ func (in *introspector) recovered(ctx context.Context, now time.Time) {
 		return
 	}
 	v := in.v
-	ev := FallbackEvent{Reason: ReasonIntrospectionUnreachable, Since: o.since, Duration: now.Sub(o.since)}
+	ev := FallbackEvent{Reason: ReasonIntrospectionUnreachable, Since: o.since, Duration: now.Sub(o.since), Issuer: v.cfg.Issuer}
 	v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: introspection outage exit",
 		slog.Time("since", o.since), slog.Duration("duration", ev.Duration))
-	if h := v.cfg.OnFallbackExit; h != nil {
+	if h := in.cfg.OnOutageExit; h != nil {
 		h(ev)
 	}
 	in.goBackground(func() { in.reconcile(in.ctx) })
