@@ -26,7 +26,7 @@ import (
 // Opaque tokens by introspection (RFC 7662). With Config.Introspection set,
 // Verify sends a token that is not shaped like a JWT (see looksLikeJWT) to
 // the introspection endpoint and trusts its answer, with the Verifier's
-// Issuer, Audience, Policy, Revocations and hooks:
+// Issuer, Audience, Policy, Revocations and OnReconcile hook:
 //
 //   - positive answers are cached by the SHA-256 of the token (never the
 //     token), no longer than IntrospectionConfig.CacheTTL and the token's
