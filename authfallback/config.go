@@ -222,8 +222,8 @@ type Config struct {
 	Discovery bool
 	// Introspection, if set, verifies opaque tokens (those not shaped like
 	// a JWT) through an RFC 7662 introspection endpoint, beside the JWTs
-	// verified locally, under the same Issuer, Audience, Policy,
-	// Revocations and hooks; see [IntrospectionConfig].
+	// verified locally, under the same Issuer, Audience, Policy, Revocations
+	// and OnReconcile; see [IntrospectionConfig].
 	Introspection *IntrospectionConfig
 	// DPoP configures the checking of DPoP proofs (RFC 9449): Handler
 	// accepts a token bound to a key ("cnf" with "jkt") only under the

@@ -166,7 +166,7 @@ func (v *Verifier) fetchDiscovery(ctx context.Context, u string) (*DiscoveryDocu
 	if err != nil {
 		return nil, nil, &FetchError{URL: u, StatusCode: resp.StatusCode, Err: err}
 	}
-	doc, err := ParseDiscoveryDocument(b, v.cfg.Issuer)
+	doc, err := parseDiscoveryDocument(b, v.cfg.Issuer)
 	if err != nil {
 		return nil, nil, &FetchError{URL: u, StatusCode: resp.StatusCode, Invalid: true, Err: err}
 	}
@@ -179,13 +179,13 @@ func (v *Verifier) fetchDiscovery(ctx context.Context, u string) (*DiscoveryDocu
 // issuer, or without a usable jwks_uri.
 var ErrDiscoveryDocument = errors.New("authfallback: discovery document refused")
 
-// ParseDiscoveryDocument parses an OpenID Connect discovery document (or
+// parseDiscoveryDocument parses an OpenID Connect discovery document (or
 // RFC 8414 authorization server metadata) for issuer: its "issuer" must
 // equal issuer exactly (OIDC Discovery §4.3, RFC 8414 §3.3), its
 // "jwks_uri" must be an https URL (http only to a loopback host), and so
 // must "introspection_endpoint" when present. Errors match
 // ErrDiscoveryDocument.
-func ParseDiscoveryDocument(b []byte, issuer string) (*DiscoveryDocument, error) {
+func parseDiscoveryDocument(b []byte, issuer string) (*DiscoveryDocument, error) {
 	if len(b) > MaxDiscoverySize {
 		return nil, fmt.Errorf("%w: larger than %d bytes", ErrDiscoveryDocument, MaxDiscoverySize)
 	}
@@ -269,7 +269,7 @@ func parseDiscoveryFile(b []byte, issuer string, now time.Time) (*DiscoveryDocum
 	if d.FetchedAt.IsZero() || d.FetchedAt.After(now.Add(maxClockSkewCacheFile)) {
 		return nil, nil, errors.New("authfallback: discovery cache file: invalid fetched_at")
 	}
-	doc, err := ParseDiscoveryDocument(d.Document, issuer)
+	doc, err := parseDiscoveryDocument(d.Document, issuer)
 	if err != nil {
 		return nil, nil, fmt.Errorf("authfallback: discovery cache file: %w", err)
 	}

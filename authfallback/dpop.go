@@ -256,6 +256,16 @@ func (r *Result) dpopThumbprint() (string, bool, error) {
 	return jkt, true, nil
 }
 
+// carryBinding copies the confirmation ("cnf") of a primary token into
+// the claims of the offline token exchanged for it, so that exchanging a
+// DPoP-bound token never yields a bearer token: the offline token needs a
+// proof of the same key.
+func carryBinding(claims map[string]any, primary *Result) {
+	if cnf, ok := primary.Claims["cnf"]; ok {
+		claims["cnf"] = cnf
+	}
+}
+
 // DPoPThumbprint returns the RFC 7638 thumbprint the token is bound to
 // ("cnf"."jkt"), "" when it is not bound.
 func (r *Result) DPoPThumbprint() string {
@@ -263,8 +273,8 @@ func (r *Result) DPoPThumbprint() string {
 	return jkt
 }
 
-// DPoPProof is a DPoP proof checked by [ParseDPoPProof].
-type DPoPProof struct {
+// dpopProof is a DPoP proof whose signature was verified.
+type dpopProof struct {
 	// Thumbprint is the RFC 7638 thumbprint of the proof's public key.
 	Thumbprint string
 	// Method and URL are "htm" and "htu"; ID is "jti".
@@ -309,34 +319,22 @@ func (d *dpopChecker) check(r *http.Request, proof, raw, jkt string, now time.Ti
 	return nil
 }
 
-// ParseDPoPProof parses and verifies the signature of a DPoP proof (RFC
-// 9449 §4.2, §4.3 steps 2-6) under the allow-list algs (asymmetric only;
-// if empty, ES256, EdDSA, RS256 and PS256): typ "dpop+jwt", a public
-// "jwk" header (private parameters refused) that verifies the signature,
-// and the claims jti, htm, htu and iat. It does not check the proof
-// against a request, a time window or a replay cache. Errors match
-// ErrInvalidDPoPProof.
-func ParseDPoPProof(proof string, algs []string) (*DPoPProof, error) {
-	for _, a := range algs {
-		if !supportedAlgorithm(a) {
-			return nil, fmt.Errorf("authfallback: DPoP algorithm %q is not allowed", a)
-		}
-	}
-	return newDPoPChecker(&DPoPConfig{Algorithms: algs, ReplayCache: noReplay{}}, 0).parse(proof)
-}
-
-type noReplay struct{}
-
-func (noReplay) Seen(context.Context, string, time.Time) (bool, error) { return false, nil }
-
-func (d *dpopChecker) parse(proof string) (*DPoPProof, error) {
+// parse parses a DPoP proof and verifies its signature (RFC 9449 §4.2,
+// §4.3 steps 2-6) under the allow-list: typ "dpop+jwt", a public "jwk"
+// header (private parameters refused) that verifies the signature, and the
+// claims jti, htm, htu and iat. The request, the time window and the
+// replay cache are check's. Errors match ErrInvalidDPoPProof.
+func (d *dpopChecker) parse(proof string) (*dpopProof, error) {
 	if len(proof) > MaxDPoPProofSize {
 		return nil, fmt.Errorf("%w: larger than %d bytes", ErrInvalidDPoPProof, MaxDPoPProofSize)
 	}
 	var jkt string
 	claims := jwt.MapClaims{}
 	_, err := d.parser.ParseWithClaims(proof, claims, func(t *jwt.Token) (any, error) {
-		if typ, _ := t.Header["typ"].(string); typ != "dpop+jwt" {
+		// A media type: case-insensitive, "application/" optional (RFC
+		// 7515 §4.1.9).
+		typ, _ := t.Header["typ"].(string)
+		if !strings.EqualFold(strings.TrimPrefix(strings.ToLower(typ), "application/"), "dpop+jwt") {
 			return nil, errors.New(`typ is not "dpop+jwt"`)
 		}
 		if _, ok := t.Header["crit"]; ok {
@@ -352,7 +350,7 @@ func (d *dpopChecker) parse(proof string) (*DPoPProof, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidDPoPProof, err)
 	}
-	p := &DPoPProof{Thumbprint: jkt}
+	p := &dpopProof{Thumbprint: jkt}
 	var ok bool
 	if p.ID, ok = claims["jti"].(string); !ok || p.ID == "" || len(p.ID) > 512 {
 		return nil, fmt.Errorf("%w: missing jti", ErrInvalidDPoPProof)
@@ -416,7 +414,7 @@ func dpopKey(h any, alg string) (any, string, error) {
 	pub := jwk.Key()
 	switch k := pub.(type) {
 	case *rsa.PublicKey:
-		if k.N.BitLen() < minRSABits || k.N.BitLen() > maxRSABits || k.E < 3 || k.E%2 == 0 {
+		if k.N.BitLen() < minRSABits || k.N.BitLen() > maxRSABits || k.E < 3 || k.E%2 == 0 || k.E > 1<<31-1 {
 			return nil, "", errors.New("the jwk header holds an unacceptable RSA key")
 		}
 	case *ecdsa.PublicKey:

@@ -2,6 +2,9 @@ package authfallback_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -92,6 +95,20 @@ func BenchmarkIDPHandler(b *testing.B) {
 		h.ServeHTTP(w, req)
 		require.Equal(b, http.StatusNoContent, w.status)
 		run(b, h, "DPoP "+bound, proofs)
+	})
+	// What a DPoP proof costs at least: one ES256 signature check.
+	b.Run("reference=es256-verify", func(b *testing.B) {
+		priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		require.NoError(b, err)
+		sig, err := jwt.SigningMethodES256.Sign("header.payload", priv)
+		require.NoError(b, err)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for range b.N {
+			if err := jwt.SigningMethodES256.Verify("header.payload", sig, &priv.PublicKey); err != nil {
+				b.Fatal(err)
+			}
+		}
 	})
 	b.Run("issuers-jwt-repeated", func(b *testing.B) { run(b, ih, "Bearer "+plain, nil) })
 	b.Run("issuers-introspected-cached", func(b *testing.B) { run(b, ih, "Bearer "+opaque, nil) })

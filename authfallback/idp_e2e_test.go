@@ -374,7 +374,11 @@ func TestIntrospectionE2E_OutageDegradedThenReconciled(t *testing.T) {
 	found := make(chan authfallback.ReconcileEvent, 10)
 	cfg := baseConfig(idp)
 	cfg.Policy.AllowedScopes = []string{"read"}
-	cfg.Introspection = introConfig(idp, func(c *authfallback.IntrospectionConfig) { c.MaxCachedTokens = -1 })
+	entered := make(chan authfallback.FallbackEvent, 10)
+	cfg.Introspection = introConfig(idp, func(c *authfallback.IntrospectionConfig) {
+		c.MaxCachedTokens = -1
+		c.OnOutageEnter = func(ev authfallback.FallbackEvent) { entered <- ev }
+	})
 	cfg.OnReconcile = func(ev authfallback.ReconcileEvent) { found <- ev }
 	v, err := authfallback.New(cfg)
 	require.NoError(t, err)
@@ -415,6 +419,12 @@ func TestIntrospectionE2E_OutageDegradedThenReconciled(t *testing.T) {
 	st := v.Status().Introspection
 	require.NotNil(t, st)
 	assert.True(t, st.Outage)
+	require.Len(t, entered, 1)
+	ev := <-entered
+	assert.Equal(t, idp.Issuer(), ev.Issuer)
+	assert.Equal(t, authfallback.ReasonIntrospectionUnreachable, ev.Reason)
+	assert.Error(t, ev.Err)
+	assert.False(t, v.Status().Fallback, "the key set is not in fallback mode")
 	assert.Equal(t, 1, st.DegradedRecords)
 
 	// Revoked at the server while it is unreachable from here.
@@ -737,4 +747,45 @@ func TestDPoPE2E_ReplayCacheDownFailsClosed(t *testing.T) {
 	assert.Equal(t, http.StatusServiceUnavailable, r.status)
 	assert.Equal(t, "1", r.header.Get("Retry-After"))
 	assert.Contains(t, r.body, "replay")
+}
+
+// Vendor A by discovery (JWTs), vendor B by introspection (opaque tokens)
+// behind one Handler: B's introspection endpoint goes dark, A stays normal.
+func TestIssuersE2E_JWTVendorAndIntrospectionVendor(t *testing.T) {
+	a, b := newIdP(t, "ES256"), newIdP(t, "RS256")
+	ca := authfallback.Config{Issuer: a.Issuer(), Audience: []string{"test-api"}, Discovery: true, AuditLog: discard()}
+	cb := authfallback.Config{
+		Issuer: b.Issuer(), Audience: []string{"test-api"}, AuditLog: discard(),
+		Introspection: introConfig(b, func(c *authfallback.IntrospectionConfig) { c.MaxCachedTokens = -1 }),
+	}
+	cb.Policy.AllowedScopes = []string{"read"}
+	is, err := authfallback.NewIssuers(ca, cb)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = is.Close() })
+	srv := newAPI(t, is.Handler)
+
+	ja := a.Issue(jwt.MapClaims{"sub": "alice", "scope": "read write"})
+	ob := b.IssueOpaque(map[string]any{"sub": "bob", "scope": "read write"})
+	for _, tok := range []string{ja, ob} {
+		r := srv.bearer(t, tok)
+		require.Equal(t, http.StatusOK, r.status, r.body)
+		assert.False(t, r.seen.Degraded)
+	}
+	b.SetDown(true)
+	r := srv.bearer(t, ob)
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	assert.Equal(t, b.Issuer(), r.seen.Issuer)
+	assert.Equal(t, authfallback.ReasonIntrospectionUnreachable, r.seen.Reason)
+	assert.Equal(t, []string{"read"}, r.seen.Scopes)
+	r = srv.bearer(t, ja)
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	assert.False(t, r.seen.Degraded, "A is not touched by B's outage")
+	assert.Equal(t, []string{"read", "write"}, r.seen.Scopes)
+	// A JWT claiming B (which verifies no JWT) is refused.
+	r = srv.bearer(t, a.Issue(jwt.MapClaims{"iss": b.Issuer()}))
+	assert.NotEqual(t, http.StatusOK, r.status)
+	st := is.Status()
+	assert.Nil(t, st[0].Introspection)
+	require.NotNil(t, st[1].Introspection)
+	assert.True(t, st[1].Introspection.Outage)
 }

@@ -27,7 +27,7 @@ func FuzzParseDiscoveryDocument(f *testing.F) {
 	f.Add([]byte(`[]`))
 	f.Add([]byte(`{"issuer":null}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		doc, err := ParseDiscoveryDocument(b, iss)
+		doc, err := parseDiscoveryDocument(b, iss)
 		if err != nil {
 			if doc != nil {
 				t.Fatal("document and error")
@@ -85,7 +85,7 @@ func FuzzIntrospectionResponse(f *testing.F) {
 	f.Add([]byte(`{"active":true,"active":false}`))
 	f.Add([]byte(`null`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ans, err := ParseIntrospectionResponse(b)
+		ans, err := parseIntrospectionResponse(b)
 		if err != nil {
 			return
 		}

@@ -151,3 +151,41 @@ func TestDPoPReplayCacheMemory(t *testing.T) {
 		assert.False(t, seen, "an expired entry is forgotten")
 	})
 }
+
+// Reconciliation comes without a request once the endpoint is back: the
+// outage's probe re-introspects a token accepted degraded.
+func TestIntrospectionProbeReconcilesWithoutTraffic(t *testing.T) {
+	var found []authfallback.ReconcileEvent
+	var exits int
+	introBubble(t, func(c *authfallback.Config) {
+		c.Introspection.MaxCachedTokens = -1
+		c.OnReconcile = func(ev authfallback.ReconcileEvent) { found = append(found, ev) }
+		c.Introspection.OnOutageExit = func(ev authfallback.FallbackEvent) {
+			assert.Equal(t, authfallback.ReasonIntrospectionUnreachable, ev.Reason)
+			exits++
+		}
+		c.OnFallbackExit = func(authfallback.FallbackEvent) { t.Error("the key set's hook called for introspection") }
+	}, func(idp *authtest.Server, v *authfallback.Verifier) {
+		ctx := context.Background()
+		tok := idp.IssueOpaque(map[string]any{"sub": "heidi"})
+		_, err := v.Verify(ctx, tok)
+		require.NoError(t, err)
+		idp.SetDown(true)
+		res, err := v.Verify(ctx, tok)
+		require.NoError(t, err)
+		require.True(t, res.Degraded)
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		assert.True(t, v.Status().Introspection.Outage, "still down: the probes fail")
+
+		idp.Revoke(tok)
+		idp.SetDown(false)
+		time.Sleep(2 * time.Minute)
+		synctest.Wait()
+		assert.False(t, v.Status().Introspection.Outage)
+		assert.Equal(t, 1, exits)
+		require.Len(t, found, 1)
+		assert.Equal(t, authfallback.FindingInactive, found[0].Finding)
+		assert.Equal(t, "heidi", found[0].Subject)
+	})
+}

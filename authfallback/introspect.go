@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
@@ -25,7 +26,7 @@ import (
 // Opaque tokens by introspection (RFC 7662). With Config.Introspection set,
 // Verify sends a token that is not shaped like a JWT (see looksLikeJWT) to
 // the introspection endpoint and trusts its answer, with the Verifier's
-// Issuer, Audience, Policy, Revocations and hooks:
+// Issuer, Audience, Policy, Revocations and OnReconcile hook:
 //
 //   - positive answers are cached by the SHA-256 of the token (never the
 //     token), no longer than IntrospectionConfig.CacheTTL and the token's
@@ -47,14 +48,17 @@ import (
 const (
 	DefaultIntrospectionCacheTTL = time.Minute
 	DefaultIntrospectionTimeout  = 2 * time.Second
-	// MaxIntrospectionResponseSize bounds an introspection response.
-	MaxIntrospectionResponseSize = 64 << 10
+	// MaxintrospectionResponseSize bounds an introspection response.
+	MaxintrospectionResponseSize = 64 << 10
 	// ReasonIntrospectionUnreachable is the Result.Reason of an opaque
 	// token accepted degraded while the introspection endpoint fails.
 	ReasonIntrospectionUnreachable = "introspection-unreachable"
 	// FindingInactive is the ReconcileEvent.Finding of an opaque token
 	// accepted degraded that the introspection endpoint, once back, says is
-	// not active (revoked, or never valid).
+	// not active (revoked, or never valid), or now refuses (e.g. another
+	// audience). Introspection does not say why a token is inactive, so a
+	// token that merely expired before reconciliation is reported too:
+	// check ExpiresAt.
 	FindingInactive = "inactive"
 )
 
@@ -115,6 +119,15 @@ type IntrospectionConfig struct {
 	// AllowMissingAudience accepts an active answer without "aud". If
 	// false, "aud" must name one of Config.Audience.
 	AllowMissingAudience bool
+	// OnOutageEnter is called when calls to the endpoint start failing,
+	// OnOutageExit when one succeeds again (Reason
+	// ReasonIntrospectionUnreachable, Issuer set). They are not
+	// Config.OnFallbackEnter and OnFallbackExit, which follow the key set
+	// alone, so that a hook marking "the IdP" up or down is not flipped by
+	// the other source. Hooks may be nil, may be called concurrently, are
+	// called without any lock held, and must not block.
+	OnOutageEnter func(FallbackEvent)
+	OnOutageExit  func(FallbackEvent)
 	// ProbeInterval is, during an outage, the least time between two calls
 	// to the endpoint; the requests in between are answered at once from
 	// what was seen before the outage. If zero, 1 second; if negative,
@@ -198,7 +211,7 @@ type introEntry struct {
 // the same token share.
 type introFlight struct {
 	done chan struct{}
-	ans  *IntrospectionResponse
+	ans  *introspectionResponse
 	err  error
 }
 
@@ -334,7 +347,7 @@ func (in *introspector) degraded(ctx context.Context, raw string, h [32]byte, no
 	if o == nil {
 		return nil, ErrIntrospectionUnavailable
 	}
-	if s == nil || !s.at.Before(since) {
+	if s == nil || s.at.After(since) {
 		if lastErr != nil {
 			return nil, fmt.Errorf("%w: %w", ErrIntrospectionUnavailable, lastErr)
 		}
@@ -419,8 +432,75 @@ func (in *introspector) fail(ctx context.Context, err error, now time.Time) {
 	v := in.v
 	v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: introspection outage enter",
 		slog.String("url", in.cfg.URL), slog.String("error", err.Error()))
-	if h := v.cfg.OnFallbackEnter; h != nil {
-		h(FallbackEvent{Reason: ReasonIntrospectionUnreachable, Since: now, Err: err})
+	if h := in.cfg.OnOutageEnter; h != nil {
+		h(FallbackEvent{Reason: ReasonIntrospectionUnreachable, Since: now, Err: err, Issuer: v.cfg.Issuer})
+	}
+	in.goBackground(in.probeLoop)
+}
+
+// goBackground runs f on a goroutine that Close waits for, unless closed.
+func (in *introspector) goBackground(f func()) {
+	in.mu.Lock()
+	closed := in.closed
+	if !closed {
+		in.wg.Add(1)
+	}
+	in.mu.Unlock()
+	if closed {
+		return
+	}
+	go func() {
+		defer in.wg.Done()
+		f()
+	}()
+}
+
+// probeLoop runs during an outage: with backoff (1 s doubling, jittered,
+// capped at RefreshInterval) it introspects one of the tokens accepted
+// degraded, so that the end of the outage, and the reconciliation, come
+// without waiting for a request. It ends with the outage or Close.
+func (in *introspector) probeLoop() {
+	maxWait := in.v.cfg.refreshInterval()
+	wait := time.Second
+	for {
+		t := time.NewTimer(wait/2 + rand.N(wait/2+1))
+		select {
+		case <-in.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if wait *= 2; wait > maxWait {
+			wait = maxWait
+		}
+		in.mu.Lock()
+		o := in.outage
+		raw := ""
+		for _, r := range in.records {
+			raw = r.raw
+			break
+		}
+		if o != nil && raw != "" {
+			o.lastTry = time.Now()
+		}
+		in.mu.Unlock()
+		switch {
+		case o == nil:
+			return // a request saw the endpoint back
+		case raw == "":
+			continue // nothing to reconcile; requests probe on their own
+		}
+		if _, err := in.call(in.ctx, raw); err != nil {
+			if in.ctx.Err() != nil {
+				return
+			}
+			in.mu.Lock()
+			in.lastErr = err
+			in.mu.Unlock()
+			continue
+		}
+		in.recovered(in.ctx, time.Now())
+		return
 	}
 }
 
@@ -435,25 +515,13 @@ func (in *introspector) recovered(ctx context.Context, now time.Time) {
 		return
 	}
 	v := in.v
-	ev := FallbackEvent{Reason: ReasonIntrospectionUnreachable, Since: o.since, Duration: now.Sub(o.since)}
+	ev := FallbackEvent{Reason: ReasonIntrospectionUnreachable, Since: o.since, Duration: now.Sub(o.since), Issuer: v.cfg.Issuer}
 	v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: introspection outage exit",
 		slog.Time("since", o.since), slog.Duration("duration", ev.Duration))
-	if h := v.cfg.OnFallbackExit; h != nil {
+	if h := in.cfg.OnOutageExit; h != nil {
 		h(ev)
 	}
-	in.mu.Lock()
-	closed := in.closed
-	if !closed {
-		in.wg.Add(1)
-	}
-	in.mu.Unlock()
-	if closed {
-		return
-	}
-	go func() {
-		defer in.wg.Done()
-		in.reconcile(in.ctx)
-	}()
+	in.goBackground(func() { in.reconcile(in.ctx) })
 }
 
 // reconcile re-introspects every token accepted degraded and reports those
@@ -596,7 +664,7 @@ func (in *introspector) status() IntrospectionStatus {
 // endpoint comes back) make one call. The call does not end with the
 // context of the request that started it (only with its own timeout), so
 // that a client that goes away does not fail the others.
-func (in *introspector) callShared(ctx context.Context, h [32]byte, raw string) (*IntrospectionResponse, error) {
+func (in *introspector) callShared(ctx context.Context, h [32]byte, raw string) (*introspectionResponse, error) {
 	in.flightMu.Lock()
 	if f := in.flight[h]; f != nil {
 		in.flightMu.Unlock()
@@ -619,7 +687,7 @@ func (in *introspector) callShared(ctx context.Context, h [32]byte, raw string) 
 }
 
 // call POSTs raw to the endpoint and parses the answer.
-func (in *introspector) call(ctx context.Context, raw string) (*IntrospectionResponse, error) {
+func (in *introspector) call(ctx context.Context, raw string) (*introspectionResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, in.timeout)
 	defer cancel()
 	form := url.Values{"token": {raw}, "token_type_hint": {"access_token"}}
@@ -653,32 +721,32 @@ func (in *introspector) call(ctx context.Context, raw string) (*IntrospectionRes
 	if resp.StatusCode != http.StatusOK {
 		return nil, &FetchError{URL: u, StatusCode: resp.StatusCode, Err: fmt.Errorf("status %d", resp.StatusCode)}
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxIntrospectionResponseSize+1))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxintrospectionResponseSize+1))
 	if err != nil {
 		return nil, &FetchError{URL: u, StatusCode: resp.StatusCode, Err: err}
 	}
-	ans, err := ParseIntrospectionResponse(b)
+	ans, err := parseIntrospectionResponse(b)
 	if err != nil {
 		return nil, &FetchError{URL: u, StatusCode: resp.StatusCode, Invalid: true, Err: err}
 	}
 	return ans, nil
 }
 
-// IntrospectionResponse is a parsed RFC 7662 introspection answer.
-type IntrospectionResponse struct {
+// introspectionResponse is a parsed RFC 7662 introspection answer.
+type introspectionResponse struct {
 	// Active is the "active" member.
 	Active bool
 	// Claims are all members of the answer.
 	Claims map[string]any
 }
 
-// ParseIntrospectionResponse parses an RFC 7662 §2.2 introspection answer:
-// one JSON object, at most MaxIntrospectionResponseSize bytes, with a
+// parseIntrospectionResponse parses an RFC 7662 §2.2 introspection answer:
+// one JSON object, at most MaxintrospectionResponseSize bytes, with a
 // boolean "active". Errors match ErrIntrospectionResponse. The members of
 // an active answer are checked by the Verifier, not here.
-func ParseIntrospectionResponse(b []byte) (*IntrospectionResponse, error) {
-	if len(b) > MaxIntrospectionResponseSize {
-		return nil, fmt.Errorf("%w: larger than %d bytes", ErrIntrospectionResponse, MaxIntrospectionResponseSize)
+func parseIntrospectionResponse(b []byte) (*introspectionResponse, error) {
+	if len(b) > MaxintrospectionResponseSize {
+		return nil, fmt.Errorf("%w: larger than %d bytes", ErrIntrospectionResponse, MaxintrospectionResponseSize)
 	}
 	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '{' {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrIntrospectionResponse)
@@ -695,13 +763,13 @@ func ParseIntrospectionResponse(b []byte) (*IntrospectionResponse, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: no boolean \"active\"", ErrIntrospectionResponse)
 	}
-	return &IntrospectionResponse{Active: active, Claims: m}, nil
+	return &introspectionResponse{Active: active, Claims: m}, nil
 }
 
 // check turns an answer into a Result: active, an access token, exp in the
 // future, nbf passed, iss (if present) the Verifier's, aud naming it, a
 // string sub.
-func (in *introspector) check(ans *IntrospectionResponse, h [32]byte, now time.Time) (*Result, error) {
+func (in *introspector) check(ans *introspectionResponse, h [32]byte, now time.Time) (*Result, error) {
 	if !ans.Active {
 		return nil, ErrInactive
 	}

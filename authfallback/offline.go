@@ -573,6 +573,7 @@ func (o *OfflineIssuer) Issue(ctx context.Context, primary *Result, requested []
 	if !primary.IssuedAt.IsZero() {
 		claims[ClaimPrimaryIssuedAt] = primary.IssuedAt.Unix()
 	}
+	carryBinding(claims, primary) // idp: a bound token stays bound (dpop.go)
 	switch len(aud) {
 	case 0:
 	case 1:
