@@ -486,7 +486,7 @@ func (v *Verifier) writeIDPError(w http.ResponseWriter, r *http.Request, err err
 	var se *dpopSchemeError
 	switch {
 	case errors.Is(err, ErrDPoPReplayStore):
-		problem.Write(w, problem.Problem{
+		problem.Render(v.cfg.WriteProblem, w, r, problem.Problem{
 			Type:       ProblemUnavailable,
 			Title:      "Authentication temporarily unavailable",
 			Status:     http.StatusServiceUnavailable,
@@ -499,7 +499,7 @@ func (v *Verifier) writeIDPError(w http.ResponseWriter, r *http.Request, err err
 		if in := v.idp.intro; in != nil && in.probe > retry {
 			retry = in.probe
 		}
-		problem.Write(w, problem.Problem{
+		problem.Render(v.cfg.WriteProblem, w, r, problem.Problem{
 			Type:       ProblemUnavailable,
 			Title:      "Authentication temporarily unavailable",
 			Status:     http.StatusServiceUnavailable,
@@ -509,7 +509,7 @@ func (v *Verifier) writeIDPError(w http.ResponseWriter, r *http.Request, err err
 		return true
 	case errors.As(err, &se) && !errors.Is(err, ErrUnavailable):
 	case errors.Is(err, ErrInactive):
-		problem.Write(w, problem.Problem{
+		problem.Render(v.cfg.WriteProblem, w, r, problem.Problem{
 			Type:            ProblemInvalidToken,
 			Title:           "Invalid bearer token",
 			Status:          http.StatusUnauthorized,
@@ -535,7 +535,7 @@ func (v *Verifier) writeIDPError(w http.ResponseWriter, r *http.Request, err err
 	case errors.Is(err, ErrInactive):
 		detail = "the access token is not active (revoked, expired or unknown)"
 	}
-	problem.Write(w, problem.Problem{
+	problem.Render(v.cfg.WriteProblem, w, r, problem.Problem{
 		Type:            typ,
 		Title:           title,
 		Status:          http.StatusUnauthorized,
