@@ -121,15 +121,24 @@ func (f *idpFront) token(ctx context.Context, sub string) (string, time.Time, er
 	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 16<<10)).Decode(&v) != nil {
 		return "", time.Time{}, fmt.Errorf("token endpoint answered %d", resp.StatusCode)
 	}
-	claims := jwt.MapClaims{}
-	if _, _, err := jwt.NewParser().ParseUnverified(v.AccessToken, claims); err != nil {
+	exp, err := tokenExp(v.AccessToken)
+	if err != nil {
 		return "", time.Time{}, err
+	}
+	return v.AccessToken, exp, nil
+}
+
+// tokenExp reads a JWT's exp, as a client reads its own token (unverified).
+func tokenExp(raw string) (time.Time, error) {
+	claims := jwt.MapClaims{}
+	if _, _, err := jwt.NewParser().ParseUnverified(raw, claims); err != nil {
+		return time.Time{}, err
 	}
 	exp, err := claims.GetExpirationTime()
 	if err != nil || exp == nil {
-		return "", time.Time{}, errors.New("token without exp")
+		return time.Time{}, errors.New("token without exp")
 	}
-	return v.AccessToken, exp.Time, nil
+	return exp.Time, nil
 }
 
 // replica is one instance of a stack's service, on its own listener, with

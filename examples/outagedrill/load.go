@@ -44,6 +44,7 @@ type result struct {
 	status   int    // 0: no answer (transport error or client timeout)
 	degraded string // the Holdfast-Degraded header
 	problem  string // the problem type slug of an error answer
+	detail   string // the problem detail of a 401, cut short
 	replica  string // the Drill-Replica header: which replica answered
 	latency  time.Duration
 	session  int
@@ -74,6 +75,9 @@ type write struct {
 	// IdP token.
 	needToken bool
 	tokenGen  int
+	// queuedThen401: a 202 was followed by a 401 (the queued write was
+	// refused when replayed).
+	queuedThen401 bool
 }
 
 // settled: the client holds a final answer: a 2xx other than 202, or a 4xx
@@ -132,6 +136,7 @@ type creds struct {
 	offExp    time.Time
 	lastTry   time.Time // last refresh attempt
 	exchanged bool      // tried the exchange for the current IdP token
+	refuse    bool      // the last answer was a 401: refresh now, as an OAuth client does
 }
 
 func (c *creds) bearer(now time.Time) (string, credKind) {
@@ -163,7 +168,7 @@ func (l *load) run(ctx context.Context, sessions []session) {
 func (l *load) refresh(ctx context.Context, s session, c *creds) {
 	now := time.Now()
 	half := l.tl.tokenTTL / 2
-	if c.idp != "" && now.Before(c.exp.Add(-half)) {
+	if c.idp != "" && now.Before(c.exp.Add(-half)) && !c.refuse {
 		return
 	}
 	if now.Sub(c.lastTry) < 500*time.Millisecond {
@@ -173,7 +178,7 @@ func (l *load) refresh(ctx context.Context, s session, c *creds) {
 	tok, exp, err := l.idp.token(ctx, s.subject)
 	if err == nil {
 		c.idp, c.exp, c.gen = tok, exp, c.gen+1
-		c.offline, c.exchanged = "", false
+		c.offline, c.exchanged, c.refuse = "", false, false
 		return
 	}
 	if s.offline && !c.exchanged && c.idp != "" && now.Before(c.exp) {
@@ -199,12 +204,15 @@ func (l *load) exchange(ctx context.Context, raw string) (string, time.Time, err
 	defer resp.Body.Close()
 	var v struct {
 		AccessToken string `json:"access_token"`
-		ExpiresIn   int64  `json:"expires_in"`
 	}
 	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 16<<10)).Decode(&v) != nil || v.AccessToken == "" {
 		return "", time.Time{}, fmt.Errorf("exchange answered %d", resp.StatusCode)
 	}
-	return v.AccessToken, time.Now().Add(time.Duration(v.ExpiresIn) * time.Second), nil
+	exp, err := tokenExp(v.AccessToken)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	return v.AccessToken, exp, nil
 }
 
 func (l *load) session(ctx context.Context, s session) {
@@ -295,10 +303,14 @@ func (l *load) send(ctx context.Context, bearer string, w *write, path string) r
 	r.status, r.degraded, r.replica = resp.StatusCode, resp.Header.Get(degrade.HeaderDegraded), resp.Header.Get(headerReplica)
 	if r.status >= 400 {
 		var p struct {
-			Type string `json:"type"`
+			Type   string `json:"type"`
+			Detail string `json:"detail"`
 		}
 		if json.Unmarshal(b, &p) == nil {
 			r.problem = p.Type[strings.LastIndexByte(p.Type, '/')+1:]
+			if r.status == http.StatusUnauthorized {
+				r.detail = p.Detail
+			}
 		}
 	}
 	return r
@@ -313,8 +325,12 @@ func (l *load) do(ctx context.Context, op opKind, s session, c *creds, w *write,
 		return // the drill ended, not the service
 	}
 	r.at, r.op, r.latency, r.session, r.cred, r.tokenExp = at, op, time.Since(start), s.id, kind, c.exp
+	c.refuse = r.status == http.StatusUnauthorized
 	l.mu.Lock()
 	if w != nil {
+		if w.last == http.StatusAccepted && r.status == http.StatusUnauthorized {
+			w.queuedThen401 = true
+		}
 		r.writeID = w.id
 		w.sends++
 		w.last = r.status
@@ -331,32 +347,48 @@ func (l *load) do(ctx context.Context, op opKind, s session, c *creds, w *write,
 
 // settle sends every unsettled write again, with its key and the session's
 // credential, until each has a final answer or ctx ends: the clients
-// collecting the final answers of their 202s after the load stopped.
+// collecting the final answers of their 202s after the load stopped. Each
+// session polls each of its writes at most once a second, as during the
+// load, but does nothing else.
 func (l *load) settle(ctx context.Context, sessions []session) {
-	for ctx.Err() == nil {
-		pending := 0
-		for _, s := range sessions {
+	var wg sync.WaitGroup
+	for _, s := range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			c := l.creds[s.id]
-			l.refresh(ctx, s, c)
-			if w := l.due(s.id, c.gen); w != nil {
-				pending++
-				op := opResend
-				if w.last == http.StatusAccepted || w.last == http.StatusConflict {
-					op = opPoll
+			for ctx.Err() == nil && l.unsettledOf(s.id, c.gen) > 0 {
+				l.refresh(ctx, s, c)
+				for w := l.due(s.id, c.gen); w != nil && ctx.Err() == nil; w = l.due(s.id, c.gen) {
+					op := opResend
+					if w.last == http.StatusAccepted || w.last == http.StatusConflict {
+						op = opPoll
+					}
+					l.do(context.WithoutCancel(ctx), op, s, c, w, "/orders")
 				}
-				l.do(context.WithoutCancel(ctx), op, s, c, w, "/orders")
+				t := time.NewTimer(100 * time.Millisecond)
+				select {
+				case <-ctx.Done():
+				case <-t.C:
+				}
+				t.Stop()
 			}
-		}
-		if pending == 0 && l.unsettled() == 0 {
-			return
-		}
-		t := time.NewTimer(100 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		t.Stop()
+		}()
 	}
+	wg.Wait()
+}
+
+// unsettledOf counts the writes of session sid its client would still send.
+func (l *load) unsettledOf(sid, gen int) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, w := range l.writes {
+		if w.session == sid && (!w.settled() || w.needToken && w.tokenGen != gen) {
+			n++
+		}
+	}
+	return n
 }
 
 func (l *load) unsettled() int {

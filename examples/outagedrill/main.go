@@ -419,8 +419,8 @@ func run(o options) (*report, error) {
 	sleepUntil(sch.end)
 	cancel()
 	wg.Wait()
-	event("K", "load stops; clients collect the final answers of their writes (at most 10s)")
-	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	event("K", "load stops; clients collect the final answers of their writes (at most 20s)")
+	sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
 	var swg sync.WaitGroup
 	for _, l := range loads {
 		swg.Add(1)

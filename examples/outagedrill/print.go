@@ -94,6 +94,11 @@ func (rep *report) print(out io.Writer) {
 		if d.AckedThenFailed > 0 {
 			wrap(out, lead, fmt.Sprintf("%d writes answered 202 later failed (their clients got an error, so not lost, but the 202 was not kept).", d.AckedThenFailed))
 		}
+		if d.QueuedThen401 > 0 {
+			wrap(out, lead, fmt.Sprintf("%d writes answered 202 were answered 401 when polled: replayed after the token they "+
+				"were queued with had expired, they were refused (the queue keeps the token, not the authorization "+
+				"decision); their clients re-sent them with a new token.", d.QueuedThen401))
+		}
 		if p.DuplicateExecutions > 0 {
 			why := "the downstream executed some writes more than once."
 			if sn == "naive" {
@@ -116,7 +121,9 @@ func (rep *report) print(out io.Writer) {
 		} else {
 			wrap(out, lead, "recovery: "+d.RecoveryWhy+".")
 		}
-		if p.OverridePropagationSeconds < 0 {
+		if sn == "naive" {
+			wrap(out, lead, "override: "+d.OverrideWhy+".")
+		} else if p.OverridePropagationSeconds < 0 {
 			wrap(out, lead, "override never reached every replica: "+d.OverrideWhy+".")
 		} else {
 			wrap(out, lead, "override: "+d.OverrideWhy+".")

@@ -116,6 +116,9 @@ type stackDetail struct {
 	// answered with an error (the client knows; not lost, but the 202's
 	// promise broken).
 	AckedThenFailed int `json:"acked_then_failed"`
+	// QueuedThen401: writes answered 202, then 401 when polled: the queued
+	// write was refused when replayed (its token had expired).
+	QueuedThen401 int `json:"queued_then_401"`
 	// Unsettled: writes whose client has no final answer at the end.
 	Unsettled int `json:"unsettled"`
 	// LostIDs names up to 5 lost writes.
@@ -343,15 +346,11 @@ func (in measureInput) phases() []phaseReport {
 		from, to time.Duration
 	}{
 		{"healthy", 0, s.idpDown}, {"idp-outage", s.idpDown, s.idpBack}, {"idp-back", s.idpBack, s.hang},
-		{"ds-outage", s.hang, s.dsBack}, {"recovery", s.dsBack, s.end}, {"final-polls", s.end, 1 << 62},
+		{"ds-outage", s.hang, s.dsBack}, {"recovery", s.dsBack, s.end}, {"final-polls", s.end, s.end + 20*time.Second},
 	}
 	out := make([]phaseReport, len(b))
 	for i, p := range b {
-		to := p.to
-		if i == len(b)-1 {
-			to = s.end + 10*time.Second
-		}
-		out[i] = phaseReport{Name: p.name, FromS: round(p.from.Seconds(), 1), ToS: round(to.Seconds(), 1), Stacks: map[string]*stats{}}
+		out[i] = phaseReport{Name: p.name, FromS: round(p.from.Seconds(), 1), ToS: round(p.to.Seconds(), 1), Stacks: map[string]*stats{}}
 	}
 	return out
 }
@@ -437,7 +436,7 @@ func (rep *report) build(in measureInput) {
 	idpDown, idpBack := in.sch.idpDown, in.sch.idpBack
 	grace := time.Duration(rep.GraceSeconds * float64(time.Second))
 	outageBegan := in.start.Add(idpDown)
-	end := in.sch.end + 10*time.Second
+	end := in.sch.end + 20*time.Second
 	step := time.Duration(math.Max(float64(in.sch.end/100), float64(100*time.Millisecond)))
 	nb := int(end/step) + 1
 	var okB, degB, allB [2][]int
@@ -500,7 +499,7 @@ func (rep *report) build(in measureInput) {
 				} else if sent.After(r.tokenExp) {
 					cred = "expired IdP token"
 				}
-				inc(&d.Hard401By, cred+"@"+orDash(r.replica))
+				inc(&d.Hard401By, cred+"@"+orDash(r.replica)+detailNote(r.detail))
 			}
 		}
 		execs := in.ds[si].ExecutionCounts()
@@ -529,6 +528,9 @@ func (rep *report) build(in measureInput) {
 			}
 			if !w.settled() {
 				d.Unsettled++
+			}
+			if w.queuedThen401 {
+				d.QueuedThen401++
 			}
 		}
 		l.mu.Unlock()
@@ -567,6 +569,19 @@ func (rep *report) build(in measureInput) {
 	rep.Holdfast = in.rec.ev
 	in.rec.mu.Unlock()
 	rep.buildRevoked(in)
+}
+
+// detailNote keeps what a 401's problem detail says beyond "invalid token".
+func detailNote(d string) string {
+	d = strings.TrimPrefix(d, "authfallback: ")
+	d = strings.TrimPrefix(d, "invalid token: ")
+	if d == "" {
+		return ""
+	}
+	if len(d) > 60 {
+		d = d[:57] + "..."
+	}
+	return " (" + d + ")"
 }
 
 func orDash(s string) string {

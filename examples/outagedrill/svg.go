@@ -14,8 +14,8 @@ import (
 func (rep *report) svg() []byte {
 	const (
 		w                = 960
-		left, right, top = 60, 20, 50
-		panelH, gap      = 180, 50
+		left, right, top = 60, 20, 84
+		panelH, gap      = 180, 76
 		legendLineH      = 16
 	)
 	pw := float64(w - left - right)
@@ -23,8 +23,8 @@ func (rep *report) svg() []byte {
 	if n := len(rep.Timeline); n > 0 {
 		end = rep.Timeline[n-1].AtS + rep.Timeline[0].AtS + 0.5
 	}
-	if len(rep.Phases) > 0 {
-		end = max(end, rep.Phases[len(rep.Phases)-2].ToS)
+	if len(rep.Phases) > 1 {
+		end = max(end, rep.Phases[len(rep.Phases)-2].ToS+4)
 	}
 	labeled := 0
 	for _, e := range rep.Events {
@@ -32,8 +32,9 @@ func (rep *report) svg() []byte {
 			labeled++
 		}
 	}
-	h := top + 2*panelH + gap + 40 + (labeled+3)*legendLineH
+	h := top + 2*panelH + gap + 50 + (labeled+3)*legendLineH
 	x := func(s float64) float64 { return left + pw*min(s, end)/end }
+	half := rep.step() / 2 // a bucket is drawn at its middle
 	var b bytes.Buffer
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", w, h, w, h)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", w, h)
@@ -44,10 +45,16 @@ func (rep *report) svg() []byte {
 	for si, name := range stackNames {
 		py := float64(top + si*(panelH+gap))
 		y := func(r float64) float64 { return py + float64(panelH)*(1-r) }
+		fmt.Fprintf(&b, `<text x="%d" y="%.1f" font-size="14" font-weight="bold" fill="%s">%s</text>`+"\n", left, py-24, colors[si], name)
+		fmt.Fprintf(&b, `<rect x="%d" y="%.1f" width="14" height="3" fill="%s"/><text x="%d" y="%.1f">2xx</text>`+"\n", left+80, py-30, colors[si], left+98, py-24)
+		fmt.Fprintf(&b, `<rect x="%d" y="%.1f" width="14" height="10" fill="%s" fill-opacity="0.25"/><text x="%d" y="%.1f">2xx but degraded</text>`+"\n", left+140, py-33, colors[si], left+158, py-24)
 		for i, p := range rep.Phases {
+			if p.FromS >= end {
+				continue
+			}
 			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%d" fill="%s"/>`+"\n", x(p.FromS), py, max(0, x(p.ToS)-x(p.FromS)), panelH, shades[i%len(shades)])
 			if si == 1 {
-				fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle" fill="#444">%s</text>`+"\n", (x(p.FromS)+x(p.ToS))/2, py+float64(panelH)+30, html.EscapeString(p.Name))
+				fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle" fill="#444">%s</text>`+"\n", (x(p.FromS)+x(min(p.ToS, end)))/2, py+float64(panelH)+30, html.EscapeString(p.Name))
 			}
 		}
 		for _, r := range []float64{0, 0.5, 1} {
@@ -66,10 +73,10 @@ func (rep *report) svg() []byte {
 			}
 			if first < 0 {
 				first = pt.AtS
-				fmt.Fprintf(&b, "%.1f,%.1f ", x(pt.AtS), y(0))
+				fmt.Fprintf(&b, "%.1f,%.1f ", x(pt.AtS+half), y(0))
 			}
-			last = pt.AtS
-			fmt.Fprintf(&b, "%.1f,%.1f ", x(pt.AtS), y(pt.DegradedShare[si]))
+			last = pt.AtS + half
+			fmt.Fprintf(&b, "%.1f,%.1f ", x(pt.AtS+half), y(pt.DegradedShare[si]))
 		}
 		if last >= 0 {
 			fmt.Fprintf(&b, "%.1f,%.1f", x(last), y(0))
@@ -81,7 +88,7 @@ func (rep *report) svg() []byte {
 			if pt.OKShare[si] < 0 {
 				continue
 			}
-			fmt.Fprintf(&b, "%.1f,%.1f ", x(pt.AtS), y(pt.OKShare[si]))
+			fmt.Fprintf(&b, "%.1f,%.1f ", x(pt.AtS+half), y(pt.OKShare[si]))
 		}
 		b.WriteString(`"/>` + "\n")
 		for _, e := range rep.Events {
@@ -91,9 +98,6 @@ func (rep *report) svg() []byte {
 			fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#333" stroke-dasharray="3,3"/>`+"\n", x(e.AtS), x(e.AtS), py, py+float64(panelH))
 			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle" font-weight="bold">%s</text>`+"\n", x(e.AtS), py-4, html.EscapeString(e.Label))
 		}
-		fmt.Fprintf(&b, `<text x="%d" y="%.1f" font-size="13" font-weight="bold" fill="%s">%s</text>`+"\n", w-right-330, py-4, colors[si], name)
-		fmt.Fprintf(&b, `<rect x="%d" y="%.1f" width="14" height="3" fill="%s"/><text x="%d" y="%.1f">2xx</text>`+"\n", w-right-250, py-10, colors[si], w-right-232, py-4)
-		fmt.Fprintf(&b, `<rect x="%d" y="%.1f" width="14" height="10" fill="%s" fill-opacity="0.25"/><text x="%d" y="%.1f">2xx but degraded</text>`+"\n", w-right-195, py-13, colors[si], w-right-177, py-4)
 	}
 	ly := top + 2*panelH + gap + 50
 	for _, e := range rep.Events {
