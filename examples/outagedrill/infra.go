@@ -267,7 +267,8 @@ func (q *queueWatch) Enqueue(ctx context.Context, key, fp string, req idempotenc
 }
 
 // queued counts the records still waiting in the store's queue (queued,
-// or claimed by a replay that has not completed).
+// or claimed by a replay that has not completed), asking the store with 8
+// requests at a time.
 func (q *queueWatch) queued(ctx context.Context) (int, error) {
 	q.mu.Lock()
 	keys := make([]string, 0, len(q.keys))
@@ -275,19 +276,40 @@ func (q *queueWatch) queued(ctx context.Context) (int, error) {
 		keys = append(keys, k)
 	}
 	q.mu.Unlock()
-	n := 0
-	for _, k := range keys {
-		rec, ok, err := q.Store.Get(ctx, k)
-		if err != nil {
-			return 0, err
-		}
-		if ok && (rec.State == idempotency.StateQueued || rec.State == idempotency.StateInFlight && rec.Request != nil) {
-			n++
-			continue
-		}
-		q.mu.Lock()
-		delete(q.keys, k)
-		q.mu.Unlock()
+	var (
+		mu       sync.Mutex
+		n        int
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	work := make(chan string)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range work {
+				rec, ok, err := q.Store.Get(ctx, k)
+				mu.Lock()
+				switch {
+				case err != nil:
+					if firstErr == nil {
+						firstErr = err
+					}
+				case ok && (rec.State == idempotency.StateQueued || rec.State == idempotency.StateInFlight && rec.Request != nil):
+					n++
+				default:
+					q.mu.Lock()
+					delete(q.keys, k)
+					q.mu.Unlock()
+				}
+				mu.Unlock()
+			}
+		}()
 	}
-	return n, nil
+	for _, k := range keys {
+		work <- k
+	}
+	close(work)
+	wg.Wait()
+	return n, firstErr
 }

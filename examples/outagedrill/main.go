@@ -155,8 +155,14 @@ type sample struct {
 	at                 time.Duration
 	allReadOnly, anyRO bool
 	allNormal          bool
-	queued             int // -1: not counted
 	modes              string
+}
+
+// queueCount is one count of the shared queue, started while every
+// holdfast replica was normal.
+type queueCount struct {
+	from, to time.Duration
+	n        int
 }
 
 func run(o options) (*report, error) {
@@ -283,6 +289,7 @@ func run(o options) (*report, error) {
 	// The poller: the holdfast replicas' modes, and the shared queue once
 	// the downstream is back.
 	var samples []sample
+	var counts []queueCount
 	var sampleMu sync.Mutex
 	pollCtx, pollStop := context.WithCancel(context.Background())
 	defer pollStop()
@@ -298,7 +305,7 @@ func run(o options) (*report, error) {
 				return
 			case <-t.C:
 			}
-			s := sample{at: tl.since(), allReadOnly: true, allNormal: true, queued: -1}
+			s := sample{at: tl.since(), allReadOnly: true, allNormal: true}
 			var modes []string
 			for _, r := range fleets[stackHoldfast].current() {
 				m := r.mode()
@@ -308,16 +315,37 @@ func run(o options) (*report, error) {
 				s.allNormal = s.allNormal && m == degrade.Normal
 			}
 			s.modes = strings.Join(modes, " ")
-			if s.at >= sch.dsBack && s.allNormal {
-				qctx, cancel := context.WithTimeout(pollCtx, time.Second)
-				if n, err := store.queued(qctx); err == nil {
-					s.queued = n
-				}
-				cancel()
-			}
 			sampleMu.Lock()
 			samples = append(samples, s)
 			sampleMu.Unlock()
+		}
+	}()
+	// The queue counter: once the downstream is back and every replica is
+	// normal, ask the shared store how many writes still wait.
+	pollWG.Add(1)
+	go func() {
+		defer pollWG.Done()
+		for pollCtx.Err() == nil {
+			time.Sleep(100 * time.Millisecond)
+			at := tl.since()
+			sampleMu.Lock()
+			normal := len(samples) > 0 && samples[len(samples)-1].allNormal
+			sampleMu.Unlock()
+			if at < sch.dsBack || !normal {
+				continue
+			}
+			qctx, qcancel := context.WithTimeout(pollCtx, 10*time.Second)
+			n, err := store.queued(qctx)
+			qcancel()
+			if err != nil {
+				continue
+			}
+			sampleMu.Lock()
+			counts = append(counts, queueCount{from: at, to: tl.since(), n: n})
+			sampleMu.Unlock()
+			if n == 0 {
+				return
+			}
 		}
 	}()
 
@@ -436,7 +464,7 @@ func run(o options) (*report, error) {
 	pollWG.Wait()
 
 	rep.build(measureInput{
-		loads: loads, ds: ds, sch: sch, start: tl.start, samples: samples,
+		loads: loads, ds: ds, sch: sch, start: tl.start, samples: samples, counts: counts,
 		forceAt: forceAt, releaseAt: releaseAt, revokedAt: revokedAt, idpBack: idpBack, rec: rec,
 		finalReplicas: [2][]string{names(fleets[0].current()), names(fleets[1].current())},
 	})

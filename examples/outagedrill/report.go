@@ -332,6 +332,7 @@ type measureInput struct {
 	sch                schedule
 	start              time.Time
 	samples            []sample
+	counts             []queueCount
 	forceAt, releaseAt time.Duration
 	revokedAt, idpBack time.Time
 	rec                *recorder
@@ -591,22 +592,22 @@ func orDash(s string) string {
 	return s
 }
 
-// holdfastRecovery: from the downstream back to the first sample with
-// every replica Normal and the shared queue empty.
+// holdfastRecovery: from the downstream back to the end of the first count
+// of the shared queue that found it empty and began while every replica
+// was normal.
 func holdfastRecovery(in measureInput) (float64, string) {
-	var last sample
-	for _, s := range in.samples {
-		if s.at < in.sch.dsBack {
-			continue
-		}
-		last = s
-		if s.allNormal && s.queued == 0 {
-			return round((s.at - in.sch.dsBack).Seconds(), 1), fmt.Sprintf("every replica normal and the queue empty at %.1fs", s.at.Seconds())
+	for _, c := range in.counts {
+		if c.n == 0 && c.from >= in.sch.dsBack {
+			return round((c.to - in.sch.dsBack).Seconds(), 1), fmt.Sprintf("every replica normal at %.1fs, the shared queue found empty at %.1fs", c.from.Seconds(), c.to.Seconds())
 		}
 	}
-	q := "not counted"
-	if last.queued >= 0 {
-		q = fmt.Sprint(last.queued)
+	var last sample
+	if len(in.samples) > 0 {
+		last = in.samples[len(in.samples)-1]
+	}
+	q := "not counted (a replica was never normal)"
+	if n := len(in.counts); n > 0 {
+		q = fmt.Sprint(in.counts[n-1].n)
 	}
 	return -1, fmt.Sprintf("at the end %s, queued %s", last.modes, q)
 }

@@ -128,14 +128,16 @@ func TestBuildCountsHard401sWithinGraceAndReads(t *testing.T) {
 func TestRecoveryAndOverridePropagationFromSamples(t *testing.T) {
 	rep, in := fixture(t)
 	in.forceAt, in.releaseAt = 20*time.Second, 30*time.Second
-	s := func(at time.Duration, allRO, anyRO, allNormal bool, queued int) sample {
-		return sample{at: at, allReadOnly: allRO, anyRO: anyRO, allNormal: allNormal, queued: queued}
+	s := func(at time.Duration, allRO, anyRO, allNormal bool) sample {
+		return sample{at: at, allReadOnly: allRO, anyRO: anyRO, allNormal: allNormal}
 	}
 	in.samples = []sample{
-		s(20*time.Second, false, true, false, -1), s(20500*time.Millisecond, true, true, false, -1),
-		s(30*time.Second, true, true, false, -1), s(30200*time.Millisecond, false, false, true, -1),
-		s(70*time.Second, false, false, false, -1), s(75*time.Second, false, false, true, 3), s(76*time.Second, false, false, true, 0),
+		s(20*time.Second, false, true, false), s(20500*time.Millisecond, true, true, false),
+		s(30*time.Second, true, true, false), s(30200*time.Millisecond, false, false, true),
+		s(70*time.Second, false, false, false), s(75*time.Second, false, false, true), s(76*time.Second, false, false, true),
 	}
+	in.counts = []queueCount{{from: 60 * time.Second, to: 61 * time.Second, n: 0}, // before the downstream came back
+		{from: 75 * time.Second, to: 75500 * time.Millisecond, n: 3}, {from: 75600 * time.Millisecond, to: 76 * time.Second, n: 0}}
 	in.loads[stackNaive].results = []result{
 		{at: 69 * time.Second, status: 200, replica: "r1"}, // before the downstream came back
 		{at: 71 * time.Second, status: 200, replica: "r1", latency: time.Second},
@@ -151,7 +153,7 @@ func TestRecoveryAndOverridePropagationFromSamples(t *testing.T) {
 	// One replica never follows: never.
 	in.samples[1].allReadOnly = false
 	in.samples[2].allReadOnly = false
-	in.samples = in.samples[:5]
+	in.counts = in.counts[:2]
 	rep, _ = fixture(t)
 	rep.build(in)
 	assert.Equal(t, -1.0, rep.Fleet.Holdfast.OverridePropagationSeconds)
