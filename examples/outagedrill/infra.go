@@ -267,7 +267,7 @@ func (q *queueWatch) Enqueue(ctx context.Context, key, fp string, req idempotenc
 }
 
 // queued counts the records still waiting in the store's queue (queued,
-// or claimed by a replay that has not completed), asking the store with 8
+// or claimed by a replay that has not completed), asking the store with 4
 // requests at a time.
 func (q *queueWatch) queued(ctx context.Context) (int, error) {
 	q.mu.Lock()
@@ -283,7 +283,7 @@ func (q *queueWatch) queued(ctx context.Context) (int, error) {
 		wg       sync.WaitGroup
 	)
 	work := make(chan string)
-	for range 8 {
+	for range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -167,6 +167,9 @@ func (rep *report) print(out io.Writer) {
 		"breaker openings %d; retries %d, give-ups %d; stale answers %d; idempotent replays %d, conflicts %d; "+
 		"queued writes replayed %d.", e.FallbackEnter, e.FallbackExit, e.OfflineIssued, e.BreakerOpened, e.Retries,
 		e.GiveUps, e.StaleServed, e.IdemReplays, e.IdemConflicts, e.Replayed))
+	if e.ReplayErrors > 0 {
+		wrap(out, "  replays that failed: ", fmt.Sprintf("%d, the last with: %s", e.ReplayErrors, e.LastReplayErr))
+	}
 	if len(e.ModeChanges) > 0 {
 		wrap(out, "  mode changes: ", strings.Join(e.ModeChanges, "; "))
 	}

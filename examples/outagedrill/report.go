@@ -249,6 +249,8 @@ type holdfastEvents struct {
 	GiveUps       int      `json:"retry_give_ups"`
 	StaleServed   int      `json:"stale_served"`
 	Replayed      int      `json:"queued_writes_replayed"`
+	ReplayErrors  int      `json:"replay_errors"`
+	LastReplayErr string   `json:"last_replay_error,omitempty"`
 	IdemReplays   int      `json:"idempotent_replays"`
 	IdemConflicts int      `json:"idempotency_conflicts"`
 	Reconciled    []string `json:"reconciled"`
@@ -300,7 +302,15 @@ func (r *recorder) hooks() stack.Hooks {
 				}
 			})
 		},
-		OnReplayed: func(n int, _ error) { r.do(func(e *holdfastEvents) { e.Replayed += n }) },
+		OnReplayed: func(n int, err error) {
+			r.do(func(e *holdfastEvents) {
+				e.Replayed += n
+				if err != nil {
+					e.ReplayErrors++
+					e.LastReplayErr = err.Error()
+				}
+			})
+		},
 		OnReconcile: func(ev authfallback.ReconcileEvent) {
 			line := fmt.Sprintf("%s %s: %s (%d degraded acceptances)", r.since(), ev.Subject, ev.Finding, ev.Accepted)
 			now := time.Now()

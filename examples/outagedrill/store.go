@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -43,7 +44,15 @@ func openStore(ctx context.Context, o options) (idempotency.Store, func(), error
 		}
 		return redisstore.New(rdb, redisstore.Config{Prefix: prefix}), closeFn, nil
 	case "postgres":
-		pool, err := pgxpool.New(ctx, o.pgDSN)
+		pcfg, err := pgxpool.ParseConfig(o.pgDSN)
+		if err != nil {
+			return nil, nil, fmt.Errorf("postgres: %w", err)
+		}
+		// One pool stands for the replicas' pools together: give it what
+		// three replicas would have (pgxpool's default is 4 connections
+		// on this machine, which the fleet's requests wait for).
+		pcfg.MaxConns = max(pcfg.MaxConns, 16)
+		pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 		if err != nil {
 			return nil, nil, fmt.Errorf("postgres: %w", err)
 		}
@@ -62,7 +71,9 @@ func openStore(ctx context.Context, o options) (idempotency.Store, func(), error
 			_ = s.Close()
 			c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			_, _ = pool.Exec(c, "DROP TABLE IF EXISTS "+table)
+			if os.Getenv("DRILL_KEEP_TABLE") == "" {
+				_, _ = pool.Exec(c, "DROP TABLE IF EXISTS "+table)
+			}
 			pool.Close()
 		}
 		return s, closeFn, nil
