@@ -249,21 +249,69 @@ func (f *fleet) close() {
 type queueWatch struct {
 	idempotency.Store
 	mu   sync.Mutex
-	keys map[string]struct{}
+	keys map[string]struct{} // still queued at the last count
+	all  map[string]string   // every key queued -> its caller's subject
+	// bearer counts the queued requests stored with their Authorization
+	// header (a plaintext bearer token in the shared store).
+	bearer int
 }
 
 func newQueueWatch(s idempotency.Store) *queueWatch {
-	return &queueWatch{Store: s, keys: map[string]struct{}{}}
+	return &queueWatch{Store: s, keys: map[string]struct{}{}, all: map[string]string{}}
 }
 
 func (q *queueWatch) Enqueue(ctx context.Context, key, fp string, req idempotency.Request, ttl time.Duration) (idempotency.Record, bool, error) {
 	rec, created, err := q.Store.Enqueue(ctx, key, fp, req, ttl)
 	if err == nil && created {
+		sub := ""
+		auth := req.Header.Get("Authorization")
+		if raw, ok := strings.CutPrefix(auth, "Bearer "); ok {
+			claims := jwt.MapClaims{}
+			if _, _, err := jwt.NewParser().ParseUnverified(raw, claims); err == nil {
+				sub, _ = claims.GetSubject()
+			}
+		}
 		q.mu.Lock()
 		q.keys[key] = struct{}{}
+		q.all[key] = sub
+		if auth != "" {
+			q.bearer++
+		}
 		q.mu.Unlock()
 	}
 	return rec, created, err
+}
+
+// outcomes reads, for every write ever queued, what the store holds now:
+// the stored status of a replayed one, "queued" for one still waiting.
+// The revoked subject's are counted apart.
+func (q *queueWatch) outcomes(ctx context.Context) (others, revoked map[string]int, bearer int) {
+	q.mu.Lock()
+	all := make(map[string]string, len(q.all))
+	for k, v := range q.all {
+		all[k] = v
+	}
+	bearer = q.bearer
+	q.mu.Unlock()
+	others, revoked = map[string]int{}, map[string]int{}
+	for k, sub := range all {
+		m := others
+		if sub == revokedSubject {
+			m = revoked
+		}
+		rec, ok, err := q.Store.Get(ctx, k)
+		switch {
+		case err != nil:
+			m["store error"]++
+		case !ok:
+			m["gone"]++
+		case rec.State == idempotency.StateDone && rec.Response != nil:
+			m[fmt.Sprint(rec.Response.Status)]++
+		default:
+			m["still queued"]++
+		}
+	}
+	return others, revoked, bearer
 }
 
 // queued counts the records still waiting in the store's queue (queued,

@@ -360,6 +360,7 @@ func (l *load) settle(ctx context.Context, sessions []session) {
 			for ctx.Err() == nil && l.unsettledOf(s.id, c.gen) > 0 {
 				l.refresh(ctx, s, c)
 				for w := l.due(s.id, c.gen); w != nil && ctx.Err() == nil; w = l.due(s.id, c.gen) {
+					l.refresh(ctx, s, c) // a long sweep outlives a token
 					op := opResend
 					if w.last == http.StatusAccepted || w.last == http.StatusConflict {
 						op = opPoll

@@ -91,7 +91,7 @@ func main() {
 	flag.BoolVar(&o.json, "json", false, "print the results as JSON on stdout (and the table on stderr)")
 	flag.StringVar(&o.svg, "svg", "", "write the 2xx and degraded shares over time to this SVG file")
 	flag.BoolVar(&o.check, "check", false, "exit non-zero when holdfast breaks a promise of the drill")
-	flag.StringVar(&o.knownGaps, "known-gaps", "", "comma-separated promises (lost, duplicates, hard401, replaced, recovery, override, revoked) that -check reports but does not fail on")
+	flag.StringVar(&o.knownGaps, "known-gaps", "", "comma-separated promises (lost, duplicates, hard401, replaced, recovery, override, revoked, queued) that -check reports but does not fail on")
 	flag.BoolVar(&o.operator, "naive-operator", true, "restart the naive replicas when the IdP is back (keyfunc alone keeps an empty key set for up to 5 minutes)")
 	flag.BoolVar(&o.verbose, "v", false, "log what the packages do (audit log included) to stderr")
 	flag.Parse()
@@ -462,12 +462,17 @@ func run(o options) (*report, error) {
 	event("", "done")
 	pollStop()
 	pollWG.Wait()
+	octx, ocancel := context.WithTimeout(context.Background(), 20*time.Second)
+	qo, qr, bearer := store.outcomes(octx)
+	ocancel()
 
 	rep.build(measureInput{
 		loads: loads, ds: ds, sch: sch, start: tl.start, samples: samples, counts: counts,
 		forceAt: forceAt, releaseAt: releaseAt, revokedAt: revokedAt, idpBack: idpBack, rec: rec,
 		finalReplicas: [2][]string{names(fleets[0].current()), names(fleets[1].current())},
 	})
+	d := rep.Detail["holdfast"]
+	d.QueueOutcomes, d.QueueOutcomesRevoked, d.QueuedWithBearer = qo, qr, bearer
 	return rep, nil
 }
 

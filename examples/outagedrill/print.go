@@ -94,6 +94,24 @@ func (rep *report) print(out io.Writer) {
 		if d.AckedThenFailed > 0 {
 			wrap(out, lead, fmt.Sprintf("%d writes answered 202 later failed (their clients got an error, so not lost, but the 202 was not kept).", d.AckedThenFailed))
 		}
+		if len(d.QueueOutcomes) > 0 {
+			n := 0
+			for _, v := range d.QueueOutcomes {
+				n += v
+			}
+			msg := fmt.Sprintf("the shared queue took %d writes; what it holds for them at the end, by replay status: %s.", n, counts(d.QueueOutcomes))
+			if d.QueueOutcomes["401"] > 0 {
+				msg += " A 401 is a queued write refused when replayed: the bearer token it was queued with had expired " +
+					"(the queue keeps the token, not the authorization decision); it executed only if its client sent it again."
+			}
+			if d.QueuedWithBearer > 0 {
+				msg += fmt.Sprintf(" %d queued requests were stored with their plaintext bearer token.", d.QueuedWithBearer)
+			}
+			wrap(out, lead, msg)
+			if len(d.QueueOutcomesRevoked) > 0 {
+				wrap(out, lead, "the revoked subject's queued writes, by replay status: "+counts(d.QueueOutcomesRevoked)+".")
+			}
+		}
 		if d.QueuedThen401 > 0 {
 			wrap(out, lead, fmt.Sprintf("%d writes answered 202 were answered 401 when polled: replayed after the token they "+
 				"were queued with had expired, they were refused (the queue keeps the token, not the authorization "+

@@ -24,7 +24,7 @@ const (
 )
 
 // Promise names, for -known-gaps.
-var promiseNames = []string{"lost", "duplicates", "hard401", "replaced", "recovery", "override", "revoked"}
+var promiseNames = []string{"lost", "duplicates", "hard401", "replaced", "recovery", "override", "revoked", "queued"}
 
 func parseGaps(s string) (map[string]bool, error) {
 	m := map[string]bool{}
@@ -119,6 +119,14 @@ type stackDetail struct {
 	// QueuedThen401: writes answered 202, then 401 when polled: the queued
 	// write was refused when replayed (its token had expired).
 	QueuedThen401 int `json:"queued_then_401"`
+	// QueueOutcomes counts the writes the shared store queued by what it
+	// holds for them at the end: the status their replay stored, or
+	// "still queued" (the revoked subject's apart).
+	QueueOutcomes        map[string]int `json:"queue_outcomes,omitempty"`
+	QueueOutcomesRevoked map[string]int `json:"queue_outcomes_revoked_subject,omitempty"`
+	// QueuedWithBearer: queued requests stored with their Authorization
+	// header, a plaintext bearer token in the shared store.
+	QueuedWithBearer int `json:"queued_with_bearer_token"`
 	// Unsettled: writes whose client has no final answer at the end.
 	Unsettled int `json:"unsettled"`
 	// LostIDs names up to 5 lost writes.
@@ -742,6 +750,12 @@ func (rep *report) judge(gaps map[string]bool) {
 		{Name: "override", What: "override reaches every replica within 1s", Value: secs(h.OverridePropagationSeconds) + ": " + d.OverrideWhy, Pass: h.OverridePropagationSeconds >= 0 && h.OverridePropagationSeconds <= targetPropagation.Seconds()},
 		{Name: "revoked", What: "the revoked subject refused once the revocation is known", Value: fmt.Sprintf("%d accepted after %.1fs, %d of its writes executed", hr.AcceptedAfterKnown, rep.Revoked.KnownAtS, hr.WritesExecutedAfterKnown), Pass: rep.Revoked.KnownAtS >= 0 && hr.AcceptedAfterKnown == 0 && hr.WritesExecutedAfterKnown == 0},
 	}
+	refused, queued := d.QueueOutcomes["401"], 0
+	for _, v := range d.QueueOutcomes {
+		queued += v
+	}
+	rep.Checks = append(rep.Checks, check{Name: "queued", What: "queued writes keep the authorization they were accepted with",
+		Value: fmt.Sprintf("%d of %d queued writes refused (401) when replayed", refused, queued), Pass: refused == 0})
 	for i := range rep.Checks {
 		c := &rep.Checks[i]
 		c.Gap = !c.Pass && gaps[c.Name]
