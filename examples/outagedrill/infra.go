@@ -80,8 +80,11 @@ func (f *idpFront) jwksURL() string        { return f.srv.URL + authtest.JWKSPat
 func (f *idpFront) revocationsURL() string { return f.srv.URL + revocationsPath }
 
 // issue signs a token for sub, valid for the drill's token TTL.
-func (f *idpFront) issue(sub string) (string, time.Time) {
-	exp := time.Now().Add(f.ttl)
+func (f *idpFront) issue(sub string) (string, time.Time) { return f.issueFor(sub, f.ttl) }
+
+// issueFor signs a token for sub, valid for ttl.
+func (f *idpFront) issueFor(sub string, ttl time.Duration) (string, time.Time) {
+	exp := time.Now().Add(ttl)
 	return f.idp.Issue(jwt.MapClaims{"sub": sub, "scope": "read write", "exp": exp.Unix()}), time.Unix(exp.Unix(), 0)
 }
 

@@ -363,16 +363,22 @@ func run(o options) (*report, error) {
 
 	// The probe: a token every replica sees valid before the outage; the
 	// replaced replica's first request will carry it.
-	sleepUntil(sch.idpDown - 500*time.Millisecond)
-	probeTok, probeExp := idp.issue("user-probe")
+	sleepUntil(sch.idpDown - 1500*time.Millisecond)
+	probeTok, probeExp := idp.issueFor("user-probe", 2*ttl)
+	var pwg sync.WaitGroup
 	for _, f := range fleets {
 		for _, r := range f.current() {
-			probe(r.srv.URL, probeTok)
+			pwg.Add(1)
+			go func() { defer pwg.Done(); probe(r.srv.URL, probeTok) }()
 		}
 	}
+	pwg.Wait()
 
+	// act is the schedule as it happened: phases and measures use it.
+	act := sch
 	sleepUntil(sch.idpDown)
 	_ = faults.Set(depIdP, fault.Fault{Kind: fault.Outage})
+	act.idpDown = tl.since()
 	event("A", "IdP down (fault idp: outage): JWKS, token endpoint and revocation list reset connections")
 
 	sleepUntil(sch.revoke)
@@ -381,6 +387,7 @@ func run(o options) (*report, error) {
 	event("B", "the IdP revokes "+revokedSubject+" (its revocation list is down: no replica can know yet)")
 
 	sleepUntil(sch.replace)
+	act.replace = tl.since()
 	{
 		nh, err := startHoldfast()
 		if err != nil {
@@ -418,6 +425,7 @@ func run(o options) (*report, error) {
 	sleepUntil(sch.idpBack)
 	faults.Clear(depIdP)
 	idpBack := time.Now()
+	act.idpBack = tl.since()
 	what := "IdP back: clients refresh, re-send unanswered writes with the same key"
 	if o.operator {
 		for _, r := range fleets[stackNaive].current() {
@@ -429,6 +437,7 @@ func run(o options) (*report, error) {
 
 	sleepUntil(sch.hang)
 	_ = faults.Set(depDownstream, fault.Fault{Kind: fault.Hang, MaxHang: 10 * time.Second})
+	act.hang = tl.since()
 	event("G", "downstream hangs (fault downstream: hang): writes execute, answers never come")
 
 	sleepUntil(sch.fail5xx)
@@ -438,13 +447,16 @@ func run(o options) (*report, error) {
 
 	sleepUntil(sch.dsBack)
 	faults.Clear(depDownstream)
+	act.dsBack = tl.since()
 	event("I", "downstream back; clients still send only writes (no read reports the recovery)")
 
 	sleepUntil(sch.reads)
 	tl.writeOnlyNow.Store(false)
+	act.reads = tl.since()
 	event("J", "reads resume")
 
 	sleepUntil(sch.end)
+	act.end = tl.since()
 	cancel()
 	wg.Wait()
 	event("K", "load stops; clients collect the final answers of their writes (at most 20s)")
@@ -467,7 +479,7 @@ func run(o options) (*report, error) {
 	ocancel()
 
 	rep.build(measureInput{
-		loads: loads, ds: ds, sch: sch, start: tl.start, samples: samples, counts: counts,
+		loads: loads, ds: ds, sch: act, start: tl.start, samples: samples, counts: counts,
 		forceAt: forceAt, releaseAt: releaseAt, revokedAt: revokedAt, idpBack: idpBack, rec: rec,
 		finalReplicas: [2][]string{names(fleets[0].current()), names(fleets[1].current())},
 	})

@@ -126,6 +126,17 @@ func (rep *report) print(out io.Writer) {
 		}
 		if p.Hard401WithinGrace > 0 {
 			wrap(out, lead, fmt.Sprintf("hard 401s within grace, by credential and replica: %s.", counts(d.Hard401By)))
+			for k := range d.Hard401By {
+				if strings.HasPrefix(k, "offline token") && strings.Contains(k, "fallback") {
+					wrap(out, lead, "an offline token is accepted only by a replica in fallback mode; each replica enters "+
+						"and leaves it on its own refresh schedule, so one not (or no longer) in fallback refuses it.")
+					break
+				}
+			}
+			if sn == "holdfast" {
+				wrap(out, lead, "an expired token is accepted once per replica that saw it valid (one use of the grace "+
+					"window, not a window); offline tokens expire with the token they were exchanged for.")
+			}
 		}
 		if d.ReadsInOutage > d.ReadsOKInOutage {
 			wrap(out, lead, fmt.Sprintf("failed reads in the IdP outage, by replica and answer: %s.", counts(d.ReadsRefusedBy)))

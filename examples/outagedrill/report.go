@@ -597,8 +597,8 @@ func detailNote(d string) string {
 	if d == "" {
 		return ""
 	}
-	if len(d) > 60 {
-		d = d[:57] + "..."
+	if len(d) > 90 {
+		d = d[:87] + "..."
 	}
 	return " (" + d + ")"
 }
