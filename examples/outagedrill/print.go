@@ -67,12 +67,12 @@ func (rep *report) print(out io.Writer) {
 
 	h, n := f.Holdfast, f.Naive
 	hd, nd := rep.Detail["holdfast"], rep.Detail["naive"]
-	fmt.Fprintf(out, "%-52s %12s %12s   %s\n", "promise", "holdfast", "naive", "holdfast must")
+	fmt.Fprintf(out, "%-52s %11s %11s   %s\n", "promise", "holdfast", "naive", "holdfast must")
 	row := func(what, hv, nv, target string) {
-		fmt.Fprintf(out, "%-52s %12s %12s   %s\n", what, hv, nv, target)
+		fmt.Fprintf(out, "%s\n", strings.TrimRight(fmt.Sprintf("%-52s %11s %11s   %s", what, hv, nv, target), " "))
 	}
 	row("writes acknowledged (2xx or 202)", fmt.Sprint(h.WritesAcknowledged), fmt.Sprint(n.WritesAcknowledged), "")
-	row("lost writes (acknowledged, never executed, not failed)", fmt.Sprint(h.LostWrites), fmt.Sprint(n.LostWrites), "0")
+	row("lost writes (acked, never executed, not failed)", fmt.Sprint(h.LostWrites), fmt.Sprint(n.LostWrites), "0")
 	row("duplicate executions downstream", fmt.Sprint(h.DuplicateExecutions), fmt.Sprint(n.DuplicateExecutions), "0")
 	row("hard 401s within grace, IdP outage", fmt.Sprint(h.Hard401WithinGrace), fmt.Sprint(n.Hard401WithinGrace), "0")
 	row("valid sessions' reads answered 2xx, IdP outage", fmt.Sprintf("%.1f%%", 100*h.ReadsOKShare), fmt.Sprintf("%.1f%%", 100*n.ReadsOKShare), "")
@@ -163,12 +163,12 @@ func (rep *report) print(out io.Writer) {
 	}
 	fmt.Fprintln(out)
 
-	fmt.Fprintf(out, "%-11s %-8s %8s %6s %8s %5s %5s %5s %5s %5s %6s %6s %7s\n",
-		"phase", "stack", "requests", "2xx", "degraded", "202", "401", "5xx", "none", "re-s", "polls", "reads", "p99 ms")
+	fmt.Fprintf(out, "%-11s %-8s %8s %6s %8s %5s %5s %5s %5s %5s %5s %6s %6s\n",
+		"phase", "stack", "requests", "2xx", "degraded", "202", "401", "5xx", "none", "re-s", "polls", "reads", "p99ms")
 	for _, p := range rep.Phases {
 		for _, sn := range stackNames {
 			s := p.Stacks[sn]
-			fmt.Fprintf(out, "%-11s %-8s %8d %6s %8s %5d %5d %5d %5d %5d %6d %6s %7.0f\n",
+			fmt.Fprintf(out, "%-11s %-8s %8d %6s %8s %5d %5d %5d %5d %5d %5d %6s %6.0f\n",
 				p.Name, sn, s.Requests, pct(s.OK, s.Requests), pct(s.Degraded, s.Requests), s.Queued, s.S401, s.S5xx,
 				s.NoAnswer, s.Resends, s.Polls, pct(s.ReadsOK, s.Reads), s.P99MS)
 		}

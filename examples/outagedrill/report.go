@@ -170,6 +170,8 @@ type phaseReport struct {
 	FromS  float64           `json:"from_s"`
 	ToS    float64           `json:"to_s"`
 	Stacks map[string]*stats `json:"stacks"`
+
+	from time.Duration // exact, for phaseOf
 }
 
 // stats are one stack's answers in one phase (by send time).
@@ -369,14 +371,14 @@ func (in measureInput) phases() []phaseReport {
 	}
 	out := make([]phaseReport, len(b))
 	for i, p := range b {
-		out[i] = phaseReport{Name: p.name, FromS: round(p.from.Seconds(), 1), ToS: round(p.to.Seconds(), 1), Stacks: map[string]*stats{}}
+		out[i] = phaseReport{Name: p.name, FromS: round(p.from.Seconds(), 1), ToS: round(p.to.Seconds(), 1), Stacks: map[string]*stats{}, from: p.from}
 	}
 	return out
 }
 
 func phaseOf(ps []phaseReport, at time.Duration) int {
 	for i := len(ps) - 1; i >= 0; i-- {
-		if at.Seconds() >= ps[i].FromS {
+		if at >= ps[i].from {
 			return i
 		}
 	}
