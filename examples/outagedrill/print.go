@@ -75,7 +75,7 @@ func (rep *report) print(out io.Writer) {
 	row("lost writes (acked, never executed, not failed)", fmt.Sprint(h.LostWrites), fmt.Sprint(n.LostWrites), "0")
 	row("duplicate executions downstream", fmt.Sprint(h.DuplicateExecutions), fmt.Sprint(n.DuplicateExecutions), "0")
 	row("hard 401s within grace, IdP outage", fmt.Sprint(h.Hard401WithinGrace), fmt.Sprint(n.Hard401WithinGrace), "0")
-	row("valid sessions' reads answered 2xx, IdP outage", fmt.Sprintf("%.1f%%", 100*h.ReadsOKShare), fmt.Sprintf("%.1f%%", 100*n.ReadsOKShare), "")
+	row("valid sessions' reads answered 2xx, IdP outage", pct(hd.ReadsOKInOutage, hd.ReadsInOutage), pct(nd.ReadsOKInOutage, nd.ReadsInOutage), "")
 	row("replaced replica's first request verified", yesNo(h.ReplacedReplicaVerified), yesNo(n.ReplacedReplicaVerified), "yes")
 	row("recovery: downstream back -> all normal, queue empty", secsOr(h.RecoverySeconds, "never"), secsOr(n.RecoverySeconds, "never"), "<= 10 s")
 	row("override propagation (force and release)", secsOr(h.OverridePropagationSeconds, "never"), secsOr(n.OverridePropagationSeconds, "no switch"), "<= 1 s")
