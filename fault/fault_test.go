@@ -255,13 +255,13 @@ func TestSwitchAtRunTimeAndHooks(t *testing.T) {
 	var mu sync.Mutex
 	in := fault.New(fault.Config{
 		OnInject: func(ev fault.Event) { mu.Lock(); events = append(events, ev); mu.Unlock() },
-		OnChange: func(dep string, f fault.Fault, ok bool) {
+		OnChange: func(ev fault.ChangeEvent) {
 			mu.Lock()
 			defer mu.Unlock()
-			if ok {
-				changes = append(changes, dep+" "+f.String())
+			if ev.Set {
+				changes = append(changes, ev.Dependency+" "+ev.Fault.String())
 			} else {
-				changes = append(changes, dep+" cleared")
+				changes = append(changes, ev.Dependency+" cleared")
 			}
 		},
 	})

@@ -43,13 +43,21 @@ type Config struct {
 	// to, before the fault acts. It may be called concurrently and must
 	// not block.
 	OnInject func(Event)
-	// OnChange, if not nil, is called after a fault was set or cleared,
-	// with the fault now in force (ok false: none). It may be called
-	// concurrently and must not block.
-	OnChange func(dependency string, f Fault, ok bool)
+	// OnChange, if not nil, is called after a fault was set or cleared.
+	// It may be called concurrently and must not block.
+	OnChange func(ChangeEvent)
 	// Logger receives every change of the faults (Info). If nil, nothing
 	// is logged.
 	Logger *slog.Logger
+}
+
+// ChangeEvent describes a fault set or cleared.
+type ChangeEvent struct {
+	Dependency string
+	// Fault is the fault now in force; its zero value when Set is false.
+	Fault Fault
+	// Set is true when a fault was set, false when it was cleared.
+	Set bool
 }
 
 // Event describes one request a fault applied to.
@@ -139,7 +147,7 @@ func (in *Injector) changed(dep string, f Fault, ok bool) {
 		}
 	}
 	if in.cfg.OnChange != nil {
-		in.cfg.OnChange(dep, f, ok)
+		in.cfg.OnChange(ChangeEvent{Dependency: dep, Fault: f, Set: ok})
 	}
 }
 
