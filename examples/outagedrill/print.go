@@ -51,7 +51,7 @@ func yesNo(b bool) string {
 func (rep *report) print(out io.Writer) {
 	f := rep.Fleet
 	wrap(out, "", fmt.Sprintf("holdfast outage drill, fleet scenario: %d replicas per stack behind a round-robin proxy, "+
-		"shared store %s; %s; %d sessions per stack (half exchange their token for an offline token while the IdP is down) "+
+		"shared idempotency store %s; %s; %d sessions per stack (half exchange their token for an offline token while the IdP is down) "+
 		"+1 revoked; token TTL %.0fs, IdP outage %.0fs, grace %.0fs.",
 		f.Replicas, rep.Store, rep.Duration, rep.Sessions, f.TokenTTLSeconds, f.IdPOutageSeconds, rep.GraceSeconds))
 	fmt.Fprintln(out)
@@ -142,8 +142,13 @@ func (rep *report) print(out io.Writer) {
 			wrap(out, lead, fmt.Sprintf("failed reads in the IdP outage, by replica and answer: %s.", counts(d.ReadsRefusedBy)))
 		}
 		if !p.ReplacedReplicaVerified {
-			wrap(out, lead, fmt.Sprintf("replaced replica %s (empty disk) answered its first request %s %s; %s of its answers were 2xx for the rest of the outage.",
-				d.Replaced.Replica, statusText(d.Replaced.FirstStatus), d.Replaced.FirstProblem, pctF(d.ReplacedOKShare)))
+			first := strings.TrimSpace(statusText(d.Replaced.FirstStatus) + " " + d.Replaced.FirstProblem)
+			why := "its disk holds no key cache and the IdP is down; offline tokens, which need no JWKS, are its only 2xx"
+			if sn == "naive" {
+				why = "keyfunc fetched no keys at start (the IdP was down), and refreshes on an unknown kid at most once per 5 minutes"
+			}
+			wrap(out, lead, fmt.Sprintf("replaced replica %s (empty disk) answered its first request %s; %s of its answers were 2xx for the rest of the outage: %s.",
+				d.Replaced.Replica, first, pctF(d.ReplacedOKShare), why))
 		}
 		if p.RecoverySeconds < 0 {
 			wrap(out, lead, "recovery never reached: "+d.RecoveryWhy+".")
@@ -177,7 +182,9 @@ func (rep *report) print(out io.Writer) {
 		"(Holdfast-Degraded: stale, degraded auth or mode; or 202 queued). none: no answer (timeout, reset). "+
 		"re-s: client re-sends, a write sent again with the same Idempotency-Key because its answer never came, "+
 		"was a 5xx, or was a 401 before the client got a new token. polls: a write answered 202 sent again "+
-		"with its key to fetch its final answer. reads: share of GETs answered 2xx.")
+		"with its key to fetch its final answer. reads: share of GETs answered 2xx. p99ms: 99th percentile "+
+		"latency; in ds-outage the downstream hangs: holdfast waits one 1 s call timeout before its breaker opens, "+
+		"naive three (it retries every call 3 times).")
 	fmt.Fprintln(out)
 	fmt.Fprintln(out, "why (degraded answers by marker; errors by status and problem type)")
 	for _, p := range rep.Phases {
@@ -189,6 +196,7 @@ func (rep *report) print(out io.Writer) {
 			wrap(out, fmt.Sprintf("  %-11s %-8s ", p.Name, sn), "degraded: "+counts(s.DegradedBy)+"; errors: "+counts(s.ErrorsBy))
 		}
 	}
+	rep.glossary(out)
 	fmt.Fprintln(out)
 
 	e := rep.Holdfast
@@ -239,4 +247,40 @@ func (rep *report) hasGaps() bool {
 		}
 	}
 	return false
+}
+
+// glossary explains the markers and problem types that appear in the why
+// lines.
+func (rep *report) glossary(out io.Writer) {
+	known := []struct{ key, what string }{
+		{"invalid-token", "401: the token was refused (expired past what the replica grants, refused by the fallback policy, or revoked)"},
+		{"authentication-unavailable", "503: the replica has no trusted keys (a new replica until its first key refresh succeeds)"},
+		{"downstream-failed", "502: the downstream call failed after its retries, or the breaker was open"},
+		{"idempotency-key-in-use", "409: a re-send arrived while the first attempt with its key was still running"},
+		{"stale-if-error", "a read answered with its last good response"},
+		{"jwks-unreachable", "verified with the last-known-good keys while the IdP is down"},
+		{"offline-token", "an offline token, verified with the fleet's own key"},
+		{"expired-grace", "an expired token taken in its grace (once per replica that saw it valid)"},
+		{"revocations-stale", "verified while the revocation list could not be refreshed"},
+		{"degraded", "the replica was in degraded mode"},
+		{"202 queued", "the write was queued (degraded or read-only mode), to be replayed"},
+	}
+	seen := map[string]bool{}
+	for _, p := range rep.Phases {
+		for _, st := range p.Stacks {
+			for k := range st.DegradedBy {
+				seen[k] = true
+			}
+			for k := range st.ErrorsBy {
+				if i := strings.IndexByte(k, ' '); i > 0 {
+					seen[k[i+1:]] = true
+				}
+			}
+		}
+	}
+	for _, g := range known {
+		if seen[g.key] {
+			wrap(out, fmt.Sprintf("  %-27s ", g.key), g.what)
+		}
+	}
 }
