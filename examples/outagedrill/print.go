@@ -143,7 +143,10 @@ func (rep *report) print(out io.Writer) {
 		}
 		if !p.ReplacedReplicaVerified {
 			first := strings.TrimSpace(statusText(d.Replaced.FirstStatus) + " " + d.Replaced.FirstProblem)
-			why := "its disk holds no key cache and the IdP is down; offline tokens, which need no JWKS, are its only 2xx"
+			why := "its disk holds no key cache and the IdP is down"
+			if len(d.ReplacedOKBy) > 0 {
+				why += "; its 2xx by credential: " + counts(d.ReplacedOKBy) + " (an offline token needs no JWKS)"
+			}
 			if sn == "naive" {
 				why = "keyfunc fetched no keys at start (the IdP was down), and refreshes on an unknown kid at most once per 5 minutes"
 			}

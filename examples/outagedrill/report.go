@@ -144,6 +144,8 @@ type stackDetail struct {
 	// ReplacedOKShare: the replaced replica's answers that were 2xx during
 	// the rest of the IdP outage.
 	ReplacedOKShare float64 `json:"replaced_ok_share_in_idp_outage"`
+	// ReplacedOKBy counts those 2xx by the credential they carried.
+	ReplacedOKBy map[string]int `json:"replaced_ok_by_credential,omitempty"`
 	// RecoveryWhy says what the replicas were doing when recovery was not
 	// reached, or what ended it.
 	RecoveryWhy string `json:"recovery_note"`
@@ -501,6 +503,11 @@ func (rep *report) build(in measureInput) {
 				replacedN++
 				if r.ok() {
 					replacedOK++
+					cred := "IdP token"
+					if r.cred == credOffline {
+						cred = "offline token"
+					}
+					inc(&d.ReplacedOKBy, cred)
 				}
 			}
 			if r.op == opRead {
