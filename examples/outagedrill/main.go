@@ -234,6 +234,11 @@ func run(o options) (*report, error) {
 		nReplica++
 		name := fmt.Sprintf("r%d", nReplica)
 		c := cfg
+		// Shared by the fleet today: the idempotency store (cfg.Store) and
+		// the offline key. When the stack gains shared auth state (issue
+		// 13) and shared overrides (issue 14), open them in openStore for
+		// each -store and set them here, one instance for every replica:
+		// until then the drill shows those gaps.
 		c.Downstream = dsURL[stackHoldfast]
 		// Each replica has a disk of its own: a new replica's is empty.
 		c.CacheFile = filepath.Join(dir, name, "jwks.json")
