@@ -357,8 +357,18 @@ func (l *load) settle(ctx context.Context, sessions []session) {
 		go func() {
 			defer wg.Done()
 			c := l.creds[s.id]
-			for ctx.Err() == nil && l.unsettledOf(s.id, c.gen) > 0 {
+			for ctx.Err() == nil {
+				// After a 401 the client refreshes first (once the refresh
+				// rate limit allows), then sends its refused writes again.
+				if c.refuse {
+					if d := time.Until(c.lastTry.Add(500 * time.Millisecond)); d > 0 {
+						time.Sleep(d)
+					}
+				}
 				l.refresh(ctx, s, c)
+				if l.unsettledOf(s.id, c.gen) == 0 {
+					return
+				}
 				for w := l.due(s.id, c.gen); w != nil && ctx.Err() == nil; w = l.due(s.id, c.gen) {
 					l.refresh(ctx, s, c) // a long sweep outlives a token
 					op := opResend
