@@ -574,6 +574,10 @@ func (rep *report) build(in measureInput) {
 		p.ReplacedReplicaVerified = d.Replaced.FirstStatus >= 200 && d.Replaced.FirstStatus < 300
 	}
 	rep.Fleet.Holdfast.RecoverySeconds, rep.Detail["holdfast"].RecoveryWhy = holdfastRecovery(in)
+	if wo := in.sch.reads - in.sch.dsBack; wo < targetRecovery {
+		rep.Detail["holdfast"].RecoveryWhy += fmt.Sprintf(" (clients sent only writes for %.1fs after the downstream came back, "+
+			"less than the 10s bound: at this -duration the promise is not tested; 60s or more tests it)", wo.Seconds())
+	}
 	rep.Fleet.Naive.RecoverySeconds, rep.Detail["naive"].RecoveryWhy = naiveRecovery(in)
 	rep.Fleet.Holdfast.OverridePropagationSeconds, rep.Detail["holdfast"].OverrideWhy = propagation(in)
 	rep.Fleet.Naive.OverridePropagationSeconds, rep.Detail["naive"].OverrideWhy = -1, "the naive service has no mode switch"
