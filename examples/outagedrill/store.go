@@ -71,7 +71,7 @@ func openStore(ctx context.Context, o options) (idempotency.Store, func(), error
 			_ = s.Close()
 			c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			if os.Getenv("DRILL_KEEP_TABLE") == "" {
+			if os.Getenv("DRILL_KEEP_TABLE") == "" { // set it to inspect the table after a run
 				_, _ = pool.Exec(c, "DROP TABLE IF EXISTS "+table)
 			}
 			pool.Close()
