@@ -1,27 +1,41 @@
-// Command outagedrill is holdfast's outage drill. In one process, on
-// loopback only, it starts a fake identity provider (authtest), a downstream
-// provider, the example service wired with every holdfast package
-// (examples/internal/stack, the same code as examples/resilient-api) and the
-// same service written naively, and drives both with the same load through
-// four phases:
+// Command outagedrill is holdfast's outage drill: the outage as it really
+// happens to a fleet, with the same service written naively beside it. In
+// one process, on loopback only, it starts a fake identity provider
+// (authtest, behind the fault injector), a downstream provider (behind the
+// fault injector too), and per stack -replicas replicas of the example
+// service (examples/internal/stack for holdfast, the same App wired naively
+// for the other) behind a round-robin reverse proxy; the holdfast replicas
+// share one idempotency store (in memory, or -store redis|postgres). The
+// same client sessions drive both stacks through this timeline (scaled to
+// -duration; at 60 s):
 //
-//	healthy            everything up
-//	idp-outage         JWKS and token endpoints refuse connections; both services restart mid-phase
-//	downstream-outage  the IdP is back; the downstream answers 503, then stops answering (timeouts)
-//	recovery           everything up; queued writes replayed, breakers closed
+//	 0 s  healthy      tokens live 6 s; clients refresh them at half life
+//	 9 s  IdP down     JWKS, token endpoint and revocation list reset every connection
+//	11 s               a subject is revoked at the IdP (its list is down with it)
+//	12 s               replica 3 is replaced by a new one on an empty disk (no key cache)
+//	16 s               an operator forces read-only through replica 1's admin handler
+//	21 s               ... and releases it (every replica must follow, both times)
+//	27 s  IdP back     clients refresh and re-send their unanswered writes, same key
+//	31 s  downstream   stops answering: writes execute and their answers never come
+//	36 s               answers 503; clients send only writes (queued 202 by holdfast)
+//	43 s  recovery     the downstream is back; for 12 s clients still send only writes
+//	55 s               reads resume
+//	60 s               load stops; clients collect the final answers of their 202s
 //
-// It prints a table per phase and stack, -json prints the same as JSON, and
-// -svg FILE draws the success rate over time. It exits non-zero when the
-// holdfast service loses a write or executes one twice, and with -check also
-// when it misses another target of the drill (reads through the IdP outage,
-// upstream attempts per request in the downstream outage).
+// Every fault comes from the public fault package (the same Injector a team
+// can use in staging). What the drill reports is measured from outside: the
+// clients' answers, the downstream's executions per logical write, the
+// replicas' modes and the shared store's queue.
 //
 //	go run ./examples/outagedrill
-//	go run ./examples/outagedrill -duration 16s -json -check
+//	go run ./examples/outagedrill -json -check -svg drill.svg
+//	go run ./examples/outagedrill -store redis
 package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -31,16 +45,15 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
-
-	"github.com/holdfast-go/holdfast/authfallback/authtest"
+	"github.com/holdfast-go/holdfast/authfallback"
+	"github.com/holdfast-go/holdfast/degrade"
 	"github.com/holdfast-go/holdfast/examples/internal/downstream"
 	"github.com/holdfast-go/holdfast/examples/internal/stack"
-	"github.com/holdfast-go/holdfast/idempotency"
+	"github.com/holdfast-go/holdfast/fault"
 )
 
 const (
@@ -50,41 +63,45 @@ const (
 
 var stackNames = [2]string{"holdfast", "naive"}
 
-// phases and their share of the duration.
-var phases = []struct {
-	name  string
-	share float64
-}{
-	{"healthy", 0.2},
-	{"idp-outage", 0.3},
-	{"downstream-outage", 0.3},
-	{"recovery", 0.2},
-}
-
 type options struct {
-	duration time.Duration
-	workers  int
-	interval time.Duration
-	json     bool
-	svg      string
-	check    bool
-	verbose  bool
-	operator bool
+	duration  time.Duration
+	replicas  int
+	sessions  int
+	interval  time.Duration
+	store     string
+	redisAddr string
+	pgDSN     string
+	json      bool
+	svg       string
+	check     bool
+	knownGaps string
+	verbose   bool
+	operator  bool
 }
 
 func main() {
 	var o options
-	flag.DurationVar(&o.duration, "duration", 40*time.Second, "total length of the four phases (the drill adds a few seconds to drain)")
-	flag.IntVar(&o.workers, "workers", 6, "concurrent clients per stack")
-	flag.DurationVar(&o.interval, "interval", 25*time.Millisecond, "pause between two requests of one client")
+	flag.DurationVar(&o.duration, "duration", 60*time.Second, "length of the timeline (the drill adds up to 10s for clients to collect final answers)")
+	flag.IntVar(&o.replicas, "replicas", 3, "replicas per stack behind the round-robin proxy")
+	flag.IntVar(&o.sessions, "sessions", 8, "client sessions per stack (half exchange their token for an offline token when the IdP is down), plus one whose subject is revoked")
+	flag.DurationVar(&o.interval, "interval", 40*time.Millisecond, "pause between two requests of one session")
+	flag.StringVar(&o.store, "store", "memory", "shared state of the holdfast replicas: memory (one in-process store), redis or postgres")
+	flag.StringVar(&o.redisAddr, "redis", envOr("HOLDFAST_REDIS_ADDR", "127.0.0.1:6379"), "Redis address for -store redis")
+	flag.StringVar(&o.pgDSN, "pg", envOr("HOLDFAST_PG_DSN", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"), "PostgreSQL DSN for -store postgres")
 	flag.BoolVar(&o.json, "json", false, "print the results as JSON on stdout (and the table on stderr)")
-	flag.StringVar(&o.svg, "svg", "", "write the success rate over time to this SVG file")
-	flag.BoolVar(&o.check, "check", false, "exit non-zero when holdfast misses any target of the drill")
-	flag.BoolVar(&o.operator, "naive-operator", true, "restart the naive service again when the IdP is back (without it keyfunc keeps answering 401 for up to 5 minutes)")
+	flag.StringVar(&o.svg, "svg", "", "write the 2xx and degraded shares over time to this SVG file")
+	flag.BoolVar(&o.check, "check", false, "exit non-zero when holdfast breaks a promise of the drill")
+	flag.StringVar(&o.knownGaps, "known-gaps", "", "comma-separated promises (lost, duplicates, hard401, replaced, recovery, override, revoked, queued) that -check reports but does not fail on")
+	flag.BoolVar(&o.operator, "naive-operator", true, "restart the naive replicas when the IdP is back (keyfunc alone keeps an empty key set for up to 5 minutes)")
 	flag.BoolVar(&o.verbose, "v", false, "log what the packages do (audit log included) to stderr")
 	flag.Parse()
-	if o.duration < 4*time.Second || o.workers < 1 || o.interval <= 0 {
-		fmt.Fprintln(os.Stderr, "outagedrill: -duration must be at least 4s, -workers at least 1, -interval positive")
+	if o.duration < 20*time.Second || o.replicas < 2 || o.sessions < 2 || o.interval <= 0 {
+		fmt.Fprintln(os.Stderr, "outagedrill: -duration must be at least 20s, -replicas and -sessions at least 2, -interval positive")
+		os.Exit(2)
+	}
+	gaps, err := parseGaps(o.knownGaps)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "outagedrill:", err)
 		os.Exit(2)
 	}
 	rep, err := run(o)
@@ -92,6 +109,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "outagedrill:", err)
 		os.Exit(2)
 	}
+	rep.judge(gaps)
 	if o.json {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
@@ -111,28 +129,40 @@ func main() {
 	}
 }
 
-// drillClock tells the load generator the time since the start and the
-// current phase.
-type drillClock struct {
-	start time.Time
-	cur   atomic.Int32
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
 }
 
-func (c *drillClock) now() (time.Duration, int) { return time.Since(c.start), int(c.cur.Load()) }
-func (c *drillClock) phase() int                { return int(c.cur.Load()) }
+// schedule is when each event of the timeline happens, since the start.
+type schedule struct {
+	idpDown, revoke, replace, force, release, idpBack time.Duration
+	hang, fail5xx, dsBack, reads, end                 time.Duration
+}
 
-// front is the listener's handler; a restart swaps what is behind it.
-type front struct{ h atomic.Pointer[http.Handler] }
-
-func (f *front) set(h http.Handler)                               { f.h.Store(&h) }
-func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) { (*f.h.Load()).ServeHTTP(w, r) }
-
-func scaled(d time.Duration, frac float64, min time.Duration) time.Duration {
-	v := time.Duration(float64(d) * frac)
-	if v < min {
-		return min
+func newSchedule(d, ttl time.Duration) schedule {
+	at := func(f float64) time.Duration { return time.Duration(float64(d) * f).Round(100 * time.Millisecond) }
+	return schedule{
+		idpDown: at(0.15), revoke: at(0.18), replace: at(0.15) + ttl/2, force: at(0.27), release: at(0.35),
+		idpBack: at(0.45), hang: at(0.52), fail5xx: at(0.60), dsBack: at(0.72), reads: at(0.92), end: d,
 	}
-	return v
+}
+
+// sample is what the poller saw of the holdfast replicas at one moment.
+type sample struct {
+	at                 time.Duration
+	allReadOnly, anyRO bool
+	allNormal          bool
+	modes              string
+}
+
+// queueCount is one count of the shared queue, started while every
+// holdfast replica was normal.
+type queueCount struct {
+	from, to time.Duration
+	n        int
 }
 
 func run(o options) (*report, error) {
@@ -142,109 +172,187 @@ func run(o options) (*report, error) {
 	}
 	logger := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
-	idp := authtest.New()
-	defer idp.Close()
-	dir, err := os.MkdirTemp("", "outagedrill")
-	if err != nil {
-		return nil, err
+	ttl := (o.duration / 10).Truncate(time.Second)
+	sch := newSchedule(o.duration, ttl)
+	tl := &timeline{tokenTTL: ttl}
+	rep := &report{
+		Duration: o.duration.String(), Store: o.store, Sessions: o.sessions, IntervalMS: ms(o.interval),
+		Fleet:        fleetReport{Replicas: o.replicas, TokenTTLSeconds: ttl.Seconds(), IdPOutageSeconds: round((sch.idpBack - sch.idpDown).Seconds(), 1)},
+		GraceSeconds: authfallback.DefaultExpiredGrace.Seconds(),
 	}
-	defer os.RemoveAll(dir)
+
+	faults := fault.New(fault.Config{Logger: logger})
+	idp := newIdPFront(faults, ttl)
+	defer idp.close()
 
 	var ds [2]*downstream.Server
 	var dsURL [2]string
 	for i := range ds {
 		ds[i] = downstream.New()
-		srv := httptest.NewServer(ds[i])
+		srv := httptest.NewServer(faults.Handler(depDownstream, ds[i]))
 		defer srv.Close()
 		dsURL[i] = srv.URL
 	}
 
-	revs := newRevocationServer()
-	revSrv := httptest.NewServer(revs)
-	defer revSrv.Close()
-
-	// The idempotency store outlives the holdfast service's restart, as a
-	// Redis or PostgreSQL store would.
-	store := idempotency.NewMemoryStore(idempotency.MemoryConfig{})
-	defer store.Close()
-
-	rec := newRecorder()
-	cfg := stack.Config{
-		Issuer:              idp.Issuer(),
-		Audience:            []string{idp.Audience()},
-		JWKSURLs:            []string{idp.JWKSURL()},
-		CacheFile:           filepath.Join(dir, "jwks.json"),
-		RevocationURL:       revSrv.URL,
-		RevocationCacheFile: filepath.Join(dir, "revocations.json"),
-		KeyRefresh:          scaled(o.duration, 1.0/20, time.Second),
-		Downstream:          dsURL[stackHoldfast],
-		CallTimeout:         time.Second, // generous: the drill must not fail on a busy machine
-		BreakerDelay:        scaled(o.duration, 1.0/40, 500*time.Millisecond),
-		DetectWindow:        scaled(o.duration, 1.0/20, time.Second),
-		ReplayEvery:         500 * time.Millisecond,
-		Store:               store,
-		AuditLog:            logger,
-		Logger:              logger,
-		Hooks:               rec.hooks(),
-	}
-	var services []*stack.Service
-	var svcMu sync.Mutex
-	startHoldfast := func() (*stack.Service, error) {
-		s, err := stack.New(cfg)
-		if err != nil {
-			return nil, err
-		}
-		svcMu.Lock()
-		services = append(services, s)
-		svcMu.Unlock()
-		return s, nil
-	}
-	defer func() {
-		for _, s := range services {
-			s.Close()
-		}
-	}()
-	hf, err := startHoldfast()
+	base, closeStore, err := openStore(context.Background(), o)
 	if err != nil {
 		return nil, err
 	}
-	if hf.Verifier.Status().KeyCount == 0 {
-		return nil, fmt.Errorf("the holdfast service has no keys at start")
+	defer closeStore()
+	store := newQueueWatch(base)
+
+	dir, err := os.MkdirTemp("", "outagedrill")
+	if err != nil {
+		return nil, err
 	}
-	var hfFront front
-	hfFront.set(hf)
-	hfSrv := httptest.NewServer(&hfFront)
-	defer hfSrv.Close()
-
-	nv := newNaive(idp.Issuer(), idp.Audience(), idp.JWKSURL(), dsURL[stackNaive], cfg.CallTimeout)
-	defer nv.close()
-	nvSrv := httptest.NewServer(nv)
-	defer nvSrv.Close()
-
-	var tokens []token
-	for i := range 4 {
-		sub := fmt.Sprintf("user-%d", i)
-		tokens = append(tokens, token{subject: sub, raw: idp.Issue(jwt.MapClaims{"sub": sub, "scope": "read write"})})
+	defer os.RemoveAll(dir)
+	_, offlineKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
 	}
 
-	extra := []token{{subject: revokedSubject, raw: idp.Issue(jwt.MapClaims{"sub": revokedSubject, "scope": "read write"})}}
-
-	clock := &drillClock{start: rec.t0} // the hooks' times and the phases share one origin
-	loads := [2]*load{
-		newLoad(stackHoldfast, hfSrv.URL, tokens, o.interval, 5*time.Second, clock),
-		newLoad(stackNaive, nvSrv.URL, tokens, o.interval, 5*time.Second, clock),
+	rec := newRecorder()
+	tl.start = rec.t0
+	cfg := stack.Config{
+		Issuer:        idp.idp.Issuer(),
+		Audience:      []string{idp.idp.Audience()},
+		JWKSURLs:      []string{idp.jwksURL()},
+		RevocationURL: idp.revocationsURL(),
+		OfflineKey:    offlineKey, // shared by the fleet, as from a secret store
+		KeyRefresh:    scaled(o.duration, 1.0/20, time.Second),
+		CallTimeout:   time.Second,
+		BreakerDelay:  scaled(o.duration, 1.0/40, 500*time.Millisecond),
+		DetectWindow:  scaled(o.duration, 1.0/20, time.Second),
+		ReplayEvery:   500 * time.Millisecond,
+		Store:         store,
+		AuditLog:      logger,
+		Logger:        logger,
+		Hooks:         rec.hooks(),
 	}
-	rep := &report{Duration: o.duration.String(), Workers: o.workers, IntervalMS: ms(o.interval)}
-	var hits [2][]int64 // downstream hits at each phase start, and at the end
-	mark := func() {
-		for i := range ds {
-			hits[i] = append(hits[i], ds[i].Hits())
+	nReplica := 0
+	startHoldfast := func() (*replica, error) {
+		nReplica++
+		name := fmt.Sprintf("r%d", nReplica)
+		c := cfg
+		// Shared by the fleet today: the idempotency store (cfg.Store) and
+		// the offline key. When the stack gains shared auth state (issue
+		// 13) and shared overrides (issue 14), open them in openStore for
+		// each -store and set them here, one instance for every replica:
+		// until then the drill shows those gaps.
+		c.Downstream = dsURL[stackHoldfast]
+		// Each replica has a disk of its own: a new replica's is empty.
+		c.CacheFile = filepath.Join(dir, name, "jwks.json")
+		c.RevocationCacheFile = filepath.Join(dir, name, "revocations.json")
+		if err := os.MkdirAll(filepath.Dir(c.CacheFile), 0o700); err != nil {
+			return nil, err
 		}
+		svc, err := stack.New(c)
+		if err != nil {
+			return nil, err
+		}
+		return newReplica(name, svc, svc, nil), nil
 	}
-	event := func(what string) {
-		at, _ := clock.now()
-		rep.Events = append(rep.Events, event{AtS: round(at.Seconds(), 1), What: what})
+	startNaive := func(name string) *replica {
+		nv := newNaive(idp.idp.Issuer(), idp.idp.Audience(), idp.jwksURL(), dsURL[stackNaive], cfg.CallTimeout)
+		return newReplica(name, nv, nil, nv)
 	}
+	var fleets [2]*fleet
+	{
+		var hs, ns []*replica
+		for i := range o.replicas {
+			h, err := startHoldfast()
+			if err != nil {
+				return nil, err
+			}
+			if h.svc.Verifier.Status().KeyCount == 0 {
+				return nil, fmt.Errorf("holdfast replica %s has no keys at start", h.name)
+			}
+			hs = append(hs, h)
+			ns = append(ns, startNaive(fmt.Sprintf("r%d", i+1)))
+		}
+		fleets[stackHoldfast], fleets[stackNaive] = newFleet(hs), newFleet(ns)
+	}
+	defer fleets[stackHoldfast].close()
+	defer fleets[stackNaive].close()
+
+	sessions := make([]session, 0, o.sessions+1)
+	for i := range o.sessions {
+		sessions = append(sessions, session{id: i, subject: fmt.Sprintf("user-%d", i), offline: i%2 == 0})
+	}
+	sessions = append(sessions, session{id: o.sessions, subject: revokedSubject, offline: true, revoked: true})
+	rep.sessions = sessions
+	var loads [2]*load
+	for i := range loads {
+		loads[i] = newLoad(i, fleets[i].proxy.URL, idp, o.interval, tl)
+	}
+
+	event := func(label, what string) {
+		rep.Events = append(rep.Events, event{AtS: round(tl.since().Seconds(), 1), Label: label, What: what})
+	}
+	sleepUntil := func(d time.Duration) { time.Sleep(time.Until(tl.start.Add(d))) }
+
+	// The poller: the holdfast replicas' modes, and the shared queue once
+	// the downstream is back.
+	var samples []sample
+	var counts []queueCount
+	var sampleMu sync.Mutex
+	pollCtx, pollStop := context.WithCancel(context.Background())
+	defer pollStop()
+	var pollWG sync.WaitGroup
+	pollWG.Add(1)
+	go func() {
+		defer pollWG.Done()
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-pollCtx.Done():
+				return
+			case <-t.C:
+			}
+			s := sample{at: tl.since(), allReadOnly: true, allNormal: true}
+			var modes []string
+			for _, r := range fleets[stackHoldfast].current() {
+				m := r.mode()
+				modes = append(modes, r.name+"="+m.String())
+				s.allReadOnly = s.allReadOnly && m == degrade.ReadOnly
+				s.anyRO = s.anyRO || m == degrade.ReadOnly
+				s.allNormal = s.allNormal && m == degrade.Normal
+			}
+			s.modes = strings.Join(modes, " ")
+			sampleMu.Lock()
+			samples = append(samples, s)
+			sampleMu.Unlock()
+		}
+	}()
+	// The queue counter: once the downstream is back and every replica is
+	// normal, ask the shared store how many writes still wait.
+	pollWG.Add(1)
+	go func() {
+		defer pollWG.Done()
+		for pollCtx.Err() == nil {
+			time.Sleep(100 * time.Millisecond)
+			at := tl.since()
+			sampleMu.Lock()
+			normal := len(samples) > 0 && samples[len(samples)-1].allNormal
+			sampleMu.Unlock()
+			if at < sch.dsBack || !normal {
+				continue
+			}
+			qctx, qcancel := context.WithTimeout(pollCtx, 10*time.Second)
+			n, err := store.queued(qctx)
+			qcancel()
+			if err != nil {
+				continue
+			}
+			sampleMu.Lock()
+			counts = append(counts, queueCount{from: at, to: tl.since(), n: n})
+			sampleMu.Unlock()
+			if n == 0 {
+				return
+			}
+		}
+	}()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -253,97 +361,190 @@ func run(o options) (*report, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l.run(ctx, o.workers, extra)
+			l.run(ctx, sessions)
 		}()
 	}
-	sleepUntil := func(d time.Duration) { time.Sleep(time.Until(clock.start.Add(d))) }
-	var at time.Duration
-	bounds := make([]time.Duration, len(phases)+1)
-	for i, p := range phases {
-		bounds[i] = at
-		at += time.Duration(float64(o.duration) * p.share)
-	}
-	bounds[len(phases)] = o.duration
+	event("", fmt.Sprintf("healthy: %d replicas per stack, %d sessions each (+1 to be revoked)", o.replicas, o.sessions))
 
-	mark()
-	event("healthy: everything up")
-	// idp-outage
-	sleepUntil(bounds[1])
-	clock.cur.Store(1)
-	mark()
-	idp.SetDown(true)
-	revs.down.Store(true)
-	event("IdP down: JWKS and token endpoints refuse connections")
-	sleepUntil(bounds[1] + (bounds[2]-bounds[1])/4)
+	// The probe: a token every replica sees valid before the outage; the
+	// replaced replica's first request will carry it.
+	sleepUntil(sch.idpDown - 1500*time.Millisecond)
+	probeTok, probeExp := idp.issueFor("user-probe", 2*ttl)
+	var pwg sync.WaitGroup
+	for _, f := range fleets {
+		for _, r := range f.current() {
+			pwg.Add(1)
+			go func() { defer pwg.Done(); probe(r.srv.URL, probeTok) }()
+		}
+	}
+	pwg.Wait()
+
+	// act is the schedule as it happened: phases and measures use it.
+	act := sch
+	sleepUntil(sch.idpDown)
+	_ = faults.Set(depIdP, fault.Fault{Kind: fault.Outage})
+	act.idpDown = tl.since()
+	event("A", "IdP down (fault idp: outage): JWKS, token endpoint and revocation list reset connections")
+
+	sleepUntil(sch.revoke)
 	revokedAt := time.Now()
-	revs.revoke(revokedSubject, revokedAt)
-	event("the IdP revokes " + revokedSubject + " (its revocation list is down with it)")
-	sleepUntil(bounds[1] + (bounds[2]-bounds[1])/2)
-	old := hf
-	hf, err = startHoldfast()
-	if err != nil {
-		cancel()
-		wg.Wait()
-		return nil, fmt.Errorf("holdfast restart: %w", err)
+	idp.revs.revoke(revokedSubject, revokedAt)
+	event("B", "the IdP revokes "+revokedSubject+" (its revocation list is down: no replica can know yet)")
+
+	sleepUntil(sch.replace)
+	act.replace = tl.since()
+	{
+		nh, err := startHoldfast()
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return nil, fmt.Errorf("replacement replica: %w", err)
+		}
+		nn := startNaive(nh.name)
+		for si, nr := range []*replica{nh, nn} {
+			st, prob := probe(nr.srv.URL, probeTok)
+			rep.Replaced[si] = replacedReport{Replica: nr.name, FirstStatus: st, FirstProblem: prob, TokenValidS: round(time.Until(probeExp).Seconds(), 1)}
+			old := fleets[si].replace(o.replicas-1, nr)
+			rep.Replaced[si].Replaces = old.name
+		}
+		event("C", fmt.Sprintf("replica r%d replaced by %s on an empty disk; its first request (a token valid %.0fs more): holdfast %s, naive %s",
+			o.replicas, nh.name, time.Until(probeExp).Seconds(), statusText(rep.Replaced[0].FirstStatus), statusText(rep.Replaced[1].FirstStatus)))
 	}
-	hfFront.set(hf)
-	// The old process finishes its in-flight requests, then stops.
-	time.AfterFunc(time.Second, old.Close)
-	nv.restart()
-	event(fmt.Sprintf("both services restarted; holdfast loaded %d keys from its cache file", hf.Verifier.Status().KeyCount))
-	// downstream-outage
-	sleepUntil(bounds[2])
-	clock.cur.Store(2)
-	mark()
-	idp.SetDown(false)
-	revs.down.Store(false)
+
+	sleepUntil(sch.force)
+	first := fleets[stackHoldfast].current()[0]
+	forceAt := tl.since()
+	if err := adminMode(first.admin.URL, `{"mode":"read-only","reason":"drill: operator"}`); err != nil {
+		event("D", "operator could not force read-only: "+err.Error())
+	} else {
+		event("D", "operator forces read-only through "+first.name+"'s admin handler (holdfast; naive has no switch)")
+	}
+	sleepUntil(sch.release)
+	releaseAt := tl.since()
+	if err := adminMode(first.admin.URL, `{"mode":"auto"}`); err != nil {
+		event("E", "operator could not release: "+err.Error())
+	} else {
+		event("E", "operator releases the override through "+first.name+"'s admin handler")
+	}
+
+	sleepUntil(sch.idpBack)
+	faults.Clear(depIdP)
 	idpBack := time.Now()
-	what := "IdP back; the naive service keeps its empty key set (keyfunc refreshes an unknown kid once per 5 min)"
+	act.idpBack = tl.since()
+	what := "IdP back: clients refresh, re-send unanswered writes with the same key"
 	if o.operator {
-		nv.restart()
-		what = "IdP back; naive service restarted by its operator (keyfunc alone would wait up to 5 min)"
+		for _, r := range fleets[stackNaive].current() {
+			r.nv.restart()
+		}
+		what += "; naive replicas restarted by their operator"
 	}
-	for _, d := range ds {
-		d.SetMode(downstream.Fail5xx)
-	}
-	event(what + "; downstream answers 503")
-	sleepUntil(bounds[2] + (bounds[3]-bounds[2])/2)
-	for _, d := range ds {
-		d.SetMode(downstream.Hang)
-	}
-	event("downstream stops answering (writes execute, answers never come)")
-	// recovery
-	sleepUntil(bounds[3])
-	clock.cur.Store(3)
-	mark()
-	for _, d := range ds {
-		d.SetMode(downstream.Healthy)
-	}
-	event("downstream back")
-	sleepUntil(bounds[4])
+	event("F", what)
+
+	sleepUntil(sch.hang)
+	_ = faults.Set(depDownstream, fault.Fault{Kind: fault.Hang, MaxHang: 10 * time.Second})
+	act.hang = tl.since()
+	event("G", "downstream hangs (fault downstream: hang): writes execute, answers never come")
+
+	sleepUntil(sch.fail5xx)
+	_ = faults.Set(depDownstream, fault.Fault{Kind: fault.Status, Status: http.StatusServiceUnavailable})
+	tl.writeOnlyNow.Store(true)
+	event("H", "downstream answers 503 (fault downstream: status); clients send only writes")
+
+	sleepUntil(sch.dsBack)
+	faults.Clear(depDownstream)
+	act.dsBack = tl.since()
+	event("I", "downstream back; clients still send only writes (no read reports the recovery)")
+
+	sleepUntil(sch.reads)
+	tl.writeOnlyNow.Store(false)
+	act.reads = tl.since()
+	event("J", "reads resume")
+
+	sleepUntil(sch.end)
+	act.end = tl.since()
 	cancel()
 	wg.Wait()
-	event("load stopped")
-
-	// Drain: replay what is still queued, then let clients collect the
-	// final answers of their 202s.
-	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	n, derr := hf.Drain(dctx)
-	dcancel()
-	event(fmt.Sprintf("holdfast drained its queue (%d replayed at the end)", n))
-	if derr != nil {
-		event("drain stopped: " + derr.Error())
+	event("K", "load stops; clients collect the final answers of their writes (at most 20s)")
+	sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
+	var swg sync.WaitGroup
+	for _, l := range loads {
+		swg.Add(1)
+		go func() {
+			defer swg.Done()
+			l.settle(sctx, sessions)
+		}()
 	}
-	pctx, pcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	pr := loads[stackHoldfast].poll(pctx)
-	pcancel()
-	rep.QueuedPolled, rep.QueuedConfirmed = pr.queued, pr.confirmed
-	rep.RevokedQueued, rep.RevokedQueuedRefused = pr.revokedQueued, pr.revokedRefused
-	event(fmt.Sprintf("clients polled %d queued writes: %d confirmed; %d of the revoked subject: %d refused (401) at replay",
-		pr.queued, pr.confirmed, pr.revokedQueued, pr.revokedRefused))
-	mark()
+	swg.Wait()
+	scancel()
+	event("", "done")
+	pollStop()
+	pollWG.Wait()
+	octx, ocancel := context.WithTimeout(context.Background(), 20*time.Second)
+	qo, qr, bearer := store.outcomes(octx)
+	ocancel()
 
-	rep.build(loads, ds, hits, bounds, rec)
-	rep.buildRevoked(loads, clock.start, revokedAt, idpBack, cfg.KeyRefresh, rec)
+	rep.build(measureInput{
+		loads: loads, ds: ds, sch: act, start: tl.start, samples: samples, counts: counts,
+		forceAt: forceAt, releaseAt: releaseAt, revokedAt: revokedAt, idpBack: idpBack, rec: rec,
+		finalReplicas: [2][]string{names(fleets[0].current()), names(fleets[1].current())},
+	})
+	d := rep.Detail["holdfast"]
+	d.QueueOutcomes, d.QueueOutcomesRevoked, d.QueuedWithBearer = qo, qr, bearer
 	return rep, nil
+}
+
+func names(rs []*replica) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.name
+	}
+	return out
+}
+
+func scaled(d time.Duration, frac float64, min time.Duration) time.Duration {
+	v := time.Duration(float64(d) * frac)
+	if v < min {
+		return min
+	}
+	return v
+}
+
+// probe sends one read with tok straight to a replica and returns the
+// status (0: no answer) and the problem type of an error.
+func probe(url, tok string) (int, string) {
+	req, _ := http.NewRequest(http.MethodGet, url+"/items/1", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	var p struct {
+		Type string `json:"type"`
+	}
+	_ = json.NewDecoder(io.LimitReader(resp.Body, 4<<10)).Decode(&p)
+	return resp.StatusCode, p.Type[strings.LastIndexByte(p.Type, '/')+1:]
+}
+
+// adminMode sends body to a replica's degrade AdminHandler.
+func adminMode(url, body string) error {
+	req, _ := http.NewRequest(http.MethodPut, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("admin handler answered %d", resp.StatusCode)
+	}
+	return nil
+}
+
+func statusText(st int) string {
+	if st == 0 {
+		return "no answer"
+	}
+	return fmt.Sprint(st)
 }
