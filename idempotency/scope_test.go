@@ -175,4 +175,3 @@ func TestWriteProblemAndOutcomes(t *testing.T) {
 	assert.Equal(t, http.StatusCreated, outcomes[0].Status)
 	assert.Equal(t, http.StatusAccepted, outcomes[3].Status)
 }
-
