@@ -75,7 +75,7 @@ func (x *Idempotency) Enqueue(w http.ResponseWriter, r *http.Request) {
 	req := Request{Method: r.Method, URL: r.URL.RequestURI(), Body: in.body}
 	var creds http.Header
 	req.Header, creds = x.queuedHeader(r)
-	if c := in.caller; c != nil {
+	if c := caller.FromContext(r.Context()); c != nil {
 		req.Caller = &Caller{Issuer: c.Issuer, Subject: c.Subject, Scopes: c.Scopes, Reason: c.Reason}
 	}
 	switch {
@@ -93,7 +93,7 @@ func (x *Idempotency) Enqueue(w http.ResponseWriter, r *http.Request) {
 	rec, created, err := x.cfg.Store.Enqueue(ctx, in.storeKey, in.fingerprint, req, x.cfg.TTL)
 	cancel()
 	if err != nil {
-		x.storeError(r, in.key, in.route, "enqueue", err)
+		x.storeError(r, in.key, "", "enqueue", err)
 		x.unavailable(w, r)
 		return
 	}
@@ -101,7 +101,7 @@ func (x *Idempotency) Enqueue(w http.ResponseWriter, r *http.Request) {
 		x.answer(w, r, in, rec)
 		return
 	}
-	x.outcome(OutcomeQueued, r, in.route, http.StatusAccepted)
+	x.outcome(OutcomeQueued, r, "", http.StatusAccepted)
 	x.accepted(w, r, in.key)
 }
 
@@ -424,7 +424,7 @@ func (d *drain) one(ctx context.Context, item Queued) replayResult {
 	}
 
 	rw := &recorder{header: http.Header{}, max: x.cfg.MaxResponseBytes}
-	in := &keyed{storeKey: item.Key, route: req.URL.EscapedPath()}
+	in := &keyed{storeKey: item.Key}
 	ext := x.extend(req, in, d.owner, rec.Fence)
 	panicked := x.serveRecorded(d.handler, rw, req)
 	if ext.isLost() {
