@@ -61,7 +61,6 @@ import (
 	"github.com/holdfast-go/holdfast/breaker"
 	"github.com/holdfast-go/holdfast/degrade"
 	"github.com/holdfast-go/holdfast/idempotency"
-	"github.com/holdfast-go/holdfast/internal/caller"
 	"github.com/holdfast-go/holdfast/retry"
 )
 
@@ -574,10 +573,12 @@ func downstreamKey(r *http.Request) string {
 	}
 	// The verified caller, live or recorded with a queued write (a
 	// replay has no token, so authfallback's Result is not there: the
-	// caller is).
+	// recorded caller is).
 	id := ""
-	if c := caller.FromContext(r.Context()); c != nil {
-		id = c.ID()
+	if res, ok := authfallback.FromContext(r.Context()); ok {
+		id = res.Issuer + "\x00" + res.Subject
+	} else if c := idempotency.CallerFromContext(r.Context()); c != nil {
+		id = c.Issuer + "\x00" + c.Subject
 	}
 	sum := sha256.Sum256([]byte(id + "\x00" + k))
 	return hex.EncodeToString(sum[:16])
@@ -587,7 +588,10 @@ func downstreamKey(r *http.Request) string {
 // to AllowedScopes when it was accepted in fallback mode), live or recorded
 // with a queued write.
 func hasScope(r *http.Request, scope string) bool {
-	c := caller.FromContext(r.Context())
+	if res, ok := authfallback.FromContext(r.Context()); ok {
+		return res.HasScope(scope)
+	}
+	c := idempotency.CallerFromContext(r.Context())
 	return c != nil && slices.Contains(c.Scopes, scope)
 }
 
