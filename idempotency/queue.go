@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/holdfast-go/holdfast/internal/caller"
 	"github.com/holdfast-go/holdfast/internal/httpx"
@@ -237,7 +238,7 @@ func (x *Idempotency) accepted(w http.ResponseWriter, r *http.Request, key strin
 // answers with a body over MaxResponseBytes gets a ProblemReplayFailed 500
 // stored in place of its response, so a poisoned request does not block the
 // queue. Replay returns the number of responses stored and the first error;
-// it stops when ctx is done.
+// it stops when ctx is done (a request that runs finishes first).
 func (x *Idempotency) Replay(ctx context.Context, handler http.Handler) (n int, err error) {
 	d := drain{x: x, handler: handler, owner: x.newOwner(), batch: replayBatch}
 	return d.run(ctx)
@@ -260,6 +261,7 @@ type drain struct {
 	onReplayed  func(ReplayEvent)
 	onFailed    func(ReplayEvent)
 	authorize   func(*http.Request, *Caller) error
+	replayed    atomic.Int64 // responses of the handler stored (not failures)
 }
 
 // replayResult is the fate of one replayed request.
@@ -384,7 +386,9 @@ func (d *drain) one(ctx context.Context, item Queued) replayResult {
 		return replayResult{halt: fmt.Errorf("idempotency: queued record without a request")}
 	}
 	ev := ReplayEvent{Method: q.Method, URL: q.URL, Attempts: rec.Attempts, Trial: d.trial}
-	rctx := context.WithValue(ctx, replayingKey{}, item.Key)
+	// The handler's context is not cancelled with ctx: a write stopped
+	// half-way is worse than a Close that waits for it.
+	rctx := context.WithValue(context.WithoutCancel(ctx), replayingKey{}, item.Key)
 	if c := q.Caller; c != nil {
 		rctx = caller.NewContext(rctx, caller.New(c.Issuer, c.Subject, c.Scopes, c.Reason, nil))
 	}
@@ -472,6 +476,7 @@ func (d *drain) one(ctx context.Context, item Queued) replayResult {
 	resp := Response{Status: status, Header: x.storedHeader(rw.header), Body: rw.buf.Bytes()}
 	stored, err := x.completeReplay(ctx, req, item, d.owner, resp, ext)
 	if stored {
+		d.replayed.Add(1)
 		x.replayOutcome(OutcomeReplayed, req, ev)
 		if d.onReplayed != nil {
 			d.onReplayed(ev)

@@ -208,16 +208,19 @@ func (p *Replayer) Drain(ctx context.Context) (int, error) {
 }
 
 // Trial replays the oldest queued request, as a half-open trial: a failure
-// does not count as an attempt. It reports whether a response was stored
-// (false when the queue is empty).
+// does not count as an attempt. It reports whether the handler's response
+// was stored (false when the queue is empty).
 func (p *Replayer) Trial(ctx context.Context) (bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n, err := p.pass(true).run(ctx)
+	d := p.pass(true)
+	_, err := d.run(ctx)
 	if err != nil && !errors.Is(err, ErrReplayHalted) {
 		p.logErr(err)
 	}
-	return n > 0 && err == nil, err
+	// Only a response of the handler says the dependency answers: a
+	// stored failure (a panic, a refusal) says nothing.
+	return d.replayed.Load() > 0 && err == nil, err
 }
 
 func (p *Replayer) logErr(err error) {
