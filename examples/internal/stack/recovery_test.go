@@ -166,3 +166,42 @@ func TestQueuedWriteOutlivesItsToken(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	assert.Equal(t, 1, e.ds.Executions("live"))
 }
+
+// TestOversizedBodyIs413: an order over 64 KiB is refused with 413
+// problem+json, keyed (idempotency's limit) or not (the App's), live or
+// queued.
+func TestOversizedBodyIs413(t *testing.T) {
+	e := newEnv(t)
+	s := e.start(t)
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	big := `{"write_id":"big","pad":"` + strings.Repeat("x", 100<<10) + `"}`
+	send := func(key string, chunked bool) *http.Response {
+		var body io.Reader = strings.NewReader(big)
+		if chunked {
+			body = io.MultiReader(body) // no length: sent chunked
+		}
+		req, err := http.NewRequest(http.MethodPost, srv.URL+"/orders", body)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+e.token)
+		if key != "" {
+			req.Header.Set(idempotency.HeaderKey, key)
+		}
+		resp, err := srv.Client().Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	for _, key := range []string{`"big"`, ""} {
+		for _, chunked := range []bool{false, true} {
+			resp := send(key, chunked)
+			assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode, "key %q chunked %v", key, chunked)
+			assert.Equal(t, "application/problem+json", resp.Header.Get("Content-Type"))
+		}
+	}
+	s.Controller.Force(degrade.Degraded, "test")
+	resp := send(`"big-queued"`, true)
+	assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode, "queued")
+	assert.Equal(t, 0, e.ds.Executions("big"))
+}
