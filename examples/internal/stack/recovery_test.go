@@ -57,10 +57,10 @@ func TestRecoveryWithoutReads(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t)
-			e.cfg.BreakerDelay = time.Second
-			e.cfg.TrialEvery = time.Second
-			e.cfg.ReplayEvery = 5 * time.Second
-			e.cfg.DetectWindow = time.Minute // a failure window that would hold the mode for a minute
+			// The stack's defaults: the downstream breaker's 3 s delay, a
+			// trial every second, a drain every 5 s, a one-minute failure
+			// window that alone would hold the mode for a minute.
+			e.cfg.BreakerDelay, e.cfg.TrialEvery, e.cfg.ReplayEvery, e.cfg.DetectWindow = 0, 0, 0, 0
 			s := e.start(t)
 			srv := httptest.NewServer(s)
 			t.Cleanup(srv.Close)
@@ -112,7 +112,7 @@ func TestRecoveryWithoutReads(t *testing.T) {
 			close(stop)
 			wg.Wait()
 			t.Logf("%s: downstream healthy -> mode normal %.2fs, queue of %d drained %.2fs", name, normalAfter.Seconds(), n, drained.Seconds())
-			assert.Less(t, drained, 5*time.Second, "within a few seconds of the downstream's return")
+			assert.Less(t, drained, 6*time.Second, "within a few seconds of the downstream's return")
 			for i := range n {
 				assert.Equal(t, 1, e.ds.Executions(fmt.Sprintf("w-%d", i)), "w-%d ran once", i)
 			}

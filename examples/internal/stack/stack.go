@@ -114,8 +114,17 @@ type Config struct {
 	// CallTimeout bounds one downstream attempt (breaker timeout). If zero, 2 s.
 	CallTimeout time.Duration
 	// BreakerDelay is how long a breaker stays open before a trial call.
-	// If zero, 30 s.
+	// If zero, 30 s for the route breakers and ClientBreakerDelay's default
+	// for the downstream's.
 	BreakerDelay time.Duration
+	// ClientBreakerDelay, if set, is the downstream breaker's delay instead
+	// of BreakerDelay. If both are zero, 3 s: while the downstream is down,
+	// its breaker lets one trial call through per delay (a queued write's
+	// trial replay, or a read), so the service finds the downstream back
+	// within about that long of its return, with or without client traffic.
+	// A longer delay spares the downstream nothing that matters (one call
+	// per delay) and delays the recovery by as much.
+	ClientBreakerDelay time.Duration
 	// DetectWindow is the degrade controller's window. If zero, 60 s.
 	DetectWindow time.Duration
 	// ReplayEvery is how often queued writes are replayed while the mode is
@@ -377,7 +386,7 @@ func New(cfg Config) (*Service, error) {
 	s.Client, clientBrk = NewClient(ClientConfig{
 		Base:         &degrade.ReportTransport{Base: base, Controller: s.Controller, Dependency: DepDownstream},
 		CallTimeout:  s.callTimeout(),
-		BreakerDelay: cfg.BreakerDelay,
+		BreakerDelay: s.clientBreakerDelay(),
 		Budget:       cfg.RetryBudget,
 		OnBreaker: func(ch breaker.StateChange) {
 			clientHook(ch)
@@ -496,6 +505,16 @@ func (s *Service) callTimeout() time.Duration {
 		return s.cfg.CallTimeout
 	}
 	return 2 * time.Second
+}
+
+func (s *Service) clientBreakerDelay() time.Duration {
+	switch {
+	case s.cfg.ClientBreakerDelay > 0:
+		return s.cfg.ClientBreakerDelay
+	case s.cfg.BreakerDelay > 0:
+		return s.cfg.BreakerDelay
+	}
+	return 3 * time.Second
 }
 
 func (s *Service) replayEvery() time.Duration {
