@@ -227,8 +227,11 @@ func (x *Idempotency) accepted(w http.ResponseWriter, r *http.Request, key strin
 // in front: each request runs with the caller recorded when it was queued
 // in its context (and its sealed credentials restored, with Config.Seal),
 // read by the application through authfallback's context (internal/caller)
-// like a live request's. A Handler of this package in that chain lets the
-// replayed request through.
+// like a live request's (see [CallerFromContext]). A Handler of this
+// package in that chain lets the replayed request through. A service that
+// scopes records with Config.Scope (its own authentication) runs that
+// authentication in handler, with Config.Seal so that the credentials are
+// there to check.
 //
 // A 5xx or 429 response that is not stored (see Config.StoreStatus) puts
 // the request back in its place and halts the replay with ErrReplayHalted:
