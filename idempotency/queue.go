@@ -288,6 +288,13 @@ func (d *drain) run(ctx context.Context) (n int, err error) {
 		if len(batch) == 0 {
 			return n, nil
 		}
+		if d.trial && len(batch) > 1 {
+			// A trial runs the last one it claimed: after failed trials
+			// it looks past the head, so that one request that always
+			// fails cannot hide a recovery. The others keep their place.
+			x.releaseAll(ctx, batch[:len(batch)-1], d.owner)
+			batch = batch[len(batch)-1:]
+		}
 		if d.workers > 1 {
 			stored, err := d.parallel(ctx, batch)
 			n += stored
