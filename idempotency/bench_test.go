@@ -113,6 +113,15 @@ func BenchmarkHandler(b *testing.B) {
 		warm(h, 20000, func(i int) string { return "warm-" + strconv.Itoa(i) })
 		benchRequests(b, h, strconv.Itoa)
 	})
+	b.Run("FirstRequestOnOutcome", func(b *testing.B) {
+		// The outcome hook set: what an exporter of metrics costs.
+		s := idempotency.NewMemoryStore(idempotency.MemoryConfig{MaxEntries: 10000})
+		b.Cleanup(func() { _ = s.Close() })
+		var n int
+		h := idempotency.New(idempotency.Config{Store: s, OnOutcome: func(ev idempotency.OutcomeEvent) { n += ev.Status }}).Handler(app1K)
+		warm(h, 20000, func(i int) string { return "warm-" + strconv.Itoa(i) })
+		benchRequests(b, h, strconv.Itoa)
+	})
 	b.Run("Replay", func(b *testing.B) {
 		h := newHandler(b)
 		const distinct = 1024

@@ -8,9 +8,11 @@
 //
 //	x := idempotency.New(idempotency.Config{
 //		Store: idempotency.NewMemoryStore(idempotency.MemoryConfig{}),
-//		Scope: func(r *http.Request) string { return subjectOf(r) },
 //	})
-//	mux.Handle("POST /orders", auth(x.Handler(createOrder)))
+//	mux.Handle("POST /orders", verifier.Handler(x.Handler(createOrder)))
+//
+// Put it behind authentication (authfallback's Verifier.Handler): records
+// are then scoped by the verified caller.
 //
 // For a guarded request (POST and PATCH by default) that carries an
 // Idempotency-Key, [Idempotency.Handler]:
@@ -18,7 +20,8 @@
 //   - parses the key: an RFC 9651 string ("...") or the same characters
 //     unquoted, at most 255 characters, exactly one header line; otherwise
 //     400. Without a key the request passes, or gets 400 if RequireKey;
-//   - reads the body (at most MaxRequestBytes, else 413) and computes the
+//   - reads the body (at most MaxRequestBytes, else 413; memory grows as
+//     bytes arrive, never by the announced Content-Length) and computes the
 //     record key, a SHA-256 of the caller's scope, the method, the route and
 //     the key, and the fingerprint, a SHA-256 of the method, path, query and
 //     body;
@@ -48,31 +51,60 @@
 // expires with its lease; the next request with the key and the same
 // fingerprint takes it over (the fence increases) and runs.
 //
-// Every error answer is application/problem+json (RFC 9457) with a stable
-// type: idempotency-key-missing, idempotency-key-invalid,
+// Every error answer is application/problem+json (RFC 9457, or what
+// Config.WriteProblem writes) with a stable type, exported as the Problem
+// constants: idempotency-key-missing, idempotency-key-invalid,
 // idempotency-body-unreadable (400), idempotency-body-too-large (413),
 // idempotency-key-in-use (409), idempotency-key-reused (422),
 // idempotency-scope-missing (500), idempotency-store-unavailable and
-// idempotency-not-queued (503).
+// idempotency-not-queued (503); a queued request's stored outcome may be
+// idempotency-replay-failed (500) or idempotency-replay-refused (403).
+// Config.OnOutcome reports every decision (first, replay, conflict,
+// mismatch, queued, replayed, failed, store-error).
+//
+// The handler's response is stored before the client sees it. A store that
+// fails at that moment (the handler ran) does not make a retry run it again:
+// the completion is retried in the background while the lease is renewed
+// (duplicates get 409 meanwhile), for up to five leases; [Store.Complete] is
+// idempotent, so a completion whose answer was lost is not mistaken for a
+// lost claim.
 //
 // # Scope
 //
 // Stored responses belong to the caller who caused them: the record key
-// includes Config.Scope(r), so no one can replay another caller's response
-// by guessing or stealing a key. Set Scope to the authenticated subject (or
-// tenant and subject) and put the handler behind authentication. The
-// default, when Scope is nil, is the caller's credentials (the Authorization
-// and Cookie headers, hashed): safe, but a client whose token was refreshed
-// between two attempts gets a new scope and its retry runs again.
+// includes the caller's scope, so no one can replay another caller's
+// response by guessing or stealing a key. By default the scope is the
+// verified caller that authfallback's Handler put in the request context
+// (issuer and subject): a client that refreshed its token between two
+// attempts gets its response replayed, and two subjects never share a
+// record. A service with other authentication sets Config.Scope (the tenant
+// and subject, say). When neither is known, the scope falls back to the
+// caller's credentials (the Authorization and Cookie headers, hashed): safe,
+// but a refreshed token then gets a new scope and its retry runs again.
 //
 // # Queued writes
 //
-// During an outage a gate (e.g. the degrade package) can hand writes to
-// [Idempotency.Enqueue], which stores the request under its key and answers
-// 202 Accepted. [Idempotency.Replay] runs the queued requests oldest first
-// when the service has recovered and stores their responses; a client that
-// re-sends the request with the same key gets 202 until then and the
-// response after.
+// During an outage a gate (e.g. the degrade package) can hand writes, once
+// authenticated, to [Idempotency.Enqueue], which stores the request with the
+// authorization decision taken for it (issuer, subject, granted scopes,
+// degraded reason: a [Caller]) and answers 202 Accepted. Its credentials are
+// never stored in plaintext: stripped, or sealed with Config.Seal (an AEAD
+// the service provides), and gone once the request has run. A [Replayer]
+// runs the queued requests as their recorded caller when the service can
+// take them: on Kick (from degrade's OnModeChange), every Interval, and,
+// while the dependency is down, by half-open trials (one request at a time)
+// whose success says the dependency is back, so the service recovers without
+// client traffic. It bounds its concurrency, counts failed replays in the
+// store and, after MaxAttempts, stores a 500 idempotency-replay-failed as
+// the outcome: nothing waits forever and nothing is dropped in silence.
+// Several replicas may each run one over a shared store; each request runs
+// once. A client that sends the request again with the same key (and any
+// token of the same caller) gets 202 until it ran and its outcome after;
+// another caller gets nothing of it.
+//
+// A 202 is as durable as the store: the memory store loses queued requests
+// with the process, Redis keeps them only with persistence (appendonly yes),
+// PostgreSQL once committed (see the redisstore and pgstore packages).
 //
 // # Client
 //
@@ -87,6 +119,6 @@
 // passes the conformance suite in idempotency/storetest (Run) and its
 // two-instance end-to-end checks over real HTTP (RunHTTP).
 //
-// Idempotency, MemoryStore and Transport are safe for concurrent use. Hooks
-// (On...) may be called concurrently and must not block.
+// Idempotency, Replayer, MemoryStore and Transport are safe for concurrent
+// use. Hooks (On...) may be called concurrently and must not block.
 package idempotency

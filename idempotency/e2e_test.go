@@ -2,17 +2,24 @@ package idempotency_test
 
 import (
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/holdfast-go/holdfast/authfallback"
+	"github.com/holdfast-go/holdfast/authfallback/authtest"
 	"github.com/holdfast-go/holdfast/idempotency"
+	"github.com/holdfast-go/holdfast/internal/caller"
 )
 
 // TestEndToEnd runs the failure cases over real HTTP: a panic, a crash
@@ -120,4 +127,88 @@ func TestEndToEnd(t *testing.T) {
 		assert.Equal(t, "true", resp.Header.Get(idempotency.HeaderReplayed))
 		assert.Equal(t, int64(1), runs.Load(), "nothing lost, nothing doubled")
 	})
+}
+
+// TestEndToEndRealTokens runs authfallback's Handler with real tokens from
+// a fake IdP in front of the handler, over real HTTP: a retry with a
+// refreshed token (same subject) is a replay; another subject gets a record
+// of its own; a write queued with a token that then expires runs once, as
+// its caller, and the caller's new token gets its outcome.
+func TestEndToEndRealTokens(t *testing.T) {
+	idp := authtest.New()
+	t.Cleanup(idp.Close)
+	v, err := authfallback.New(authfallback.Config{
+		Issuer: idp.Issuer(), Audience: []string{idp.Audience()}, JWKSURLs: []string{idp.JWKSURL()},
+		CacheFile: filepath.Join(t.TempDir(), "jwks.json"), AuditLog: slog.New(slog.DiscardHandler),
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = v.Close() })
+	x := idempotency.New(idempotency.Config{Store: newStore(t)})
+	var (
+		mu  sync.Mutex
+		ran []string
+	)
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		sub := caller.FromContext(r.Context()).Subject
+		mu.Lock()
+		ran = append(ran, sub+":"+string(body))
+		mu.Unlock()
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, "order "+string(body)+" for "+sub)
+	})
+	var degraded atomic.Bool
+	live := v.Handler(x.Handler(app))
+	queue := v.Handler(http.HandlerFunc(x.Enqueue))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if degraded.Load() {
+			queue.ServeHTTP(w, r)
+			return
+		}
+		live.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	send := func(token, key, body string) (int, string, bool) {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/orders", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Idempotency-Key", key)
+		resp, err := srv.Client().Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp.Header.Get(idempotency.HeaderReplayed) == "true"
+	}
+	issue := func(sub string, ttl time.Duration, jti string) string {
+		return idp.Issue(jwt.MapClaims{"sub": sub, "scope": "write", "jti": jti, "exp": time.Now().Add(ttl).Unix()})
+	}
+
+	status, body, replayed := send(issue("alice", time.Hour, "t1"), "k1", "1")
+	assert.Equal(t, http.StatusCreated, status)
+	assert.False(t, replayed)
+	status, again, replayed := send(issue("alice", time.Hour, "t2"), "k1", "1")
+	assert.Equal(t, http.StatusCreated, status)
+	assert.True(t, replayed, "a refreshed token's retry is a replay")
+	assert.Equal(t, body, again)
+	_, bobs, replayed := send(issue("bob", time.Hour, "b1"), "k1", "1")
+	assert.False(t, replayed, "another subject: its own record")
+	assert.Equal(t, "order 1 for bob", bobs)
+
+	degraded.Store(true)
+	short := issue("alice", time.Second, "t3")
+	status, _, _ = send(short, "k2", "2")
+	require.Equal(t, http.StatusAccepted, status)
+	time.Sleep(2 * time.Second)
+	degraded.Store(false)
+	status, _, _ = send(short, "k2", "2")
+	require.Equal(t, http.StatusUnauthorized, status, "the queued write's token has expired")
+	n, err := x.Replay(t.Context(), x.Handler(app))
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	status, body, replayed = send(issue("alice", time.Hour, "t4"), "k2", "2")
+	assert.Equal(t, http.StatusCreated, status)
+	assert.True(t, replayed, "the new token gets the queued write's outcome")
+	assert.Equal(t, "order 2 for alice", body)
+	mu.Lock()
+	assert.Equal(t, []string{"alice:1", "bob:1", "alice:2"}, ran, "each write ran once, as its caller")
+	mu.Unlock()
 }

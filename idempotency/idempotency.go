@@ -318,8 +318,6 @@ type keyed struct {
 	storeKey    string
 	fingerprint string
 	owner       string // for a claim
-	route       string
-	caller      *caller.Caller // the verified caller the record is scoped by, if any
 	body        []byte
 	br          bodyReader
 	cw          capture
@@ -371,15 +369,14 @@ func (x *Idempotency) prepare(w http.ResponseWriter, r *http.Request) (*keyed, b
 	case c != nil:
 		scope, kind = c.ID(), scopeCaller
 	}
-	in := &keyed{key: key, caller: c}
+	in := &keyed{key: key}
 	body, err := x.readBody(r, &in.br)
 	if err != nil {
 		x.bodyProblem(w, r, err)
 		return nil, false
 	}
-	in.route = x.route(r)
 	in.body = body
-	rk := x.recordKey(kind, scope, r, in.route, key)
+	rk := x.recordKey(kind, scope, r, x.route(r), key)
 	fp := x.fingerprint(r, body)
 	// One allocation for the record key, the fingerprint and the owner.
 	var ids [2*2*sha256.Size + ownerLen]byte
@@ -597,7 +594,7 @@ func (x *Idempotency) serve(w http.ResponseWriter, r *http.Request, next http.Ha
 	rec, claimed, err := x.cfg.Store.Claim(ctx, in.storeKey, in.fingerprint, owner, x.cfg.Lease)
 	cancel()
 	if err != nil {
-		x.storeError(r, in.key, in.route, "claim", err)
+		x.storeError(r, in.key, "", "claim", err)
 		if x.cfg.FailOpen {
 			next.ServeHTTP(w, r)
 			return
@@ -628,7 +625,7 @@ func (x *Idempotency) answer(w http.ResponseWriter, r *http.Request, in *keyed, 
 		if f := x.cfg.OnConflict; f != nil {
 			f(Event{Request: r, Key: in.key, Reason: ReasonMismatch})
 		}
-		x.outcome(OutcomeMismatch, r, in.route, http.StatusUnprocessableEntity)
+		x.outcome(OutcomeMismatch, r, "", http.StatusUnprocessableEntity)
 		x.problem(w, r, Problem{
 			Type: ProblemKeyReused, Status: http.StatusUnprocessableEntity,
 			Title:  "Idempotency-Key reused",
@@ -639,23 +636,23 @@ func (x *Idempotency) answer(w http.ResponseWriter, r *http.Request, in *keyed, 
 			// A record that no handler wrote (a shared store is writable
 			// by others): never run the request again, never panic in
 			// WriteHeader.
-			x.storeError(r, in.key, in.route, "replay", errCorruptRecord)
+			x.storeError(r, in.key, "", "replay", errCorruptRecord)
 			x.unavailable(w, r)
 			return
 		}
 		if f := x.cfg.OnReplay; f != nil {
 			f(Event{Request: r, Key: in.key, Status: rec.Response.Status})
 		}
-		x.outcome(OutcomeReplay, r, in.route, rec.Response.Status)
+		x.outcome(OutcomeReplay, r, "", rec.Response.Status)
 		writeStored(w, rec.Response)
 	case rec.State == StateQueued:
-		x.outcome(OutcomeQueued, r, in.route, http.StatusAccepted)
+		x.outcome(OutcomeQueued, r, "", http.StatusAccepted)
 		x.accepted(w, r, in.key)
 	default: // in flight
 		if f := x.cfg.OnConflict; f != nil {
 			f(Event{Request: r, Key: in.key, Reason: ReasonInFlight})
 		}
-		x.outcome(OutcomeConflict, r, in.route, http.StatusConflict)
+		x.outcome(OutcomeConflict, r, "", http.StatusConflict)
 		x.problem(w, r, Problem{
 			Type: ProblemKeyInUse, Status: http.StatusConflict,
 			Title:      "Request in progress",
@@ -703,7 +700,7 @@ func (x *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Hand
 	defer func() {
 		if panicked {
 			ext.stop()
-			x.release(r, in.key, in.route, in.storeKey, owner, fence, ReasonPanic, cw.status)
+			x.release(r, in.key, "", in.storeKey, owner, fence, ReasonPanic, cw.status)
 			// The buffered response is dropped; the panic goes on to the
 			// server or a recovery middleware, which answers.
 			x.putBuf(buf)
@@ -715,19 +712,19 @@ func (x *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Hand
 	if status == 0 {
 		status = http.StatusOK
 	}
-	x.outcome(OutcomeFirst, r, in.route, status)
+	x.outcome(OutcomeFirst, r, "", status)
 
 	switch {
 	case cw.passReason != "":
 		ext.stop()
-		x.release(r, in.key, in.route, in.storeKey, owner, fence, cw.passReason, cw.status)
+		x.release(r, in.key, "", in.storeKey, owner, fence, cw.passReason, cw.status)
 	case ext.isLost():
 		ext.stop()
 		x.lost(r, in.key, cw.status)
 		cw.send()
 	case !x.cfg.StoreStatus(status):
 		ext.stop()
-		x.release(r, in.key, in.route, in.storeKey, owner, fence, ReasonStatus, status)
+		x.release(r, in.key, "", in.storeKey, owner, fence, ReasonStatus, status)
 		cw.send()
 	default:
 		resp := Response{Status: status, Header: x.storedHeader(w.Header()), Body: buf.Bytes()}
@@ -743,11 +740,11 @@ func (x *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Hand
 			// after the lease would run it again. Keep the lease renewed
 			// (duplicates get 409 meanwhile) and retry in the background;
 			// the client gets its answer now.
-			x.storeError(r, in.key, in.route, "complete", err)
+			x.storeError(r, in.key, "", "complete", err)
 			resp.Body = bytes.Clone(resp.Body)
 			go func() {
 				defer ext.stop()
-				x.completeRetry(r, in.key, in.route, in.storeKey, owner, fence, resp, ext)
+				x.completeRetry(r, in.key, "", in.storeKey, owner, fence, resp, ext)
 			}()
 		}
 		cw.send()
@@ -930,7 +927,7 @@ func (x *Idempotency) extend(r *http.Request, in *keyed, owner string, fence uin
 	e.mu.Lock()
 	e.gen++
 	e.active, e.lost = true, false
-	e.r, e.key, e.route, e.storeKey, e.owner, e.fence = r, in.key, in.route, in.storeKey, owner, fence
+	e.r, e.key, e.route, e.storeKey, e.owner, e.fence = r, in.key, "", in.storeKey, owner, fence
 	e.t.Reset(x.renewEvery())
 	e.mu.Unlock()
 	return e

@@ -1,8 +1,11 @@
 package idempotency
 
 import (
+	"context"
 	"net/http"
+	"slices"
 
+	"github.com/holdfast-go/holdfast/internal/caller"
 	"github.com/holdfast-go/holdfast/internal/problem"
 )
 
@@ -102,4 +105,17 @@ func (x *Idempotency) route(r *http.Request) string {
 // problem writes p through Config.WriteProblem.
 func (x *Idempotency) problem(w http.ResponseWriter, r *http.Request, p Problem) {
 	problem.Render(x.cfg.WriteProblem, w, r, p)
+}
+
+// CallerFromContext returns the verified caller of a request: the one
+// authfallback's Handler put in the context of a live request, or the one
+// recorded with a queued request that a Replayer runs (which carries no
+// token, so authfallback.FromContext finds nothing). It is nil when there is
+// none. The result is a copy.
+func CallerFromContext(ctx context.Context) *Caller {
+	c := caller.FromContext(ctx)
+	if c == nil {
+		return nil
+	}
+	return &Caller{Issuer: c.Issuer, Subject: c.Subject, Scopes: slices.Clone(c.Scopes), Reason: c.Reason}
 }

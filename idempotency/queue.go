@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/holdfast-go/holdfast/internal/caller"
 	"github.com/holdfast-go/holdfast/internal/httpx"
@@ -75,7 +76,7 @@ func (x *Idempotency) Enqueue(w http.ResponseWriter, r *http.Request) {
 	req := Request{Method: r.Method, URL: r.URL.RequestURI(), Body: in.body}
 	var creds http.Header
 	req.Header, creds = x.queuedHeader(r)
-	if c := in.caller; c != nil {
+	if c := caller.FromContext(r.Context()); c != nil {
 		req.Caller = &Caller{Issuer: c.Issuer, Subject: c.Subject, Scopes: c.Scopes, Reason: c.Reason}
 	}
 	switch {
@@ -93,7 +94,7 @@ func (x *Idempotency) Enqueue(w http.ResponseWriter, r *http.Request) {
 	rec, created, err := x.cfg.Store.Enqueue(ctx, in.storeKey, in.fingerprint, req, x.cfg.TTL)
 	cancel()
 	if err != nil {
-		x.storeError(r, in.key, in.route, "enqueue", err)
+		x.storeError(r, in.key, "", "enqueue", err)
 		x.unavailable(w, r)
 		return
 	}
@@ -101,7 +102,7 @@ func (x *Idempotency) Enqueue(w http.ResponseWriter, r *http.Request) {
 		x.answer(w, r, in, rec)
 		return
 	}
-	x.outcome(OutcomeQueued, r, in.route, http.StatusAccepted)
+	x.outcome(OutcomeQueued, r, "", http.StatusAccepted)
 	x.accepted(w, r, in.key)
 }
 
@@ -226,8 +227,11 @@ func (x *Idempotency) accepted(w http.ResponseWriter, r *http.Request, key strin
 // in front: each request runs with the caller recorded when it was queued
 // in its context (and its sealed credentials restored, with Config.Seal),
 // read by the application through authfallback's context (internal/caller)
-// like a live request's. A Handler of this package in that chain lets the
-// replayed request through.
+// like a live request's (see [CallerFromContext]). A Handler of this
+// package in that chain lets the replayed request through. A service that
+// scopes records with Config.Scope (its own authentication) runs that
+// authentication in handler, with Config.Seal so that the credentials are
+// there to check.
 //
 // A 5xx or 429 response that is not stored (see Config.StoreStatus) puts
 // the request back in its place and halts the replay with ErrReplayHalted:
@@ -237,7 +241,7 @@ func (x *Idempotency) accepted(w http.ResponseWriter, r *http.Request, key strin
 // answers with a body over MaxResponseBytes gets a ProblemReplayFailed 500
 // stored in place of its response, so a poisoned request does not block the
 // queue. Replay returns the number of responses stored and the first error;
-// it stops when ctx is done.
+// it stops when ctx is done (a request that runs finishes first).
 func (x *Idempotency) Replay(ctx context.Context, handler http.Handler) (n int, err error) {
 	d := drain{x: x, handler: handler, owner: x.newOwner(), batch: replayBatch}
 	return d.run(ctx)
@@ -260,6 +264,7 @@ type drain struct {
 	onReplayed  func(ReplayEvent)
 	onFailed    func(ReplayEvent)
 	authorize   func(*http.Request, *Caller) error
+	replayed    atomic.Int64 // responses of the handler stored (not failures)
 }
 
 // replayResult is the fate of one replayed request.
@@ -282,6 +287,13 @@ func (d *drain) run(ctx context.Context) (n int, err error) {
 		}
 		if len(batch) == 0 {
 			return n, nil
+		}
+		if d.trial && len(batch) > 1 {
+			// A trial runs the last one it claimed: after failed trials
+			// it looks past the head, so that one request that always
+			// fails cannot hide a recovery. The others keep their place.
+			x.releaseAll(ctx, batch[:len(batch)-1], d.owner)
+			batch = batch[len(batch)-1:]
 		}
 		if d.workers > 1 {
 			stored, err := d.parallel(ctx, batch)
@@ -384,7 +396,9 @@ func (d *drain) one(ctx context.Context, item Queued) replayResult {
 		return replayResult{halt: fmt.Errorf("idempotency: queued record without a request")}
 	}
 	ev := ReplayEvent{Method: q.Method, URL: q.URL, Attempts: rec.Attempts, Trial: d.trial}
-	rctx := context.WithValue(ctx, replayingKey{}, item.Key)
+	// The handler's context is not cancelled with ctx: a write stopped
+	// half-way is worse than a Close that waits for it.
+	rctx := context.WithValue(context.WithoutCancel(ctx), replayingKey{}, item.Key)
 	if c := q.Caller; c != nil {
 		rctx = caller.NewContext(rctx, caller.New(c.Issuer, c.Subject, c.Scopes, c.Reason, nil))
 	}
@@ -424,7 +438,7 @@ func (d *drain) one(ctx context.Context, item Queued) replayResult {
 	}
 
 	rw := &recorder{header: http.Header{}, max: x.cfg.MaxResponseBytes}
-	in := &keyed{storeKey: item.Key, route: req.URL.EscapedPath()}
+	in := &keyed{storeKey: item.Key}
 	ext := x.extend(req, in, d.owner, rec.Fence)
 	panicked := x.serveRecorded(d.handler, rw, req)
 	if ext.isLost() {
@@ -472,6 +486,7 @@ func (d *drain) one(ctx context.Context, item Queued) replayResult {
 	resp := Response{Status: status, Header: x.storedHeader(rw.header), Body: rw.buf.Bytes()}
 	stored, err := x.completeReplay(ctx, req, item, d.owner, resp, ext)
 	if stored {
+		d.replayed.Add(1)
 		x.replayOutcome(OutcomeReplayed, req, ev)
 		if d.onReplayed != nil {
 			d.onReplayed(ev)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -103,7 +104,13 @@ type Replayer struct {
 	mu     sync.Mutex // one pass at a time
 	cancel context.CancelFunc
 	ctx    context.Context
+
+	failedTrials atomic.Int64
 }
+
+// trialSpread is how many of the oldest queued requests trials take turns
+// on.
+const trialSpread = 4
 
 // NewReplayer returns a started Replayer configured by cfg. It panics if
 // cfg.Idempotency or cfg.Handler is nil.
@@ -208,16 +215,29 @@ func (p *Replayer) Drain(ctx context.Context) (int, error) {
 }
 
 // Trial replays the oldest queued request, as a half-open trial: a failure
-// does not count as an attempt. It reports whether a response was stored
-// (false when the queue is empty).
+// does not count as an attempt. After failed trials, the next ones take
+// turns on the four oldest requests, so that one request that always fails
+// cannot hide the dependency's recovery. It reports whether the handler's response
+// was stored (false when the queue is empty).
 func (p *Replayer) Trial(ctx context.Context) (bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n, err := p.pass(true).run(ctx)
+	d := p.pass(true)
+	// After k failed trials in a row, the trial takes the (k mod 4)+1-th
+	// oldest request.
+	d.batch = int(p.failedTrials.Load()%trialSpread) + 1
+	_, err := d.run(ctx)
+	if d.replayed.Load() > 0 && err == nil {
+		p.failedTrials.Store(0)
+	} else if err != nil {
+		p.failedTrials.Add(1)
+	}
 	if err != nil && !errors.Is(err, ErrReplayHalted) {
 		p.logErr(err)
 	}
-	return n > 0 && err == nil, err
+	// Only a response of the handler says the dependency answers: a
+	// stored failure (a panic, a refusal) says nothing.
+	return d.replayed.Load() > 0 && err == nil, err
 }
 
 func (p *Replayer) logErr(err error) {

@@ -79,7 +79,8 @@ type Record struct {
 	// and body). A key presented with another fingerprint is refused with
 	// 422.
 	Fingerprint string
-	// Owner is the opaque token of the lease holder (StateInFlight).
+	// Owner is the opaque token of the lease holder (StateInFlight) or of
+	// the claim that completed the record (StateDone).
 	Owner string
 	// Fence increases by one on every claim and takeover of the record; a
 	// completion must present the fence it claimed with.

@@ -60,12 +60,25 @@
 //		request     bytea,     -- encoded queued request
 //		seq         bigserial   NOT NULL
 //	);
+//	ALTER TABLE $T ADD COLUMN IF NOT EXISTS attempts integer NOT NULL DEFAULT 0; -- failed replays
 //	CREATE INDEX IF NOT EXISTS $T_queue_idx ON $T (seq) WHERE request IS NOT NULL;
 //	CREATE INDEX IF NOT EXISTS $T_expires_idx ON $T (expires);
 //
 // The table name comes from [Config.Table] and is checked against a strict
 // pattern (lower-case identifiers, optionally schema-qualified) and quoted;
 // New panics on anything else, so it can't carry SQL.
+//
+// A table created by an older version gains the attempts column when
+// Migrate runs again.
+//
+// # Durability
+//
+// A write answered 202 Accepted during an outage (idempotency's Enqueue) is
+// as durable as its committed row: with synchronous_commit off, a crash may
+// lose the last ones; with an asynchronous standby, a failover may. Queued
+// requests carry the verified caller recorded at Enqueue, never a plaintext
+// bearer token or cookie (stripped, or sealed by the handler's Config.Seal);
+// a completion deletes the request.
 //
 // # Concurrency
 //

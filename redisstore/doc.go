@@ -31,13 +31,14 @@
 //	<prefix>:r:<key>        hash, one per record:
 //	                          st  state (1 in flight, 2 done, 3 queued)
 //	                          fp  request fingerprint
-//	                          ow  lease owner         (in flight)
+//	                          ow  lease owner         (in flight; the completer once done)
 //	                          fe  fence
 //	                          lu  lease end, server µs (in flight)
 //	                          cr  creation, server µs
 //	                          rs  stored response     (done)
 //	                          rq  queued request      (queued, and while replayed)
 //	                          sq  its queue member    (queued records)
+//	                          at  failed replays      (queued records, Requeue)
 //	{<prefix>}:queue        sorted set, the queue index: member
 //	                        "<seq>:<alloc ms>:<key>", score <seq>
 //	{<prefix>}:qseq         counter for <seq>
@@ -70,6 +71,24 @@
 // more than 60 s old (until then an Enqueue may still be creating it). Both
 // ages are measured from the same stamp on the record's shard's clock, so
 // clock skew between shards cannot make the two windows overlap.
+//
+// Tested for real: the conformance and end-to-end suites also run against
+// a 3-node cluster on loopback (HOLDFAST_REDIS_CLUSTER_ADDRS, which .ci/run
+// sets after starting one on ports 7001-7003).
+//
+// # Durability
+//
+// A write answered 202 Accepted during an outage (idempotency's Enqueue) is
+// as durable as Redis: without persistence, a Redis restart loses every
+// queued write. Run Redis with appendonly yes; appendfsync always loses none
+// of them on a crash (tested: a redis-server killed with SIGKILL and
+// restarted while writes wait loses none), the default everysec loses up to
+// a second of them. With replicas, a failover may lose what the master had
+// not replicated yet.
+//
+// Queued requests carry the verified caller recorded at Enqueue, never a
+// plaintext bearer token or cookie (stripped, or sealed by the handler's
+// Config.Seal); a completion deletes the request.
 //
 // # Concurrency
 //

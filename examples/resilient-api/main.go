@@ -96,7 +96,7 @@ func parse(args []string) (config, error) {
 	str(&c.keyPrefix, "store-prefix", "resilient-api", "key prefix (Redis) or table name (PostgreSQL) of the store")
 	dur(&c.keyRefresh, "key-refresh", 5*time.Minute, "JWKS refresh interval")
 	dur(&c.callTimeout, "call-timeout", 2*time.Second, "timeout of one downstream call")
-	dur(&c.breakerDelay, "breaker-delay", 30*time.Second, "how long an open breaker waits before a trial call")
+	dur(&c.breakerDelay, "breaker-delay", 0, "how long an open breaker waits before a trial call (0: 30 s for the routes, 3 s for the downstream, whose trials find its recovery)")
 	dur(&c.readTimeout, "read-timeout", 30*time.Second, "how long a client may take to send a whole request, body included")
 	dur(&c.idleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection is kept open")
 	if err := fs.Parse(args); err != nil {

@@ -35,8 +35,15 @@ import (
 // its lease is taken over by the other once the lease expired on the
 // store's clock, and its late completion is refused; a handler that runs
 // for several leases keeps its claim, renewed on the store, so the other
-// instance answers 409 rather than running it again. The last two cases
-// sleep one and a half seconds each.
+// instance answers 409 rather than running it again; a retry with a
+// refreshed token of the same subject is a replay on the other instance,
+// and another subject gets a record of its own; a write queued on one
+// instance whose token expired before recovery is run once by the other's
+// Replayer as its recorded caller, and its outcome reaches the caller's new
+// token on both, never another caller; two Replayers with concurrency over
+// the shared store run each of 40 queued writes once. Authentication is a
+// stand-in for authfallback's Handler: it puts the verified caller in the
+// context. The takeover and lease cases sleep one and a half seconds each.
 func RunHTTP(t *testing.T, newStores func(t *testing.T) (a, b idempotency.Store)) {
 	t.Helper()
 	cases := []struct {

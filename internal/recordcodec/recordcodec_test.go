@@ -96,7 +96,13 @@ func FuzzDecode(f *testing.F) {
 	f.Add(EncodeRequest(Request{Method: "POST", URL: "/x", Header: http.Header{"K": {"v"}}, Body: []byte{0}}))
 	f.Add(EncodeRequest(Request{Method: "POST", Caller: &Caller{Subject: "s", Scopes: []string{"a"}}, Sealed: []byte{9}}))
 	f.Add([]byte{1})
+	f.Add(EncodeHeader(http.Header{"Authorization": {"Bearer x"}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if h, err := DecodeHeader(b); err == nil {
+			h2, err := DecodeHeader(EncodeHeader(h))
+			require.NoError(t, err)
+			assert.Equal(t, h, h2)
+		}
 		if status, h, body, err := DecodeResponse(b); err == nil {
 			again := EncodeResponse(status, h, body)
 			s2, h2, b2, err := DecodeResponse(again)

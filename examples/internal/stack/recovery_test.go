@@ -57,10 +57,10 @@ func TestRecoveryWithoutReads(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t)
-			e.cfg.BreakerDelay = time.Second
-			e.cfg.TrialEvery = time.Second
-			e.cfg.ReplayEvery = 5 * time.Second
-			e.cfg.DetectWindow = time.Minute // a failure window that would hold the mode for a minute
+			// The stack's defaults: the downstream breaker's 3 s delay, a
+			// trial every second, a drain every 5 s, a one-minute failure
+			// window that alone would hold the mode for a minute.
+			e.cfg.BreakerDelay, e.cfg.TrialEvery, e.cfg.ReplayEvery, e.cfg.DetectWindow = 0, 0, 0, 0
 			s := e.start(t)
 			srv := httptest.NewServer(s)
 			t.Cleanup(srv.Close)
@@ -112,7 +112,7 @@ func TestRecoveryWithoutReads(t *testing.T) {
 			close(stop)
 			wg.Wait()
 			t.Logf("%s: downstream healthy -> mode normal %.2fs, queue of %d drained %.2fs", name, normalAfter.Seconds(), n, drained.Seconds())
-			assert.Less(t, drained, 5*time.Second, "within a few seconds of the downstream's return")
+			assert.Less(t, drained, 6*time.Second, "within a few seconds of the downstream's return")
 			for i := range n {
 				assert.Equal(t, 1, e.ds.Executions(fmt.Sprintf("w-%d", i)), "w-%d ran once", i)
 			}
@@ -165,4 +165,43 @@ func TestQueuedWriteOutlivesItsToken(t *testing.T) {
 		"bob's write is his own")
 	time.Sleep(200 * time.Millisecond)
 	assert.Equal(t, 1, e.ds.Executions("live"))
+}
+
+// TestOversizedBodyIs413: an order over 64 KiB is refused with 413
+// problem+json, keyed (idempotency's limit) or not (the App's), live or
+// queued.
+func TestOversizedBodyIs413(t *testing.T) {
+	e := newEnv(t)
+	s := e.start(t)
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	big := `{"write_id":"big","pad":"` + strings.Repeat("x", 100<<10) + `"}`
+	send := func(key string, chunked bool) *http.Response {
+		var body io.Reader = strings.NewReader(big)
+		if chunked {
+			body = io.MultiReader(body) // no length: sent chunked
+		}
+		req, err := http.NewRequest(http.MethodPost, srv.URL+"/orders", body)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+e.token)
+		if key != "" {
+			req.Header.Set(idempotency.HeaderKey, key)
+		}
+		resp, err := srv.Client().Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	for _, key := range []string{`"big"`, ""} {
+		for _, chunked := range []bool{false, true} {
+			resp := send(key, chunked)
+			assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode, "key %q chunked %v", key, chunked)
+			assert.Equal(t, "application/problem+json", resp.Header.Get("Content-Type"))
+		}
+	}
+	s.Controller.Force(degrade.Degraded, "test")
+	resp := send(`"big-queued"`, true)
+	assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode, "queued")
+	assert.Equal(t, 0, e.ds.Executions("big"))
 }

@@ -61,7 +61,6 @@ import (
 	"github.com/holdfast-go/holdfast/breaker"
 	"github.com/holdfast-go/holdfast/degrade"
 	"github.com/holdfast-go/holdfast/idempotency"
-	"github.com/holdfast-go/holdfast/internal/caller"
 	"github.com/holdfast-go/holdfast/retry"
 )
 
@@ -115,8 +114,17 @@ type Config struct {
 	// CallTimeout bounds one downstream attempt (breaker timeout). If zero, 2 s.
 	CallTimeout time.Duration
 	// BreakerDelay is how long a breaker stays open before a trial call.
-	// If zero, 30 s.
+	// If zero, 30 s for the route breakers and ClientBreakerDelay's default
+	// for the downstream's.
 	BreakerDelay time.Duration
+	// ClientBreakerDelay, if set, is the downstream breaker's delay instead
+	// of BreakerDelay. If both are zero, 3 s: while the downstream is down,
+	// its breaker lets one trial call through per delay (a queued write's
+	// trial replay, or a read), so the service finds the downstream back
+	// within about that long of its return, with or without client traffic.
+	// A longer delay spares the downstream nothing that matters (one call
+	// per delay) and delays the recovery by as much.
+	ClientBreakerDelay time.Duration
 	// DetectWindow is the degrade controller's window. If zero, 60 s.
 	DetectWindow time.Duration
 	// ReplayEvery is how often queued writes are replayed while the mode is
@@ -378,7 +386,7 @@ func New(cfg Config) (*Service, error) {
 	s.Client, clientBrk = NewClient(ClientConfig{
 		Base:         &degrade.ReportTransport{Base: base, Controller: s.Controller, Dependency: DepDownstream},
 		CallTimeout:  s.callTimeout(),
-		BreakerDelay: cfg.BreakerDelay,
+		BreakerDelay: s.clientBreakerDelay(),
 		Budget:       cfg.RetryBudget,
 		OnBreaker: func(ch breaker.StateChange) {
 			clientHook(ch)
@@ -499,6 +507,16 @@ func (s *Service) callTimeout() time.Duration {
 	return 2 * time.Second
 }
 
+func (s *Service) clientBreakerDelay() time.Duration {
+	switch {
+	case s.cfg.ClientBreakerDelay > 0:
+		return s.cfg.ClientBreakerDelay
+	case s.cfg.BreakerDelay > 0:
+		return s.cfg.BreakerDelay
+	}
+	return 3 * time.Second
+}
+
 func (s *Service) replayEvery() time.Duration {
 	if s.cfg.ReplayEvery > 0 {
 		return s.cfg.ReplayEvery
@@ -574,10 +592,12 @@ func downstreamKey(r *http.Request) string {
 	}
 	// The verified caller, live or recorded with a queued write (a
 	// replay has no token, so authfallback's Result is not there: the
-	// caller is).
+	// recorded caller is).
 	id := ""
-	if c := caller.FromContext(r.Context()); c != nil {
-		id = c.ID()
+	if res, ok := authfallback.FromContext(r.Context()); ok {
+		id = res.Issuer + "\x00" + res.Subject
+	} else if c := idempotency.CallerFromContext(r.Context()); c != nil {
+		id = c.Issuer + "\x00" + c.Subject
 	}
 	sum := sha256.Sum256([]byte(id + "\x00" + k))
 	return hex.EncodeToString(sum[:16])
@@ -587,7 +607,10 @@ func downstreamKey(r *http.Request) string {
 // to AllowedScopes when it was accepted in fallback mode), live or recorded
 // with a queued write.
 func hasScope(r *http.Request, scope string) bool {
-	c := caller.FromContext(r.Context())
+	if res, ok := authfallback.FromContext(r.Context()); ok {
+		return res.HasScope(scope)
+	}
+	c := idempotency.CallerFromContext(r.Context())
 	return c != nil && slices.Contains(c.Scopes, scope)
 }
 

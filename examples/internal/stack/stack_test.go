@@ -235,6 +235,11 @@ func TestSubjectRevokedDuringOutageIsRefusedAndReconciled(t *testing.T) {
 	s.Controller.Force(degrade.Degraded, "test")
 	queued := e.do(t, s, http.MethodPost, "/orders", `"rq"`, `{"write_id":"rq"}`)
 	require.Equal(t, http.StatusAccepted, queued.StatusCode)
+	// The replayer's first trial of it fails against the failing downstream;
+	// let its retries (a 600 ms deadline) end before the downstream returns,
+	// or a retry would land on the healthy downstream: a trial authorized
+	// before the revocation was known may run, as it would in production.
+	time.Sleep(time.Second)
 
 	// The IdP is back: the revocation is enforced, and reconciliation
 	// reports the token accepted during the outage.
