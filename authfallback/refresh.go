@@ -66,6 +66,11 @@ func (v *Verifier) Refresh(ctx context.Context) error {
 // inside New, so a hook whose target is assigned after New returns is safe.
 func (v *Verifier) loop(first time.Duration, notify func()) {
 	defer close(v.loopDone)
+	select {
+	case <-v.started:
+	case <-v.closing:
+		return
+	}
 	if notify != nil {
 		notify()
 	}
@@ -192,11 +197,12 @@ func (v *Verifier) fetch(ctx context.Context, u string) (*keySet, error) {
 // applySuccess installs ks and returns what to report once unlocked.
 func (v *Verifier) applySuccess(ctx context.Context, ks *keySet, now time.Time) (notify func()) {
 	ks.fetchedAt = now
+	changed := v.checkPrimaryKeys(ks)
 	// Keep the identity of unchanged keys so verified-token cache entries
 	// stay valid across refreshes; drop entries of keys that left or changed.
 	if old := v.keys.Load(); old != nil {
 		for kid, k := range ks.byKID {
-			if o := old.byKID[kid]; o != nil && o.fp == k.fp {
+			if o := old.byKID[kid]; o != nil && o.fp == k.fp && o.reason == k.reason {
 				ks.byKID[kid] = o
 			}
 		}
@@ -216,6 +222,11 @@ func (v *Verifier) applySuccess(ctx context.Context, ks *keySet, now time.Time) 
 	v.mu.Unlock()
 
 	return func() {
+		for _, kid := range changed {
+			v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: alternate JWKS URL changed the key under a kid the primary served",
+				slog.String("kid", kid), slog.String("url", ks.source), slog.String("primary", v.cfg.JWKSURLs[0]),
+				slog.String("reason", ReasonJWKSKeyChanged))
+		}
 		if writeErr != nil {
 			v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: cache file not written", slog.String("error", writeErr.Error()))
 		}
@@ -312,4 +323,39 @@ func (v *Verifier) kickUnknownKID() {
 	case v.kick <- struct{}{}:
 	default:
 	}
+}
+
+// ReasonJWKSKeyChanged is the Result.Reason of a token verified by a key
+// that an alternate JWKS URL serves under a kid for which the primary URL
+// served other key material: the alternate cannot silently replace a key
+// of the primary. Such tokens are degraded (narrowed by the Policy, never
+// exchanged for offline tokens) until the primary confirms the key, and
+// reconciliation reports them (FindingKeyReplaced) once it serves another.
+const ReasonJWKSKeyChanged = "jwks-key-changed"
+
+// checkPrimaryKeys remembers the keys of a set fetched from the primary
+// JWKS URL, and marks (reason ReasonJWKSKeyChanged) the keys of a set from
+// an alternate URL that differ from the primary's under the same kid,
+// returning their kids. v.refreshMu is held (or New is running).
+func (v *Verifier) checkPrimaryKeys(ks *keySet) (changed []string) {
+	if len(v.cfg.JWKSURLs) == 0 {
+		return nil
+	}
+	if ks.source == v.cfg.JWKSURLs[0] {
+		m := make(map[string]string, len(ks.byKID))
+		for kid, k := range ks.byKID {
+			m[kid] = k.fp
+		}
+		v.primaryKeys = m
+		return nil
+	}
+	for kid, k := range ks.byKID {
+		if fp, ok := v.primaryKeys[kid]; ok && fp != k.fp {
+			c := *k
+			c.reason = ReasonJWKSKeyChanged
+			ks.byKID[kid] = &c
+			changed = append(changed, kid)
+		}
+	}
+	return changed
 }

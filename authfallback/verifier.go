@@ -66,6 +66,12 @@ type Verifier struct {
 	grace   *graceBook
 	records *degradedRecord
 	st      *stateSync // nil without Config.State
+	// primaryKeys maps the kids of the last set the primary JWKS URL
+	// served to their fingerprints; guarded by refreshMu.
+	primaryKeys map[string]string
+	// started is closed when New returns: the refresh goroutine reports
+	// the first fetch (hooks) only then.
+	started chan struct{}
 	// unsubscribe removes the OnRevocation hook from the source.
 	unsubscribe func()
 
@@ -175,6 +181,9 @@ func New(cfg Config) (*Verifier, error) {
 		close(v.loopDone)
 		return v, nil
 	}
+	if ks := v.keys.Load(); ks != nil {
+		v.checkPrimaryKeys(ks)
+	}
 	first := time.Duration(0)
 	var notify func()
 	if v.keys.Load() == nil {
@@ -182,6 +191,8 @@ func New(cfg Config) (*Verifier, error) {
 		// refresh goroutine, after New has returned.
 		first, notify, _ = v.refreshLocked(v.ctx)
 	}
+	v.started = make(chan struct{})
+	defer close(v.started)
 	go v.loop(first, notify)
 	return v, nil
 }
