@@ -142,7 +142,10 @@ type RevocationListStatus struct {
 //
 // "jti" lists revoked token IDs. "sub" maps a subject to an RFC 3339 time:
 // tokens of that subject issued at or before it (or without "iat") are
-// revoked. Unknown members are ignored. A document that is not an object,
+// revoked. Member names are matched exactly (case-sensitive): a member
+// that differs from "jti" or "sub" only in case ({"JTI": []}) is refused,
+// and so is a member (or a subject) named twice; other unknown members are
+// ignored, for forward compatibility. A document that is not an object,
 // lacks both members, holds an empty or overlong entry or a time that does
 // not parse, or is larger than [MaxRevocationListSize] is refused and never
 // replaces the last good list. An explicitly empty list,
