@@ -122,7 +122,8 @@ type OfflineConfig struct {
 	WriteProblem func(w http.ResponseWriter, r *http.Request, p Problem)
 	// TTL is the lifetime of an offline token. If zero, 5 minutes. At most
 	// 15 minutes ([MaxOfflineTTL]); a Verifier refuses offline tokens that
-	// live longer.
+	// live longer. A verify-only issuer accepts no longer lifetime: give it
+	// the TTL of the issuing side.
 	TTL time.Duration
 	// AllowedScopes are the only scopes an offline token may carry.
 	// Required. Minted tokens carry the intersection of the requested
