@@ -230,19 +230,11 @@ func (v *Verifier) Close() error {
 // must not be modified.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Result, error) {
 	now := time.Now()
-	res, cached, err := v.verify(ctx, raw, now)
-	if v.cfg.OnVerify != nil {
-		v.reportVerify(res, err, cached, now)
-	}
-	return res, err
-}
-
-func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Result, bool, error) {
 	if raw == "" {
-		return nil, false, ErrNoToken
+		return v.done(nil, ErrNoToken, false, now)
 	}
 	if len(raw) > v.maxToken {
-		return nil, false, invalid(errTokenTooLarge)
+		return v.done(nil, invalid(errTokenTooLarge), false, now)
 	}
 	ks := v.keys.Load()
 	// Hash the token's bytes in place: []byte(raw) would copy it to the
@@ -252,19 +244,27 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Resu
 		if e.validAt(now) {
 			if k := v.lookup(ks, e.res.KeyID, now); k == e.key {
 				res, err := v.accept(ctx, e.res, k, ks, now)
-				return res, true, err
+				return v.done(res, err, true, now)
 			}
 		} else if !now.Before(e.notAfter) && v.fb.Load() != nil {
 			// Expired in fallback mode: its grace window, if it has one,
 			// without parsing it again.
 			if res, applied, err := v.tryGrace(ctx, h, "", ks, now); applied {
-				return res, true, err
+				return v.done(res, err, true, now)
 			}
 		}
 		v.cache.remove(h)
 	}
 	res, err := v.verifySlow(ctx, raw, h, ks, now)
-	return res, false, err
+	return v.done(res, err, false, now)
+}
+
+// done reports a verification to Config.OnVerify, if set.
+func (v *Verifier) done(res *Result, err error, cached bool, start time.Time) (*Result, error) {
+	if v.cfg.OnVerify != nil {
+		v.reportVerify(res, err, cached, start)
+	}
+	return res, err
 }
 
 func (v *Verifier) verifySlow(ctx context.Context, raw string, h [32]byte, ks *keySet, now time.Time) (*Result, error) {
