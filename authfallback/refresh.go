@@ -74,9 +74,6 @@ func (v *Verifier) loop(first time.Duration, notify func()) {
 	if notify != nil {
 		notify()
 	}
-	if first > 0 || v.nextAttempt.Load() == 0 {
-		v.nextAttempt.Store(time.Now().Add(first).UnixNano())
-	}
 	t := time.NewTimer(first)
 	defer t.Stop()
 	for {
@@ -106,12 +103,15 @@ func (v *Verifier) loop(first time.Duration, notify func()) {
 // and returns the delay until the next refresh and the error, if any. Audit
 // events and hooks run after the single-flight lock is released.
 func (v *Verifier) refresh(ctx context.Context) (time.Duration, error) {
-	next, notify, err := v.refreshLocked(ctx)
+	next, notify, err := v.refreshLocked(ctx, true)
 	notify()
 	return next, err
 }
 
-func (v *Verifier) refreshLocked(ctx context.Context) (next time.Duration, notify func(), err error) {
+// reconcile is false for the first fetch of New: no token can have been
+// accepted degraded before it, and its report runs later, when tokens
+// accepted since must wait for the next success.
+func (v *Verifier) refreshLocked(ctx context.Context, reconcile bool) (next time.Duration, notify func(), err error) {
 	v.refreshMu.Lock()
 	defer v.refreshMu.Unlock()
 
@@ -137,7 +137,7 @@ func (v *Verifier) refreshLocked(ctx context.Context) (next time.Duration, notif
 	var report func()
 	if ks != nil {
 		next = v.refreshInterval()
-		report = v.applySuccess(ctx, ks, now)
+		report = v.applySuccess(ctx, ks, now, reconcile)
 	} else {
 		err = errors.Join(errs...)
 		if v.cfg.State != nil {
@@ -195,7 +195,7 @@ func (v *Verifier) fetch(ctx context.Context, u string) (*keySet, error) {
 }
 
 // applySuccess installs ks and returns what to report once unlocked.
-func (v *Verifier) applySuccess(ctx context.Context, ks *keySet, now time.Time) (notify func()) {
+func (v *Verifier) applySuccess(ctx context.Context, ks *keySet, now time.Time, reconcile bool) (notify func()) {
 	ks.fetchedAt = now
 	changed := v.checkPrimaryKeys(ks)
 	// Keep the identity of unchanged keys so verified-token cache entries
@@ -243,7 +243,9 @@ func (v *Verifier) applySuccess(ctx context.Context, ks *keySet, now time.Time) 
 			}
 		}
 		// The IdP answers: re-check what was accepted degraded.
-		v.reconcile(ctx, ks)
+		if reconcile {
+			v.reconcile(ctx, ks)
+		}
 	}
 }
 

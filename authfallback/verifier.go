@@ -189,7 +189,10 @@ func New(cfg Config) (*Verifier, error) {
 	if v.keys.Load() == nil {
 		// The audit events and hooks of this first fetch run on the
 		// refresh goroutine, after New has returned.
-		first, notify, _ = v.refreshLocked(v.ctx)
+		first, notify, _ = v.refreshLocked(v.ctx, false)
+	}
+	if v.nextAttempt.Load() == 0 {
+		v.nextAttempt.Store(now.Add(first).UnixNano())
 	}
 	v.started = make(chan struct{})
 	defer close(v.started)
