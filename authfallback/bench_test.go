@@ -306,3 +306,32 @@ func BenchmarkPolicyOverhead(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkOnVerify measures the cached verification without and with an
+// OnVerify hook (the hook unset must cost nothing: 0 allocs).
+//
+//	go test -run=^$ -bench=BenchmarkOnVerify -benchmem ./authfallback/
+func BenchmarkOnVerify(b *testing.B) {
+	idp := authtest.NewWithConfig(authtest.Config{Algorithm: "EdDSA"})
+	defer idp.Close()
+	tok := idp.Issue(nil)
+	ctx := context.Background()
+	for _, hooked := range []bool{false, true} {
+		v := benchVerifier(b, idp, idp.JWKS())
+		if hooked {
+			var n int
+			v.cfg.OnVerify = func(ev VerifyEvent) { n += int(ev.Latency) & 1 }
+		}
+		if _, err := v.Verify(ctx, tok); err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("hook=%v", hooked), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := v.Verify(ctx, tok); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -135,7 +135,10 @@ type Config struct {
 	// its issuer, marked Degraded with Reason "offline-token", only while
 	// the Verifier is in fallback mode (and within
 	// Policy.MaxOfflineDuration) unless AcceptOfflineTokensAlways is set.
-	// Key rotations of the issuer apply at once. New fails if its issuer is
+	// Key rotations of the issuer apply at once; a verify-only issuer
+	// (OfflineConfig.PublicKeys or JWKSURL: no private key on this
+	// replica) sees those of the issuing replica through its published
+	// keys. New fails if its issuer is
 	// Issuer, if its audience shares no value with Audience, or if it
 	// allows a scope outside Policy.AllowedScopes.
 	Offline *OfflineIssuer

@@ -16,9 +16,15 @@
 // Keys are found by "kid" in a map and each is bound to one algorithm
 // (its "alg", or the one its key type implies). Symmetric ("oct") keys are
 // dropped; "none" and HMAC never verify. A token whose kid is unknown is
-// refused at once and triggers at most one background refresh per
-// [Config.UnknownKIDRefreshInterval], so a flood of random kids costs nothing
-// and a real rotation is picked up within that interval.
+// refused at once (401; in fallback mode 503 with Retry-After, since a key
+// rotated in during the outage cannot be fetched) and triggers at most one
+// background refresh per [Config.UnknownKIDRefreshInterval], so a flood of
+// random kids costs nothing and a real rotation is picked up within that
+// interval. An alternate URL cannot silently change the key under a kid
+// the primary served: such a key verifies only degraded
+// ([ReasonJWKSKeyChanged]), with an audit event. A token whose header or
+// claims name a member twice, or whose "sub", "iss" or "jti" is not a
+// string, is refused.
 //
 // When refreshes fail the Verifier is in fallback mode: tokens it still
 // accepts carry [Result.Degraded] and a [Result.Reason]
@@ -27,8 +33,10 @@
 // a fetch, which the Policy treats as fallback mode, with
 // MaxOfflineDuration counted from fetched_at + RefreshInterval; a restart
 // with a younger CacheFile is not degraded), and every such acceptance
-// is an audit event ([Config.AuditLog], slog.Default() when nil) that
-// carries a SHA-256 hash of the token, never the token. Past
+// is audited ([Config.AuditLog], slog.Default() when nil) with a SHA-256
+// hash of the token, never the token: the first acceptance of a token at
+// once, later ones at most once per [DegradedAuditInterval] with their
+// count. Past
 // [Config.MaxStaleness] (default 24 hours) the keys are no longer trusted and
 // verification fails closed. [Verifier.Status] reports the state for health
 // checks; [Config.OnFallbackEnter], [Config.OnFallbackExit] and
@@ -81,16 +89,47 @@
 //     service that authorises from them must check [Result.Degraded].
 //   - MaxTokenAge: degraded tokens issued longer ago (or without "iat")
 //     are refused.
-//   - ExpiredGrace (default 10 minutes): a token that this Verifier saw
-//     valid before fallback mode began, and that expired during it, is
-//     accepted once more within the window, with [ReasonExpiredGrace]. A
-//     token never seen is never given grace.
+//   - ExpiredGrace (default 10 minutes): a token that this Verifier (or
+//     a replica sharing [Config.State]) saw valid before fallback mode
+//     began, and that expired during it, is accepted on every request
+//     until exp + ExpiredGrace, with [ReasonExpiredGrace], narrowed like
+//     any degraded Result; the window is never renewed or chained (no
+//     offline token is issued for it) and ends with fallback mode. A
+//     token no replica saw valid is never given grace.
+//
+// # A fleet: shared outage state
+//
+// [Config.State] (a [StateStore]: [NewMemoryState] in one process, or the
+// Redis and PostgreSQL stores redisstore.NewAuthState and
+// pgstore.NewAuthState of the driver modules) shares what the replicas of
+// a fleet learn before and during an outage: the last-known-good key set
+// (the CacheFile's document, with its rules: bound to the issuer and JWKS
+// URLs, never empty, never replaced by an older one, refused if invalid; a
+// key changed under a known kid is audited), the tokens seen valid (by
+// token hash, for the grace window) and the degraded acceptances (for
+// reconciliation: each is reconciled by one replica). A replica started
+// on an empty disk during an outage loads the keys at once; after a
+// failed refresh it takes a newer set another replica fetched. Writes are
+// batched every [Config.StateFlushInterval] (default 1 second: the
+// propagation delay) and on Close, so no verification waits for the store;
+// the only read on the request path is the grace record of an expired
+// token in fallback mode that this replica never saw (bounded by one
+// second, misses remembered). A cached repeated token never touches the
+// network.
 //
 // # Offline tokens
 //
-// An [OfflineIssuer] mints short-lived (at most 15 minutes) Ed25519 tokens
-// under an issuer of its own, with scopes within its AllowedScopes, and
-// writes every issuance to its audit log. Its [OfflineIssuer.ExchangeHandler],
+// An [OfflineIssuer] mints short-lived (at most 15 minutes) tokens under an
+// issuer of its own, signed through a crypto.Signer (an in-memory Ed25519
+// key by default, or any KMS or HSM signer of an Ed25519 or ECDSA P-256
+// key), with scopes within its AllowedScopes, at most
+// [OfflineConfig.ExchangeRate] per subject per minute (default 10; 429
+// with Retry-After past it), and writes every issuance to its audit log.
+// Verifying replicas need no private key: an OfflineIssuer built from
+// [OfflineConfig.PublicKeys] or [OfflineConfig.JWKSURL] (the issuing
+// replica's [OfflineIssuer.JWKSHandler], fetched with last-known-good
+// caching, at once on an unknown kid) is verify-only, and a Rotate on the
+// issuing replica reaches every replica through the published keys. Its [OfflineIssuer.ExchangeHandler],
 // mounted behind [Verifier.Handler], gives a caller whose primary token
 // verifies (normally, or degraded by fallback mode or stale keys; never a
 // token in its expired grace window) an offline token for the same
@@ -120,7 +159,9 @@
 // so revocation never fails open silently.
 //
 // The Verifier records every token it accepts degraded (bounded by
-// [Config.MaxDegradedRecords]). On the first successful key refresh after
+// [Config.MaxDegradedRecords], and per subject by
+// [Config.MaxDegradedRecordsPerSubject], so one account cannot crowd out
+// another's; shared by the fleet through [Config.State]). On the first successful key refresh after
 // that (the IdP is back), it refreshes the revocation source first, if it
 // has a Refresh(context.Context) error method, then re-checks every
 // recorded subject and "jti", and reports each one now revoked, or signed
@@ -134,11 +175,15 @@
 // [TokenSource] wraps an oauth2.TokenSource: it refreshes the token in the
 // background at about 80 % of its lifetime (with jitter), keeps handing out
 // the current token while the token endpoint fails, retrying with backoff,
-// and never hands out an expired one. [TokenSource.Transport] adds the
-// Bearer header, like oauth2.Transport.
+// and never hands out an expired one; it never waits on a hanging token
+// endpoint while its token is valid, and fails with [ErrTokenUnavailable]
+// by then ([TokenSourceConfig.FetchTimeout]). [TokenSource.Transport] adds
+// the Bearer header, like oauth2.Transport.
 //
-// A Verifier is safe for concurrent use. Hooks may be called concurrently,
-// are called without any lock held, and must not block.
+// A Verifier is safe for concurrent use. Hooks (including
+// [Config.OnVerify], called for every verification) may be called
+// concurrently, are called without any lock held, never from inside [New],
+// and must not block.
 //
 // The package [github.com/holdfast-go/holdfast/authfallback/authtest]
 // provides a fake IdP for tests.

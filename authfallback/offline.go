@@ -122,7 +122,8 @@ type OfflineConfig struct {
 	WriteProblem func(w http.ResponseWriter, r *http.Request, p Problem)
 	// TTL is the lifetime of an offline token. If zero, 5 minutes. At most
 	// 15 minutes ([MaxOfflineTTL]); a Verifier refuses offline tokens that
-	// live longer.
+	// live longer. A verify-only issuer accepts no longer lifetime: give it
+	// the TTL of the issuing side.
 	TTL time.Duration
 	// AllowedScopes are the only scopes an offline token may carry.
 	// Required. Minted tokens carry the intersection of the requested
@@ -193,8 +194,8 @@ type offlineRing struct {
 	byKID map[string]*offlineKey
 }
 
-// OfflineIssuer mints short-lived offline tokens signed with a local Ed25519
-// key. Use it when the IdP's token endpoint is down: callers whose primary
+// OfflineIssuer mints short-lived offline tokens signed through a
+// crypto.Signer (an in-memory Ed25519 key by default). Use it when the IdP's token endpoint is down: callers whose primary
 // token still verifies exchange it for an offline token
 // ([OfflineIssuer.ExchangeHandler]), which a [Verifier] configured with
 // Config.Offline accepts as degraded with reason "offline-token", while its
@@ -207,12 +208,16 @@ type offlineRing struct {
 // (at most TTL later and never after the caller's own exp), a random jti,
 // scope, and the caller's jti and iat ([ClaimPrimaryID],
 // [ClaimPrimaryIssuedAt]) so that revoking the primary token or its
-// subject revokes the offline token too; the header carries alg EdDSA and
-// kid. Every issuance is an audit event.
+// subject revokes the offline token too; the header carries alg (EdDSA or
+// ES256) and kid. Every issuance is an audit event; a subject obtains at
+// most OfflineConfig.ExchangeRate tokens per minute.
 //
 // Keys rotate without a restart ([OfflineIssuer.Rotate]): the previous
 // public key stays trusted for one TTL, so tokens in flight still verify;
-// a Verifier sees a rotation at once.
+// a Verifier that holds this OfflineIssuer sees a rotation at once, and
+// other replicas through [OfflineIssuer.JWKSHandler] and a verify-only
+// OfflineIssuer of their own (OfflineConfig.JWKSURL, or PublicKeys), which
+// holds no private key.
 // An OfflineIssuer is safe for concurrent use.
 type OfflineIssuer struct {
 	cfg     OfflineConfig
@@ -493,9 +498,11 @@ func (o *OfflineIssuer) JWKS() []byte {
 // ([ClaimPrimaryID], [ClaimPrimaryIssuedAt]). It fails with an error
 // matching ErrOfflineRefused when primary is nil, has no subject, no exp
 // or has expired, when primary is itself an offline token, when primary
-// was accepted degraded for any other reason (ReasonExpiredGrace: a
-// once-only grace use never buys a fresh token), when no audience or no
-// scope is left. The issuance is written to the audit log.
+// was accepted degraded for any other reason (ReasonExpiredGrace: the
+// grace window never buys a fresh token), when no audience or no scope is
+// left, and with a *RateLimitError past OfflineConfig.ExchangeRate. It
+// fails with ErrVerifyOnly on a verify-only issuer. The issuance is
+// written to the audit log.
 func (o *OfflineIssuer) Issue(ctx context.Context, primary *Result, requested []string) (*OfflineToken, error) {
 	if o.verifyOnly() {
 		return nil, ErrVerifyOnly
@@ -613,9 +620,9 @@ func (o *OfflineIssuer) Issue(ctx context.Context, primary *Result, requested []
 // exchangeable reports whether primary may be exchanged for an offline
 // token: a token verified normally, or one degraded only because the key
 // set could not be confirmed (fallback mode or stale keys). A token taken
-// in its expired grace window (single use, already expired) is refused, as
-// is any other or unknown degraded reason: the exchange must never turn a
-// once-only or weakened acceptance into a fresh bearer token.
+// in its expired grace window (already expired) is refused, as is any
+// other or unknown degraded reason: the exchange must never turn a grace
+// or weakened acceptance into a fresh bearer token.
 func exchangeable(primary *Result) bool {
 	if !primary.Degraded {
 		return primary.Reason == ""

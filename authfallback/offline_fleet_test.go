@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -192,4 +193,36 @@ func TestExchangeRateLimit(t *testing.T) {
 	assert.Equal(t, http.StatusTooManyRequests, a.do(t, http.MethodPost, "/exchange", alice2).StatusCode)
 	bob := idp.Issue(jwt.MapClaims{"sub": "bob", "scope": "orders:read"})
 	assert.Equal(t, http.StatusOK, a.do(t, http.MethodPost, "/exchange", bob).StatusCode)
+}
+
+// TestOfflineJWKSLastKnownGood: a verify-only issuer keeps its last good
+// key set when the published set turns empty, invalid or unreachable.
+func TestOfflineJWKSLastKnownGood(t *testing.T) {
+	idp := authtest.NewWithConfig(authtest.Config{Algorithm: "EdDSA"})
+	t.Cleanup(idp.Close)
+	signer := issuing(t, idp, nil)
+	var mode atomic.Int32
+	pub := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch mode.Load() {
+		case 1:
+			_, _ = w.Write([]byte(`{"keys":[]}`))
+		case 2:
+			_, _ = w.Write([]byte(`<html>`))
+		case 3:
+			w.WriteHeader(http.StatusBadGateway)
+		default:
+			signer.JWKSHandler().ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(pub.Close)
+	trust := issuing(t, idp, func(c *authfallback.OfflineConfig) {
+		c.JWKSURL, c.HTTPClient, c.RefreshInterval = pub.URL, &http.Client{}, 10*time.Millisecond
+	})
+	require.Len(t, trust.PublicKeys(), 1)
+	for m := int32(1); m <= 3; m++ {
+		mode.Store(m)
+		time.Sleep(100 * time.Millisecond)
+		assert.Len(t, trust.PublicKeys(), 1, "mode %d: the last good set stays", m)
+	}
+	assert.Equal(t, signer.PublicKeys(), trust.PublicKeys())
 }

@@ -66,11 +66,13 @@ func (v *Verifier) Refresh(ctx context.Context) error {
 // inside New, so a hook whose target is assigned after New returns is safe.
 func (v *Verifier) loop(first time.Duration, notify func()) {
 	defer close(v.loopDone)
+	select {
+	case <-v.started:
+	case <-v.closing:
+		return
+	}
 	if notify != nil {
 		notify()
-	}
-	if first > 0 || v.nextAttempt.Load() == 0 {
-		v.nextAttempt.Store(time.Now().Add(first).UnixNano())
 	}
 	t := time.NewTimer(first)
 	defer t.Stop()
@@ -101,12 +103,15 @@ func (v *Verifier) loop(first time.Duration, notify func()) {
 // and returns the delay until the next refresh and the error, if any. Audit
 // events and hooks run after the single-flight lock is released.
 func (v *Verifier) refresh(ctx context.Context) (time.Duration, error) {
-	next, notify, err := v.refreshLocked(ctx)
+	next, notify, err := v.refreshLocked(ctx, true)
 	notify()
 	return next, err
 }
 
-func (v *Verifier) refreshLocked(ctx context.Context) (next time.Duration, notify func(), err error) {
+// reconcile is false for the first fetch of New: no token can have been
+// accepted degraded before it, and its report runs later, when tokens
+// accepted since must wait for the next success.
+func (v *Verifier) refreshLocked(ctx context.Context, reconcile bool) (next time.Duration, notify func(), err error) {
 	v.refreshMu.Lock()
 	defer v.refreshMu.Unlock()
 
@@ -136,7 +141,7 @@ func (v *Verifier) refreshLocked(ctx context.Context) (next time.Duration, notif
 	var report func()
 	if ks != nil {
 		next = v.refreshInterval()
-		report = v.applySuccess(ctx, ks, now)
+		report = v.applySuccess(ctx, ks, now, reconcile)
 	} else {
 		err = errors.Join(errs...)
 		if v.cfg.State != nil {
@@ -194,13 +199,14 @@ func (v *Verifier) fetch(ctx context.Context, u string) (*keySet, error) {
 }
 
 // applySuccess installs ks and returns what to report once unlocked.
-func (v *Verifier) applySuccess(ctx context.Context, ks *keySet, now time.Time) (notify func()) {
+func (v *Verifier) applySuccess(ctx context.Context, ks *keySet, now time.Time, reconcile bool) (notify func()) {
 	ks.fetchedAt = now
+	changed := v.checkPrimaryKeys(ks)
 	// Keep the identity of unchanged keys so verified-token cache entries
 	// stay valid across refreshes; drop entries of keys that left or changed.
 	if old := v.keys.Load(); old != nil {
 		for kid, k := range ks.byKID {
-			if o := old.byKID[kid]; o != nil && o.fp == k.fp {
+			if o := old.byKID[kid]; o != nil && o.fp == k.fp && o.reason == k.reason {
 				ks.byKID[kid] = o
 			}
 		}
@@ -220,6 +226,11 @@ func (v *Verifier) applySuccess(ctx context.Context, ks *keySet, now time.Time) 
 	v.mu.Unlock()
 
 	return func() {
+		for _, kid := range changed {
+			v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: alternate JWKS URL changed the key under a kid the primary served",
+				slog.String("kid", kid), slog.String("url", ks.source), slog.String("primary", v.cfg.JWKSURLs[0]),
+				slog.String("reason", ReasonJWKSKeyChanged))
+		}
 		if writeErr != nil {
 			v.audit.LogAttrs(ctx, slog.LevelWarn, "authfallback: cache file not written", slog.String("error", writeErr.Error()))
 		}
@@ -236,7 +247,9 @@ func (v *Verifier) applySuccess(ctx context.Context, ks *keySet, now time.Time) 
 			}
 		}
 		// The IdP answers: re-check what was accepted degraded.
-		v.reconcile(ctx, ks)
+		if reconcile {
+			v.reconcile(ctx, ks)
+		}
 	}
 }
 
@@ -316,4 +329,39 @@ func (v *Verifier) kickUnknownKID() {
 	case v.kick <- struct{}{}:
 	default:
 	}
+}
+
+// ReasonJWKSKeyChanged is the Result.Reason of a token verified by a key
+// that an alternate JWKS URL serves under a kid for which the primary URL
+// served other key material: the alternate cannot silently replace a key
+// of the primary. Such tokens are degraded (narrowed by the Policy, never
+// exchanged for offline tokens) until the primary confirms the key, and
+// reconciliation reports them (FindingKeyReplaced) once it serves another.
+const ReasonJWKSKeyChanged = "jwks-key-changed"
+
+// checkPrimaryKeys remembers the keys of a set fetched from the primary
+// JWKS URL, and marks (reason ReasonJWKSKeyChanged) the keys of a set from
+// an alternate URL that differ from the primary's under the same kid,
+// returning their kids. v.refreshMu is held (or New is running).
+func (v *Verifier) checkPrimaryKeys(ks *keySet) (changed []string) {
+	if len(v.cfg.JWKSURLs) == 0 {
+		return nil
+	}
+	if ks.source == v.cfg.JWKSURLs[0] {
+		m := make(map[string]string, len(ks.byKID))
+		for kid, k := range ks.byKID {
+			m[kid] = k.fp
+		}
+		v.primaryKeys = m
+		return nil
+	}
+	for kid, k := range ks.byKID {
+		if fp, ok := v.primaryKeys[kid]; ok && fp != k.fp {
+			c := *k
+			c.reason = ReasonJWKSKeyChanged
+			ks.byKID[kid] = &c
+			changed = append(changed, kid)
+		}
+	}
+	return changed
 }

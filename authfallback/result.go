@@ -45,7 +45,8 @@ type Result struct {
 	Degraded bool
 	// Reason says why the request is degraded: "" when not degraded,
 	// otherwise ReasonJWKSUnreachable, ReasonJWKSInvalid, ReasonJWKSStale,
-	// ReasonOfflineToken, ReasonExpiredGrace or ReasonRevocationsStale.
+	// ReasonJWKSKeyChanged, ReasonOfflineToken, ReasonExpiredGrace or
+	// ReasonRevocationsStale.
 	Reason string
 
 	// primaryID and primaryIAT are, for an offline token, the "jti" and

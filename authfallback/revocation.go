@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,8 +110,8 @@ func parseRevocationList(b []byte) (*revSnapshot, error) {
 	if len(b) == 0 || b[0] != '{' {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrInvalidRevocationList)
 	}
-	var d revListDoc
-	if err := json.Unmarshal(b, &d); err != nil {
+	d, err := decodeRevListDoc(b)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidRevocationList, err)
 	}
 	if d.JTI == nil && d.Sub == nil {
@@ -139,6 +141,57 @@ func parseRevocationList(b []byte) (*revSnapshot, error) {
 		}
 	}
 	return s, nil
+}
+
+// decodeRevListDoc decodes a revocation list strictly: member names match
+// exactly ("jti" and "sub", case-sensitive; encoding/json would also take
+// "JTI"), a member that differs from them only in case is refused, a
+// member named twice (at the top or among the subjects) is refused, other
+// members are ignored, and nothing may follow the object.
+func decodeRevListDoc(b []byte) (revListDoc, error) {
+	var d revListDoc
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return d, errors.New("not a JSON object")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return d, err
+		}
+		name, _ := t.(string)
+		if seen[name] {
+			return d, fmt.Errorf("member %q named twice", name)
+		}
+		seen[name] = true
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return d, err
+		}
+		switch {
+		case name == "jti":
+			if err := json.Unmarshal(raw, &d.JTI); err != nil {
+				return d, fmt.Errorf(`"jti": %w`, err)
+			}
+		case name == "sub":
+			if duplicateMembers(raw) {
+				return d, errors.New(`"sub": a subject named twice`)
+			}
+			if err := json.Unmarshal(raw, &d.Sub); err != nil {
+				return d, fmt.Errorf(`"sub": %w`, err)
+			}
+		case strings.EqualFold(name, "jti") || strings.EqualFold(name, "sub"):
+			return d, fmt.Errorf(`member %q: the names are "jti" and "sub", in lower case`, name)
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return d, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return d, errors.New("data after the object")
+	}
+	return d, nil
 }
 
 // marshal returns the canonical JSON form of s (sorted, both members

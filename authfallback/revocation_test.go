@@ -56,6 +56,12 @@ func TestParseRevocationList(t *testing.T) {
 		"number time":    `{"sub":{"alice":1700000000}}`,
 		"jti not string": `{"jti":[1]}`,
 		"truncated":      `{"jti":["a"`,
+		// Strict decoding: exact member names, no duplicates.
+		"upper-case JTI":    `{"JTI":[]}`,
+		"mixed-case Sub":    `{"jti":[],"Sub":{}}`,
+		"jti twice":         `{"jti":["a"],"jti":[]}`,
+		"subject twice":     `{"sub":{"alice":"2026-11-25T09:00:00Z","alice":"2020-01-01T00:00:00Z"}}`,
+		"data after object": `{"jti":[]} {"jti":["a"]}`,
 	}
 	for name, doc := range invalid {
 		t.Run(name, func(t *testing.T) {

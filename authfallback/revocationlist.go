@@ -142,7 +142,10 @@ type RevocationListStatus struct {
 //
 // "jti" lists revoked token IDs. "sub" maps a subject to an RFC 3339 time:
 // tokens of that subject issued at or before it (or without "iat") are
-// revoked. Unknown members are ignored. A document that is not an object,
+// revoked. Member names are matched exactly (case-sensitive): a member
+// that differs from "jti" or "sub" only in case ({"JTI": []}) is refused,
+// and so is a member (or a subject) named twice; other unknown members are
+// ignored, for forward compatibility. A document that is not an object,
 // lacks both members, holds an empty or overlong entry or a time that does
 // not parse, or is larger than [MaxRevocationListSize] is refused and never
 // replaces the last good list. An explicitly empty list,
@@ -227,14 +230,19 @@ func NewRevocationList(cfg RevocationListConfig) (*RevocationList, error) {
 		return l, nil
 	}
 	var first time.Duration
+	var notify func()
 	if !l.stat.Loaded {
 		// No list yet: fetch once before returning (bounded by
 		// FetchTimeout), as New does for keys, so that a service started
 		// with its revocation endpoint up does not begin with every Result
-		// marked revocations-stale. A failure is retried by the loop.
-		first, _ = l.refresh(context.Background())
+		// marked revocations-stale. A failure is retried by the loop. Its
+		// hooks run on the loop's goroutine after NewRevocationList
+		// returned.
+		first, notify, _ = l.refreshLocked(context.Background())
 	}
-	go l.loop(first)
+	started := make(chan struct{})
+	defer close(started)
+	go l.loop(first, started, notify)
 	return l, nil
 }
 
@@ -283,8 +291,12 @@ func (l *RevocationList) Refresh(ctx context.Context) error {
 	return err
 }
 
-func (l *RevocationList) loop(first time.Duration) {
+func (l *RevocationList) loop(first time.Duration, started chan struct{}, notify func()) {
 	defer close(l.done)
+	<-started
+	if notify != nil {
+		notify()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {

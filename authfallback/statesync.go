@@ -224,6 +224,7 @@ func (v *Verifier) auditChangedKeys(ctx context.Context, cur, next *keySet, sour
 // installShared installs a newer key set read from the shared state
 // during fallback mode, keeping the identity of unchanged keys.
 func (v *Verifier) installShared(ks *keySet, now time.Time) {
+	v.checkPrimaryKeys(ks)
 	if old := v.keys.Load(); old != nil {
 		for kid, k := range ks.byKID {
 			if o := old.byKID[kid]; o != nil && o.fp == k.fp && o.reason == k.reason {

@@ -17,7 +17,16 @@ const (
 	DefaultTokenExpiryMargin = 10 * time.Second
 	DefaultTokenRetryBase    = time.Second
 	DefaultTokenRetryMax     = time.Minute
+	DefaultTokenFetchTimeout = 10 * time.Second
 )
+
+// errTokenFetchTimeout is the error recorded for a call of Base that did not
+// return within TokenSourceConfig.FetchTimeout.
+var errTokenFetchTimeout = errors.New("authfallback: token endpoint did not answer within FetchTimeout")
+
+// maxTokenFlights bounds the calls of Base outstanding at once (a call that
+// hangs past FetchTimeout is abandoned, not cancelled).
+const maxTokenFlights = 2
 
 // tsRefreshFraction is the part of a token's lifetime after which it is
 // refreshed; tsRefreshJitter is the spread around it.
@@ -70,6 +79,14 @@ type TokenSourceConfig struct {
 	// RetryMax caps the delay between two refreshes while the token
 	// endpoint fails. If zero, 1 minute.
 	RetryMax time.Duration
+	// FetchTimeout is how long a call of Base may run before it counts as
+	// a failed refresh (retried with backoff). Base cannot be cancelled (an
+	// oauth2.TokenSource takes no context): the call goes on in the
+	// background, and its token is used if it arrives; at most two calls
+	// are outstanding. Token never waits for Base while the current token
+	// is valid, and without one waits at most until FetchTimeout after the
+	// call began. If zero, 10 seconds.
+	FetchTimeout time.Duration
 	// Logger receives refresh failures. If nil, nothing is logged.
 	Logger *slog.Logger
 
@@ -89,6 +106,8 @@ type TokenRefreshEvent struct {
 	NextRefresh time.Time
 	// Recovered is true when earlier refreshes had failed.
 	Recovered bool
+	// Latency is how long the call of Base took.
+	Latency time.Duration
 }
 
 // TokenRefreshErrorEvent describes a failed refresh.
@@ -102,6 +121,9 @@ type TokenRefreshErrorEvent struct {
 	// ValidUntil is until when the current token is still handed out; zero
 	// if there is no valid token: Token fails.
 	ValidUntil time.Time
+	// Latency is how long the call of Base took (FetchTimeout for a call
+	// that did not return in time).
+	Latency time.Duration
 }
 
 // TokenSourceStatus is a snapshot of a TokenSource's state.
@@ -142,15 +164,23 @@ type TokenSource struct {
 	cfg TokenSourceConfig
 	log *slog.Logger
 
-	fetchMu sync.Mutex // serializes calls to cfg.Base
+	mu          sync.Mutex // guards the fields below
+	tok         *oauth2.Token
+	stat        TokenSourceStatus
+	flight      *tsFlight // the call of Base waited for, nil if none
+	outstanding int       // calls of Base not yet returned
+	close       chan struct{}
+	wake        chan struct{}
+	done        chan struct{}
+	once        sync.Once
+}
 
-	mu    sync.Mutex // guards the fields below
-	tok   *oauth2.Token
-	stat  TokenSourceStatus
-	close chan struct{}
-	wake  chan struct{}
-	done  chan struct{}
-	once  sync.Once
+// tsFlight is one call of Base.
+type tsFlight struct {
+	start time.Time
+	done  chan struct{} // closed when the call returned or was abandoned
+	// finished and abandoned are guarded by TokenSource.mu.
+	finished, abandoned bool
 }
 
 var _ oauth2.TokenSource = (*TokenSource)(nil)
@@ -184,6 +214,13 @@ func (s *TokenSource) margin() time.Duration {
 	return DefaultTokenExpiryMargin
 }
 
+func (s *TokenSource) fetchTimeout() time.Duration {
+	if s.cfg.FetchTimeout > 0 {
+		return s.cfg.FetchTimeout
+	}
+	return DefaultTokenFetchTimeout
+}
+
 func (s *TokenSource) retryDelay(attempt int) time.Duration {
 	base, max := s.cfg.RetryBase, s.cfg.RetryMax
 	if base <= 0 {
@@ -206,47 +243,83 @@ func (s *TokenSource) tsValid(tok *oauth2.Token, now time.Time) bool {
 	return tok.Expiry.IsZero() || now.Before(tok.Expiry.Add(-s.margin()))
 }
 
-// Token returns the current token if it is still valid. Otherwise it
-// fetches one, unless a refresh failed and the backoff delay has not
-// passed yet; if no valid token can be had it returns a
-// *TokenUnavailableError. Token implements oauth2.TokenSource.
+// Token returns the current token if it is still valid, without waiting.
+// Otherwise it waits for a call of Base (the one running, or a new one
+// unless a refresh failed and the backoff delay has not passed yet) for at
+// most FetchTimeout after that call began; if no valid token can be had it
+// returns a *TokenUnavailableError. Token implements oauth2.TokenSource.
 func (s *TokenSource) Token() (*oauth2.Token, error) {
 	s.mu.Lock()
-	tok := s.tok
-	if s.tsValid(tok, time.Now()) {
+	now := time.Now()
+	if tok := s.tok; s.tsValid(tok, now) {
 		s.mu.Unlock()
 		return tok, nil
 	}
-	s.mu.Unlock()
 	select {
 	case <-s.close:
-		return nil, &TokenUnavailableError{Err: errors.New("authfallback: TokenSource closed"), FailingSince: time.Now()}
+		s.mu.Unlock()
+		return nil, &TokenUnavailableError{Err: errors.New("authfallback: TokenSource closed"), FailingSince: now}
 	default:
 	}
-
-	s.fetchMu.Lock()
-	defer s.fetchMu.Unlock()
-	now := time.Now()
-	s.mu.Lock()
-	tok = s.tok
-	if s.tsValid(tok, now) { // another caller fetched meanwhile
-		s.mu.Unlock()
-		return tok, nil
-	}
-	if s.stat.LastError != nil && now.Before(s.stat.NextRefresh) {
-		err := &TokenUnavailableError{Err: s.stat.LastError, FailingSince: s.stat.FailingSince, RetryAt: s.stat.NextRefresh}
-		s.mu.Unlock()
-		return nil, err
+	f := s.flight
+	if f == nil {
+		if s.stat.LastError != nil && now.Before(s.stat.NextRefresh) {
+			err := s.unavailableLocked()
+			s.mu.Unlock()
+			return nil, err
+		}
+		if f = s.startLocked(now); f == nil {
+			err := s.unavailableLocked()
+			s.mu.Unlock()
+			return nil, err
+		}
 	}
 	s.mu.Unlock()
-	tok, err := s.fetchLocked()
-	if err != nil {
-		s.mu.Lock()
-		e := &TokenUnavailableError{Err: err, FailingSince: s.stat.FailingSince, RetryAt: s.stat.NextRefresh}
-		s.mu.Unlock()
-		return nil, e
+	s.wait(f)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if tok := s.tok; s.tsValid(tok, time.Now()) {
+		return tok, nil
 	}
-	return tok, nil
+	return nil, s.unavailableLocked()
+}
+
+// unavailableLocked is the error of Token without a valid token.
+func (s *TokenSource) unavailableLocked() error {
+	err := s.stat.LastError
+	if err == nil {
+		err = errors.New("authfallback: no token yet")
+	}
+	return &TokenUnavailableError{Err: err, FailingSince: s.stat.FailingSince, RetryAt: s.stat.NextRefresh}
+}
+
+// startLocked starts a call of Base, unless maxTokenFlights are
+// outstanding (then nil); s.mu is held.
+func (s *TokenSource) startLocked(now time.Time) *tsFlight {
+	if s.outstanding >= maxTokenFlights {
+		return nil
+	}
+	f := &tsFlight{start: now, done: make(chan struct{})}
+	s.flight = f
+	s.outstanding++
+	go func() {
+		tok, err := s.cfg.Base.Token()
+		s.finish(f, tok, err)
+	}()
+	return f
+}
+
+// wait waits until f returns, or FetchTimeout after it began (then f is
+// abandoned: a failed refresh), or Close.
+func (s *TokenSource) wait(f *tsFlight) {
+	t := time.NewTimer(time.Until(f.start.Add(s.fetchTimeout())))
+	defer t.Stop()
+	select {
+	case <-f.done:
+	case <-t.C:
+		s.abandon(f)
+	case <-s.close:
+	}
 }
 
 // Status returns the current state of s.
@@ -258,10 +331,10 @@ func (s *TokenSource) Status() TokenSourceStatus {
 	return st
 }
 
-// Close stops the background refresh and waits for the goroutine, which
-// may be finishing a call to Base (oauth2.TokenSource cannot be
-// cancelled). Token keeps returning the current token while it is valid,
-// then fails. Close is safe to call more than once.
+// Close stops the background refresh and waits for its goroutine. A call
+// of Base still running goes on until it returns (oauth2.TokenSource
+// cannot be cancelled). Token keeps returning the current token while it
+// is valid, then fails. Close is safe to call more than once.
 func (s *TokenSource) Close() error {
 	s.once.Do(func() { close(s.close) })
 	<-s.done
@@ -278,14 +351,19 @@ func (s *TokenSource) loop() {
 			return
 		case <-s.wake:
 		case <-t.C:
-			s.fetchMu.Lock()
 			s.mu.Lock()
-			due := !time.Now().Before(s.stat.NextRefresh)
-			s.mu.Unlock()
-			if due { // else Token fetched meanwhile and rescheduled
-				_, _ = s.fetchLocked()
+			now := time.Now()
+			f := s.flight
+			if f == nil && !now.Before(s.stat.NextRefresh) { // else Token fetched meanwhile and rescheduled
+				if f = s.startLocked(now); f == nil {
+					// maxTokenFlights calls hang: try again after a backoff.
+					s.stat.NextRefresh = now.Add(s.retryDelay(max(1, s.stat.Failures)))
+				}
 			}
-			s.fetchMu.Unlock()
+			s.mu.Unlock()
+			if f != nil {
+				s.wait(f)
+			}
 		}
 		s.mu.Lock()
 		next := s.stat.NextRefresh
@@ -298,32 +376,76 @@ func (s *TokenSource) loop() {
 	}
 }
 
-// fetchLocked calls Base and records the outcome; s.fetchMu is held.
-func (s *TokenSource) fetchLocked() (*oauth2.Token, error) {
-	tok, err := s.cfg.Base.Token()
+// abandon records f, which has not returned within FetchTimeout, as a
+// failed refresh; its result is still used if it arrives.
+func (s *TokenSource) abandon(f *tsFlight) {
+	s.mu.Lock()
+	if f.finished || f.abandoned {
+		s.mu.Unlock()
+		return
+	}
+	f.abandoned = true
+	if s.flight == f {
+		s.flight = nil
+	}
+	ev := s.failLocked(errTokenFetchTimeout, time.Now(), s.fetchTimeout())
+	s.mu.Unlock()
+	close(f.done)
+	s.reportError(ev)
+}
+
+// failLocked records a failed refresh; s.mu is held.
+func (s *TokenSource) failLocked(err error, now time.Time, latency time.Duration) TokenRefreshErrorEvent {
+	s.stat.Failures++
+	s.stat.LastError = err
+	if s.stat.FailingSince.IsZero() {
+		s.stat.FailingSince = now
+	}
+	ev := TokenRefreshErrorEvent{Err: err, Attempt: s.stat.Failures, Retry: s.retryDelay(s.stat.Failures), Latency: latency}
+	if s.tsValid(s.tok, now) && !s.tok.Expiry.IsZero() {
+		ev.ValidUntil = s.tok.Expiry.Add(-s.margin())
+	}
+	s.stat.NextRefresh = now.Add(ev.Retry)
+	return ev
+}
+
+func (s *TokenSource) reportError(ev TokenRefreshErrorEvent) {
+	s.log.Warn("authfallback: token refresh failed", "attempt", ev.Attempt, "retry", ev.Retry, "valid_until", ev.ValidUntil, "err", ev.Err)
+	if h := s.cfg.OnRefreshError; h != nil {
+		h(ev)
+	}
+	s.tsWake()
+}
+
+// finish records the outcome of the call f of Base.
+func (s *TokenSource) finish(f *tsFlight, tok *oauth2.Token, err error) {
 	now := time.Now()
+	latency := now.Sub(f.start)
 	if err == nil && !s.tsValid(tok, now) {
 		err = errors.New("authfallback: token endpoint returned an empty or already expired token")
 	}
 	s.mu.Lock()
+	s.outstanding--
+	abandoned := f.abandoned
+	f.finished = true
+	if s.flight == f {
+		s.flight = nil
+	}
 	if err != nil {
-		s.stat.Failures++
-		s.stat.LastError = err
-		if s.stat.FailingSince.IsZero() {
-			s.stat.FailingSince = now
+		if abandoned { // already counted as failed
+			s.mu.Unlock()
+			return
 		}
-		ev := TokenRefreshErrorEvent{Err: err, Attempt: s.stat.Failures, Retry: s.retryDelay(s.stat.Failures)}
-		if s.tsValid(s.tok, now) && !s.tok.Expiry.IsZero() {
-			ev.ValidUntil = s.tok.Expiry.Add(-s.margin())
-		}
-		s.stat.NextRefresh = now.Add(ev.Retry)
+		ev := s.failLocked(err, now, latency)
 		s.mu.Unlock()
-		s.log.Warn("authfallback: token refresh failed", "attempt", ev.Attempt, "retry", ev.Retry, "valid_until", ev.ValidUntil, "err", err)
-		if h := s.cfg.OnRefreshError; h != nil {
-			h(ev)
-		}
-		s.tsWake()
-		return nil, err
+		close(f.done)
+		s.reportError(ev)
+		return
+	}
+	if abandoned && s.tsValid(s.tok, now) && !s.tok.Expiry.IsZero() && !tok.Expiry.IsZero() && !tok.Expiry.After(s.tok.Expiry) {
+		// A late answer older than what a later call brought.
+		s.mu.Unlock()
+		return
 	}
 	recovered := s.stat.Failures > 0
 	// A caching Base (oauth2.ReuseTokenSource) may return the token we
@@ -343,8 +465,8 @@ func (s *TokenSource) fetchLocked() (*oauth2.Token, error) {
 	} else {
 		s.stat.ValidUntil = tok.Expiry.Add(-s.margin())
 		life := tok.Expiry.Sub(now)
-		f := tsRefreshFraction + tsRefreshJitter*(2*rand.Float64()-1)
-		next := now.Add(time.Duration(float64(life) * f))
+		fr := tsRefreshFraction + tsRefreshJitter*(2*rand.Float64()-1)
+		next := now.Add(time.Duration(float64(life) * fr))
 		if next.After(s.stat.ValidUntil) {
 			next = s.stat.ValidUntil
 		}
@@ -353,13 +475,15 @@ func (s *TokenSource) fetchLocked() (*oauth2.Token, error) {
 		}
 		s.stat.NextRefresh = next
 	}
-	ev := TokenRefreshEvent{Expiry: tok.Expiry, NextRefresh: s.stat.NextRefresh, Recovered: recovered}
+	ev := TokenRefreshEvent{Expiry: tok.Expiry, NextRefresh: s.stat.NextRefresh, Recovered: recovered, Latency: latency}
 	s.mu.Unlock()
+	if !abandoned {
+		close(f.done)
+	}
 	if h := s.cfg.OnRefresh; h != nil {
 		h(ev)
 	}
 	s.tsWake()
-	return tok, nil
 }
 
 // tsWake makes the loop re-read the schedule.

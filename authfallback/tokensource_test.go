@@ -303,3 +303,83 @@ func TestTokenSourceClientCredentialsEndToEnd(t *testing.T) {
 	_, err = (&http.Client{Transport: s2.Transport(nil)}).Get(api.URL)
 	assert.ErrorIs(t, err, ErrTokenUnavailable)
 }
+
+// tsHanging is a token endpoint that hangs, once hang is set, until
+// release is closed.
+type tsHanging struct {
+	tsFake
+	hang    atomic.Bool
+	release chan struct{}
+	inside  atomic.Int32
+}
+
+func (h *tsHanging) Token() (*oauth2.Token, error) {
+	if h.hang.Load() {
+		h.inside.Add(1)
+		<-h.release
+		h.inside.Add(-1)
+	}
+	return h.tsFake.Token()
+}
+
+// TestTokenSourceHangingEndpoint: Base without a deadline hangs (as the
+// TokenSourceFunc example of the godoc may); Token keeps handing out the
+// current token until ValidUntil, then fails with ErrTokenUnavailable at
+// once instead of blocking; at most two calls of Base are outstanding; the
+// source recovers when the endpoint answers again.
+func TestTokenSourceHangingEndpoint(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := &tsHanging{tsFake: tsFake{life: 10 * time.Minute}, release: make(chan struct{})}
+		var mu sync.Mutex
+		var errEvents []TokenRefreshErrorEvent
+		var okEvents []TokenRefreshEvent
+		s := NewTokenSource(TokenSourceConfig{
+			Base: h, FetchTimeout: 5 * time.Second, RetryMax: 30 * time.Second,
+			OnRefreshError: func(e TokenRefreshErrorEvent) { mu.Lock(); errEvents = append(errEvents, e); mu.Unlock() },
+			OnRefresh:      func(e TokenRefreshEvent) { mu.Lock(); okEvents = append(okEvents, e); mu.Unlock() },
+		})
+		defer s.Close()
+		synctest.Wait()
+		first, err := s.Token()
+		require.NoError(t, err)
+		h.hang.Store(true)
+
+		validUntil := first.Expiry.Add(-DefaultTokenExpiryMargin)
+		time.Sleep(time.Until(validUntil) - time.Millisecond)
+		t0 := time.Now()
+		tok, err := s.Token()
+		require.NoError(t, err, "valid until ValidUntil, though the refresh hangs")
+		assert.Equal(t, first.AccessToken, tok.AccessToken)
+		assert.Equal(t, t0, time.Now(), "no wait")
+
+		time.Sleep(2 * time.Millisecond)
+		t0 = time.Now()
+		_, err = s.Token()
+		assert.ErrorIs(t, err, ErrTokenUnavailable, "by ValidUntil, not when the endpoint answers")
+		assert.Less(t, time.Since(t0), 6*time.Second, "at most FetchTimeout")
+		synctest.Wait()
+		assert.LessOrEqual(t, h.inside.Load(), int32(maxTokenFlights), "bounded outstanding calls")
+		st := s.Status()
+		assert.False(t, st.Valid)
+		assert.Positive(t, st.Failures)
+		assert.ErrorIs(t, st.LastError, errTokenFetchTimeout)
+		mu.Lock()
+		require.NotEmpty(t, errEvents)
+		assert.Equal(t, 5*time.Second, errEvents[0].Latency)
+		mu.Unlock()
+
+		// The endpoint answers again.
+		h.hang.Store(false)
+		close(h.release)
+		synctest.Wait()
+		time.Sleep(31 * time.Second)
+		synctest.Wait()
+		tok, err = s.Token()
+		require.NoError(t, err)
+		assert.NotEqual(t, first.AccessToken, tok.AccessToken)
+		mu.Lock()
+		require.NotEmpty(t, okEvents)
+		assert.Zero(t, okEvents[0].Latency, "fake endpoint answers at once")
+		mu.Unlock()
+	})
+}

@@ -66,6 +66,12 @@ type Verifier struct {
 	grace   *graceBook
 	records *degradedRecord
 	st      *stateSync // nil without Config.State
+	// primaryKeys maps the kids of the last set the primary JWKS URL
+	// served to their fingerprints; guarded by refreshMu.
+	primaryKeys map[string]string
+	// started is closed when New returns: the refresh goroutine reports
+	// the first fetch (hooks) only then.
+	started chan struct{}
 	// unsubscribe removes the OnRevocation hook from the source.
 	unsubscribe func()
 
@@ -179,13 +185,21 @@ func New(cfg Config) (*Verifier, error) {
 		close(v.loopDone)
 		return v, nil
 	}
+	if ks := v.keys.Load(); ks != nil {
+		v.checkPrimaryKeys(ks)
+	}
 	first := time.Duration(0)
 	var notify func()
 	if v.keys.Load() == nil {
 		// The audit events and hooks of this first fetch run on the
 		// refresh goroutine, after New has returned.
-		first, notify, _ = v.refreshLocked(v.ctx)
+		first, notify, _ = v.refreshLocked(v.ctx, false)
 	}
+	if v.nextAttempt.Load() == 0 {
+		v.nextAttempt.Store(now.Add(first).UnixNano())
+	}
+	v.started = make(chan struct{})
+	defer close(v.started)
 	go v.loop(first, notify)
 	return v, nil
 }
@@ -224,19 +238,11 @@ func (v *Verifier) Close() error {
 // must not be modified.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Result, error) {
 	now := time.Now()
-	res, cached, err := v.verify(ctx, raw, now)
-	if v.cfg.OnVerify != nil {
-		v.reportVerify(res, err, cached, now)
-	}
-	return res, err
-}
-
-func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Result, bool, error) {
 	if raw == "" {
-		return nil, false, ErrNoToken
+		return v.done(nil, ErrNoToken, false, now)
 	}
 	if len(raw) > v.maxToken {
-		return nil, false, invalid(errTokenTooLarge)
+		return v.done(nil, invalid(errTokenTooLarge), false, now)
 	}
 	if v.idp.intro != nil && !looksLikeJWT(raw) {
 		res, err := v.idp.intro.verify(ctx, raw)
@@ -250,19 +256,27 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Resu
 		if e.validAt(now) {
 			if k := v.lookup(ks, e.res.KeyID, now); k == e.key {
 				res, err := v.accept(ctx, e.res, k, ks, now)
-				return res, true, err
+				return v.done(res, err, true, now)
 			}
 		} else if !now.Before(e.notAfter) && v.fb.Load() != nil {
 			// Expired in fallback mode: its grace window, if it has one,
 			// without parsing it again.
 			if res, applied, err := v.tryGrace(ctx, h, "", ks, now); applied {
-				return res, true, err
+				return v.done(res, err, true, now)
 			}
 		}
 		v.cache.remove(h)
 	}
 	res, err := v.verifySlow(ctx, raw, h, ks, now)
-	return res, false, err
+	return v.done(res, err, false, now)
+}
+
+// done reports a verification to Config.OnVerify, if set.
+func (v *Verifier) done(res *Result, err error, cached bool, start time.Time) (*Result, error) {
+	if v.cfg.OnVerify != nil {
+		v.reportVerify(res, err, cached, start)
+	}
+	return res, err
 }
 
 func (v *Verifier) verifySlow(ctx context.Context, raw string, h [32]byte, ks *keySet, now time.Time) (*Result, error) {
