@@ -246,7 +246,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Result, error) {
 	}
 	if v.idp.intro != nil && !looksLikeJWT(raw) {
 		res, err := v.idp.intro.verify(ctx, raw)
-		return res, false, err
+		return v.done(res, err, false, now)
 	}
 	ks := v.keys.Load()
 	// Hash the token's bytes in place: []byte(raw) would copy it to the
