@@ -46,6 +46,13 @@ const (
 	// Policy.MaxTokenAge against it, so an exchange never launders an old
 	// or revoked primary into a fresh token.
 	ClaimPrimaryIssuedAt = "hf_piat"
+	// ClaimPrimaryIssuer is the claim of an offline token that carries the
+	// "iss" of the primary token. A Verifier accepts the offline token only
+	// when it equals its own Config.Issuer, and the verified caller
+	// (idempotency records, stale answers) is the primary issuer's
+	// subject: a write sent with an offline token during an outage and
+	// re-sent with a refreshed token afterwards is one write.
+	ClaimPrimaryIssuer = "hf_piss"
 )
 
 // ErrOfflineRefused is the error of [OfflineIssuer.Issue] when it refuses
@@ -574,6 +581,7 @@ func (o *OfflineIssuer) Issue(ctx context.Context, primary *Result, requested []
 		"jti":   jti,
 		"scope": strings.Join(scopes, " "),
 	}
+	claims[ClaimPrimaryIssuer] = primary.Issuer
 	if primary.ID != "" {
 		claims[ClaimPrimaryID] = primary.ID
 	}

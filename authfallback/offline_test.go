@@ -162,6 +162,7 @@ func TestOfflineVerifyRefuses(t *testing.T) {
 		return jwt.MapClaims{
 			"iss": offlineTestIssuer, "aud": "api", "sub": "alice", "jti": "j1",
 			"iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(), "scope": "profile",
+			ClaimPrimaryIssuer: "https://idp.example.com/",
 		}
 	}
 	with := func(k string, v any) jwt.MapClaims {

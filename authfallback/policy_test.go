@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"github.com/holdfast-go/holdfast/internal/caller"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -67,6 +68,7 @@ func signOffline(t *testing.T, key ed25519.PrivateKey, kid string, idp *authtest
 	c := jwt.MapClaims{
 		"iss": "https://api.test/offline", "aud": idp.Audience(), "sub": "alice", "jti": "j1",
 		"iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(), "scope": "orders:read",
+		ClaimPrimaryIssuer: idp.Issuer(),
 	}
 	for k, v := range claims {
 		if v == nil {
@@ -112,6 +114,8 @@ func TestOfflineTokenSecurity(t *testing.T) {
 			"other audience":   signOffline(t, key, "off-1", idp, jwt.MapClaims{"aud": "other"}),
 			"no jti":           signOffline(t, key, "off-1", idp, jwt.MapClaims{"jti": nil}),
 			"no iat":           signOffline(t, key, "off-1", idp, jwt.MapClaims{"iat": nil}),
+			"no primary iss":   signOffline(t, key, "off-1", idp, jwt.MapClaims{ClaimPrimaryIssuer: nil}),
+			"other primary":    signOffline(t, key, "off-1", idp, jwt.MapClaims{ClaimPrimaryIssuer: "https://other.example/"}),
 		} {
 			_, err := v.Verify(context.Background(), tok)
 			assert.ErrorIs(t, err, ErrInvalidToken, name)
@@ -137,18 +141,24 @@ func TestOfflineTokensAlwaysAndRotation(t *testing.T) {
 	idp := edIdP(t)
 	synctest.Test(t, func(t *testing.T) {
 		v, o, _ := policyVerifier(t, idp, func(c *Config) { c.AcceptOfflineTokensAlways = true })
-		tok, err := o.Issue(context.Background(), &Result{Subject: "alice", Scopes: []string{"orders:read"},
+		tok, err := o.Issue(context.Background(), &Result{Subject: "alice", Issuer: idp.Issuer(), Scopes: []string{"orders:read"},
 			ExpiresAt: time.Now().Add(time.Hour), Claims: jwt.MapClaims{"aud": idp.Audience()}}, nil)
 		require.NoError(t, err)
 		res, err := v.Verify(context.Background(), tok.Token)
 		require.NoError(t, err, "accepted with the IdP up when opted in")
 		assert.Equal(t, ReasonOfflineToken, res.Reason)
+		// The caller is the primary issuer's subject, so a write sent with
+		// the offline token and re-sent with a refreshed primary is one
+		// idempotency record.
+		c := caller.FromContext(NewContext(context.Background(), res))
+		require.NotNil(t, c)
+		assert.Equal(t, caller.ID(idp.Issuer(), "alice"), c.ID())
 
 		// A rotation is seen at once; the old key retires after TTL.
 		_, next, err := ed25519.GenerateKey(rand.Reader)
 		require.NoError(t, err)
 		require.NoError(t, o.Rotate(next, "off-2"))
-		tok2, err := o.Issue(context.Background(), &Result{Subject: "alice", Scopes: []string{"orders:read"},
+		tok2, err := o.Issue(context.Background(), &Result{Subject: "alice", Issuer: idp.Issuer(), Scopes: []string{"orders:read"},
 			ExpiresAt: time.Now().Add(time.Hour), Claims: jwt.MapClaims{"aud": idp.Audience()}}, nil)
 		require.NoError(t, err)
 		_, err = v.Verify(context.Background(), tok2.Token)

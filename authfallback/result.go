@@ -58,6 +58,9 @@ type Result struct {
 	// keyFP is the fingerprint of the key that verified the token, so
 	// that reconciliation notices a key replaced under the same kid.
 	keyFP string
+	// primaryIssuer is, for an offline token, the "iss" of its primary
+	// (ClaimPrimaryIssuer), which names the verified caller.
+	primaryIssuer string
 	// caller is the verified caller handed to the other packages through
 	// the request context (internal/caller); set when the Result is made
 	// final (newResult, admit), or by NewContext.
@@ -97,5 +100,9 @@ func FromContext(ctx context.Context) (*Result, bool) {
 }
 
 func newCaller(r *Result) *caller.Caller {
-	return caller.New(r.Issuer, r.Subject, r.Scopes, r.Reason, r)
+	iss := r.Issuer
+	if r.primaryIssuer != "" {
+		iss = r.primaryIssuer
+	}
+	return caller.New(iss, r.Subject, r.Scopes, r.Reason, r)
 }

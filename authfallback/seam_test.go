@@ -54,7 +54,7 @@ func TestOfflineKeysBoundToTheirIssuer(t *testing.T) {
 	sign := func(iss string) string {
 		now := time.Now()
 		tk := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{
-			"iss": iss, "aud": idp.Audience(), "sub": "svc", "jti": "j", "scope": "read",
+			"iss": iss, "aud": idp.Audience(), "sub": "svc", "jti": "j", "scope": "read", ClaimPrimaryIssuer: idp.Issuer(),
 			"iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(),
 		})
 		tk.Header["kid"] = "offline-1"

@@ -14,6 +14,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -299,6 +300,12 @@ func (v *Verifier) verifySlow(ctx context.Context, raw string, h [32]byte, ks *k
 	res.keyFP = used.fp
 	if used.offline != nil {
 		res.primaryID, res.primaryIAT, _ = offlinePrimaryClaims(claims) // checked above
+		// An offline token stands for its primary: only the Verifier of the
+		// primary's issuer accepts it, and the caller is that issuer's.
+		if piss, _ := claims[ClaimPrimaryIssuer].(string); piss != v.cfg.Issuer {
+			return nil, offlineInvalid(fmt.Errorf("%s is not this verifier's issuer", ClaimPrimaryIssuer))
+		}
+		res.primaryIssuer = v.cfg.Issuer
 	}
 	if e := v.cache.newEntry(res, used, claims, v.cfg.Leeway); e != nil {
 		v.cache.put(h, e)
