@@ -90,13 +90,27 @@ func NewContext(ctx context.Context, r *Result) context.Context {
 
 // FromContext returns the Result stored in ctx by [Verifier.Handler] or
 // [NewContext], and whether there was one.
+//
+// A write queued during an outage and replayed later by the idempotency
+// package carries no token, only the verified caller recorded when it was
+// accepted; for it FromContext returns a Result with that caller's Issuer,
+// Subject, Scopes, Degraded and Reason (and no Claims), so a handler that
+// authorises from the Result works the same on a replay.
 func FromContext(ctx context.Context) (*Result, bool) {
 	c := caller.FromContext(ctx)
 	if c == nil {
 		return nil, false
 	}
-	r, ok := c.Ext.(*Result)
-	return r, ok && r != nil
+	if r, ok := c.Ext.(*Result); ok && r != nil {
+		return r, true
+	}
+	if c.Ext != nil || c.Subject == "" {
+		return nil, false
+	}
+	return &Result{
+		Issuer: c.Issuer, Subject: c.Subject, Scopes: c.Scopes,
+		Degraded: c.Reason != "", Reason: c.Reason, caller: c,
+	}, true
 }
 
 func newCaller(r *Result) *caller.Caller {

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"github.com/holdfast-go/holdfast/internal/caller"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -122,4 +123,22 @@ func (b *lockedBuf) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return string(b.buf)
+}
+
+func TestFromContextOfAReplayedCaller(t *testing.T) {
+	_, ok := FromContext(context.Background())
+	assert.False(t, ok)
+	ctx := caller.NewContext(context.Background(), caller.New("https://idp.test/", "alice", []string{"orders:write"}, "jwks-unreachable", nil))
+	res, ok := FromContext(ctx)
+	require.True(t, ok, "a replayed write's recorded caller reads as a Result")
+	assert.Equal(t, "alice", res.Subject)
+	assert.Equal(t, "https://idp.test/", res.Issuer)
+	assert.True(t, res.HasScope("orders:write"))
+	assert.False(t, res.HasScope("admin"))
+	assert.True(t, res.Degraded)
+	assert.Equal(t, "jwks-unreachable", res.Reason)
+	assert.Nil(t, res.Claims)
+	// Another package's value is not read as a Result.
+	_, ok = FromContext(caller.NewContext(context.Background(), caller.New("i", "s", nil, "", 42)))
+	assert.False(t, ok)
 }
