@@ -89,6 +89,8 @@ type TokenRefreshEvent struct {
 	NextRefresh time.Time
 	// Recovered is true when earlier refreshes had failed.
 	Recovered bool
+	// Latency is how long the call to Base took.
+	Latency time.Duration
 }
 
 // TokenRefreshErrorEvent describes a failed refresh.
@@ -102,6 +104,8 @@ type TokenRefreshErrorEvent struct {
 	// ValidUntil is until when the current token is still handed out; zero
 	// if there is no valid token: Token fails.
 	ValidUntil time.Time
+	// Latency is how long the failed call to Base took.
+	Latency time.Duration
 }
 
 // TokenSourceStatus is a snapshot of a TokenSource's state.
@@ -300,8 +304,10 @@ func (s *TokenSource) loop() {
 
 // fetchLocked calls Base and records the outcome; s.fetchMu is held.
 func (s *TokenSource) fetchLocked() (*oauth2.Token, error) {
+	began := time.Now()
 	tok, err := s.cfg.Base.Token()
 	now := time.Now()
+	latency := now.Sub(began)
 	if err == nil && !s.tsValid(tok, now) {
 		err = errors.New("authfallback: token endpoint returned an empty or already expired token")
 	}
@@ -312,7 +318,7 @@ func (s *TokenSource) fetchLocked() (*oauth2.Token, error) {
 		if s.stat.FailingSince.IsZero() {
 			s.stat.FailingSince = now
 		}
-		ev := TokenRefreshErrorEvent{Err: err, Attempt: s.stat.Failures, Retry: s.retryDelay(s.stat.Failures)}
+		ev := TokenRefreshErrorEvent{Err: err, Attempt: s.stat.Failures, Retry: s.retryDelay(s.stat.Failures), Latency: latency}
 		if s.tsValid(s.tok, now) && !s.tok.Expiry.IsZero() {
 			ev.ValidUntil = s.tok.Expiry.Add(-s.margin())
 		}
@@ -353,7 +359,7 @@ func (s *TokenSource) fetchLocked() (*oauth2.Token, error) {
 		}
 		s.stat.NextRefresh = next
 	}
-	ev := TokenRefreshEvent{Expiry: tok.Expiry, NextRefresh: s.stat.NextRefresh, Recovered: recovered}
+	ev := TokenRefreshEvent{Expiry: tok.Expiry, NextRefresh: s.stat.NextRefresh, Recovered: recovered, Latency: latency}
 	s.mu.Unlock()
 	if h := s.cfg.OnRefresh; h != nil {
 		h(ev)

@@ -226,7 +226,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Result, error) {
 	now := time.Now()
 	res, cached, err := v.verify(ctx, raw, now)
 	if v.cfg.OnVerify != nil {
-		v.reportVerify(res, err, cached, now)
+		v.reportVerify(ctx, res, err, cached, now)
 	}
 	return res, err
 }
