@@ -183,6 +183,14 @@ type Hooks struct {
 	OnReplay func(ev idempotency.ReplayEvent, failed bool)
 	// OnOutcome receives every idempotency decision.
 	OnOutcome func(idempotency.OutcomeEvent)
+	// OnVerify receives every verification's outcome, OnCall every
+	// decision of both breakers, OnGate every decision of the gate.
+	OnVerify func(authfallback.VerifyEvent)
+	OnCall   func(breaker.CallEvent)
+	OnGate   func(degrade.GateEvent)
+	// OnStateChange receives the state changes of both breakers as
+	// breaker reports them (OnBreaker gets them as BreakerChange).
+	OnStateChange func(breaker.StateChange)
 }
 
 // BreakerChange is a state change of one of the Service's breakers.
@@ -283,6 +291,7 @@ func New(cfg Config) (*Service, error) {
 		Queue:      http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.queue.ServeHTTP(w, r) }),
 		RetryAfter: time.Second,
 		Logger:     cfg.Logger,
+		OnGate:     h.OnGate,
 		OnModeChange: func(ch degrade.ModeChange) {
 			if ch.To == degrade.Normal {
 				s.Kick()
@@ -337,6 +346,7 @@ func New(cfg Config) (*Service, error) {
 		},
 		OnRefreshError: h.OnRefreshError,
 		OnReconcile:    h.OnReconcile,
+		OnVerify:       h.OnVerify,
 		Policy:         authfallback.Policy{AllowedScopes: allowed},
 	}
 	if revocations != nil { // never a nil *RevocationList in the interface
@@ -397,6 +407,7 @@ func New(cfg Config) (*Service, error) {
 		Delay:         cfg.BreakerDelay,
 		Key:           route,
 		OnStateChange: s.breakerHook("server", false),
+		OnCall:        h.OnCall,
 		Logger:        cfg.Logger,
 	})
 	s.ClientBreaker, s.ServerBreaker = clientBrk, serverBrk
