@@ -96,6 +96,14 @@ type Config struct {
 	// reported through Hooks.OnReconcile.
 	RevocationURL       string
 	RevocationCacheFile string
+	// MaxOfflineDuration is how long fallback mode may last before
+	// degraded verifications fail closed (503), authfallback's
+	// Policy.MaxOfflineDuration. If zero, 30 min.
+	MaxOfflineDuration time.Duration
+	// Overrides shares the operators' overrides (a forced mode or
+	// dependency) between replicas: degrade.Config.Overrides. If nil, an
+	// override holds on the replica that got it.
+	Overrides degrade.OverrideStore
 	// AllowedScopes are the scopes a request authenticated in fallback mode
 	// keeps (authfallback.Policy). If nil, read and write: the example's
 	// writes can be queued and reconciled, so they stay allowed.
@@ -275,6 +283,8 @@ func New(cfg Config) (*Service, error) {
 		},
 		Window:     cfg.DetectWindow,
 		MinReports: 5,
+		Overrides:  cfg.Overrides,
+		AuditLog:   cfg.AuditLog,
 		// Minting an offline token changes nothing the queue could defer:
 		// it passes in every mode, like a read.
 		Tier: func(r *http.Request) degrade.Tier {
@@ -347,7 +357,7 @@ func New(cfg Config) (*Service, error) {
 		OnRefreshError: h.OnRefreshError,
 		OnReconcile:    h.OnReconcile,
 		OnVerify:       h.OnVerify,
-		Policy:         authfallback.Policy{AllowedScopes: allowed},
+		Policy:         authfallback.Policy{AllowedScopes: allowed, MaxOfflineDuration: cfg.MaxOfflineDuration},
 	}
 	if revocations != nil { // never a nil *RevocationList in the interface
 		acfg.Revocations = revocations
