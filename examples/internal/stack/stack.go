@@ -2,7 +2,7 @@
 // examples/resilient-api serves it and examples/outagedrill drills it, so what
 // the drill measures is what the example shows.
 //
-// Server side, outermost first (DESIGN.md's order):
+// Server side, outermost first (docs/design.md's order):
 //
 //	degrade gate        mode + tier: reads pass, writes are authenticated and queued (202) while the downstream is down
 //	authfallback        bearer token verified against the last-known-good JWKS (memory + CacheFile)
@@ -29,7 +29,7 @@
 // (Controller.Recovered), so the mode returns to Normal without client
 // traffic, under a write-only load too.
 //
-// One deviation from DESIGN.md, on both sides: degrade.Stale sits above the
+// As docs/design.md orders it, on both sides: degrade.Stale sits above the
 // breaker (and retry), not below. Below it, a stale answer would look like a
 // success to the breaker, which would then never open for reads; above it,
 // the breaker counts the downstream's real failures and Stale answers reads
