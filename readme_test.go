@@ -306,3 +306,29 @@ func TestReadmeWiringQueuesAndReplays(t *testing.T) {
 func idpDown(c *degrade.Controller) bool {
 	return c.Status().Dependencies["idp"].Down
 }
+
+// TestNoHookBeforeNewReturns: with the IdP down and no cache file, New's
+// first fetch fails, and its hooks run only after New has returned, so a
+// hook may use what is built after New.
+func TestNoHookBeforeNewReturns(t *testing.T) {
+	idp := authtest.New()
+	defer idp.Close()
+	idp.SetDown(true)
+	var returned, early, called atomic.Bool
+	hook := func() {
+		if !returned.Load() {
+			early.Store(true)
+		}
+		called.Store(true)
+	}
+	v, err := authfallback.New(authfallback.Config{Issuer: idp.Issuer(), Audience: []string{idp.Audience()},
+		JWKSURLs: []string{idp.JWKSURL()}, AuditLog: quiet(),
+		OnFallbackEnter: func(authfallback.FallbackEvent) { hook() },
+		OnRefreshError:  func(authfallback.RefreshErrorEvent) { hook() },
+	})
+	returned.Store(true)
+	require.NoError(t, err)
+	defer v.Close()
+	require.Eventually(t, called.Load, 5*time.Second, 5*time.Millisecond)
+	assert.False(t, early.Load(), "a hook ran inside New")
+}
