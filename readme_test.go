@@ -307,28 +307,39 @@ func idpDown(c *degrade.Controller) bool {
 	return c.Status().Dependencies["idp"].Down
 }
 
-// TestNoHookBeforeNewReturns: with the IdP down and no cache file, New's
-// first fetch fails, and its hooks run only after New has returned, so a
-// hook may use what is built after New.
-func TestNoHookBeforeNewReturns(t *testing.T) {
+// TestNoHookInsideNew: with the IdP down and no cache file, New's first
+// fetch fails, and its hooks run on the refresh goroutine, never within
+// New: New returns while a hook blocks. (They may run before the caller has
+// stored New's result, so a hook uses only what was built before New, as
+// the README's wiring does with the controller.)
+func TestNoHookInsideNew(t *testing.T) {
 	idp := authtest.New()
 	defer idp.Close()
 	idp.SetDown(true)
-	var returned, early, called atomic.Bool
+	release := make(chan struct{})
+	var called atomic.Bool
 	hook := func() {
-		if !returned.Load() {
-			early.Store(true)
-		}
 		called.Store(true)
+		<-release
 	}
-	v, err := authfallback.New(authfallback.Config{Issuer: idp.Issuer(), Audience: []string{idp.Audience()},
-		JWKSURLs: []string{idp.JWKSURL()}, AuditLog: quiet(),
-		OnFallbackEnter: func(authfallback.FallbackEvent) { hook() },
-		OnRefreshError:  func(authfallback.RefreshErrorEvent) { hook() },
-	})
-	returned.Store(true)
-	require.NoError(t, err)
-	defer v.Close()
+	done := make(chan *authfallback.Verifier, 1)
+	go func() {
+		v, err := authfallback.New(authfallback.Config{Issuer: idp.Issuer(), Audience: []string{idp.Audience()},
+			JWKSURLs: []string{idp.JWKSURL()}, AuditLog: quiet(),
+			OnFallbackEnter: func(authfallback.FallbackEvent) { hook() },
+			OnRefreshError:  func(authfallback.RefreshErrorEvent) { hook() },
+		})
+		assert.NoError(t, err)
+		done <- v
+	}()
+	var v *authfallback.Verifier
+	select {
+	case v = <-done:
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("New did not return while a hook was blocked: it calls hooks itself")
+	}
 	require.Eventually(t, called.Load, 5*time.Second, 5*time.Millisecond)
-	assert.False(t, early.Load(), "a hook ran inside New")
+	close(release)
+	_ = v.Close()
 }
