@@ -52,9 +52,13 @@ const (
 // verification was.
 func (i *Instrumentation) OnVerify(ev authfallback.VerifyEvent) {
 	ctx := ctxOf(ev.Context)
-	set := metric.WithAttributes(KeyOutcome.String(ev.Outcome), KeyReason.String(ev.Reason), KeyCached.Bool(ev.Cached))
-	i.verifications.Add(ctx, 1, set)
-	i.verifyDur.Record(ctx, ev.Latency.Seconds(), metric.WithAttributes(KeyOutcome.String(ev.Outcome)))
+	i.verifications.Add(ctx, 1, i.sets.verify.get(verifyKey{ev.Outcome, ev.Reason, ev.Cached}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{KeyOutcome.String(ev.Outcome), KeyReason.String(ev.Reason), KeyCached.Bool(ev.Cached)}
+	}))
+	// "\x00" is no reason: the duration's set has the outcome only.
+	i.verifyDur.Record(ctx, ev.Latency.Seconds(), i.sets.verify.get(verifyKey{outcome: ev.Outcome, reason: "\x00"}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{KeyOutcome.String(ev.Outcome)}
+	}))
 	fail := ""
 	if ev.Outcome == authfallback.OutcomeUnavailable {
 		fail = "verification unavailable"
@@ -182,9 +186,13 @@ func GiveUpReason(err error) string {
 func (i *Instrumentation) OnCall(ev breaker.CallEvent) {
 	ctx := reqCtx(ev.Request)
 	state := ev.State.String()
-	i.breakerCalls.Add(ctx, 1, metric.WithAttributes(KeySide.String(ev.Side), KeyOutcome.String(ev.Outcome), KeyState.String(state)))
+	i.breakerCalls.Add(ctx, 1, i.sets.breaker.get(breakerKey{side: ev.Side, outcome: ev.Outcome, state: state}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{KeySide.String(ev.Side), KeyOutcome.String(ev.Outcome), KeyState.String(state)}
+	}))
 	if ev.Latency > 0 {
-		i.breakerDur.Record(ctx, ev.Latency.Seconds(), metric.WithAttributes(KeySide.String(ev.Side), KeyOutcome.String(ev.Outcome)))
+		i.breakerDur.Record(ctx, ev.Latency.Seconds(), i.sets.breaker.get(breakerKey{side: ev.Side, outcome: ev.Outcome, latency: true}, func() []attribute.KeyValue {
+			return []attribute.KeyValue{KeySide.String(ev.Side), KeyOutcome.String(ev.Outcome)}
+		}))
 	}
 	fail := ""
 	switch ev.Outcome {
@@ -211,12 +219,15 @@ func (i *Instrumentation) OnStateChange(ch breaker.StateChange) {
 // when the Replayer's Handler was instrumented).
 func (i *Instrumentation) OnOutcome(ev idempotency.OutcomeEvent) {
 	ctx := reqCtx(ev.Request)
-	i.idemOutcomes.Add(ctx, 1, metric.WithAttributes(KeyOutcome.String(ev.Outcome), keyMethod.String(ev.Method)))
+	method := methodOf(ev.Method)
+	i.idemOutcomes.Add(ctx, 1, i.sets.idem.get(idemKey{ev.Outcome, method}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{KeyOutcome.String(ev.Outcome), keyMethod.String(method)}
+	}))
 	fail := ""
 	if ev.Outcome == idempotency.OutcomeStoreError || ev.Outcome == idempotency.OutcomeFailed {
 		fail = ev.Outcome
 	}
-	attrs := []attribute.KeyValue{KeyOutcome.String(ev.Outcome), keyMethod.String(ev.Method)}
+	attrs := []attribute.KeyValue{KeyOutcome.String(ev.Outcome), keyMethod.String(method)}
 	if ev.Status != 0 {
 		attrs = append(attrs, keyStatus.Int(ev.Status))
 	}
@@ -230,8 +241,10 @@ func (i *Instrumentation) OnOutcome(ev idempotency.OutcomeEvent) {
 // event on the request's span.
 func (i *Instrumentation) OnGate(ev degrade.GateEvent) {
 	ctx := reqCtx(ev.Request)
-	i.gate.Add(ctx, 1, metric.WithAttributes(KeyDecision.String(ev.Decision), KeyTier.String(ev.Tier.String()),
-		KeyMode.String(ev.Mode.String()), KeyStale.Bool(ev.Stale)))
+	tier, mode := ev.Tier.String(), ev.Mode.String()
+	i.gate.Add(ctx, 1, i.sets.gate.get(gateKey{ev.Decision, tier, mode, ev.Stale}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{KeyDecision.String(ev.Decision), KeyTier.String(tier), KeyMode.String(mode), KeyStale.Bool(ev.Stale)}
+	}))
 	if ev.Decision != degrade.DecisionAllow {
 		if s := trace.SpanFromContext(ctx); s.IsRecording() {
 			s.AddEvent("holdfast.gate", trace.WithAttributes(KeyDecision.String(ev.Decision),

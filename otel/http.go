@@ -8,7 +8,6 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -37,21 +36,34 @@ func (i *Instrumentation) Handler(next http.Handler) http.Handler {
 				status = http.StatusOK
 			}
 			degraded := w.Header().Get(degrade.HeaderDegraded) != ""
-			attrs := []attribute.KeyValue{keyMethod.String(method), keyStatus.Int(status), KeyDegraded.Bool(degraded)}
 			route := i.route(r2)
 			if j := strings.IndexByte(route, ' '); j >= 0 {
 				route = route[j+1:] // a ServeMux pattern "GET /items/{id}": the path template only
 			}
-			if route != "" {
-				attrs = append(attrs, keyRoute.String(route))
-				span.SetName(method + " " + route)
-			}
+			errType := ""
 			if status >= 500 {
-				attrs = append(attrs, keyErrType.String(strconv.Itoa(status)))
-				span.SetStatus(codes.Error, "")
+				errType = strconv.Itoa(status)
 			}
-			span.SetAttributes(attrs...)
-			i.serverDur.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attrs...))
+			attrs := func() []attribute.KeyValue {
+				a := []attribute.KeyValue{keyMethod.String(method), keyStatus.Int(status), KeyDegraded.Bool(degraded)}
+				if route != "" {
+					a = append(a, keyRoute.String(route))
+				}
+				if errType != "" {
+					a = append(a, keyErrType.String(errType))
+				}
+				return a
+			}
+			i.serverDur.Record(ctx, time.Since(start).Seconds(), i.sets.server.get(httpKey{method, route, errType, status, degraded}, attrs))
+			if span.IsRecording() {
+				if route != "" {
+					span.SetName(method + " " + route)
+				}
+				if errType != "" {
+					span.SetStatus(codes.Error, "")
+				}
+				span.SetAttributes(attrs()...)
+			}
 			span.End()
 		}()
 		next.ServeHTTP(sw, r2)
@@ -114,24 +126,37 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		base = http.DefaultTransport
 	}
 	resp, err := base.RoundTrip(r)
-	attrs := []attribute.KeyValue{keyMethod.String(method), keyServer.String(host)}
+	status, errType, degraded := 0, "", false
 	switch {
 	case err != nil:
-		attrs = append(attrs, keyErrType.String("_OTHER"))
+		errType = "_OTHER"
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 	default:
-		attrs = append(attrs, keyStatus.Int(resp.StatusCode))
-		if resp.StatusCode >= 500 {
-			attrs = append(attrs, keyErrType.String(strconv.Itoa(resp.StatusCode)))
+		status = resp.StatusCode
+		if status >= 500 {
+			errType = strconv.Itoa(status)
 			span.SetStatus(codes.Error, "")
 		}
-		if resp.Header.Get(degrade.HeaderDegraded) != "" {
-			attrs = append(attrs, KeyDegraded.Bool(true))
-		}
+		degraded = resp.Header.Get(degrade.HeaderDegraded) != ""
 	}
-	span.SetAttributes(attrs...)
-	i.clientDur.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attrs...))
+	attrs := func() []attribute.KeyValue {
+		a := []attribute.KeyValue{keyMethod.String(method), keyServer.String(host)}
+		if status != 0 {
+			a = append(a, keyStatus.Int(status))
+		}
+		if errType != "" {
+			a = append(a, keyErrType.String(errType))
+		}
+		if degraded {
+			a = append(a, KeyDegraded.Bool(true))
+		}
+		return a
+	}
+	i.clientDur.Record(ctx, time.Since(start).Seconds(), i.sets.client.get(httpKey{method, host, errType, status, degraded}, attrs))
+	if span.IsRecording() {
+		span.SetAttributes(attrs()...)
+	}
 	span.End()
 	return resp, err
 }

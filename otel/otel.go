@@ -48,6 +48,7 @@ type Config struct {
 type Instrumentation struct {
 	tracer trace.Tracer
 	prop   propagation.TextMapPropagator
+	sets   sets
 	route  func(*http.Request) string
 
 	serverDur metric.Float64Histogram

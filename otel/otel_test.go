@@ -394,3 +394,73 @@ func TestTokenRefreshAndJWKSFetchSpans(t *testing.T) {
 	assert.Positive(t, names["holdfast.auth.token_refresh"], names)
 	assert.Positive(t, names["holdfast.auth.fetch"], names)
 }
+
+// TestHooksCount calls the hooks that the service test does not reach and
+// checks their counters.
+func TestHooksCount(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	inst, err := holdfastotel.New(holdfastotel.Config{MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
+	require.NoError(t, err)
+	inst.OnRevocation(authfallback.RevocationEvent{Subject: "a"})
+	inst.OnReconcile(authfallback.ReconcileEvent{Finding: authfallback.RevokedSubject})
+	inst.OnReconcile(authfallback.ReconcileEvent{Finding: authfallback.RevokedSubject})
+	inst.OnOfflineIssue(authfallback.OfflineIssueEvent{})
+	inst.OnRefreshError(authfallback.RefreshErrorEvent{})
+	inst.OnGiveUp(retry.GiveUpEvent{Reason: retry.ErrBudgetExhausted})
+	inst.OnModeChange(degrade.ModeChange{From: degrade.Normal, To: degrade.ReadOnly, Forced: true})
+	inst.OnGate(degrade.GateEvent{Decision: degrade.DecisionShed, Tier: degrade.Read, Mode: degrade.Normal})
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, reader.Collect(context.Background(), &rm))
+	assert.Equal(t, int64(1), sum(t, rm, "holdfast.auth.revocations"))
+	assert.Equal(t, int64(2), sum(t, rm, "holdfast.auth.reconciled", holdfastotel.KeyFinding.String(authfallback.RevokedSubject)))
+	assert.Equal(t, int64(1), sum(t, rm, "holdfast.auth.offline_issued"))
+	assert.Equal(t, int64(1), sum(t, rm, "holdfast.auth.jwks.refresh_errors"))
+	assert.Equal(t, int64(1), sum(t, rm, "holdfast.retry.give_ups", holdfastotel.KeyReason.String("budget")))
+	assert.Equal(t, int64(1), sum(t, rm, "holdfast.degrade.mode_changes", holdfastotel.KeyTo.String("read-only"), holdfastotel.KeyForced.Bool(true)))
+	assert.Equal(t, int64(1), sum(t, rm, "holdfast.degrade.gate.decisions", holdfastotel.KeyDecision.String("shed")))
+	var gauge int64 = -1
+	for _, m := range rm.ScopeMetrics[0].Metrics {
+		if m.Name == "holdfast.degrade.mode" {
+			gauge = m.Data.(metricdata.Gauge[int64]).DataPoints[0].Value
+		}
+	}
+	assert.Equal(t, int64(degrade.ReadOnly), gauge)
+}
+
+// BenchmarkInstrumented is the cost of the module on one request through
+// the degrade gate: bare gate, the gate with the Instrumentation's OnGate,
+// and both with the Handler wrapper (span + http.server.request.duration),
+// with the SDK's providers and no exporter.
+func BenchmarkInstrumented(b *testing.B) {
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(tracetest.NewSpanRecorder()))
+	inst, err := holdfastotel.New(holdfastotel.Config{MeterProvider: mp, TracerProvider: tp})
+	require.NoError(b, err)
+	metricsOnly, err := holdfastotel.New(holdfastotel.Config{MeterProvider: mp}) // the global no-op tracer
+	require.NoError(b, err)
+	ok := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	plain := degrade.New(degrade.Config{})
+	defer plain.Close()
+	cfg := degrade.Config{}
+	require.NoError(b, inst.Instrument(&cfg))
+	hooked := degrade.New(cfg)
+	defer hooked.Close()
+	req := httptest.NewRequest(http.MethodGet, "/items/1", nil)
+	for _, c := range []struct {
+		name string
+		h    http.Handler
+	}{
+		{"gate", plain.Handler(ok)},
+		{"gate+OnGate", hooked.Handler(ok)},
+		{"Handler+gate+OnGate", inst.Handler(hooked.Handler(ok))},
+		{"Handler-metrics-only+gate", metricsOnly.Handler(plain.Handler(ok))},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			w := httptest.NewRecorder()
+			for b.Loop() {
+				c.h.ServeHTTP(w, req)
+			}
+		})
+	}
+}
