@@ -183,8 +183,7 @@ func New(cfg Config) (*Verifier, error) {
 	var notify func()
 	if v.keys.Load() == nil {
 		// The audit events and hooks of this first fetch run on the
-		// refresh goroutine, never within New (possibly before the caller
-		// has stored its result).
+		// refresh goroutine, after New has returned.
 		first, notify, _ = v.refreshLocked(v.ctx)
 	}
 	go v.loop(first, notify)
