@@ -1,6 +1,7 @@
 package authfallback
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -27,6 +28,9 @@ const (
 // VerifyEvent describes one verification, for metrics and tracing. It never
 // carries the token.
 type VerifyEvent struct {
+	// Context is the context Verify was called with (the request's, from
+	// Handler): it carries the request's trace, for a span or an exemplar.
+	Context context.Context
 	// Issuer is the "iss" of an accepted token, "" when refused.
 	Issuer string
 	// Outcome is OutcomeOK, OutcomeDegraded, OutcomeRefused or
@@ -43,8 +47,8 @@ type VerifyEvent struct {
 	Latency time.Duration
 }
 
-func (v *Verifier) reportVerify(res *Result, err error, cached bool, start time.Time) {
-	ev := VerifyEvent{Err: err, Cached: cached, Latency: time.Since(start)}
+func (v *Verifier) reportVerify(ctx context.Context, res *Result, err error, cached bool, start time.Time) {
+	ev := VerifyEvent{Context: ctx, Err: err, Cached: cached, Latency: time.Since(start)}
 	switch {
 	case err == nil:
 		ev.Issuer, ev.Reason = res.Issuer, res.Reason

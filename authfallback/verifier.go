@@ -240,14 +240,14 @@ func (v *Verifier) Close() error {
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Result, error) {
 	now := time.Now()
 	if raw == "" {
-		return v.done(nil, ErrNoToken, false, now)
+		return v.done(ctx, nil, ErrNoToken, false, now)
 	}
 	if len(raw) > v.maxToken {
-		return v.done(nil, invalid(errTokenTooLarge), false, now)
+		return v.done(ctx, nil, invalid(errTokenTooLarge), false, now)
 	}
 	if v.idp.intro != nil && !looksLikeJWT(raw) {
 		res, err := v.idp.intro.verify(ctx, raw)
-		return v.done(res, err, false, now)
+		return v.done(ctx, res, err, false, now)
 	}
 	ks := v.keys.Load()
 	// Hash the token's bytes in place: []byte(raw) would copy it to the
@@ -257,25 +257,25 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Result, error) {
 		if e.validAt(now) {
 			if k := v.lookup(ks, e.res.KeyID, now); k == e.key {
 				res, err := v.accept(ctx, e.res, k, ks, now)
-				return v.done(res, err, true, now)
+				return v.done(ctx, res, err, true, now)
 			}
 		} else if !now.Before(e.notAfter) && v.fb.Load() != nil {
 			// Expired in fallback mode: its grace window, if it has one,
 			// without parsing it again.
 			if res, applied, err := v.tryGrace(ctx, h, "", ks, now); applied {
-				return v.done(res, err, true, now)
+				return v.done(ctx, res, err, true, now)
 			}
 		}
 		v.cache.remove(h)
 	}
 	res, err := v.verifySlow(ctx, raw, h, ks, now)
-	return v.done(res, err, false, now)
+	return v.done(ctx, res, err, false, now)
 }
 
 // done reports a verification to Config.OnVerify, if set.
-func (v *Verifier) done(res *Result, err error, cached bool, start time.Time) (*Result, error) {
+func (v *Verifier) done(ctx context.Context, res *Result, err error, cached bool, start time.Time) (*Result, error) {
 	if v.cfg.OnVerify != nil {
-		v.reportVerify(res, err, cached, start)
+		v.reportVerify(ctx, res, err, cached, start)
 	}
 	return res, err
 }

@@ -221,7 +221,7 @@ type Config struct {
 	// Key maps a request to its breaker's key. If nil, Transport uses the
 	// request URL's host (host:port, lower-cased) and Handler uses the
 	// method and r.Pattern, the route pattern that matched ("GET /orders"
-	// under ServeMux, and under chi, which sets r.Pattern without the
+	// under ServeMux, and under chi v5.5.0 or later, which sets r.Pattern without the
 	// method, too), or the method and "*" when it is empty.
 	// Keys are compared exactly; a Key function must return few distinct
 	// values (MaxKeys bounds them but eviction costs a scan).

@@ -1,6 +1,7 @@
 package breaker
 
 import (
+	"net/http"
 	"time"
 
 	"github.com/holdfast-go/holdfast/internal/problem"
@@ -47,6 +48,9 @@ const (
 
 // CallEvent describes one call a Breaker decided, for Config.OnCall.
 type CallEvent struct {
+	// Request is the request of the call (on the client side, the caller's
+	// request to RoundTrip). Do not modify it.
+	Request *http.Request
 	// Side is SideClient (Transport) or SideServer (Handler).
 	Side string
 	// Key is the breaker's key.

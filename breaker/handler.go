@@ -159,7 +159,7 @@ func (b *Breaker) finishServer(e *entry, r *http.Request, o outcome, status int,
 	}
 	b.recordCall(e, o, slow, counted)
 	if f := b.cfg.OnCall; f != nil {
-		f(CallEvent{Side: SideServer, Key: e.key, State: fromFailsafe(e.cb.State()), Outcome: o.String(),
+		f(CallEvent{Request: r, Side: SideServer, Key: e.key, State: fromFailsafe(e.cb.State()), Outcome: o.String(),
 			Status: status, Slow: slow, Latency: lat})
 	}
 }
@@ -205,7 +205,7 @@ func (b *Breaker) serveLimited(w http.ResponseWriter, r *http.Request, e *entry)
 		RetryAfter: time.Second,
 	})
 	if f := b.cfg.OnCall; f != nil {
-		f(CallEvent{Side: SideServer, Key: e.key, State: fromFailsafe(e.cb.State()), Outcome: OutcomeLimited,
+		f(CallEvent{Request: r, Side: SideServer, Key: e.key, State: fromFailsafe(e.cb.State()), Outcome: OutcomeLimited,
 			Status: http.StatusServiceUnavailable})
 	}
 }
@@ -231,7 +231,7 @@ func (b *Breaker) serveOpen(w http.ResponseWriter, r *http.Request, e *entry) {
 	if httpx.IsSafe(r.Method) {
 		if resp, ok := b.cached(r); ok {
 			status := writeResponse(w, resp)
-			b.refused(SideServer, e, OutcomeFallback, status)
+			b.refused(r, SideServer, e, OutcomeFallback, status)
 			return
 		}
 		if d := b.cfg.Fallback; d != nil {
@@ -245,11 +245,11 @@ func (b *Breaker) serveOpen(w http.ResponseWriter, r *http.Request, e *entry) {
 			}
 			w.WriteHeader(d.status())
 			_, _ = w.Write(d.Body)
-			b.refused(SideServer, e, OutcomeFallback, d.status())
+			b.refused(r, SideServer, e, OutcomeFallback, d.status())
 			return
 		}
 	}
-	defer b.refused(SideServer, e, OutcomeRejected, http.StatusServiceUnavailable)
+	defer b.refused(r, SideServer, e, OutcomeRejected, http.StatusServiceUnavailable)
 	problem.Render(b.cfg.WriteProblem, w, r, Problem{
 		Type:       ProblemCircuitOpen,
 		Title:      "Service temporarily unavailable",
@@ -266,9 +266,9 @@ var hopHeaders = []string{
 }
 
 // refused reports a call the breaker did not let through.
-func (b *Breaker) refused(side string, e *entry, outcome string, status int) {
+func (b *Breaker) refused(r *http.Request, side string, e *entry, outcome string, status int) {
 	if f := b.cfg.OnCall; f != nil {
-		f(CallEvent{Side: side, Key: e.key, State: fromFailsafe(e.cb.State()), Outcome: outcome, Status: status})
+		f(CallEvent{Request: r, Side: side, Key: e.key, State: fromFailsafe(e.cb.State()), Outcome: outcome, Status: status})
 	}
 }
 

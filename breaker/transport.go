@@ -60,7 +60,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if req.Body != nil {
 				_ = req.Body.Close()
 			}
-			b.refused(SideClient, e, OutcomeLimited, 0)
+			b.refused(req, SideClient, e, OutcomeLimited, 0)
 			return nil, &LimitError{Key: e.key, Limit: lim}
 		}
 		defer e.inflight.Add(-1)
@@ -130,7 +130,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	slow := b.cfg.SlowCallDuration > 0 && lat > b.cfg.SlowCallDuration
 	b.recordCall(e, o, slow, true)
 	if f := b.cfg.OnCall; f != nil {
-		f(CallEvent{Side: SideClient, Key: e.key, State: fromFailsafe(e.cb.State()), Outcome: o.String(),
+		f(CallEvent{Request: req, Side: SideClient, Key: e.key, State: fromFailsafe(e.cb.State()), Outcome: o.String(),
 			Status: status, Slow: slow, Latency: lat})
 	}
 
@@ -153,15 +153,15 @@ func (b *Breaker) openResponse(req *http.Request, e *entry) (*http.Response, err
 			// The cached response may carry the request that first fetched
 			// it, someone else's, with their credentials: it answers this one.
 			resp.Request = req
-			b.refused(SideClient, e, OutcomeFallback, resp.StatusCode)
+			b.refused(req, SideClient, e, OutcomeFallback, resp.StatusCode)
 			return resp, nil
 		}
 		if d := b.cfg.Fallback; d != nil {
-			b.refused(SideClient, e, OutcomeFallback, d.status())
+			b.refused(req, SideClient, e, OutcomeFallback, d.status())
 			return d.response(req), nil
 		}
 	}
-	b.refused(SideClient, e, OutcomeRejected, 0)
+	b.refused(req, SideClient, e, OutcomeRejected, 0)
 	return nil, &OpenError{Key: e.key, RetryAfter: e.retryAfter()}
 }
 

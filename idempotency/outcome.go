@@ -72,6 +72,9 @@ const (
 // OutcomeEvent describes one decision of the handler, Enqueue or the
 // Replayer. It carries no key, no body and no credentials.
 type OutcomeEvent struct {
+	// Request is the request decided on (for the Replayer, the queued
+	// request being replayed). Do not modify it or read its body.
+	Request *http.Request
 	// Outcome is one of the Outcome constants.
 	Outcome string
 	// Method is the request's method.
@@ -91,7 +94,7 @@ func (x *Idempotency) outcome(outcome string, r *http.Request, route string, sta
 		if route == "" {
 			route = x.route(r)
 		}
-		f(OutcomeEvent{Outcome: outcome, Method: r.Method, Route: route, Status: status})
+		f(OutcomeEvent{Request: r, Outcome: outcome, Method: r.Method, Route: route, Status: status})
 	}
 }
 

@@ -539,7 +539,7 @@ func (d *drain) refuse(ctx context.Context, item Queued, ev ReplayEvent) replayR
 
 func (x *Idempotency) replayOutcome(outcome string, r *http.Request, ev ReplayEvent) {
 	if f := x.cfg.OnOutcome; f != nil {
-		f(OutcomeEvent{Outcome: outcome, Method: r.Method, Route: x.route(r), Status: ev.Status, Attempts: ev.Attempts})
+		f(OutcomeEvent{Request: r, Outcome: outcome, Method: r.Method, Route: x.route(r), Status: ev.Status, Attempts: ev.Attempts})
 	}
 }
 

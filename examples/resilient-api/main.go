@@ -57,13 +57,16 @@ type config struct {
 	offlineKey                         string
 	store, redisAddr, pgDSN, keyPrefix string
 	keyRefresh, callTimeout            time.Duration
+	maxOffline                         time.Duration
 	breakerDelay                       time.Duration
 	readTimeout, idleTimeout           time.Duration
 }
 
 func main() {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(logger, os.Args[1:]); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, logger, os.Args[1:]); err != nil {
 		logger.Error("resilient-api", "err", err)
 		os.Exit(1)
 	}
@@ -95,6 +98,7 @@ func parse(args []string) (config, error) {
 	str(&c.pgDSN, "pg-dsn", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "PostgreSQL DSN for -store postgres")
 	str(&c.keyPrefix, "store-prefix", "resilient-api", "key prefix (Redis) or table name (PostgreSQL) of the store")
 	dur(&c.keyRefresh, "key-refresh", 5*time.Minute, "JWKS refresh interval")
+	dur(&c.maxOffline, "max-offline", 30*time.Minute, "how long the IdP may be unreachable before degraded verifications fail closed (503)")
 	dur(&c.callTimeout, "call-timeout", 2*time.Second, "timeout of one downstream call")
 	dur(&c.breakerDelay, "breaker-delay", 0, "how long an open breaker waits before a trial call (0: 30 s for the routes, 3 s for the downstream, whose trials find its recovery)")
 	dur(&c.readTimeout, "read-timeout", 30*time.Second, "how long a client may take to send a whole request, body included")
@@ -119,25 +123,25 @@ func env(flagName, def string) string {
 	return def
 }
 
-func run(logger *slog.Logger, args []string) error {
+// run serves until ctx ends (main: SIGINT or SIGTERM).
+func run(ctx context.Context, logger *slog.Logger, args []string) error {
 	c, err := parse(args)
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 
 	cfg := stack.Config{
-		KeyRefresh:   c.keyRefresh,
-		CallTimeout:  c.callTimeout,
-		BreakerDelay: c.breakerDelay,
-		AuditLog:     logger,
-		Logger:       logger,
-		Issuer:       c.issuer,
-		Audience:     []string{c.audience},
-		JWKSURLs:     splitList(c.jwks),
-		CacheFile:    c.cacheFile,
-		Downstream:   c.downstream,
+		KeyRefresh:         c.keyRefresh,
+		MaxOfflineDuration: c.maxOffline,
+		CallTimeout:        c.callTimeout,
+		BreakerDelay:       c.breakerDelay,
+		AuditLog:           logger,
+		Logger:             logger,
+		Issuer:             c.issuer,
+		Audience:           []string{c.audience},
+		JWKSURLs:           splitList(c.jwks),
+		CacheFile:          c.cacheFile,
+		Downstream:         c.downstream,
 
 		RevocationURL: c.revocationURL,
 	}
@@ -190,6 +194,12 @@ func run(logger *slog.Logger, args []string) error {
 	}
 	defer closeStore()
 	cfg.Store = store
+	overrides, closeOverrides, err := openOverrides(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer closeOverrides()
+	cfg.Overrides = overrides
 
 	svc, err := stack.New(cfg)
 	if err != nil {
@@ -197,15 +207,13 @@ func run(logger *slog.Logger, args []string) error {
 	}
 	defer svc.Close()
 
-	mux := http.NewServeMux()
-	mux.Handle("/holdfast/status", svc.Controller.StatusHandler())
-	mux.Handle("/", svc)
-	srv := newServer(c, c.addr, mux)
+	api, adminHandler := handlers(svc)
+	srv := newServer(c, c.addr, api)
 	errc := make(chan error, 2)
 	go func() { errc <- srv.ListenAndServe() }()
 	var admin *http.Server
 	if c.adminAddr != "" {
-		admin = newServer(c, c.adminAddr, svc.Controller.AdminHandler())
+		admin = newServer(c, c.adminAddr, adminHandler)
 		go func() { errc <- admin.ListenAndServe() }()
 	}
 	logger.Info("resilient-api listening", "addr", c.addr, "admin", c.adminAddr, "store", c.store)
@@ -221,6 +229,16 @@ func run(logger *slog.Logger, args []string) error {
 		_ = admin.Shutdown(sctx)
 	}
 	return srv.Shutdown(sctx)
+}
+
+// handlers returns what the API listener serves (the service and its
+// status at /holdfast/status) and what the admin listener serves (degrade's
+// admin handler: the operators' overrides, see docs/runbook.md).
+func handlers(svc *stack.Service) (api, admin http.Handler) {
+	mux := http.NewServeMux()
+	mux.Handle("/holdfast/status", svc.Controller.StatusHandler())
+	mux.Handle("/", svc)
+	return mux, svc.Controller.AdminHandler()
 }
 
 // maxHeaderBytes bounds a request's header (net/http's default is 1 MiB).

@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/holdfast-go/holdfast/degrade"
 	"github.com/holdfast-go/holdfast/idempotency"
 	"github.com/holdfast-go/holdfast/redisstore"
 )
@@ -43,4 +44,24 @@ func openStore(ctx context.Context, c config) (idempotency.Store, func(), error)
 		return openPostgres(ctx, c)
 	}
 	return nil, nil, fmt.Errorf("unknown -store %q: memory, redis or postgres", c.store)
+}
+
+// openOverrides opens the store of the operators' overrides (a mode or a
+// dependency forced through the admin listener) on the backend -store
+// names, so that an override set on one replica reaches every replica
+// (degrade.Config.Overrides). With -store memory it returns nil: the
+// override holds on this replica only.
+func openOverrides(ctx context.Context, c config) (degrade.OverrideStore, func(), error) {
+	switch c.store {
+	case "redis":
+		rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: strings.Split(c.redisAddr, ",")})
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			_ = rdb.Close()
+			return nil, nil, fmt.Errorf("redis at %s: %w", c.redisAddr, err)
+		}
+		return redisstore.NewOverrides(rdb, redisstore.OverridesConfig{Key: c.keyPrefix + ":overrides"}), func() { _ = rdb.Close() }, nil
+	case "postgres":
+		return openPostgresOverrides(ctx, c)
+	}
+	return nil, func() {}, nil
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/holdfast-go/holdfast/degrade"
 	"github.com/holdfast-go/holdfast/idempotency"
 	"github.com/holdfast-go/holdfast/pgstore"
 )
@@ -49,4 +50,19 @@ func tableName(prefix string) string {
 		return "idempotency"
 	}
 	return name
+}
+
+// openPostgresOverrides opens the overrides table beside the store's and
+// creates it if needed.
+func openPostgresOverrides(ctx context.Context, c config) (degrade.OverrideStore, func(), error) {
+	pool, err := pgxpool.New(ctx, c.pgDSN)
+	if err != nil {
+		return nil, nil, fmt.Errorf("postgres: %w", err)
+	}
+	o := pgstore.NewOverrides(pool, pgstore.OverridesConfig{Table: tableName(c.keyPrefix) + "_overrides"})
+	if err := o.Migrate(ctx); err != nil {
+		pool.Close()
+		return nil, nil, fmt.Errorf("postgres: creating the overrides table: %w", err)
+	}
+	return o, pool.Close, nil
 }

@@ -1,7 +1,7 @@
 // Package caller carries the verified caller of a request between holdfast's
 // packages, which never import each other: authfallback's Handler puts a
 // [Caller] in the request context, idempotency and degrade read it to scope
-// what they store (DESIGN.md, "The verified caller").
+// what they store (docs/design.md, "The verified caller").
 package caller
 
 import (

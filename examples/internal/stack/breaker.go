@@ -24,6 +24,9 @@ func (s *Service) breakerHook(side string, drivesMode bool) func(breaker.StateCh
 		if h.OnBreaker != nil {
 			h.OnBreaker(BreakerChange{Side: side, Key: ch.Key, From: ch.From.String(), To: ch.To.String()})
 		}
+		if h.OnStateChange != nil {
+			h.OnStateChange(ch)
+		}
 	}
 }
 

@@ -25,7 +25,7 @@ type ClientConfig struct {
 	Budget *retry.Budget
 	// OnBreaker is called on every state change of the per-host breaker.
 	OnBreaker func(breaker.StateChange)
-	// Hooks: OnRetry, OnGiveUp and OnStale are used.
+	// Hooks: OnRetry, OnGiveUp, OnStale and OnCall are used.
 	Hooks  Hooks
 	Logger *slog.Logger
 }
@@ -57,6 +57,7 @@ func NewClient(cc ClientConfig) (*http.Client, *breaker.Breaker) {
 		Timeout:       timeout,
 		Delay:         cc.BreakerDelay,
 		OnStateChange: cc.OnBreaker,
+		OnCall:        cc.Hooks.OnCall,
 		Logger:        cc.Logger,
 	})
 	var rt http.RoundTripper = brk.Transport(base)

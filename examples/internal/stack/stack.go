@@ -2,7 +2,7 @@
 // examples/resilient-api serves it and examples/outagedrill drills it, so what
 // the drill measures is what the example shows.
 //
-// Server side, outermost first (DESIGN.md's order):
+// Server side, outermost first (docs/design.md's order):
 //
 //	degrade gate        mode + tier: reads pass, writes are authenticated and queued (202) while the downstream is down
 //	authfallback        bearer token verified against the last-known-good JWKS (memory + CacheFile)
@@ -29,7 +29,7 @@
 // (Controller.Recovered), so the mode returns to Normal without client
 // traffic, under a write-only load too.
 //
-// One deviation from DESIGN.md, on both sides: degrade.Stale sits above the
+// As docs/design.md orders it, on both sides: degrade.Stale sits above the
 // breaker (and retry), not below. Below it, a stale answer would look like a
 // success to the breaker, which would then never open for reads; above it,
 // the breaker counts the downstream's real failures and Stale answers reads
@@ -95,6 +95,14 @@ type Config struct {
 	// reported through Hooks.OnReconcile.
 	RevocationURL       string
 	RevocationCacheFile string
+	// MaxOfflineDuration is how long fallback mode may last before
+	// degraded verifications fail closed (503), authfallback's
+	// Policy.MaxOfflineDuration. If zero, 30 min.
+	MaxOfflineDuration time.Duration
+	// Overrides shares the operators' overrides (a forced mode or
+	// dependency) between replicas: degrade.Config.Overrides. If nil, an
+	// override holds on the replica that got it.
+	Overrides degrade.OverrideStore
 	// AllowedScopes are the scopes a request authenticated in fallback mode
 	// keeps (authfallback.Policy). If nil, read and write: the example's
 	// writes can be queued and reconciled, so they stay allowed.
@@ -191,6 +199,14 @@ type Hooks struct {
 	OnReplay func(ev idempotency.ReplayEvent, failed bool)
 	// OnOutcome receives every idempotency decision.
 	OnOutcome func(idempotency.OutcomeEvent)
+	// OnVerify receives every verification's outcome, OnCall every
+	// decision of both breakers, OnGate every decision of the gate.
+	OnVerify func(authfallback.VerifyEvent)
+	OnCall   func(breaker.CallEvent)
+	OnGate   func(degrade.GateEvent)
+	// OnStateChange receives the state changes of both breakers as
+	// breaker reports them (OnBreaker gets them as BreakerChange).
+	OnStateChange func(breaker.StateChange)
 }
 
 // BreakerChange is a state change of one of the Service's breakers.
@@ -275,6 +291,8 @@ func New(cfg Config) (*Service, error) {
 		},
 		Window:     cfg.DetectWindow,
 		MinReports: 5,
+		Overrides:  cfg.Overrides,
+		AuditLog:   cfg.AuditLog,
 		// Minting an offline token changes nothing the queue could defer:
 		// it passes in every mode, like a read.
 		Tier: func(r *http.Request) degrade.Tier {
@@ -291,6 +309,7 @@ func New(cfg Config) (*Service, error) {
 		Queue:      http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.queue.ServeHTTP(w, r) }),
 		RetryAfter: time.Second,
 		Logger:     cfg.Logger,
+		OnGate:     h.OnGate,
 		OnModeChange: func(ch degrade.ModeChange) {
 			if ch.To == degrade.Normal {
 				s.Kick()
@@ -345,7 +364,8 @@ func New(cfg Config) (*Service, error) {
 		},
 		OnRefreshError: h.OnRefreshError,
 		OnReconcile:    h.OnReconcile,
-		Policy:         authfallback.Policy{AllowedScopes: allowed},
+		OnVerify:       h.OnVerify,
+		Policy:         authfallback.Policy{AllowedScopes: allowed, MaxOfflineDuration: cfg.MaxOfflineDuration},
 	}
 	if revocations != nil { // never a nil *RevocationList in the interface
 		acfg.Revocations = revocations
@@ -405,6 +425,7 @@ func New(cfg Config) (*Service, error) {
 		Delay:         cfg.BreakerDelay,
 		Key:           route,
 		OnStateChange: s.breakerHook("server", false),
+		OnCall:        h.OnCall,
 		Logger:        cfg.Logger,
 	})
 	s.ClientBreaker, s.ServerBreaker = clientBrk, serverBrk
