@@ -73,44 +73,36 @@ func duplicateSegment(seg string) bool {
 
 // duplicateMembers reports whether the top-level JSON object in b has two
 // members of the same name. Input that is not a well-formed object reports
-// false (the JSON decoder refuses it later).
+// false (the JSON decoder refuses it later). Names are kept as offsets, so
+// b does not escape; a name with an escape sequence sends the whole object
+// to encoding/json's tokenizer, which unescapes (rare: attacks mostly).
 func duplicateMembers(b []byte) bool {
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return false
 	}
 	i++
-	var small [16][]byte
+	var small [16][2]int
 	names := small[:0]
 	for {
 		i = skipSpace(b, i)
-		if i >= len(b) {
-			return false
-		}
-		if b[i] == '}' {
-			return false
-		}
-		if b[i] != '"' {
-			return false
+		if i >= len(b) || b[i] != '"' {
+			return false // '}' (end) or malformed
 		}
 		end, escaped := scanString(b, i)
 		if end < 0 {
 			return false
 		}
-		name := b[i+1 : end-1]
 		if escaped {
-			var s string
-			if json.Unmarshal(b[i:end], &s) != nil {
-				return false
-			}
-			name = []byte(s)
+			return duplicateMembersSlow(b)
 		}
+		name := b[i+1 : end-1]
 		for _, x := range names {
-			if bytes.Equal(x, name) {
+			if bytes.Equal(b[x[0]:x[1]], name) {
 				return true
 			}
 		}
-		names = append(names, name)
+		names = append(names, [2]int{i + 1, end - 1})
 		i = skipSpace(b, end)
 		if i >= len(b) || b[i] != ':' {
 			return false
@@ -120,18 +112,37 @@ func duplicateMembers(b []byte) bool {
 			return false
 		}
 		i = skipSpace(b, i)
-		if i >= len(b) {
+		if i >= len(b) || b[i] != ',' {
+			return false // '}' (end) or malformed
+		}
+		i++
+	}
+}
+
+// duplicateMembersSlow is duplicateMembers with encoding/json's tokenizer.
+func duplicateMembersSlow(b []byte) bool {
+	// A copy, so that b (a stack buffer of the caller) does not escape.
+	dec := json.NewDecoder(bytes.NewReader(bytes.Clone(b)))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
 			return false
 		}
-		switch b[i] {
-		case ',':
-			i++
-		case '}':
-			return false
-		default:
+		name, _ := t.(string)
+		if seen[name] {
+			return true
+		}
+		seen[name] = true
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
 			return false
 		}
 	}
+	return false
 }
 
 func skipSpace(b []byte, i int) int {

@@ -116,8 +116,9 @@ type Config struct {
 	// If nil, an RFC 9457 problem is written: 401 with WWW-Authenticate for
 	// a missing, bad, revoked (ErrRevoked) or out-of-policy
 	// (ErrOutsidePolicy) token, 503 with Retry-After when no trusted keys
-	// are available or fallback mode outlasted Policy.MaxOfflineDuration
-	// (ErrFallbackExpired).
+	// are available, fallback mode outlasted Policy.MaxOfflineDuration
+	// (ErrFallbackExpired), or a token names a kid the key set lacks while
+	// it cannot be refreshed (ErrUnknownKeyID in fallback mode).
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 	// WriteProblem, if set, writes the problems of the default
 	// ErrorHandler (and nothing else): p carries the status, the type

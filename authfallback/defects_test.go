@@ -88,8 +88,9 @@ func TestRetryAfterFollowsTheSchedule(t *testing.T) {
 }
 
 // TestHooksNeverCalledInsideNew: with the IdP down at start, with and
-// without a CacheFile, no hook runs before New has returned, so a hook
-// whose target is assigned after New finds it.
+// without a CacheFile, no hook runs inside New (on the caller's goroutine,
+// before New returned), so wiring whose hook target is assigned after New
+// does not find it nil there.
 func TestHooksNeverCalledInsideNew(t *testing.T) {
 	for _, withFile := range []bool{false, true} {
 		t.Run(fmt.Sprintf("CacheFile=%v", withFile), func(t *testing.T) {
@@ -102,24 +103,29 @@ func TestHooksNeverCalledInsideNew(t *testing.T) {
 				require.NoError(t, h.v.Close())
 			}
 			idp.SetDown(true)
-			var inNew atomic.Bool
-			var target atomic.Pointer[authfallback.Verifier] // assigned after New, as wiring does
+			// A hook called inside New would run on this goroutine, before
+			// New returned: it would wait for returned in vain. Called on
+			// the refresh goroutine, it waits until the caller assigned
+			// the target and then finds it.
+			returned := make(chan struct{})
+			var target atomic.Pointer[authfallback.Verifier]
 			var called sync.WaitGroup
 			called.Add(1)
 			var once sync.Once
 			hook := func() {
-				assert.False(t, inNew.Load(), "hook called inside New")
+				select {
+				case <-returned:
+				case <-time.After(3 * time.Second):
+					t.Error("hook called inside New")
+				}
 				once.Do(called.Done)
 			}
 			use := func() {
-				// The wiring's target, read without a data race; a hook
-				// that runs before the caller assigned it finds nil
-				// (never inside New, where it always would).
-				if v := target.Load(); v != nil {
+				v := target.Load()
+				if assert.NotNil(t, v, "the target assigned after New") {
 					_ = v.Status()
 				}
 			}
-			inNew.Store(true)
 			v, err := authfallback.New(authfallback.Config{
 				Issuer: idp.Issuer(), Audience: []string{idp.Audience()}, JWKSURLs: []string{idp.JWKSURL()},
 				CacheFile: file, HTTPClient: &http.Client{}, FetchTimeout: time.Second, AuditLog: discard(),
@@ -127,9 +133,9 @@ func TestHooksNeverCalledInsideNew(t *testing.T) {
 				OnFallbackEnter: func(authfallback.FallbackEvent) { hook(); use() },
 				OnRefreshError:  func(authfallback.RefreshErrorEvent) { hook() },
 			})
-			inNew.Store(false)
 			require.NoError(t, err)
 			target.Store(v)
+			close(returned)
 			defer v.Close()
 			called.Wait()
 		})

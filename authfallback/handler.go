@@ -96,6 +96,8 @@ func (v *Verifier) writeError(w http.ResponseWriter, r *http.Request, err error)
 			detail = "the verification keys are too old to be trusted"
 		case errors.Is(err, ErrFallbackExpired):
 			detail = "the identity provider has been unreachable for longer than the fallback policy allows"
+		case errors.Is(err, ErrUnknownKeyID):
+			detail = "the token's signing key is not in the key set, which cannot be refreshed now"
 		}
 		problem.Render(v.cfg.WriteProblem, w, r, problem.Problem{
 			Type:       ProblemUnavailable,
