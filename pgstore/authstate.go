@@ -53,21 +53,7 @@ type authQueries struct {
 // NewAuthState returns an AuthState on the tables named by cfg.Table. It
 // panics if pool is nil or the name is not valid.
 func NewAuthState(pool *pgxpool.Pool, cfg AuthStateConfig) *AuthState {
-	if pool == nil {
-		panic("pgstore: nil pool")
-	}
-	if cfg.Table == "" {
-		cfg.Table = "holdfast_auth"
-	}
-	parts := strings.Split(cfg.Table, ".")
-	if len(parts) > 2 {
-		panic(fmt.Sprintf("pgstore: invalid table name %q", cfg.Table))
-	}
-	for _, p := range parts {
-		if !identRE.MatchString(p) {
-			panic(fmt.Sprintf("pgstore: invalid table name %q: want lower-case identifiers [a-z_][a-z0-9_]*, at most 48 characters", cfg.Table))
-		}
-	}
+	parts := tableParts(pool, cfg.Table, "holdfast_auth")
 	return &AuthState{pool: pool, q: buildAuthQueries(parts)}
 }
 
@@ -154,21 +140,7 @@ const authTakeSQL = `DELETE FROM {D} WHERE (issuer, hash) IN (
 // Migrate creates the tables if they do not exist. Replicas may call it
 // concurrently: it serializes on an advisory lock.
 func (s *AuthState) Migrate(ctx context.Context) error {
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", s.q.lockID); err != nil {
-			return err
-		}
-		for _, stmt := range s.q.migrate {
-			if _, err := tx.Exec(ctx, stmt); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("pgstore: migrate auth state: %w", err)
-	}
-	return nil
+	return migrate(ctx, s.pool, s.q.lockID, s.q.migrate, " auth state")
 }
 
 // LoadKeys implements authfallback.StateStore.

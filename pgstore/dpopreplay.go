@@ -3,8 +3,6 @@ package pgstore
 import (
 	"context"
 	"errors"
-	"fmt"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -28,21 +26,7 @@ type DPoPReplayCache struct {
 // "holdfast_dpop_replay"). It does not create the table: call Migrate. It
 // panics if pool is nil or the table name is invalid.
 func NewDPoPReplayCache(pool *pgxpool.Pool, table string) *DPoPReplayCache {
-	if pool == nil {
-		panic("pgstore: nil pool")
-	}
-	if table == "" {
-		table = "holdfast_dpop_replay"
-	}
-	parts := strings.Split(table, ".")
-	if len(parts) > 2 {
-		panic(fmt.Sprintf("pgstore: invalid table name %q", table))
-	}
-	for _, p := range parts {
-		if !identRE.MatchString(p) {
-			panic(fmt.Sprintf("pgstore: invalid table name %q", table))
-		}
-	}
+	parts := tableParts(pool, table, "holdfast_dpop_replay")
 	t := pgx.Identifier(parts).Sanitize()
 	return &DPoPReplayCache{
 		pool:   pool,

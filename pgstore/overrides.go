@@ -43,22 +43,8 @@ var _ degrade.OverrideStore = (*Overrides)(nil)
 // pool. It does not create the table: call Migrate. It panics if pool is nil
 // or the table name is invalid.
 func NewOverrides(pool *pgxpool.Pool, cfg OverridesConfig) *Overrides {
-	if pool == nil {
-		panic("pgstore: nil pool")
-	}
-	if cfg.Table == "" {
-		cfg.Table = "holdfast_degrade_overrides"
-	}
-	parts := strings.Split(cfg.Table, ".")
-	if len(parts) > 2 {
-		panic(fmt.Sprintf("pgstore: invalid table name %q", cfg.Table))
-	}
-	for _, p := range parts {
-		if !identRE.MatchString(p) {
-			panic(fmt.Sprintf("pgstore: invalid table name %q: want lower-case identifiers [a-z_][a-z0-9_]*, at most 48 characters", cfg.Table))
-		}
-	}
-	t := cfg.Table
+	parts := tableParts(pool, cfg.Table, "holdfast_degrade_overrides")
+	t := strings.Join(parts, ".")
 	return &Overrides{
 		pool:    pool,
 		table:   t,

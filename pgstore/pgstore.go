@@ -82,21 +82,7 @@ type queries struct {
 // doc. It panics if pool is nil or the table name is not a valid
 // identifier.
 func New(pool *pgxpool.Pool, cfg Config) *Store {
-	if pool == nil {
-		panic("pgstore: nil pool")
-	}
-	if cfg.Table == "" {
-		cfg.Table = "holdfast_idempotency"
-	}
-	parts := strings.Split(cfg.Table, ".")
-	if len(parts) > 2 {
-		panic(fmt.Sprintf("pgstore: invalid table name %q", cfg.Table))
-	}
-	for _, p := range parts {
-		if !identRE.MatchString(p) {
-			panic(fmt.Sprintf("pgstore: invalid table name %q: want lower-case identifiers [a-z_][a-z0-9_]*, at most 48 characters", cfg.Table))
-		}
-	}
+	parts := tableParts(pool, cfg.Table, "holdfast_idempotency")
 	if cfg.InFlightGrace <= 0 {
 		cfg.InFlightGrace = time.Minute
 	}
@@ -155,21 +141,7 @@ func buildQueries(parts []string) queries {
 // Migrate creates the table and its indexes if they do not exist. Replicas
 // may call it concurrently: it serializes on an advisory lock.
 func (s *Store) Migrate(ctx context.Context) error {
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", s.q.lockID); err != nil {
-			return err
-		}
-		for _, stmt := range s.q.migrate {
-			if _, err := tx.Exec(ctx, stmt); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("pgstore: migrate: %w", err)
-	}
-	return nil
+	return migrate(ctx, s.pool, s.q.lockID, s.q.migrate, "")
 }
 
 // Claim implements idempotency.Store. It is one statement: the insert, the
