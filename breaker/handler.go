@@ -14,6 +14,7 @@ import (
 	"github.com/holdfast-go/holdfast/internal/caller"
 	"github.com/holdfast-go/holdfast/internal/httpx"
 	"github.com/holdfast-go/holdfast/internal/problem"
+	"github.com/holdfast-go/holdfast/internal/timeout"
 )
 
 // Handler returns middleware that guards next with one breaker per key, by
@@ -89,14 +90,19 @@ func (b *Breaker) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 
 	parent := r.Context()
 	rr := r
-	sw := &httpx.StatusWriter{ResponseWriter: w}
+	call := &serverCall{sw: httpx.StatusWriter{ResponseWriter: w}} // one allocation for both
+	sw := &call.sw
 	var ww http.ResponseWriter = sw
-	var ctx context.Context
+	var ctx context.Context // an upgrade's
+	var tc *timeout.Context // everything else's: its timer starts only if next waits on it
 	if d := b.cfg.Timeout; d > 0 {
 		if len(r.Header["Upgrade"]) == 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeoutCause(parent, d, timeoutCause)
-			defer cancel()
+			// Not when the caller's deadline comes first: that ends the call.
+			if call.tc.Init(parent, d, timeoutCause) {
+				tc = &call.tc
+				defer tc.Stop()
+				rr = r.WithContext(tc)
+			}
 		} else {
 			// An upgrade (WebSocket) may become a long-lived connection, so
 			// the timer stops once the handler hijacks it. It does not stop
@@ -106,8 +112,8 @@ func (b *Breaker) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 			timer := time.AfterFunc(d, func() { cancel(timeoutCause) })
 			defer func() { timer.Stop(); cancel(nil) }()
 			ww = &upgradeWriter{StatusWriter: sw, stop: timer.Stop}
+			rr = r.WithContext(ctx)
 		}
-		rr = r.WithContext(ctx)
 	}
 	returned := false
 	defer func() {
@@ -136,12 +142,18 @@ func (b *Breaker) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 	case sw.Hijacked:
 		o = success // the connection outlives the call
 		start = time.Time{}
-	case ctx != nil && context.Cause(ctx) == timeoutCause:
+	case tc != nil && tc.TimedOut(), ctx != nil && context.Cause(ctx) == timeoutCause:
 		o = b.classify(status, ErrTimeout)
 	default:
 		o = b.classify(status, nil)
 	}
 	b.finishServer(e, r, o, status, start)
+}
+
+// serverCall holds what one guarded call needs, allocated together.
+type serverCall struct {
+	sw httpx.StatusWriter
+	tc timeout.Context
 }
 
 // finishServer records a server-side call that started at start (zero when
