@@ -356,13 +356,19 @@ func newEntry(primary string, r *http.Request, cc cacheControl, status int, head
 	case cc.maxAge >= 0:
 		e.lifetime = time.Duration(cc.maxAge) * time.Second
 	default:
-		if exp, err := http.ParseTime(firstValue(header, "Expires")); err == nil {
-			date, derr := http.ParseTime(firstValue(header, "Date"))
-			if derr != nil {
-				date = now
-			}
-			if d := exp.Sub(date); d > 0 {
-				e.lifetime = d
+		// Only a present Expires is parsed: ParseTime of "" fails three
+		// layouts, each error allocated.
+		if v := firstValue(header, "Expires"); v != "" {
+			if exp, err := http.ParseTime(v); err == nil {
+				date := now
+				if dv := firstValue(header, "Date"); dv != "" {
+					if d, err := http.ParseTime(dv); err == nil {
+						date = d
+					}
+				}
+				if d := exp.Sub(date); d > 0 {
+					e.lifetime = d
+				}
 			}
 		}
 	}
