@@ -9,10 +9,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/holdfast-go/holdfast/internal/caller"
@@ -138,6 +140,10 @@ type entry struct {
 	lifetime   time.Duration
 	sie        time.Duration // stale-if-error, -1 if absent
 	size       int64
+	// refreshed is how long after stored the same response was seen
+	// again (see Stale.refresh): the entry's age counts from then. It is
+	// the one field that changes once the entry is in the cache.
+	refreshed atomic.Int64
 }
 
 func (s *Stale) maxEntries() int {
@@ -178,58 +184,78 @@ func (s *Stale) maxStale() time.Duration {
 // Scope returns "" for it (it could not tell the caller, or the author meant
 // "anyone"), it is scoped by its credentials as if Scope were nil.
 func (s *Stale) scope(r *http.Request) string {
+	var buf [256]byte
+	return string(s.appendScope(buf[:0], r))
+}
+
+// appendScope appends r's scope (see scope) to b.
+func (s *Stale) appendScope(b []byte, r *http.Request) []byte {
 	var custom string
 	if s.Scope != nil {
 		custom = s.Scope(r)
 	}
 	if c := caller.FromContext(r.Context()); c != nil {
 		a := c.Access()
+		b = append(b, "v:"...)
 		if custom == "" {
-			return "v:" + a
+			return append(b, a...)
 		}
-		return "v:" + strconv.Itoa(len(a)) + ":" + a + custom
+		b = strconv.AppendInt(b, int64(len(a)), 10)
+		b = append(b, ':')
+		b = append(b, a...)
+		return append(b, custom...)
 	}
 	if custom != "" {
-		return "s:" + custom
+		return append(append(b, "s:"...), custom...)
 	}
-	return credentialScope(r)
+	return appendCredentialScope(b, r)
 }
 
-// credentialScope hashes the credentials a request carries; "" when none.
-// Each value is length-prefixed, so no two different sets of credentials
-// hash the same input. Header keys a client set without canonicalizing
-// them (req.Header["authorization"]) count too.
-func credentialScope(r *http.Request) string {
+// appendCredentialScope appends a hash of the credentials a request
+// carries to b; nothing when none. Each value is length-prefixed, so no
+// two different sets of credentials hash the same input. Header keys a
+// client set without canonicalizing them (req.Header["authorization"])
+// count too.
+func appendCredentialScope(b []byte, r *http.Request) []byte {
 	a, c := r.Header["Authorization"], r.Header["Cookie"]
 	var odd []string // values under non-canonical keys, tagged
-	for k, vs := range r.Header {
-		if k == "Authorization" || k == "Cookie" {
-			continue
-		}
-		tag := ""
-		switch {
-		case len(k) == len("Authorization") && strings.EqualFold(k, "Authorization"):
-			tag = "a"
-		case len(k) == len("Cookie") && strings.EqualFold(k, "Cookie"):
-			tag = "c"
-		default:
-			continue
-		}
-		for _, v := range vs {
-			odd = append(odd, tag+v)
+	canonical := 0
+	if a != nil {
+		canonical++
+	}
+	if c != nil {
+		canonical++
+	}
+	if len(r.Header) > canonical { // other keys: one may be a non-canonical spelling
+		for k, vs := range r.Header {
+			if k == "Authorization" || k == "Cookie" {
+				continue
+			}
+			tag := ""
+			switch {
+			case len(k) == len("Authorization") && strings.EqualFold(k, "Authorization"):
+				tag = "a"
+			case len(k) == len("Cookie") && strings.EqualFold(k, "Cookie"):
+				tag = "c"
+			default:
+				continue
+			}
+			for _, v := range vs {
+				odd = append(odd, tag+v)
+			}
 		}
 	}
 	if len(a) == 0 && len(c) == 0 && len(odd) == 0 {
-		return ""
+		return b
 	}
 	slices.Sort(odd) // map order is random
 	var stack [512]byte
-	b := stack[:0]
+	in := stack[:0]
 	add := func(tag byte, v string) {
-		b = append(b, tag)
-		b = strconv.AppendInt(b, int64(len(v)), 10)
-		b = append(b, ':')
-		b = append(b, v...)
+		in = append(in, tag)
+		in = strconv.AppendInt(in, int64(len(v)), 10)
+		in = append(in, ':')
+		in = append(in, v...)
 	}
 	for _, v := range a {
 		add('a', v)
@@ -240,18 +266,56 @@ func credentialScope(r *http.Request) string {
 	for _, v := range odd {
 		add('o', v)
 	}
-	sum := sha256.Sum256(b)
-	return "c:" + string(sum[:]) // raw bytes: the key is never shown
+	sum := sha256.Sum256(in)
+	b = append(b, "c:"...)
+	return append(b, sum[:]...) // raw bytes: the key is never shown
 }
 
-// primaryKey is the cache key of r without its Vary variant: scope, URL.
-// The scope is length-prefixed, so no scope can run into the URL part.
-func primaryKey(scope string, r *http.Request) string {
+// appendPrimary appends r's primary key to b: its scope, length-prefixed
+// so that no scope can run into the URL part, and its URL. scoped is set
+// when the scope is not the one shared by every caller.
+func (s *Stale) appendPrimary(b []byte, r *http.Request) (key []byte, scoped bool) {
+	var sb [256]byte
+	sc := s.appendScope(sb[:0], r)
+	b = strconv.AppendInt(b, int64(len(sc)), 10)
+	b = append(b, ':')
+	b = append(b, sc...)
+	b = append(b, 0)
+	b = append(b, r.URL.Scheme...)
+	b = append(b, 0)
 	host := r.URL.Host
 	if host == "" {
 		host = r.Host
 	}
-	return strconv.Itoa(len(scope)) + ":" + scope + "\x00" + r.URL.Scheme + "\x00" + strings.ToLower(host) + "\x00" + r.URL.RequestURI()
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b = append(b, c)
+	}
+	b = append(b, 0)
+	return appendRequestURI(b, r.URL), len(sc) > 0
+}
+
+// appendRequestURI appends u.RequestURI() to b without building it.
+func appendRequestURI(b []byte, u *url.URL) []byte {
+	if u.Opaque == "" {
+		if p := u.EscapedPath(); p != "" {
+			b = append(b, p...)
+		} else {
+			b = append(b, '/')
+		}
+	} else {
+		if strings.HasPrefix(u.Opaque, "//") {
+			b = append(append(b, u.Scheme...), ':')
+		}
+		b = append(b, u.Opaque...)
+	}
+	if u.ForceQuery || u.RawQuery != "" {
+		b = append(append(b, '?'), u.RawQuery...)
+	}
+	return b
 }
 
 // cacheableStatus reports whether a status is cacheable by default (RFC
@@ -347,14 +411,12 @@ func ageOf(h http.Header) time.Duration {
 	return 0
 }
 
-// newEntry builds an entry from a response. header must have been through
-// storedHeader; the entry takes ownership of header and body, which must
-// not change afterwards.
-func newEntry(primary string, r *http.Request, cc cacheControl, status int, header http.Header, age time.Duration, body []byte, now time.Time) *entry {
-	e := &entry{primary: primary, status: status, header: header, body: body, stored: now, sie: -1, initialAge: age}
+// freshness returns the freshness lifetime of a response and its
+// stale-if-error (-1 if absent).
+func freshness(cc cacheControl, header http.Header, now time.Time) (lifetime, sie time.Duration) {
 	switch {
 	case cc.maxAge >= 0:
-		e.lifetime = time.Duration(cc.maxAge) * time.Second
+		lifetime = time.Duration(cc.maxAge) * time.Second
 	default:
 		// Only a present Expires is parsed: ParseTime of "" fails three
 		// layouts, each error allocated.
@@ -367,14 +429,24 @@ func newEntry(primary string, r *http.Request, cc cacheControl, status int, head
 					}
 				}
 				if d := exp.Sub(date); d > 0 {
-					e.lifetime = d
+					lifetime = d
 				}
 			}
 		}
 	}
+	sie = -1
 	if cc.staleIfError >= 0 {
-		e.sie = time.Duration(cc.staleIfError) * time.Second
+		sie = time.Duration(cc.staleIfError) * time.Second
 	}
+	return lifetime, sie
+}
+
+// newEntry builds an entry from a response. header must have been through
+// storedHeader; the entry takes ownership of header and body, which must
+// not change afterwards.
+func newEntry(primary string, r *http.Request, cc cacheControl, status int, header http.Header, age time.Duration, body []byte, now time.Time) *entry {
+	e := &entry{primary: primary, status: status, header: header, body: body, stored: now, initialAge: age}
+	e.lifetime, e.sie = freshness(cc, header, now)
 	if fields, _ := varyFields(header["Vary"]); len(fields) > 0 {
 		e.vary = fields
 		e.varyVals = make([]string, len(fields))
@@ -431,7 +503,7 @@ func (e *entry) sameVariant(o *entry) bool {
 }
 
 func (e *entry) age(now time.Time) time.Duration {
-	return e.initialAge + max(0, now.Sub(e.stored))
+	return e.initialAge + max(0, now.Sub(e.stored)-time.Duration(e.refreshed.Load()))
 }
 
 // usable reports whether e may be served at now instead of a failure.
@@ -497,11 +569,37 @@ func (s *Stale) removeLocked(el *list.Element) {
 	}
 }
 
-// evict removes the variants of primary that r matches.
-func (s *Stale) evict(primary string, r *http.Request) {
+// refresh records that prev, stored, was answered again unchanged at now
+// (status, header, body and freshness): it is kept, its age counted from
+// now, and made the most recently used, which stores the response without
+// a new entry. It reports false when prev is no longer stored.
+func (s *Stale) refresh(prev *entry, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, el := range append([]*list.Element(nil), s.index[primary]...) {
+	for _, el := range s.index[prev.primary] {
+		if el.Value.(*entry) == prev {
+			if d := int64(now.Sub(prev.stored)); d > prev.refreshed.Load() {
+				prev.refreshed.Store(d)
+			}
+			s.lru.MoveToFront(el)
+			return true
+		}
+	}
+	return false
+}
+
+// sameAs reports whether a response just answered is e again, given that
+// its stored header equals e's and its body matched e's in full: the same
+// status, freshness and age.
+func (e *entry) sameAs(status int, lifetime, sie, age time.Duration) bool {
+	return e.status == status && e.lifetime == lifetime && e.sie == sie && e.initialAge == age
+}
+
+// evict removes the variants of primary that r matches.
+func (s *Stale) evict(primary []byte, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, el := range append([]*list.Element(nil), s.index[string(primary)]...) {
 		if el.Value.(*entry).matches(r) {
 			s.removeLocked(el)
 		}
@@ -509,10 +607,10 @@ func (s *Stale) evict(primary string, r *http.Request) {
 }
 
 // peek returns the stored variant for r, usable or not, or nil.
-func (s *Stale) peek(primary string, r *http.Request) *entry {
+func (s *Stale) peek(primary []byte, r *http.Request) *entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, el := range s.index[primary] {
+	for _, el := range s.index[string(primary)] {
 		if e := el.Value.(*entry); e.matches(r) {
 			return e
 		}
@@ -521,10 +619,10 @@ func (s *Stale) peek(primary string, r *http.Request) *entry {
 }
 
 // find returns the usable stored response for r, or nil.
-func (s *Stale) find(primary string, r *http.Request, now time.Time) *entry {
+func (s *Stale) find(primary []byte, r *http.Request, now time.Time) *entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, el := range s.index[primary] {
+	for _, el := range s.index[string(primary)] {
 		e := el.Value.(*entry)
 		if e.matches(r) {
 			if !e.usable(now, s.maxStale()) {
@@ -620,7 +718,9 @@ func (s *Stale) Lookup(r *http.Request) (*http.Response, bool) {
 		return nil, false
 	}
 	now := time.Now()
-	e := s.find(primaryKey(s.scope(r), r), r, now)
+	var buf [512]byte
+	key, _ := s.appendPrimary(buf[:0], r)
+	e := s.find(key, r, now)
 	if e == nil {
 		return nil, false
 	}
@@ -657,7 +757,9 @@ func (s *Stale) ServeStale(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	now := time.Now()
-	e := s.find(primaryKey(s.scope(r), r), r, now)
+	var buf [512]byte
+	key, _ := s.appendPrimary(buf[:0], r)
+	e := s.find(key, r, now)
 	if e == nil {
 		return false
 	}
