@@ -108,11 +108,10 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp = nil
 	}
 
-	timedOut := tc != nil && parent.Err() == nil && tc.TimedOut()
 	var o outcome
 	status := 0
 	switch {
-	case err != nil && timedOut:
+	case err != nil && tc != nil && parent.Err() == nil && tc.TimedOut(): // a clock read only after an error
 		err = fmt.Errorf("%w after %v: %w", ErrTimeout, b.cfg.Timeout, err)
 		o = b.classify(0, err)
 	case err != nil && parent.Err() != nil:
