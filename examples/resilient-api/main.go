@@ -59,6 +59,7 @@ type config struct {
 	keyRefresh, callTimeout            time.Duration
 	breakerDelay                       time.Duration
 	readTimeout, idleTimeout           time.Duration
+	bare                               bool
 }
 
 func main() {
@@ -99,6 +100,7 @@ func parse(args []string) (config, error) {
 	dur(&c.breakerDelay, "breaker-delay", 30*time.Second, "how long an open breaker waits before a trial call")
 	dur(&c.readTimeout, "read-timeout", 30*time.Second, "how long a client may take to send a whole request, body included")
 	dur(&c.idleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection is kept open")
+	fs.BoolVar(&c.bare, "bare", false, "serve the App alone, without holdfast and with a plain client to the downstream: the baseline of a load test (no authentication!)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -184,6 +186,9 @@ func run(logger *slog.Logger, args []string) error {
 	if cfg.RevocationURL != "" {
 		cfg.RevocationCacheFile = filepath.Join(filepath.Dir(cfg.CacheFile), "revocations.json")
 	}
+	if c.bare {
+		return serveBare(ctx, logger, c, cfg.Downstream)
+	}
 	store, closeStore, err := openStore(ctx, c)
 	if err != nil {
 		return err
@@ -220,6 +225,30 @@ func run(logger *slog.Logger, args []string) error {
 	if admin != nil {
 		_ = admin.Shutdown(sctx)
 	}
+	return srv.Shutdown(sctx)
+}
+
+// serveBare serves the App with a plain client and nothing of holdfast,
+// the baseline a load test compares the service with:
+//
+//	resilient-api -bare -addr 127.0.0.1:8081 &
+//	wrk -t2 -c32 -d10s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8081/items/1
+func serveBare(ctx context.Context, logger *slog.Logger, c config, downstream string) error {
+	app := &stack.App{
+		Client:     &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()},
+		Downstream: downstream,
+	}
+	srv := newServer(c, c.addr, app)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	logger.Warn("resilient-api: serving the bare App, without holdfast (no authentication)", "addr", c.addr)
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		return err
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	return srv.Shutdown(sctx)
 }
 

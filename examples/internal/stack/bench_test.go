@@ -32,6 +32,7 @@ import (
 	"github.com/holdfast-go/holdfast/authfallback/authtest"
 	"github.com/holdfast-go/holdfast/breaker"
 	"github.com/holdfast-go/holdfast/degrade"
+	"github.com/holdfast-go/holdfast/examples/internal/downstream"
 	"github.com/holdfast-go/holdfast/idempotency"
 	"github.com/holdfast-go/holdfast/retry"
 )
@@ -127,41 +128,36 @@ func newServerStack(tb testing.TB, app http.Handler) *serverStack {
 	return &serverStack{handler: h, token: tok}
 }
 
-// benchServe runs h with r, reused, and the key that key(i) returns ("" for
-// none); it fails unless h answers want.
-func benchServe(b *testing.B, h http.Handler, r *http.Request, body []byte, want int, key func(i int) string) {
-	w := &benchWriter{h: http.Header{}}
-	rd := bytes.NewReader(body)
-	keyHdr := []string{""}
-	if key != nil {
-		r.Header[idempotency.HeaderKey] = keyHdr
-	}
+// benchServe runs h with a new request (newRequest) and a new
+// httptest.ResponseRecorder per op, as a server makes a request and a
+// response per request, with the key that key(i) returns (none if key is
+// nil); it fails unless h answers want.
+func benchServe(b *testing.B, h http.Handler, newRequest func() *http.Request, want int, key func(i int) string) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	defer reportCPU(b)()
 	for i := 0; b.Loop(); i++ {
+		r := newRequest()
 		if key != nil {
-			keyHdr[0] = key(i)
+			r.Header[idempotency.HeaderKey] = []string{key(i)}
 		}
-		if body != nil {
-			rd.Reset(body)
-			r.Body = io.NopCloser(rd)
-		}
-		clear(w.h)
-		w.status = 0
+		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
-		if w.status != want {
-			b.Fatalf("status %d, want %d", w.status, want)
+		if w.Code != want {
+			b.Fatalf("status %d, want %d", w.Code, want)
 		}
 	}
 }
 
 func newBenchRequest(method, path, token string, body []byte) *http.Request {
-	r := httptest.NewRequest(method, path, bytes.NewReader(body))
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	r := httptest.NewRequest(method, path, rd)
 	r.Header.Set("Authorization", "Bearer "+token)
 	if body != nil {
 		r.Header.Set("Content-Type", "application/json")
-		r.ContentLength = int64(len(body))
 	}
 	return r
 }
@@ -173,34 +169,27 @@ func BenchmarkServerStack(b *testing.B) {
 	order := []byte(`{"write_id":"w1","amount":5}`)
 	st := newServerStack(b, app1K)
 	newKey := func(i int) string { return `"k` + strconv.Itoa(i) + `"` }
-	b.Run("read/bare", func(b *testing.B) {
-		benchServe(b, app1K, newBenchRequest(http.MethodGet, "/items/42", st.token, nil), nil, 200, nil)
-	})
-	b.Run("read/stack", func(b *testing.B) {
-		benchServe(b, st.handler, newBenchRequest(http.MethodGet, "/items/42", st.token, nil), nil, 200, nil)
-	})
-	b.Run("write/bare", func(b *testing.B) {
-		benchServe(b, app1K, newBenchRequest(http.MethodPost, "/orders", st.token, order), order, 201, newKey)
-	})
+	read := func() *http.Request { return newBenchRequest(http.MethodGet, "/items/42", st.token, nil) }
+	write := func() *http.Request { return newBenchRequest(http.MethodPost, "/orders", st.token, order) }
+	b.Run("read/bare", func(b *testing.B) { benchServe(b, app1K, read, 200, nil) })
+	b.Run("read/stack", func(b *testing.B) { benchServe(b, st.handler, read, 200, nil) })
+	b.Run("write/bare", func(b *testing.B) { benchServe(b, app1K, write, 201, newKey) })
 	var round int
 	b.Run("write/stack", func(b *testing.B) {
 		// Every round of b.Loop uses new keys.
 		round++
 		prefix := `"w` + strconv.Itoa(round) + "-"
-		benchServe(b, st.handler, newBenchRequest(http.MethodPost, "/orders", st.token, order), order, 201,
-			func(i int) string { return prefix + strconv.Itoa(i) + `"` })
+		benchServe(b, st.handler, write, 201, func(i int) string { return prefix + strconv.Itoa(i) + `"` })
 	})
 	b.Run("replay/stack", func(b *testing.B) {
 		const distinct = 1024
 		key := func(i int) string { return `"r` + strconv.Itoa(i%distinct) + `"` }
-		r := newBenchRequest(http.MethodPost, "/orders", st.token, order)
-		w := &benchWriter{h: http.Header{}}
 		for i := range distinct {
-			r.Body = io.NopCloser(bytes.NewReader(order))
+			r := write()
 			r.Header.Set(idempotency.HeaderKey, key(i))
-			st.handler.ServeHTTP(w, r)
+			st.handler.ServeHTTP(httptest.NewRecorder(), r)
 		}
-		benchServe(b, st.handler, r, order, 201, key)
+		benchServe(b, st.handler, write, 201, key)
 	})
 }
 
@@ -325,6 +314,72 @@ func BenchmarkLoopback(b *testing.B) {
 	}
 	b.Run("read/bare", func(b *testing.B) { run(b, app1K) })
 	b.Run("read/stack", func(b *testing.B) { run(b, st.handler) })
+}
+
+// loadRead runs parallel keep-alive GETs of url with auth against a real
+// server, failing unless each answers 200.
+func loadRead(b *testing.B, url, auth string) {
+	tr := &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	b.ReportAllocs()
+	b.SetParallelism(4)
+	b.ResetTimer()
+	defer reportCPU(b)()
+	b.RunParallel(func(pb *testing.PB) {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.Header.Set("Authorization", auth)
+		buf := make([]byte, 4096)
+		for pb.Next() {
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			for {
+				if _, err := resp.Body.Read(buf); err != nil {
+					break
+				}
+			}
+			_ = resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkService compares the example service (Service: the server
+// stack, and the client stack to its downstream) with its bare App (a
+// plain client), both over loopback HTTP to the same downstream, reading
+// an item. The throughput ratio is bare ns/op over service ns/op.
+func BenchmarkService(b *testing.B) {
+	idp := authtest.New()
+	defer idp.Close()
+	ds := httptest.NewServer(downstream.New())
+	defer ds.Close()
+	tok := idp.Issue(jwt.MapClaims{"sub": "alice", "scope": "read write"})
+	quiet := slog.New(slog.DiscardHandler)
+	b.Run("read/bare", func(b *testing.B) {
+		app := &App{Client: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}, Downstream: ds.URL}
+		srv := httptest.NewServer(app)
+		defer srv.Close()
+		loadRead(b, srv.URL+"/items/7", "Bearer "+tok)
+	})
+	b.Run("read/service", func(b *testing.B) {
+		svc, err := New(Config{
+			Issuer: idp.Issuer(), Audience: []string{idp.Audience()}, JWKSURLs: []string{idp.JWKSURL()},
+			CacheFile: filepath.Join(b.TempDir(), "jwks.json"), Downstream: ds.URL,
+			AuditLog: quiet, Logger: quiet,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer svc.Close()
+		srv := httptest.NewServer(svc)
+		defer srv.Close()
+		loadRead(b, srv.URL+"/items/7", "Bearer "+tok)
+	})
 }
 
 // TestBenchStacksAnswer checks that the benchmarked stacks do what they are
