@@ -90,30 +90,33 @@ func (b *Breaker) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 
 	parent := r.Context()
 	rr := r
-	call := &serverCall{sw: httpx.StatusWriter{ResponseWriter: w}} // one allocation for both
-	sw := &call.sw
+	var tc *timeout.Context // the call's timeout: its timer starts only if next waits on it
+	d := b.cfg.Timeout
+	var sw *httpx.StatusWriter
+	if d > 0 && len(r.Header["Upgrade"]) == 0 {
+		call := &serverCall{sw: httpx.StatusWriter{ResponseWriter: w}} // one allocation for both
+		sw = &call.sw
+		// Not when the caller's deadline comes first: that ends the call.
+		if call.tc.Init(parent, d, timeoutCause) {
+			tc = &call.tc
+			defer tc.Stop()
+			rr = r.WithContext(tc)
+		}
+	} else {
+		sw = &httpx.StatusWriter{ResponseWriter: w}
+	}
 	var ww http.ResponseWriter = sw
 	var ctx context.Context // an upgrade's
-	var tc *timeout.Context // everything else's: its timer starts only if next waits on it
-	if d := b.cfg.Timeout; d > 0 {
-		if len(r.Header["Upgrade"]) == 0 {
-			// Not when the caller's deadline comes first: that ends the call.
-			if call.tc.Init(parent, d, timeoutCause) {
-				tc = &call.tc
-				defer tc.Stop()
-				rr = r.WithContext(tc)
-			}
-		} else {
-			// An upgrade (WebSocket) may become a long-lived connection, so
-			// the timer stops once the handler hijacks it. It does not stop
-			// for the header alone: any client can send one, on any route.
-			var cancel context.CancelCauseFunc
-			ctx, cancel = context.WithCancelCause(parent)
-			timer := time.AfterFunc(d, func() { cancel(timeoutCause) })
-			defer func() { timer.Stop(); cancel(nil) }()
-			ww = &upgradeWriter{StatusWriter: sw, stop: timer.Stop}
-			rr = r.WithContext(ctx)
-		}
+	if d > 0 && len(r.Header["Upgrade"]) > 0 {
+		// An upgrade (WebSocket) may become a long-lived connection, so
+		// the timer stops once the handler hijacks it. It does not stop
+		// for the header alone: any client can send one, on any route.
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(parent)
+		timer := time.AfterFunc(d, func() { cancel(timeoutCause) })
+		defer func() { timer.Stop(); cancel(nil) }()
+		ww = &upgradeWriter{StatusWriter: sw, stop: timer.Stop}
+		rr = r.WithContext(ctx)
 	}
 	returned := false
 	defer func() {
