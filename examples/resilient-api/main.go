@@ -235,7 +235,8 @@ func run(logger *slog.Logger, args []string) error {
 //	wrk -t2 -c32 -d10s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8081/items/1
 func serveBare(ctx context.Context, logger *slog.Logger, c config, downstream string) error {
 	app := &stack.App{
-		Client:     &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()},
+		Client: &http.Client{Transport: stack.NewBaseTransport()}, // the service's own base
+
 		Downstream: downstream,
 	}
 	srv := newServer(c, c.addr, app)

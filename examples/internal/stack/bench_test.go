@@ -120,12 +120,23 @@ func newServerStack(tb testing.TB, app http.Handler) *serverStack {
 	tb.Cleanup(ctrl.Close)
 	stale := &degrade.Stale{}
 	routeBreaker := breaker.New(breaker.Config{
-		Key:    func(r *http.Request) string { return r.Method + " " + route(r) },
+		Key:    func(r *http.Request) string { return r.Method + " " + routeOf(r) },
 		Cached: stale.Lookup,
 	})
 	h := ctrl.Handler(verifier.Handler(idem.Handler(stale.Handler(routeBreaker.Handler(app)))))
 	tok := idp.Issue(jwt.MapClaims{"sub": "alice", "scope": "orders:read orders:write"})
 	return &serverStack{handler: h, token: tok}
+}
+
+// routeOf is the README's: the route pattern of a request.
+func routeOf(r *http.Request) string {
+	switch {
+	case strings.HasPrefix(r.URL.Path, "/items/"):
+		return "/items/{id}"
+	case r.URL.Path == "/orders":
+		return "/orders"
+	}
+	return "other"
 }
 
 // benchServe runs h with a new request (newRequest) and a new
@@ -361,7 +372,7 @@ func BenchmarkService(b *testing.B) {
 	tok := idp.Issue(jwt.MapClaims{"sub": "alice", "scope": "read write"})
 	quiet := slog.New(slog.DiscardHandler)
 	b.Run("read/bare", func(b *testing.B) {
-		app := &App{Client: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}, Downstream: ds.URL}
+		app := &App{Client: &http.Client{Transport: NewBaseTransport()}, Downstream: ds.URL}
 		srv := httptest.NewServer(app)
 		defer srv.Close()
 		loadRead(b, srv.URL+"/items/7", "Bearer "+tok)
