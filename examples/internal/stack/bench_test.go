@@ -160,6 +160,24 @@ func benchServe(b *testing.B, h http.Handler, newRequest func() *http.Request, w
 	}
 }
 
+// benchServeReused runs h with one request and one writer reused, so that
+// only the middleware is measured, not the making of requests and
+// responses.
+func benchServeReused(b *testing.B, h http.Handler, r *http.Request) {
+	w := &benchWriter{h: http.Header{}}
+	b.ReportAllocs()
+	b.ResetTimer()
+	defer reportCPU(b)()
+	for b.Loop() {
+		clear(w.h)
+		w.status = 0
+		h.ServeHTTP(w, r)
+		if w.status != http.StatusOK {
+			b.Fatalf("status %d", w.status)
+		}
+	}
+}
+
 func newBenchRequest(method, path, token string, body []byte) *http.Request {
 	var rd io.Reader
 	if body != nil {
@@ -184,6 +202,8 @@ func BenchmarkServerStack(b *testing.B) {
 	write := func() *http.Request { return newBenchRequest(http.MethodPost, "/orders", st.token, order) }
 	b.Run("read/bare", func(b *testing.B) { benchServe(b, app1K, read, 200, nil) })
 	b.Run("read/stack", func(b *testing.B) { benchServe(b, st.handler, read, 200, nil) })
+	b.Run("read-reused/bare", func(b *testing.B) { benchServeReused(b, app1K, read()) })
+	b.Run("read-reused/stack", func(b *testing.B) { benchServeReused(b, st.handler, read()) })
 	b.Run("write/bare", func(b *testing.B) { benchServe(b, app1K, write, 201, newKey) })
 	var round int
 	b.Run("write/stack", func(b *testing.B) {
