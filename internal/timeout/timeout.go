@@ -1,6 +1,9 @@
 // Package timeout provides a per-call timeout context whose timer is only
 // started when someone waits on it.
 //
+// The clock is read as time.Until of a deadline that carries a monotonic
+// reading: that reads only the monotonic clock, cheaper than time.Now.
+//
 // context.WithTimeout costs a timer, a done channel and a registration with
 // the parent on every call (four allocations), even when no one ever selects
 // on the context: a handler or RoundTripper that answers from memory. A
@@ -100,7 +103,7 @@ func (c *Context) Done() <-chan struct{} { return c.ensure().Done() }
 // Err returns nil while c has not ended, else context.DeadlineExceeded,
 // context.Canceled or the parent's error, as context.WithDeadline's would.
 func (c *Context) Err() error {
-	if !c.made.Load() && !c.stopped.Load() && c.parent.Err() == nil && time.Now().Before(c.deadline) {
+	if !c.made.Load() && !c.stopped.Load() && c.parent.Err() == nil && time.Until(c.deadline) > 0 {
 		return nil
 	}
 	return c.ensure().Err()
@@ -135,7 +138,7 @@ func (c *Context) TimedOut() bool {
 	if c.made.Load() {
 		return context.Cause(c.inner) == c.cause && c.parent.Err() == nil
 	}
-	return !c.stopped.Load() && c.parent.Err() == nil && !time.Now().Before(c.deadline)
+	return !c.stopped.Load() && c.parent.Err() == nil && time.Until(c.deadline) <= 0
 }
 
 // String names the context, like the context package's own.
