@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -154,4 +155,34 @@ func TestStaleRefreshOfEvictedEntry(t *testing.T) {
 	assert.False(t, s.refresh(e, time.Now()))
 	get(t, h, "/a")
 	assert.NotSame(t, e, s.lookupEntry(t, "/a"))
+}
+
+func TestAppendRequestURI(t *testing.T) {
+	for _, raw := range []string{
+		"http://h/", "http://h", "http://h/a/b?x=1&y=2", "http://h/a%2Fb", "http://h/a b", "http://h/?",
+		"http://h/%7Euser", "mailto:someone@example.com", "http://h/p?", "/just/a/path?q", "*",
+	} {
+		u, err := url.Parse(raw)
+		require.NoError(t, err, raw)
+		assert.Equal(t, u.RequestURI(), string(appendRequestURI(nil, u)), raw)
+	}
+	u := &url.URL{Scheme: "http", Opaque: "//other/path", RawQuery: "a=1"}
+	assert.Equal(t, u.RequestURI(), string(appendRequestURI([]byte("k:"), u))[2:])
+	u = &url.URL{Path: "/p", ForceQuery: true}
+	assert.Equal(t, u.RequestURI(), string(appendRequestURI(nil, u)))
+}
+
+func FuzzAppendRequestURI(f *testing.F) {
+	f.Add("http://h/a/b?x=1")
+	f.Add("http://h/a%2Fb?")
+	f.Add("scheme://h//x")
+	f.Fuzz(func(t *testing.T, raw string) {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return
+		}
+		if got, want := string(appendRequestURI(nil, u)), u.RequestURI(); got != want {
+			t.Fatalf("appendRequestURI(%q) = %q, RequestURI %q", raw, got, want)
+		}
+	})
 }

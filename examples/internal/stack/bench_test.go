@@ -446,3 +446,47 @@ func TestBenchStacksAnswer(t *testing.T) {
 		t.Fatalf("client: %q %v", got, resp.Header)
 	}
 }
+
+// TestStackAllocs guards the allocation budgets of issue 17: the server
+// stack's middleware on a read with a cached token (the bare app's own
+// one excluded), and the client stack with its default per-call timeout
+// at most 3 allocations over the stub.
+func TestStackAllocs(t *testing.T) {
+	st := newServerStack(t, app1K)
+	r := newBenchRequest(http.MethodGet, "/items/42", st.token, nil)
+	w := &benchWriter{h: http.Header{}}
+	serve := func(h http.Handler) float64 {
+		return testing.AllocsPerRun(200, func() {
+			clear(w.h)
+			h.ServeHTTP(w, r)
+		})
+	}
+	// staleWriter, the breaker's call (status writer + timeout), two
+	// request copies (verified caller, deadline), the caller's context
+	// value, and the README's Key func (method + route).
+	if extra := serve(st.handler) - serve(app1K); extra > 6 {
+		t.Errorf("server read: %v allocations over the bare app, want at most 6", extra)
+	}
+	get, _ := http.NewRequest(http.MethodGet, "http://downstream.example/items/42", nil)
+	get.Header.Set("Authorization", "Bearer service-token")
+	roundTrip := func(rt http.RoundTripper) float64 {
+		var buf [2048]byte
+		return testing.AllocsPerRun(200, func() {
+			resp, err := rt.RoundTrip(get)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for {
+				if _, err := resp.Body.Read(buf[:]); err != nil {
+					break
+				}
+			}
+			_ = resp.Body.Close()
+		})
+	}
+	for _, stub := range []stubRT{{}, {noStore: true}} {
+		if extra := roundTrip(readmeClient(stub)) - roundTrip(stub); extra > 3 {
+			t.Errorf("client GET (no-store %v): %v allocations over the stub, want at most 3", stub.noStore, extra)
+		}
+	}
+}
