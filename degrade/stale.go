@@ -113,6 +113,7 @@ type Stale struct {
 	mu    sync.Mutex
 	lru   list.List // of *entry, most recent at the front
 	index map[string][]*list.Element
+	urls  map[string]int // entries per URL part of their key, any scope
 	bytes int64
 }
 
@@ -281,6 +282,12 @@ func (s *Stale) appendPrimary(b []byte, r *http.Request) (key []byte, scoped boo
 	b = append(b, ':')
 	b = append(b, sc...)
 	b = append(b, 0)
+	return appendURLPart(b, r), len(sc) > 0
+}
+
+// appendURLPart appends the part of r's primary key that follows its scope:
+// scheme, lower-cased host and request URI.
+func appendURLPart(b []byte, r *http.Request) []byte {
 	b = append(b, r.URL.Scheme...)
 	b = append(b, 0)
 	host := r.URL.Host
@@ -295,7 +302,30 @@ func (s *Stale) appendPrimary(b []byte, r *http.Request) (key []byte, scoped boo
 		b = append(b, c)
 	}
 	b = append(b, 0)
-	return appendRequestURI(b, r.URL), len(sc) > 0
+	return appendRequestURI(b, r.URL)
+}
+
+// urlPart returns the part of a primary key that follows its scope (see
+// appendPrimary), a substring of it.
+func urlPart(primary string) string {
+	i := strings.IndexByte(primary, ':')
+	n, err := strconv.Atoi(primary[:i])
+	if err != nil {
+		panic("degrade: malformed primary key")
+	}
+	return primary[i+1+n+1:]
+}
+
+// storesURL reports whether any response is stored for r's URL, under any
+// scope: when none is, no stored variant can need evicting, and r's key
+// (a hash of its credentials, for a request without a verified caller)
+// need not be built.
+func (s *Stale) storesURL(r *http.Request) bool {
+	var buf [256]byte
+	u := appendURLPart(buf[:0], r)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.urls[string(u)] > 0
 }
 
 // appendRequestURI appends u.RequestURI() to b without building it.
@@ -358,18 +388,20 @@ func policy(r *http.Request, shared bool, status int, h http.Header) (cc cacheCo
 	if cc.noStore || cc.noCache || cc.mustRevalidate {
 		return cc, false, true
 	}
-	if shared {
-		if cc.private || cc.proxyRevalidate || cc.sMaxAge >= 0 || len(h["Set-Cookie"]) > 0 {
-			return cc, false, true
-		}
-		if len(r.Header["Authorization"]) > 0 && !cc.public {
-			return cc, false, true
-		}
+	if shared && sharedRefuses(r, cc, h) {
+		return cc, false, true
 	}
 	if _, star := varyFields(h["Vary"]); star {
 		return cc, false, true
 	}
 	return cc, true, false
+}
+
+// sharedRefuses reports whether a response that policy lets a caller's
+// own entry store must not go into the entry shared by every caller.
+func sharedRefuses(r *http.Request, cc cacheControl, h http.Header) bool {
+	return cc.private || cc.proxyRevalidate || cc.sMaxAge >= 0 || len(h["Set-Cookie"]) > 0 ||
+		len(r.Header["Authorization"]) > 0 && !cc.public
 }
 
 // dropHeader reports whether a response field is never stored: hop-by-hop
@@ -540,6 +572,10 @@ func (s *Stale) store(e *entry) {
 	}
 	el := s.lru.PushFront(e)
 	s.index[e.primary] = append(s.index[e.primary], el)
+	if s.urls == nil {
+		s.urls = make(map[string]int)
+	}
+	s.urls[urlPart(e.primary)]++
 	s.bytes += e.size
 	s.evictLocked()
 }
@@ -555,6 +591,11 @@ func (s *Stale) removeLocked(el *list.Element) {
 	e := el.Value.(*entry)
 	s.lru.Remove(el)
 	s.bytes -= e.size
+	if u := urlPart(e.primary); s.urls[u] <= 1 {
+		delete(s.urls, u)
+	} else {
+		s.urls[u]--
+	}
 	vs := s.index[e.primary]
 	for i, v := range vs {
 		if v == el {

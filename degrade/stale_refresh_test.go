@@ -186,3 +186,63 @@ func FuzzAppendRequestURI(f *testing.F) {
 		}
 	})
 }
+
+// A no-store answer evicts the variant stored for the same caller and URL,
+// and only that one; the count of entries per URL that lets a no-store
+// answer skip building its key follows every store and removal.
+func TestStaleTransportNoStoreEvicts(t *testing.T) {
+	var cc atomic.Value
+	cc.Store("max-age=60")
+	base := rtFunc(func(r *http.Request) (*http.Response, error) {
+		return &http.Response{
+			StatusCode: 200, Request: r, ContentLength: 2,
+			Header: http.Header{"Cache-Control": {cc.Load().(string)}},
+			Body:   io.NopCloser(strings.NewReader("ok")),
+		}, nil
+	})
+	s := &Stale{MaxEntries: 2}
+	rt := s.Transport(base)
+	do := func(path, token string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "http://api.example"+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := rt.RoundTrip(req)
+		require.NoError(t, err)
+		_, _ = io.ReadAll(resp.Body)
+		require.NoError(t, resp.Body.Close())
+	}
+	urls := func() map[string]int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		out := map[string]int{}
+		for k, v := range s.urls {
+			out[k] = v
+		}
+		return out
+	}
+	do("/a", "alice")
+	do("/a", "bob")
+	assert.Equal(t, 2, s.Len())
+	require.Len(t, urls(), 1)
+	for _, n := range urls() {
+		assert.Equal(t, 2, n, "two scopes under one URL")
+	}
+	cc.Store("no-store")
+	do("/a", "alice")
+	assert.Equal(t, 1, s.Len(), "alice's variant evicted, bob's kept")
+	do("/b", "alice") // nothing stored under /b: nothing to evict
+	assert.Equal(t, 1, s.Len())
+	cc.Store("max-age=60")
+	do("/b", "carol")
+	do("/c", "carol") // MaxEntries 2: bob's /a goes
+	assert.Equal(t, 2, s.Len())
+	got := urls()
+	assert.Len(t, got, 2, "the URL of the evicted entry is forgotten")
+	cc.Store("no-store")
+	do("/b", "carol")
+	do("/c", "carol")
+	assert.Equal(t, 0, s.Len())
+	assert.Empty(t, urls())
+}

@@ -83,12 +83,23 @@ func (t *staleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// fallback document): pass it on, keep the stored good one.
 		return resp, nil
 	}
-	key, scoped := s.appendPrimary(kbuf[:0], req)
-	cc, ok, evict := policy(req, !scoped, resp.StatusCode, resp.Header)
-	if evict {
-		s.evict(key, req)
+	// What the response allows whatever the scope first: a response that
+	// may not be stored at all needs no key, unless a variant stored
+	// earlier must go.
+	cc, ok, evict := policy(req, false, resp.StatusCode, resp.Header)
+	if !ok {
+		if evict && s.storesURL(req) {
+			key, _ := s.appendPrimary(kbuf[:0], req)
+			s.evict(key, req)
+		}
+		return resp, nil
 	}
-	if !ok || resp.Body == nil || resp.ContentLength > s.maxEntryBytes() {
+	key, scoped := s.appendPrimary(kbuf[:0], req)
+	if !scoped && sharedRefuses(req, cc, resp.Header) {
+		s.evict(key, req)
+		return resp, nil
+	}
+	if resp.Body == nil || resp.ContentLength > s.maxEntryBytes() {
 		return resp, nil
 	}
 	c := &captureBody{
