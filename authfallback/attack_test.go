@@ -242,6 +242,9 @@ func TestBearerToken(t *testing.T) {
 		{[]string{"Bearer "}, "", false},
 		{[]string{"Bearer a b"}, "", false},
 		{[]string{"Bearer a, Bearer b"}, "", false},
+		{[]string{"Bearer a,b"}, "", false},
+		{[]string{"Bearer a\tb"}, "", false},
+		{[]string{"Bearer ab\t"}, "", false},
 		{[]string{"Bearer a", "Bearer b"}, "", false},
 		{nil, "", false},
 	}

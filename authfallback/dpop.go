@@ -173,7 +173,7 @@ func requestToken(r *http.Request) (raw string, dpop bool, ok bool) {
 		return "", false, false
 	}
 	tok := strings.TrimLeft(h[len(scheme):], " ")
-	if tok == "" || strings.ContainsAny(tok, " \t,") {
+	if tok == "" || hasTokenSeparator(tok) {
 		return "", false, false
 	}
 	return tok, true, true

@@ -58,10 +58,18 @@ func BearerToken(r *http.Request) (string, bool) {
 		return "", false
 	}
 	tok := strings.TrimLeft(h[len(scheme):], " ")
-	if tok == "" || strings.ContainsAny(tok, " \t,") {
+	if tok == "" || hasTokenSeparator(tok) {
 		return "", false
 	}
 	return tok, true
+}
+
+// hasTokenSeparator reports whether tok holds a space, a tab or a comma
+// (more than one credential). Three IndexByte scans (vectorised) cost a
+// fraction of strings.ContainsAny's byte-by-byte set lookup over a
+// token of a kilobyte.
+func hasTokenSeparator(tok string) bool {
+	return strings.IndexByte(tok, ' ') >= 0 || strings.IndexByte(tok, '\t') >= 0 || strings.IndexByte(tok, ',') >= 0
 }
 
 func (v *Verifier) fail(w http.ResponseWriter, r *http.Request, err error) {

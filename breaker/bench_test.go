@@ -181,8 +181,8 @@ func BenchmarkTransportParallel(b *testing.B) {
 
 // TestTransportHappyPathAllocs guards the budget for the happy path
 // without a timer: no allocation above the stub's own response. (With the
-// default Timeout, context.WithTimeoutCause and the body wrapper allocate;
-// BenchmarkTransport reports both.)
+// default Timeout, the per-call context and the request copy that carries
+// it allocate: TestTimeoutAllocs.)
 func TestTransportHappyPathAllocs(t *testing.T) {
 	req := requests(1, context.Background())[0]
 	rt := New(Config{Timeout: -1}).Transport(newStub())
@@ -194,5 +194,32 @@ func TestTransportHappyPathAllocs(t *testing.T) {
 	}
 	if extra := run(rt) - run(newStub()); extra > 0 {
 		t.Errorf("%v allocations per call above the bare RoundTripper, want 0", extra)
+	}
+}
+
+// TestTimeoutAllocs guards the cost of the default per-call timeout over a
+// stub that never waits on the context: on the client side the context
+// (which is also the body wrapper that stops it) and the request copy; on
+// the server side the context with the status writer, and the request
+// copy. No timer is started.
+func TestTimeoutAllocs(t *testing.T) {
+	req := requests(1, context.Background())[0]
+	stub := newStub()
+	rt := New(Config{}).Transport(stub)
+	roundTrip := func(rt http.RoundTripper) float64 {
+		return testing.AllocsPerRun(1000, func() {
+			resp, _ := rt.RoundTrip(req)
+			_ = resp.Body.Close()
+		})
+	}
+	if extra := roundTrip(rt) - roundTrip(stub); extra > 2 {
+		t.Errorf("Transport: %v allocations per call above the bare RoundTripper, want at most 2", extra)
+	}
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(200) })
+	h := New(Config{}).Handler(next)
+	w := &nopWriter{h: http.Header{}}
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	if n := testing.AllocsPerRun(1000, func() { h.ServeHTTP(w, r) }); n > 2 {
+		t.Errorf("Handler: %v allocations per call, want at most 2", n)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/holdfast-go/holdfast/internal/caller"
 	"github.com/holdfast-go/holdfast/internal/httpx"
 	"github.com/holdfast-go/holdfast/internal/problem"
+	"github.com/holdfast-go/holdfast/internal/timeout"
 )
 
 // Handler returns middleware that guards next with one breaker per key, by
@@ -89,24 +90,32 @@ func (b *Breaker) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 
 	parent := r.Context()
 	rr := r
-	sw := &httpx.StatusWriter{ResponseWriter: w}
-	var ww http.ResponseWriter = sw
-	var ctx context.Context
-	if d := b.cfg.Timeout; d > 0 {
-		if len(r.Header["Upgrade"]) == 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeoutCause(parent, d, timeoutCause)
-			defer cancel()
-		} else {
-			// An upgrade (WebSocket) may become a long-lived connection, so
-			// the timer stops once the handler hijacks it. It does not stop
-			// for the header alone: any client can send one, on any route.
-			var cancel context.CancelCauseFunc
-			ctx, cancel = context.WithCancelCause(parent)
-			timer := time.AfterFunc(d, func() { cancel(timeoutCause) })
-			defer func() { timer.Stop(); cancel(nil) }()
-			ww = &upgradeWriter{StatusWriter: sw, stop: timer.Stop}
+	var tc *timeout.Context // the call's timeout: its timer starts only if next waits on it
+	d := b.cfg.Timeout
+	var sw *httpx.StatusWriter
+	if d > 0 && len(r.Header["Upgrade"]) == 0 {
+		call := &serverCall{sw: httpx.StatusWriter{ResponseWriter: w}} // one allocation for both
+		sw = &call.sw
+		// Not when the caller's deadline comes first: that ends the call.
+		if call.tc.Init(parent, d, timeoutCause) {
+			tc = &call.tc
+			defer tc.Stop()
+			rr = r.WithContext(tc)
 		}
+	} else {
+		sw = &httpx.StatusWriter{ResponseWriter: w}
+	}
+	var ww http.ResponseWriter = sw
+	var ctx context.Context // an upgrade's
+	if d > 0 && len(r.Header["Upgrade"]) > 0 {
+		// An upgrade (WebSocket) may become a long-lived connection, so
+		// the timer stops once the handler hijacks it. It does not stop
+		// for the header alone: any client can send one, on any route.
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(parent)
+		timer := time.AfterFunc(d, func() { cancel(timeoutCause) })
+		defer func() { timer.Stop(); cancel(nil) }()
+		ww = &upgradeWriter{StatusWriter: sw, stop: timer.Stop}
 		rr = r.WithContext(ctx)
 	}
 	returned := false
@@ -136,12 +145,18 @@ func (b *Breaker) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 	case sw.Hijacked:
 		o = success // the connection outlives the call
 		start = time.Time{}
-	case ctx != nil && context.Cause(ctx) == timeoutCause:
+	case tc != nil && tc.TimedOut(), ctx != nil && context.Cause(ctx) == timeoutCause:
 		o = b.classify(status, ErrTimeout)
 	default:
 		o = b.classify(status, nil)
 	}
 	b.finishServer(e, r, o, status, start)
+}
+
+// serverCall holds what one guarded call needs, allocated together.
+type serverCall struct {
+	sw httpx.StatusWriter
+	tc timeout.Context
 }
 
 // finishServer records a server-side call that started at start (zero when

@@ -2,7 +2,6 @@ package breaker
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/holdfast-go/holdfast/internal/httpx"
+	"github.com/holdfast-go/holdfast/internal/timeout"
 )
 
 // Transport returns a RoundTripper that guards base with one breaker per
@@ -78,14 +78,14 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 	parent := req.Context()
 	r := req
-	var ctx context.Context
-	var cancel context.CancelFunc
-	if d := b.cfg.Timeout; d > 0 {
-		// A caller deadline at or before ours makes our timer redundant:
-		// it cannot fire first, so it would change no outcome.
-		if dl, ok := parent.Deadline(); (!ok || time.Until(dl) > d) && len(req.Header["Upgrade"]) == 0 {
-			ctx, cancel = context.WithTimeoutCause(parent, d, timeoutCause)
-			r = req.WithContext(ctx)
+	// The per-call timeout: its timer starts only if base waits on the
+	// context (a real transport does; a stub or a cache does not). A
+	// caller deadline at or before ours makes it redundant (tc is nil): it
+	// cannot fire first, so it would change no outcome.
+	var tc *timeout.Context
+	if d := b.cfg.Timeout; d > 0 && len(req.Header["Upgrade"]) == 0 {
+		if tc = timeout.New(parent, d, timeoutCause); tc != nil {
+			r = req.WithContext(tc)
 		}
 	}
 
@@ -93,8 +93,8 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	defer func() {
 		if !returned { // base panicked: release the permit, stop the timer
 			b.record(e, failure)
-			if cancel != nil {
-				cancel()
+			if tc != nil {
+				tc.Stop()
 			}
 		}
 	}()
@@ -108,11 +108,10 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp = nil
 	}
 
-	timedOut := cancel != nil && parent.Err() == nil && context.Cause(ctx) == timeoutCause
 	var o outcome
 	status := 0
 	switch {
-	case err != nil && timedOut:
+	case err != nil && tc != nil && parent.Err() == nil && tc.TimedOut(): // a clock read only after an error
 		err = fmt.Errorf("%w after %v: %w", ErrTimeout, b.cfg.Timeout, err)
 		o = b.classify(0, err)
 	case err != nil && parent.Err() != nil:
@@ -134,11 +133,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			Status: status, Slow: slow, Latency: lat})
 	}
 
-	if cancel != nil {
+	if tc != nil {
 		if err != nil || resp == nil || resp.Body == nil {
-			cancel()
+			tc.Stop()
 		} else {
-			resp.Body = httpx.CancelOnClose(resp.Body, cancel)
+			resp.Body = tc.StopOnClose(resp.Body)
 		}
 	}
 	return resp, err

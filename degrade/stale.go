@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -114,6 +115,7 @@ type Stale struct {
 	mu    sync.Mutex
 	lru   list.List // of *entry, most recent at the front
 	index map[string][]*list.Element
+	urls  map[string]int // entries per URL part of their key, any scope
 	bytes int64
 }
 
@@ -141,6 +143,10 @@ type entry struct {
 	lifetime   time.Duration
 	sie        time.Duration // stale-if-error, -1 if absent
 	size       int64
+	// refreshed is how long after stored the same response was seen
+	// again (see Stale.refresh): the entry's age counts from then. It is
+	// the one field that changes once the entry is in the cache.
+	refreshed atomic.Int64
 }
 
 func (s *Stale) maxEntries() int {
@@ -181,58 +187,78 @@ func (s *Stale) maxStale() time.Duration {
 // Scope returns "" for it (it could not tell the caller, or the author meant
 // "anyone"), it is scoped by its credentials as if Scope were nil.
 func (s *Stale) scope(r *http.Request) string {
+	var buf [256]byte
+	return string(s.appendScope(buf[:0], r))
+}
+
+// appendScope appends r's scope (see scope) to b.
+func (s *Stale) appendScope(b []byte, r *http.Request) []byte {
 	var custom string
 	if s.Scope != nil {
 		custom = s.Scope(r)
 	}
 	if c := caller.FromContext(r.Context()); c != nil {
 		a := c.Access()
+		b = append(b, "v:"...)
 		if custom == "" {
-			return "v:" + a
+			return append(b, a...)
 		}
-		return "v:" + strconv.Itoa(len(a)) + ":" + a + custom
+		b = strconv.AppendInt(b, int64(len(a)), 10)
+		b = append(b, ':')
+		b = append(b, a...)
+		return append(b, custom...)
 	}
 	if custom != "" {
-		return "s:" + custom
+		return append(append(b, "s:"...), custom...)
 	}
-	return credentialScope(r)
+	return appendCredentialScope(b, r)
 }
 
-// credentialScope hashes the credentials a request carries; "" when none.
-// Each value is length-prefixed, so no two different sets of credentials
-// hash the same input. Header keys a client set without canonicalizing
-// them (req.Header["authorization"]) count too.
-func credentialScope(r *http.Request) string {
+// appendCredentialScope appends a hash of the credentials a request
+// carries to b; nothing when none. Each value is length-prefixed, so no
+// two different sets of credentials hash the same input. Header keys a
+// client set without canonicalizing them (req.Header["authorization"])
+// count too.
+func appendCredentialScope(b []byte, r *http.Request) []byte {
 	a, c := r.Header["Authorization"], r.Header["Cookie"]
 	var odd []string // values under non-canonical keys, tagged
-	for k, vs := range r.Header {
-		if k == "Authorization" || k == "Cookie" {
-			continue
-		}
-		tag := ""
-		switch {
-		case len(k) == len("Authorization") && strings.EqualFold(k, "Authorization"):
-			tag = "a"
-		case len(k) == len("Cookie") && strings.EqualFold(k, "Cookie"):
-			tag = "c"
-		default:
-			continue
-		}
-		for _, v := range vs {
-			odd = append(odd, tag+v)
+	canonical := 0
+	if a != nil {
+		canonical++
+	}
+	if c != nil {
+		canonical++
+	}
+	if len(r.Header) > canonical { // other keys: one may be a non-canonical spelling
+		for k, vs := range r.Header {
+			if k == "Authorization" || k == "Cookie" {
+				continue
+			}
+			tag := ""
+			switch {
+			case len(k) == len("Authorization") && strings.EqualFold(k, "Authorization"):
+				tag = "a"
+			case len(k) == len("Cookie") && strings.EqualFold(k, "Cookie"):
+				tag = "c"
+			default:
+				continue
+			}
+			for _, v := range vs {
+				odd = append(odd, tag+v)
+			}
 		}
 	}
 	if len(a) == 0 && len(c) == 0 && len(odd) == 0 {
-		return ""
+		return b
 	}
 	slices.Sort(odd) // map order is random
 	var stack [512]byte
-	b := stack[:0]
+	in := stack[:0]
 	add := func(tag byte, v string) {
-		b = append(b, tag)
-		b = strconv.AppendInt(b, int64(len(v)), 10)
-		b = append(b, ':')
-		b = append(b, v...)
+		in = append(in, tag)
+		in = strconv.AppendInt(in, int64(len(v)), 10)
+		in = append(in, ':')
+		in = append(in, v...)
 	}
 	for _, v := range a {
 		add('a', v)
@@ -243,18 +269,85 @@ func credentialScope(r *http.Request) string {
 	for _, v := range odd {
 		add('o', v)
 	}
-	sum := sha256.Sum256(b)
-	return "c:" + string(sum[:]) // raw bytes: the key is never shown
+	sum := sha256.Sum256(in)
+	b = append(b, "c:"...)
+	return append(b, sum[:]...) // raw bytes: the key is never shown
 }
 
-// primaryKey is the cache key of r without its Vary variant: scope, URL.
-// The scope is length-prefixed, so no scope can run into the URL part.
-func primaryKey(scope string, r *http.Request) string {
+// appendPrimary appends r's primary key to b: its scope, length-prefixed
+// so that no scope can run into the URL part, and its URL. scoped is set
+// when the scope is not the one shared by every caller.
+func (s *Stale) appendPrimary(b []byte, r *http.Request) (key []byte, scoped bool) {
+	var sb [256]byte
+	sc := s.appendScope(sb[:0], r)
+	b = strconv.AppendInt(b, int64(len(sc)), 10)
+	b = append(b, ':')
+	b = append(b, sc...)
+	b = append(b, 0)
+	return appendURLPart(b, r), len(sc) > 0
+}
+
+// appendURLPart appends the part of r's primary key that follows its scope:
+// scheme, lower-cased host and request URI.
+func appendURLPart(b []byte, r *http.Request) []byte {
+	b = append(b, r.URL.Scheme...)
+	b = append(b, 0)
 	host := r.URL.Host
 	if host == "" {
 		host = r.Host
 	}
-	return strconv.Itoa(len(scope)) + ":" + scope + "\x00" + r.URL.Scheme + "\x00" + strings.ToLower(host) + "\x00" + r.URL.RequestURI()
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b = append(b, c)
+	}
+	b = append(b, 0)
+	return appendRequestURI(b, r.URL)
+}
+
+// urlPart returns the part of a primary key that follows its scope (see
+// appendPrimary), a substring of it.
+func urlPart(primary string) string {
+	i := strings.IndexByte(primary, ':')
+	n, err := strconv.Atoi(primary[:i])
+	if err != nil {
+		panic("degrade: malformed primary key")
+	}
+	return primary[i+1+n+1:]
+}
+
+// storesURL reports whether any response is stored for r's URL, under any
+// scope: when none is, no stored variant can need evicting, and r's key
+// (a hash of its credentials, for a request without a verified caller)
+// need not be built.
+func (s *Stale) storesURL(r *http.Request) bool {
+	var buf [256]byte
+	u := appendURLPart(buf[:0], r)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.urls[string(u)] > 0
+}
+
+// appendRequestURI appends u.RequestURI() to b without building it.
+func appendRequestURI(b []byte, u *url.URL) []byte {
+	if u.Opaque == "" {
+		if p := u.EscapedPath(); p != "" {
+			b = append(b, p...)
+		} else {
+			b = append(b, '/')
+		}
+	} else {
+		if strings.HasPrefix(u.Opaque, "//") {
+			b = append(append(b, u.Scheme...), ':')
+		}
+		b = append(b, u.Opaque...)
+	}
+	if u.ForceQuery || u.RawQuery != "" {
+		b = append(append(b, '?'), u.RawQuery...)
+	}
+	return b
 }
 
 // cacheableStatus reports whether a status is cacheable by default (RFC
@@ -297,18 +390,20 @@ func policy(r *http.Request, shared bool, status int, h http.Header) (cc cacheCo
 	if cc.noStore || cc.noCache || cc.mustRevalidate {
 		return cc, false, true
 	}
-	if shared {
-		if cc.private || cc.proxyRevalidate || cc.sMaxAge >= 0 || len(h["Set-Cookie"]) > 0 {
-			return cc, false, true
-		}
-		if len(r.Header["Authorization"]) > 0 && !cc.public {
-			return cc, false, true
-		}
+	if shared && sharedRefuses(r, cc, h) {
+		return cc, false, true
 	}
 	if _, star := varyFields(h["Vary"]); star {
 		return cc, false, true
 	}
 	return cc, true, false
+}
+
+// sharedRefuses reports whether a response that policy lets a caller's
+// own entry store must not go into the entry shared by every caller.
+func sharedRefuses(r *http.Request, cc cacheControl, h http.Header) bool {
+	return cc.private || cc.proxyRevalidate || cc.sMaxAge >= 0 || len(h["Set-Cookie"]) > 0 ||
+		len(r.Header["Authorization"]) > 0 && !cc.public
 }
 
 // dropHeader reports whether a response field is never stored: hop-by-hop
@@ -350,28 +445,42 @@ func ageOf(h http.Header) time.Duration {
 	return 0
 }
 
+// freshness returns the freshness lifetime of a response and its
+// stale-if-error (-1 if absent).
+func freshness(cc cacheControl, header http.Header, now time.Time) (lifetime, sie time.Duration) {
+	switch {
+	case cc.maxAge >= 0:
+		lifetime = time.Duration(cc.maxAge) * time.Second
+	default:
+		// Only a present Expires is parsed: ParseTime of "" fails three
+		// layouts, each error allocated.
+		if v := firstValue(header, "Expires"); v != "" {
+			if exp, err := http.ParseTime(v); err == nil {
+				date := now
+				if dv := firstValue(header, "Date"); dv != "" {
+					if d, err := http.ParseTime(dv); err == nil {
+						date = d
+					}
+				}
+				if d := exp.Sub(date); d > 0 {
+					lifetime = d
+				}
+			}
+		}
+	}
+	sie = -1
+	if cc.staleIfError >= 0 {
+		sie = time.Duration(cc.staleIfError) * time.Second
+	}
+	return lifetime, sie
+}
+
 // newEntry builds an entry from a response. header must have been through
 // storedHeader; the entry takes ownership of header and body, which must
 // not change afterwards.
 func newEntry(primary string, r *http.Request, cc cacheControl, status int, header http.Header, age time.Duration, body []byte, now time.Time) *entry {
-	e := &entry{primary: primary, status: status, header: header, body: body, stored: now, sie: -1, initialAge: age}
-	switch {
-	case cc.maxAge >= 0:
-		e.lifetime = time.Duration(cc.maxAge) * time.Second
-	default:
-		if exp, err := http.ParseTime(firstValue(header, "Expires")); err == nil {
-			date, derr := http.ParseTime(firstValue(header, "Date"))
-			if derr != nil {
-				date = now
-			}
-			if d := exp.Sub(date); d > 0 {
-				e.lifetime = d
-			}
-		}
-	}
-	if cc.staleIfError >= 0 {
-		e.sie = time.Duration(cc.staleIfError) * time.Second
-	}
+	e := &entry{primary: primary, status: status, header: header, body: body, stored: now, initialAge: age}
+	e.lifetime, e.sie = freshness(cc, header, now)
 	if fields, _ := varyFields(header["Vary"]); len(fields) > 0 {
 		e.vary = fields
 		e.varyVals = make([]string, len(fields))
@@ -428,7 +537,7 @@ func (e *entry) sameVariant(o *entry) bool {
 }
 
 func (e *entry) age(now time.Time) time.Duration {
-	return e.initialAge + max(0, now.Sub(e.stored))
+	return e.initialAge + max(0, now.Sub(e.stored)-time.Duration(e.refreshed.Load()))
 }
 
 // usable reports whether e may be served at now instead of a failure.
@@ -465,6 +574,10 @@ func (s *Stale) store(e *entry) {
 	}
 	el := s.lru.PushFront(e)
 	s.index[e.primary] = append(s.index[e.primary], el)
+	if s.urls == nil {
+		s.urls = make(map[string]int)
+	}
+	s.urls[urlPart(e.primary)]++
 	s.bytes += e.size
 	s.evictLocked()
 }
@@ -480,6 +593,11 @@ func (s *Stale) removeLocked(el *list.Element) {
 	e := el.Value.(*entry)
 	s.lru.Remove(el)
 	s.bytes -= e.size
+	if u := urlPart(e.primary); s.urls[u] <= 1 {
+		delete(s.urls, u)
+	} else {
+		s.urls[u]--
+	}
 	vs := s.index[e.primary]
 	for i, v := range vs {
 		if v == el {
@@ -494,11 +612,37 @@ func (s *Stale) removeLocked(el *list.Element) {
 	}
 }
 
-// evict removes the variants of primary that r matches.
-func (s *Stale) evict(primary string, r *http.Request) {
+// refresh records that prev, stored, was answered again unchanged at now
+// (status, header, body and freshness): it is kept, its age counted from
+// now, and made the most recently used, which stores the response without
+// a new entry. It reports false when prev is no longer stored.
+func (s *Stale) refresh(prev *entry, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, el := range append([]*list.Element(nil), s.index[primary]...) {
+	for _, el := range s.index[prev.primary] {
+		if el.Value.(*entry) == prev {
+			if d := int64(now.Sub(prev.stored)); d > prev.refreshed.Load() {
+				prev.refreshed.Store(d)
+			}
+			s.lru.MoveToFront(el)
+			return true
+		}
+	}
+	return false
+}
+
+// sameAs reports whether a response just answered is e again, given that
+// its stored header equals e's and its body matched e's in full: the same
+// status, freshness and age.
+func (e *entry) sameAs(status int, lifetime, sie, age time.Duration) bool {
+	return e.status == status && e.lifetime == lifetime && e.sie == sie && e.initialAge == age
+}
+
+// evict removes the variants of primary that r matches.
+func (s *Stale) evict(primary []byte, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, el := range append([]*list.Element(nil), s.index[string(primary)]...) {
 		if el.Value.(*entry).matches(r) {
 			s.removeLocked(el)
 		}
@@ -506,10 +650,10 @@ func (s *Stale) evict(primary string, r *http.Request) {
 }
 
 // peek returns the stored variant for r, usable or not, or nil.
-func (s *Stale) peek(primary string, r *http.Request) *entry {
+func (s *Stale) peek(primary []byte, r *http.Request) *entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, el := range s.index[primary] {
+	for _, el := range s.index[string(primary)] {
 		if e := el.Value.(*entry); e.matches(r) {
 			return e
 		}
@@ -518,10 +662,10 @@ func (s *Stale) peek(primary string, r *http.Request) *entry {
 }
 
 // find returns the usable stored response for r, or nil.
-func (s *Stale) find(primary string, r *http.Request, now time.Time) *entry {
+func (s *Stale) find(primary []byte, r *http.Request, now time.Time) *entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, el := range s.index[primary] {
+	for _, el := range s.index[string(primary)] {
 		e := el.Value.(*entry)
 		if e.matches(r) {
 			if !e.usable(now, s.maxStale()) {
@@ -617,7 +761,9 @@ func (s *Stale) Lookup(r *http.Request) (*http.Response, bool) {
 		return nil, false
 	}
 	now := time.Now()
-	e := s.find(primaryKey(s.scope(r), r), r, now)
+	var buf [512]byte
+	key, _ := s.appendPrimary(buf[:0], r)
+	e := s.find(key, r, now)
 	if e == nil {
 		return nil, false
 	}
@@ -654,7 +800,9 @@ func (s *Stale) ServeStale(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	now := time.Now()
-	e := s.find(primaryKey(s.scope(r), r), r, now)
+	var buf [512]byte
+	key, _ := s.appendPrimary(buf[:0], r)
+	e := s.find(key, r, now)
 	if e == nil {
 		return false
 	}

@@ -69,8 +69,11 @@ type staleWriter struct {
 	noStore bool // HEAD: replace a failure, store nothing
 	state   int
 	status  int
-	primary string
+	keyed   bool   // kb holds the primary key
+	kb      []byte // in kbuf unless it outgrew it
 	scoped  bool
+	primary string // prev's primary key: the same string, kept for the new entry
+	shared  bool   // header is prev's
 	cc      cacheControl
 	header  http.Header // what will be stored
 	age     time.Duration
@@ -82,15 +85,17 @@ type staleWriter struct {
 	buf  []byte
 	held *entry
 	now  time.Time
+	kbuf [256]byte
 }
 
-func (w *staleWriter) key() string {
-	if w.primary == "" {
-		sc := w.s.scope(w.r)
-		w.scoped = sc != ""
-		w.primary = primaryKey(sc, w.r)
+// key returns the primary key of the request, built once in w's own
+// buffer: looking it up allocates nothing.
+func (w *staleWriter) key() []byte {
+	if !w.keyed {
+		w.kb, w.scoped = w.s.appendPrimary(w.kbuf[:0], w.r)
+		w.keyed = true
 	}
-	return w.primary
+	return w.kb
 }
 
 func (w *staleWriter) WriteHeader(code int) {
@@ -135,8 +140,11 @@ func (w *staleWriter) WriteHeader(code int) {
 	case ok:
 		w.state, w.cc, w.age = swTee, cc, ageOf(h)
 		w.prev = w.s.peek(key, w.r)
+		if w.prev != nil {
+			w.primary = w.prev.primary
+		}
 		if w.prev != nil && w.prev.status == code && sameStoredHeader(h, w.prev.header, w.pre) {
-			w.header = w.prev.header // immutable, shared
+			w.header, w.shared = w.prev.header, true // immutable, shared
 		} else {
 			w.header = h.Clone()
 			for k, v := range w.pre { // outer middleware's fields, unchanged, are not the response's
@@ -235,12 +243,24 @@ func (w *staleWriter) finish() {
 	case swTee:
 		body := w.buf
 		if body == nil && w.prev != nil {
+			if w.shared && w.off == len(w.prev.body) {
+				// The same response again: keep the entry, count its age
+				// from now.
+				lifetime, sie := freshness(w.cc, w.header, w.now)
+				if w.prev.sameAs(w.status, lifetime, sie, w.age) && w.s.refresh(w.prev, w.now) {
+					return
+				}
+			}
 			body = w.prev.body[:w.off:w.off] // an unchanged prefix or all of it: shared, immutable
 		}
 		if body == nil {
 			body = []byte{}
 		}
-		w.s.store(newEntry(w.key(), w.r, w.cc, w.status, w.header, w.age, body, w.now))
+		primary := w.primary
+		if primary == "" {
+			primary = string(w.key())
+		}
+		w.s.store(newEntry(primary, w.r, w.cc, w.status, w.header, w.age, body, w.now))
 	}
 }
 

@@ -1,6 +1,7 @@
 package degrade
 
 import (
+	"bytes"
 	"io"
 	"net/http"
 	"sync"
@@ -50,15 +51,15 @@ func (t *staleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return base.RoundTrip(req)
 	}
 	s := t.s
-	scope := s.scope(req)
-	primary := primaryKey(scope, req)
+	var kbuf [512]byte // the primary key, built when it is needed
 	resp, err := base.RoundTrip(req)
 	if err != nil {
 		if errCanceled(req, err) {
 			return nil, err
 		}
 		now := time.Now()
-		if e := s.find(primary, req, now); e != nil {
+		key, _ := s.appendPrimary(kbuf[:0], req)
+		if e := s.find(key, req, now); e != nil {
 			s.served(req, e, 0, err, now)
 			return e.response(req, now, 0), nil
 		}
@@ -66,7 +67,8 @@ func (t *staleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if s.isFailure(resp.StatusCode) {
 		now := time.Now()
-		if e := s.find(primary, req, now); e != nil {
+		key, _ := s.appendPrimary(kbuf[:0], req)
+		if e := s.find(key, req, now); e != nil {
 			httpx.DrainClose(resp.Body)
 			s.served(req, e, resp.StatusCode, nil, now)
 			return e.response(req, now, resp.StatusCode), nil
@@ -81,21 +83,45 @@ func (t *staleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// fallback document): pass it on, keep the stored good one.
 		return resp, nil
 	}
-	cc, ok, evict := policy(req, scope == "", resp.StatusCode, resp.Header)
-	if evict {
-		s.evict(primary, req)
+	// What the response allows whatever the scope first: a response that
+	// may not be stored at all needs no key, unless a variant stored
+	// earlier must go.
+	cc, ok, evict := policy(req, false, resp.StatusCode, resp.Header)
+	if !ok {
+		if evict && s.storesURL(req) {
+			key, _ := s.appendPrimary(kbuf[:0], req)
+			s.evict(key, req)
+		}
+		return resp, nil
 	}
-	if !ok || resp.Body == nil || resp.ContentLength > s.maxEntryBytes() {
+	key, scoped := s.appendPrimary(kbuf[:0], req)
+	if !scoped && sharedRefuses(req, cc, resp.Header) {
+		s.evict(key, req)
+		return resp, nil
+	}
+	if resp.Body == nil || resp.ContentLength > s.maxEntryBytes() {
 		return resp, nil
 	}
 	c := &captureBody{
-		rc: resp.Body, s: s, req: req, primary: primary, cc: cc,
+		rc: resp.Body, s: s, req: req, cc: cc,
 		status: resp.StatusCode, age: ageOf(resp.Header), now: time.Now(),
-		header: storedHeader(resp.Header.Clone()),
+		length: resp.ContentLength,
 	}
-	c.length = resp.ContentLength
-	if resp.ContentLength > 0 {
-		c.buf = make([]byte, 0, resp.ContentLength)
+	// The same response as the one stored (a catalogue read again) shares
+	// its key, header and body: it is compared as it is read, not copied.
+	if prev := s.peek(key, req); prev != nil {
+		c.primary = prev.primary
+		if prev.status == resp.StatusCode && sameStoredHeader(resp.Header, prev.header, nil) {
+			c.prev, c.header = prev, prev.header
+		}
+	} else {
+		c.primary = string(key)
+	}
+	if c.prev == nil {
+		c.header = storedHeader(resp.Header.Clone())
+		if resp.ContentLength > 0 {
+			c.buf = make([]byte, 0, resp.ContentLength)
+		}
 	}
 	resp.Body = c
 	return resp, nil
@@ -109,6 +135,7 @@ type captureBody struct {
 	mu      sync.Mutex
 	rc      io.ReadCloser
 	length  int64 // declared Content-Length, -1 if unknown
+	read    int64 // bytes read so far
 	s       *Stale
 	req     *http.Request
 	primary string
@@ -117,8 +144,13 @@ type captureBody struct {
 	header  http.Header
 	age     time.Duration
 	now     time.Time
-	buf     []byte
-	done    bool // stored or given up
+	// prev is the stored entry while the body read so far equals its
+	// first off bytes (and header is prev's): nothing is copied until
+	// the first difference, when buf takes over.
+	prev *entry
+	off  int
+	buf  []byte
+	done bool // stored or given up
 }
 
 func (c *captureBody) Read(p []byte) (int, error) {
@@ -129,25 +161,55 @@ func (c *captureBody) Read(p []byte) (int, error) {
 
 func (c *captureBody) readLocked(p []byte) (int, error) {
 	n, err := c.rc.Read(p)
+	c.read += int64(n)
 	if !c.done {
-		if int64(len(c.buf)+n) > c.s.maxEntryBytes() {
-			c.done, c.buf = true, nil
-		} else {
-			c.buf = append(c.buf, p[:n]...)
-		}
+		c.capture(p[:n])
 		if err == io.EOF && !c.done {
 			c.done = true
-			body := c.buf
-			if body == nil {
-				body = []byte{}
-			}
-			c.buf = nil
-			c.s.store(newEntry(c.primary, c.req, c.cc, c.status, c.header, c.age, body, c.now))
+			c.store()
 		} else if err != nil && err != io.EOF {
-			c.done, c.buf = true, nil
+			c.done, c.buf, c.prev = true, nil, nil
 		}
 	}
 	return n, err
+}
+
+func (c *captureBody) capture(p []byte) {
+	if c.buf == nil && c.prev != nil {
+		if end := c.off + len(p); end <= len(c.prev.body) && bytes.Equal(c.prev.body[c.off:end], p) {
+			c.off = end
+			return
+		}
+		c.buf = append(make([]byte, 0, max(c.length, int64(2*(c.off+len(p))), 512)), c.prev.body[:c.off]...)
+		c.prev = nil
+	}
+	if int64(len(c.buf)+len(p)) > c.s.maxEntryBytes() {
+		c.done, c.buf, c.prev = true, nil, nil
+		return
+	}
+	c.buf = append(c.buf, p...)
+}
+
+// store stores the whole response read.
+func (c *captureBody) store() {
+	body := c.buf
+	if body == nil && c.prev != nil {
+		if c.off == len(c.prev.body) {
+			// The same response again: keep the entry, count its age
+			// from now.
+			lifetime, sie := freshness(c.cc, c.header, c.now)
+			if c.prev.sameAs(c.status, lifetime, sie, c.age) && c.s.refresh(c.prev, c.now) {
+				c.prev = nil
+				return
+			}
+		}
+		body = c.prev.body[:c.off:c.off] // an unchanged prefix or all of it: shared, immutable
+	}
+	if body == nil {
+		body = []byte{}
+	}
+	c.buf, c.prev = nil, nil
+	c.s.store(newEntry(c.primary, c.req, c.cc, c.status, c.header, c.age, body, c.now))
 }
 
 // Close reads what is left of a body the caller did not finish (a JSON
@@ -158,7 +220,7 @@ func (c *captureBody) readLocked(p []byte) (int, error) {
 // wait for a Read in flight in another goroutine: it closes at once.
 func (c *captureBody) Close() error {
 	if c.mu.TryLock() {
-		if !c.done && c.length >= 0 && c.length-int64(len(c.buf)) <= httpx.DrainLimit {
+		if !c.done && c.length >= 0 && c.length-c.read <= httpx.DrainLimit {
 			var scratch [512]byte
 			for n := 0; !c.done && n <= httpx.DrainLimit; {
 				m, err := c.readLocked(scratch[:])
@@ -168,7 +230,7 @@ func (c *captureBody) Close() error {
 				}
 			}
 		}
-		c.done, c.buf = true, nil
+		c.done, c.buf, c.prev = true, nil, nil
 		c.mu.Unlock()
 	}
 	return c.rc.Close()

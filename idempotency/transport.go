@@ -36,12 +36,24 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !t.guards(req.Method) || len(req.Header[HeaderKey]) > 0 {
 		return base.RoundTrip(req)
 	}
-	r2 := req.Clone(req.Context()) // keeps Body and GetBody
-	if r2.Header == nil {
-		r2.Header = make(http.Header, 1)
+	// A shallow copy with its own header, as oauth2.Transport makes: the
+	// rest of the request (URL, Body, GetBody) is shared, not modified.
+	r2 := new(http.Request)
+	*r2 = *req
+	r2.Header = make(http.Header, len(req.Header)+1)
+	for k, v := range req.Header {
+		r2.Header[k] = v // the slices are not modified, only the map
 	}
-	r2.Header[HeaderKey] = []string{`"` + NewKey() + `"`}
+	r2.Header[HeaderKey] = []string{quotedKey()}
 	return base.RoundTrip(r2)
+}
+
+// quotedKey is NewKey as an RFC 9651 string, built in one allocation.
+func quotedKey() string {
+	var s [38]byte
+	s[0], s[37] = '"', '"'
+	newKey(s[1:37])
+	return string(s[:])
 }
 
 func (t *Transport) guards(method string) bool {
@@ -58,11 +70,17 @@ func (t *Transport) guards(method string) bool {
 
 // NewKey returns a fresh idempotency key: a random (version 4) UUID.
 func NewKey() string {
+	var s [36]byte
+	newKey(s[:])
+	return string(s[:])
+}
+
+// newKey writes a random UUID to s (36 bytes).
+func newKey(s []byte) {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
-	var s [36]byte
 	hex.Encode(s[0:8], b[0:4])
 	s[8] = '-'
 	hex.Encode(s[9:13], b[4:6])
@@ -71,6 +89,5 @@ func NewKey() string {
 	s[18] = '-'
 	hex.Encode(s[19:23], b[8:10])
 	s[23] = '-'
-	hex.Encode(s[24:], b[10:])
-	return string(s[:])
+	hex.Encode(s[24:36], b[10:])
 }

@@ -60,6 +60,7 @@ type config struct {
 	maxOffline                         time.Duration
 	breakerDelay                       time.Duration
 	readTimeout, idleTimeout           time.Duration
+	bare                               bool
 }
 
 func main() {
@@ -103,6 +104,7 @@ func parse(args []string) (config, error) {
 	dur(&c.breakerDelay, "breaker-delay", 0, "how long an open breaker waits before a trial call (0: 30 s for the routes, 3 s for the downstream, whose trials find its recovery)")
 	dur(&c.readTimeout, "read-timeout", 30*time.Second, "how long a client may take to send a whole request, body included")
 	dur(&c.idleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection is kept open")
+	fs.BoolVar(&c.bare, "bare", false, "serve the App alone, without holdfast and with a plain client to the downstream: the baseline of a load test (no authentication!)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -188,6 +190,9 @@ func run(ctx context.Context, logger *slog.Logger, args []string) error {
 	if cfg.RevocationURL != "" {
 		cfg.RevocationCacheFile = filepath.Join(filepath.Dir(cfg.CacheFile), "revocations.json")
 	}
+	if c.bare {
+		return serveBare(ctx, logger, c, cfg.Downstream)
+	}
 	store, closeStore, err := openStore(ctx, c)
 	if err != nil {
 		return err
@@ -239,6 +244,31 @@ func handlers(svc *stack.Service) (api, admin http.Handler) {
 	mux.Handle("/holdfast/status", svc.Controller.StatusHandler())
 	mux.Handle("/", svc)
 	return mux, svc.Controller.AdminHandler()
+}
+
+// serveBare serves the App with a plain client and nothing of holdfast,
+// the baseline a load test compares the service with:
+//
+//	resilient-api -bare -addr 127.0.0.1:8081 &
+//	wrk -t2 -c32 -d10s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8081/items/1
+func serveBare(ctx context.Context, logger *slog.Logger, c config, downstream string) error {
+	app := &stack.App{
+		Client: &http.Client{Transport: stack.NewBaseTransport()}, // the service's own base
+
+		Downstream: downstream,
+	}
+	srv := newServer(c, c.addr, app)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	logger.Warn("resilient-api: serving the bare App, without holdfast (no authentication)", "addr", c.addr)
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		return err
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
 }
 
 // maxHeaderBytes bounds a request's header (net/http's default is 1 MiB).

@@ -13,7 +13,7 @@ import (
 
 // ClientConfig configures the resilient client stack of NewClient.
 type ClientConfig struct {
-	// Base sends the attempts. If nil, a clone of http.DefaultTransport.
+	// Base sends the attempts. If nil, NewBaseTransport().
 	Base http.RoundTripper
 	// CallTimeout bounds one attempt (the breaker's timeout). If zero, 2 s.
 	CallTimeout time.Duration
@@ -28,6 +28,22 @@ type ClientConfig struct {
 	// Hooks: OnRetry, OnGiveUp, OnStale and OnCall are used.
 	Hooks  Hooks
 	Logger *slog.Logger
+}
+
+// MaxIdleConnsPerHost is how many idle keep-alive connections to the
+// downstream NewBaseTransport keeps.
+const MaxIdleConnsPerHost = 64
+
+// NewBaseTransport returns the transport a Service and NewClient send the
+// downstream calls with when no Base is given: a clone of
+// http.DefaultTransport that keeps MaxIdleConnsPerHost idle connections
+// per host instead of 2, so that a service serving many requests at once
+// reuses its connections to the downstream rather than dialing a new one
+// for most calls (and leaving the closed ones in TIME_WAIT).
+func NewBaseTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = MaxIdleConnsPerHost
+	return t
 }
 
 // NewClient returns an http.Client whose transport is holdfast's client
@@ -51,7 +67,7 @@ func NewClient(cc ClientConfig) (*http.Client, *breaker.Breaker) {
 	}
 	base := cc.Base
 	if base == nil {
-		base = http.DefaultTransport.(*http.Transport).Clone()
+		base = NewBaseTransport()
 	}
 	brk := breaker.New(breaker.Config{
 		Timeout:       timeout,

@@ -161,8 +161,7 @@ type Config struct {
 	// nil, tokens are stripped: the replay runs as the recorded caller.
 	SealKey []byte
 
-	// Base sends the downstream attempts. If nil, a clone of
-	// http.DefaultTransport.
+	// Base sends the downstream attempts. If nil, NewBaseTransport().
 	Base http.RoundTripper
 
 	// AuditLog receives authfallback's audit events. If nil, slog.Default().
@@ -399,7 +398,7 @@ func New(cfg Config) (*Service, error) {
 	// outcome is reported to the degrade controller.
 	base := cfg.Base
 	if base == nil {
-		base = http.DefaultTransport.(*http.Transport).Clone()
+		base = NewBaseTransport()
 	}
 	var clientBrk *breaker.Breaker
 	clientHook := s.breakerHook("client", true)

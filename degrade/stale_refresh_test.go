@@ -1,0 +1,248 @@
+package degrade
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// An unchanged response keeps its entry (no copy) and its age counts from
+// the last time it was answered, on both sides; a changed one replaces it.
+func TestStaleUnchangedResponseRefreshesAge(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var fail atomic.Bool
+		var body atomic.Value
+		body.Store("v1")
+		s := &Stale{}
+		h := s.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if fail.Load() {
+				w.WriteHeader(http.StatusBadGateway)
+				return
+			}
+			w.Header().Set("Cache-Control", "max-age=0, stale-if-error=600")
+			io.WriteString(w, body.Load().(string))
+		}))
+		require.Equal(t, "v1", get(t, h, "/a").Body.String())
+		first := s.lookupEntry(t, "/a")
+		time.Sleep(10 * time.Second)
+		require.Equal(t, "v1", get(t, h, "/a").Body.String())
+		assert.Same(t, first, s.lookupEntry(t, "/a"), "the same response keeps its entry")
+		time.Sleep(5 * time.Second)
+		fail.Store(true)
+		rec := get(t, h, "/a")
+		assert.Equal(t, "v1", rec.Body.String())
+		assert.Equal(t, "5", rec.Header().Get("Age"), "age counted from the last good answer")
+
+		fail.Store(false)
+		body.Store("v2")
+		time.Sleep(time.Second)
+		require.Equal(t, "v2", get(t, h, "/a").Body.String())
+		assert.NotSame(t, first, s.lookupEntry(t, "/a"))
+		time.Sleep(2 * time.Second)
+		fail.Store(true)
+		rec = get(t, h, "/a")
+		assert.Equal(t, "v2", rec.Body.String())
+		assert.Equal(t, "2", rec.Header().Get("Age"))
+		assert.Equal(t, 1, s.Len())
+	})
+}
+
+// lookupEntry returns the entry stored for a GET of path without
+// credentials.
+func (s *Stale) lookupEntry(t *testing.T, path string) *entry {
+	t.Helper()
+	r, _ := http.NewRequest(http.MethodGet, "http://example.com"+path, nil)
+	if !strings.Contains(path, "://") {
+		r.URL.Scheme, r.URL.Host, r.Host = "", "", "example.com"
+	}
+	var buf [512]byte
+	key, _ := s.appendPrimary(buf[:0], r)
+	e := s.peek(key, r)
+	require.NotNil(t, e)
+	return e
+}
+
+func TestStaleTransportUnchangedAndChangedResponses(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var fail atomic.Bool
+		var body, etag string
+		chunks := 1
+		base := rtFunc(func(r *http.Request) (*http.Response, error) {
+			if fail.Load() {
+				return nil, errors.New("dial tcp: connection refused")
+			}
+			return &http.Response{
+				StatusCode: 200, Request: r, ContentLength: int64(len(body)),
+				Header: http.Header{"Cache-Control": {"max-age=0, stale-if-error=600"}, "Etag": {etag}},
+				Body:   io.NopCloser(&chunked{s: body, n: max(1, len(body)/chunks)}),
+			}, nil
+		})
+		s := &Stale{}
+		rt := s.Transport(base)
+		read := func() (*http.Response, string) {
+			t.Helper()
+			req, _ := http.NewRequest(http.MethodGet, "http://api.example/c", nil)
+			req.Header.Set("Authorization", "Bearer t")
+			resp, err := rt.RoundTrip(req)
+			require.NoError(t, err)
+			b, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			require.NoError(t, resp.Body.Close())
+			return resp, string(b)
+		}
+		check := func(b, e string, n int) {
+			t.Helper()
+			body, etag, chunks = b, e, n
+			fail.Store(false)
+			_, got := read()
+			require.Equal(t, b, got)
+			time.Sleep(3 * time.Second)
+			fail.Store(true)
+			resp, got := read()
+			assert.Equal(t, b, got)
+			assert.Equal(t, e, resp.Header.Get("Etag"))
+			assert.Equal(t, "3", resp.Header.Get("Age"), "age counted from the last good answer")
+			assert.Equal(t, 1, s.Len())
+		}
+		check("abcdef", "1", 1)
+		check("abcdef", "1", 3) // unchanged, other chunking: refreshed
+		check("abcdeX", "1", 2) // differs in the last chunk
+		check("abc", "1", 1)    // shorter
+		check("abcdefgh", "1", 4)
+		check("abcdefgh", "2", 1) // same body, new header
+		check("", "2", 1)
+		check("", "2", 1)
+	})
+}
+
+// chunked reads s n bytes at a time.
+type chunked struct {
+	s string
+	n int
+}
+
+func (c *chunked) Read(p []byte) (int, error) {
+	if c.s == "" {
+		return 0, io.EOF
+	}
+	k := copy(p[:min(len(p), c.n)], c.s)
+	c.s = c.s[k:]
+	return k, nil
+}
+
+// A refresh racing with an eviction stores a new entry instead.
+func TestStaleRefreshOfEvictedEntry(t *testing.T) {
+	s := &Stale{MaxEntries: 1}
+	h := s.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "same")
+	}))
+	get(t, h, "/a")
+	e := s.lookupEntry(t, "/a")
+	assert.False(t, s.refresh(&entry{primary: e.primary}, time.Now()), "not the stored entry")
+	for i := range 3 {
+		get(t, h, "/b"+strconv.Itoa(i)) // evicts /a
+	}
+	assert.False(t, s.refresh(e, time.Now()))
+	get(t, h, "/a")
+	assert.NotSame(t, e, s.lookupEntry(t, "/a"))
+}
+
+func TestAppendRequestURI(t *testing.T) {
+	for _, raw := range []string{
+		"http://h/", "http://h", "http://h/a/b?x=1&y=2", "http://h/a%2Fb", "http://h/a b", "http://h/?",
+		"http://h/%7Euser", "mailto:someone@example.com", "http://h/p?", "/just/a/path?q", "*",
+	} {
+		u, err := url.Parse(raw)
+		require.NoError(t, err, raw)
+		assert.Equal(t, u.RequestURI(), string(appendRequestURI(nil, u)), raw)
+	}
+	u := &url.URL{Scheme: "http", Opaque: "//other/path", RawQuery: "a=1"}
+	assert.Equal(t, u.RequestURI(), string(appendRequestURI([]byte("k:"), u))[2:])
+	u = &url.URL{Path: "/p", ForceQuery: true}
+	assert.Equal(t, u.RequestURI(), string(appendRequestURI(nil, u)))
+}
+
+func FuzzAppendRequestURI(f *testing.F) {
+	f.Add("http://h/a/b?x=1")
+	f.Add("http://h/a%2Fb?")
+	f.Add("scheme://h//x")
+	f.Fuzz(func(t *testing.T, raw string) {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return
+		}
+		if got, want := string(appendRequestURI(nil, u)), u.RequestURI(); got != want {
+			t.Fatalf("appendRequestURI(%q) = %q, RequestURI %q", raw, got, want)
+		}
+	})
+}
+
+// A no-store answer evicts the variant stored for the same caller and URL,
+// and only that one; the count of entries per URL that lets a no-store
+// answer skip building its key follows every store and removal.
+func TestStaleTransportNoStoreEvicts(t *testing.T) {
+	var cc atomic.Value
+	cc.Store("max-age=60")
+	base := rtFunc(func(r *http.Request) (*http.Response, error) {
+		return &http.Response{
+			StatusCode: 200, Request: r, ContentLength: 2,
+			Header: http.Header{"Cache-Control": {cc.Load().(string)}},
+			Body:   io.NopCloser(strings.NewReader("ok")),
+		}, nil
+	})
+	s := &Stale{MaxEntries: 2}
+	rt := s.Transport(base)
+	do := func(path, token string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "http://api.example"+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := rt.RoundTrip(req)
+		require.NoError(t, err)
+		_, _ = io.ReadAll(resp.Body)
+		require.NoError(t, resp.Body.Close())
+	}
+	urls := func() map[string]int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		out := map[string]int{}
+		for k, v := range s.urls {
+			out[k] = v
+		}
+		return out
+	}
+	do("/a", "alice")
+	do("/a", "bob")
+	assert.Equal(t, 2, s.Len())
+	require.Len(t, urls(), 1)
+	for _, n := range urls() {
+		assert.Equal(t, 2, n, "two scopes under one URL")
+	}
+	cc.Store("no-store")
+	do("/a", "alice")
+	assert.Equal(t, 1, s.Len(), "alice's variant evicted, bob's kept")
+	do("/b", "alice") // nothing stored under /b: nothing to evict
+	assert.Equal(t, 1, s.Len())
+	cc.Store("max-age=60")
+	do("/b", "carol")
+	do("/c", "carol") // MaxEntries 2: bob's /a goes
+	assert.Equal(t, 2, s.Len())
+	got := urls()
+	assert.Len(t, got, 2, "the URL of the evicted entry is forgotten")
+	cc.Store("no-store")
+	do("/b", "carol")
+	do("/c", "carol")
+	assert.Equal(t, 0, s.Len())
+	assert.Empty(t, urls())
+}
