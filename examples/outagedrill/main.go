@@ -194,12 +194,12 @@ func run(o options) (*report, error) {
 		dsURL[i] = srv.URL
 	}
 
-	base, closeStore, err := openStore(context.Background(), o)
+	sh, closeStore, err := openStore(context.Background(), o)
 	if err != nil {
 		return nil, err
 	}
 	defer closeStore()
-	store := newQueueWatch(base)
+	store := newQueueWatch(sh.store)
 
 	dir, err := os.MkdirTemp("", "outagedrill")
 	if err != nil {
@@ -225,6 +225,8 @@ func run(o options) (*report, error) {
 		DetectWindow:  scaled(o.duration, 1.0/20, time.Second),
 		ReplayEvery:   500 * time.Millisecond,
 		Store:         store,
+		AuthState:     sh.auth,
+		Overrides:     sh.overrides,
 		AuditLog:      logger,
 		Logger:        logger,
 		Hooks:         rec.hooks(),
@@ -234,11 +236,11 @@ func run(o options) (*report, error) {
 		nReplica++
 		name := fmt.Sprintf("r%d", nReplica)
 		c := cfg
-		// Shared by the fleet today: the idempotency store (cfg.Store) and
-		// the offline key. When the stack gains shared auth state (issue
-		// 13) and shared overrides (issue 14), open them in openStore for
-		// each -store and set them here, one instance for every replica:
-		// until then the drill shows those gaps.
+		// Shared by the fleet, one instance for every replica (openStore,
+		// per -store): the idempotency store and queue (cfg.Store), the
+		// verifiers' outage state (cfg.AuthState: keys, tokens seen valid,
+		// degraded acceptances), the operator's overrides (cfg.Overrides);
+		// and the offline key, as from a secret store.
 		c.Downstream = dsURL[stackHoldfast]
 		// Each replica has a disk of its own: a new replica's is empty.
 		c.CacheFile = filepath.Join(dir, name, "jwks.json")

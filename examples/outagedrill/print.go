@@ -223,6 +223,10 @@ func (rep *report) print(out io.Writer) {
 			st := rr.Stacks[sn]
 			wrap(out, fmt.Sprintf("  %-9s", sn), fmt.Sprintf("accepted while the IdP was down %d (no one could know); once known: "+
 				"accepted %d, refused %d; writes sent after and executed %d.", st.AcceptedWhileDown, st.AcceptedAfterKnown, st.RefusedAfterKnown, st.WritesExecutedAfterKnown))
+			if st.AcceptedAfterKnown > 0 {
+				wrap(out, "            ", fmt.Sprintf("accepted once known, the last %.1fs after, by replica, credential and marker: %s.",
+					st.LastAcceptedAfterKnownS, counts(st.AcceptedAfterKnownBy)))
+			}
 		}
 	}
 	fmt.Fprintln(out)

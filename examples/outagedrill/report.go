@@ -245,6 +245,12 @@ type revokedStats struct {
 	// known (KnownAtS; for naive the same moment). Target 0 for holdfast.
 	AcceptedAfterKnown int `json:"accepted_after_known"`
 	RefusedAfterKnown  int `json:"refused_after_known"`
+	// AcceptedAfterKnownBy counts those 2xx by replica, credential and
+	// marker, e.g. "r2 offline token (offline-token)".
+	AcceptedAfterKnownBy map[string]int `json:"accepted_after_known_by,omitempty"`
+	// LastAcceptedAfterKnownS: the last of them was sent this long after
+	// the revocation was known.
+	LastAcceptedAfterKnownS float64 `json:"last_accepted_after_known_s,omitempty"`
 	// WritesExecutedAfterKnown: the subject's writes that executed
 	// downstream although first sent after the revocation was known.
 	WritesExecutedAfterKnown int `json:"writes_executed_after_known"`
@@ -727,6 +733,12 @@ func (rep *report) buildRevoked(in measureInput) {
 			switch {
 			case sent.After(cut) && r.ok():
 				st.AcceptedAfterKnown++
+				cred := "IdP token"
+				if r.cred == credOffline {
+					cred = "offline token"
+				}
+				inc(&st.AcceptedAfterKnownBy, fmt.Sprintf("%s %s (%s)", orDash(r.replica), cred, r.degraded))
+				st.LastAcceptedAfterKnownS = max(st.LastAcceptedAfterKnownS, round(sent.Sub(cut).Seconds(), 2))
 			case sent.After(cut):
 				st.RefusedAfterKnown++
 			case sent.After(in.revokedAt) && sent.Before(in.idpBack) && r.ok():

@@ -42,6 +42,7 @@ package stack
 
 import (
 	"context"
+	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/ed25519"
@@ -108,6 +109,12 @@ type Config struct {
 	// a secret store), or tokens minted before a restart stop verifying.
 	OfflineKey ed25519.PrivateKey
 	OfflineTTL time.Duration
+	// OfflinePublicKeys, if set instead of OfflineKey, makes this replica
+	// trust offline tokens without minting any (verify-only: no private
+	// key on it, no exchange route): the keys, by kid, of the replicas
+	// that mint them (their OfflineIssuer.PublicKeys). OfflineTTL must be
+	// the issuing side's.
+	OfflinePublicKeys map[string]crypto.PublicKey
 
 	// Downstream is the downstream's base URL.
 	Downstream string
@@ -147,6 +154,29 @@ type Config struct {
 	// standing in for such a shared store. A 202 is as durable as the
 	// store: with Redis, run it with appendonly yes.
 	Store idempotency.Store
+
+	// AuthState, if set, is the outage state the replicas' verifiers
+	// share (authfallback.Config.State): the last-known-good key set, the
+	// tokens seen valid (so the grace window holds on every replica, not
+	// only on the one that saw the token) and the degraded acceptances to
+	// reconcile. A replica started on an empty disk during an IdP outage
+	// loads its keys from it. If nil, each replica keeps its own (memory
+	// and CacheFile). authfallback.NewMemoryState in one process,
+	// redisstore.NewAuthState or pgstore.NewAuthState for a fleet.
+	AuthState authfallback.StateStore
+	// StateFlushInterval is how often a replica writes what it learnt to
+	// AuthState (authfallback.Config.StateFlushInterval). If zero, 1 s.
+	StateFlushInterval time.Duration
+	// Overrides, if set, shares the operator's overrides (the mode forced
+	// through AdminHandler, dependencies forced down or up) between the
+	// replicas (degrade.Config.Overrides): a switch flipped on one replica
+	// reaches every replica within OverridePoll. If nil, an override
+	// stays on the replica it was set on. degrade.NewMemoryOverrides in
+	// one process, redisstore.NewOverrides or pgstore.NewOverrides for a
+	// fleet.
+	Overrides degrade.OverrideStore
+	// OverridePoll is how often Overrides is read. If zero, 500 ms.
+	OverridePoll time.Duration
 
 	// SealKey, if set, is an AEAD key (AES-GCM: 16 or 32 bytes) that seals
 	// the bearer token of a queued write, so its replay can forward it. If
@@ -288,9 +318,11 @@ func New(cfg Config) (*Service, error) {
 		// body read), so no one without a valid token can fill the queue
 		// during an outage; the write is stored with its verified caller,
 		// and replayed as that caller, whatever became of its token.
-		Queue:      http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.queue.ServeHTTP(w, r) }),
-		RetryAfter: time.Second,
-		Logger:     cfg.Logger,
+		Queue:        http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.queue.ServeHTTP(w, r) }),
+		RetryAfter:   time.Second,
+		Overrides:    cfg.Overrides,
+		OverridePoll: cfg.OverridePoll,
+		Logger:       cfg.Logger,
 		OnModeChange: func(ch degrade.ModeChange) {
 			if ch.To == degrade.Normal {
 				s.Kick()
@@ -343,18 +375,27 @@ func New(cfg Config) (*Service, error) {
 				h.OnFallbackExit(ev)
 			}
 		},
-		OnRefreshError: h.OnRefreshError,
-		OnReconcile:    h.OnReconcile,
-		Policy:         authfallback.Policy{AllowedScopes: allowed},
+		OnRefreshError:     h.OnRefreshError,
+		OnReconcile:        h.OnReconcile,
+		Policy:             authfallback.Policy{AllowedScopes: allowed},
+		StateFlushInterval: cfg.StateFlushInterval,
+	}
+	if cfg.AuthState != nil {
+		acfg.State = cfg.AuthState
 	}
 	if revocations != nil { // never a nil *RevocationList in the interface
 		acfg.Revocations = revocations
 	}
-	if cfg.OfflineKey != nil {
+	if cfg.OfflineKey != nil && cfg.OfflinePublicKeys != nil {
+		s.Close()
+		return nil, errors.New("stack: OfflineKey and OfflinePublicKeys exclude each other")
+	}
+	if cfg.OfflineKey != nil || cfg.OfflinePublicKeys != nil {
 		iss, err := authfallback.NewOfflineIssuer(authfallback.OfflineConfig{
-			Issuer:        strings.TrimSuffix(cfg.Issuer, "/") + "/holdfast-offline",
+			Issuer:        OfflineIssuer(cfg.Issuer),
 			Audience:      cfg.Audience,
 			Key:           cfg.OfflineKey,
+			PublicKeys:    cfg.OfflinePublicKeys,
 			TTL:           cfg.OfflineTTL,
 			AllowedScopes: allowed,
 			AuditLog:      cfg.AuditLog,
@@ -364,7 +405,9 @@ func New(cfg Config) (*Service, error) {
 			s.Close()
 			return nil, err
 		}
-		s.offline = iss
+		if cfg.OfflineKey != nil { // a verify-only issuer mints nothing: no exchange route
+			s.offline = iss
+		}
 		acfg.Offline = iss
 	}
 	v, err := authfallback.New(acfg)
@@ -487,6 +530,12 @@ func New(cfg Config) (*Service, error) {
 		},
 	})
 	return s, nil
+}
+
+// OfflineIssuer is the issuer of the offline tokens a Service with
+// OfflineKey mints for the IdP issuer.
+func OfflineIssuer(issuer string) string {
+	return strings.TrimSuffix(issuer, "/") + "/holdfast-offline"
 }
 
 // MaxBody bounds the body of a keyed write (idempotency answers 413 above
