@@ -229,7 +229,6 @@ func run(o options) (*report, error) {
 		Overrides:     sh.overrides,
 		AuditLog:      logger,
 		Logger:        logger,
-		Hooks:         rec.hooks(),
 	}
 	nReplica := 0
 	startHoldfast := func() (*replica, error) {
@@ -241,6 +240,7 @@ func run(o options) (*report, error) {
 		// verifiers' outage state (cfg.AuthState: keys, tokens seen valid,
 		// degraded acceptances), the operator's overrides (cfg.Overrides);
 		// and the offline key, as from a secret store.
+		c.Hooks = rec.hooks(name)
 		c.Downstream = dsURL[stackHoldfast]
 		// Each replica has a disk of its own: a new replica's is empty.
 		c.CacheFile = filepath.Join(dir, name, "jwks.json")

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 )
 
@@ -218,14 +219,15 @@ func (rep *report) print(out io.Writer) {
 	}
 	if rr := rep.Revoked; rr != nil {
 		wrap(out, "", fmt.Sprintf("revoked subject %s: revoked at %.1fs while the IdP was down; IdP back at %.1fs; "+
-			"a holdfast replica knew at %.1fs, reconciled at %.1fs (-1: never).", rr.Subject, rr.RevokedAtS, rr.IdPBackS, rr.KnownAtS, rr.ReconciledAtS))
+			"a holdfast replica knew at %.1fs, every replica at %.1fs (%s; each polls the IdP's list itself), reconciled at %.1fs (-1: never).",
+			rr.Subject, rr.RevokedAtS, rr.IdPBackS, rr.KnownAtS, rr.AllKnewAtS, knownBy(rr.KnownBy), rr.ReconciledAtS))
 		for _, sn := range stackNames {
 			st := rr.Stacks[sn]
 			wrap(out, fmt.Sprintf("  %-9s", sn), fmt.Sprintf("accepted while the IdP was down %d (no one could know); once known: "+
 				"accepted %d, refused %d; writes sent after and executed %d.", st.AcceptedWhileDown, st.AcceptedAfterKnown, st.RefusedAfterKnown, st.WritesExecutedAfterKnown))
 			if st.AcceptedAfterKnown > 0 {
-				wrap(out, "            ", fmt.Sprintf("accepted once known, the last %.1fs after, by replica, credential and marker: %s.",
-					st.LastAcceptedAfterKnownS, counts(st.AcceptedAfterKnownBy)))
+				wrap(out, "            ", fmt.Sprintf("accepted once a replica knew, the last %.1fs after, by replica, credential and marker: %s; "+
+					"by a replica that knew itself: %d.", st.LastAcceptedAfterKnownS, counts(st.AcceptedAfterKnownBy), st.AcceptedByKnowing))
 			}
 		}
 	}
@@ -290,4 +292,21 @@ func (rep *report) glossary(out io.Writer) {
 			wrap(out, fmt.Sprintf("  %-27s ", g.key), g.what)
 		}
 	}
+}
+
+// knownBy renders when each replica learned of the revocation.
+func knownBy(m map[string]float64) string {
+	if len(m) == 0 {
+		return "none knew"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %.1fs", k, m[k])
+	}
+	return strings.Join(parts, ", ")
 }

@@ -271,3 +271,63 @@ func TestWriteSettled(t *testing.T) {
 		assert.Equal(t, tt.want, (&write{last: tt.last}).settled(), "%d", tt.last)
 	}
 }
+
+// The revoked subject is judged per replica: a replica that knew of the
+// revocation must refuse it, and every replica must know within
+// targetRevocationSpread of the first; acceptances by a replica that did
+// not know yet are reported, not failed.
+func TestRevokedJudgedByWhatEachReplicaKnew(t *testing.T) {
+	rep, in := fixture(t)
+	t1, t2 := in.start.Add(41*time.Second), in.start.Add(42*time.Second)
+	in.rec.revokedKnown = t1
+	in.rec.knownBy = map[string]time.Time{"r1": t1, "r2": t2}
+	in.loads[stackHoldfast].results = []result{
+		{at: 41500 * time.Millisecond, status: 200, session: 9, replica: "r2", degraded: "expired-grace"}, // r2 did not know yet
+		{at: 41600 * time.Millisecond, status: 401, session: 9, replica: "r1"},
+		{at: 42500 * time.Millisecond, status: 401, session: 9, replica: "r2"},
+	}
+	rep.build(in)
+	rep.judge(nil)
+	rr := rep.Revoked
+	assert.Equal(t, 41.0, rr.KnownAtS)
+	assert.Equal(t, 42.0, rr.AllKnewAtS)
+	hs := rr.Stacks["holdfast"]
+	assert.Equal(t, 1, hs.AcceptedAfterKnown)
+	assert.Equal(t, 0, hs.AcceptedByKnowing)
+	assert.Equal(t, map[string]int{"r2 IdP token (expired-grace)": 1}, hs.AcceptedAfterKnownBy)
+	assert.True(t, checkNamed(rep, "revoked").Pass)
+
+	// r2 accepts after it knew: fails.
+	rep, _ = fixture(t)
+	in.loads[stackHoldfast].results = append(in.loads[stackHoldfast].results,
+		result{at: 43 * time.Second, status: 200, session: 9, replica: "r2"})
+	rep.build(in)
+	rep.judge(nil)
+	assert.Equal(t, 1, rep.Revoked.Stacks["holdfast"].AcceptedByKnowing)
+	assert.False(t, checkNamed(rep, "revoked").Pass)
+
+	// r2 never learns: fails.
+	rep, _ = fixture(t)
+	in.loads[stackHoldfast].results = in.loads[stackHoldfast].results[:3]
+	in.rec.knownBy = map[string]time.Time{"r1": t1}
+	rep.build(in)
+	rep.judge(nil)
+	assert.Equal(t, -1.0, rep.Revoked.AllKnewAtS)
+	assert.False(t, checkNamed(rep, "revoked").Pass)
+
+	// r2 learns too late: fails.
+	rep, _ = fixture(t)
+	in.rec.knownBy = map[string]time.Time{"r1": t1, "r2": t1.Add(targetRevocationSpread + time.Second)}
+	rep.build(in)
+	rep.judge(nil)
+	assert.False(t, checkNamed(rep, "revoked").Pass)
+}
+
+func checkNamed(rep *report, name string) check {
+	for _, c := range rep.Checks {
+		if c.Name == name {
+			return c
+		}
+	}
+	return check{}
+}
