@@ -109,12 +109,17 @@ type Config struct {
 	// a secret store), or tokens minted before a restart stop verifying.
 	OfflineKey ed25519.PrivateKey
 	OfflineTTL time.Duration
-	// OfflinePublicKeys, if set instead of OfflineKey, makes this replica
-	// trust offline tokens without minting any (verify-only: no private
-	// key on it, no exchange route): the keys, by kid, of the replicas
-	// that mint them (their OfflineIssuer.PublicKeys). OfflineTTL must be
-	// the issuing side's.
+	// OfflinePublicKeys or OfflineJWKSURL, if set instead of OfflineKey,
+	// make this replica trust offline tokens without minting any
+	// (verify-only: no private key on it, no exchange route): the keys,
+	// by kid, of the replicas that mint them (their
+	// OfflineIssuer.PublicKeys), or the URL where one publishes them
+	// (Service.OfflineJWKS, served by resilient-api at
+	// /holdfast/offline-jwks), fetched with last-known-good caching, so
+	// a Rotate there reaches this replica. OfflineTTL must be the issuing
+	// side's.
 	OfflinePublicKeys map[string]crypto.PublicKey
+	OfflineJWKSURL    string
 
 	// Downstream is the downstream's base URL.
 	Downstream string
@@ -386,25 +391,28 @@ func New(cfg Config) (*Service, error) {
 	if revocations != nil { // never a nil *RevocationList in the interface
 		acfg.Revocations = revocations
 	}
-	if cfg.OfflineKey != nil && cfg.OfflinePublicKeys != nil {
+	if n := btoi(cfg.OfflineKey != nil) + btoi(cfg.OfflinePublicKeys != nil) + btoi(cfg.OfflineJWKSURL != ""); n > 1 {
 		s.Close()
-		return nil, errors.New("stack: OfflineKey and OfflinePublicKeys exclude each other")
+		return nil, errors.New("stack: OfflineKey, OfflinePublicKeys and OfflineJWKSURL exclude each other")
 	}
-	if cfg.OfflineKey != nil || cfg.OfflinePublicKeys != nil {
+	if cfg.OfflineKey != nil || cfg.OfflinePublicKeys != nil || cfg.OfflineJWKSURL != "" {
 		iss, err := authfallback.NewOfflineIssuer(authfallback.OfflineConfig{
-			Issuer:        OfflineIssuer(cfg.Issuer),
-			Audience:      cfg.Audience,
-			Key:           cfg.OfflineKey,
-			PublicKeys:    cfg.OfflinePublicKeys,
-			TTL:           cfg.OfflineTTL,
-			AllowedScopes: allowed,
-			AuditLog:      cfg.AuditLog,
-			OnIssue:       h.OnOfflineIssue,
+			Issuer:          OfflineIssuer(cfg.Issuer),
+			Audience:        cfg.Audience,
+			Key:             cfg.OfflineKey,
+			PublicKeys:      cfg.OfflinePublicKeys,
+			JWKSURL:         cfg.OfflineJWKSURL,
+			RefreshInterval: cfg.KeyRefresh,
+			TTL:             cfg.OfflineTTL,
+			AllowedScopes:   allowed,
+			AuditLog:        cfg.AuditLog,
+			OnIssue:         h.OnOfflineIssue,
 		})
 		if err != nil {
 			s.Close()
 			return nil, err
 		}
+		s.closes = append(s.closes, func() { _ = iss.Close() })
 		if cfg.OfflineKey != nil { // a verify-only issuer mints nothing: no exchange route
 			s.offline = iss
 		}
@@ -571,6 +579,23 @@ func (s *Service) replayEvery() time.Duration {
 		return s.cfg.ReplayEvery
 	}
 	return 5 * time.Second
+}
+
+// OfflineJWKS returns the handler that publishes the public keys of the
+// offline tokens this Service mints (for replicas with OfflineJWKSURL), or
+// nil when it mints none.
+func (s *Service) OfflineJWKS() http.Handler {
+	if s.offline == nil {
+		return nil
+	}
+	return s.offline.JWKSHandler()
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // ServeHTTP implements http.Handler.
