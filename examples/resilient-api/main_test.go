@@ -31,12 +31,30 @@ func TestParseFlagsAndEnvironment(t *testing.T) {
 
 	_, err = parse([]string{"-issuer", "https://idp.example.com/"})
 	assert.Error(t, err, "a real IdP needs an audience and JWKS URLs")
+	_, err = parse([]string{"-offline-key", "k.pem", "-offline-jwks", "http://127.0.0.1:8080/holdfast/offline-jwks"})
+	assert.Error(t, err, "a replica mints or verifies only")
+}
+
+// assertShared checks that a shared -store also shares the verifiers'
+// outage state and the operator's overrides, and that both answer.
+func assertShared(t *testing.T, s stores) {
+	t.Helper()
+	ctx := context.Background()
+	require.NotNil(t, s.auth, "-store redis|postgres shares the auth state")
+	require.NotNil(t, s.overrides, "-store redis|postgres shares the overrides")
+	_, found, err := s.auth.LoadKeys(ctx, "https://no-such-issuer.example/")
+	require.NoError(t, err)
+	assert.False(t, found)
+	_, err = s.overrides.Overrides(ctx)
+	require.NoError(t, err)
 }
 
 func TestOpenStore(t *testing.T) {
 	s, closeFn, err := openStore(context.Background(), config{store: "memory"})
 	require.NoError(t, err)
-	assert.NotNil(t, s)
+	assert.NotNil(t, s.idem)
+	assert.Nil(t, s.auth, "one instance: nothing to share")
+	assert.Nil(t, s.overrides)
 	closeFn()
 	_, _, err = openStore(context.Background(), config{store: "etcd"})
 	assert.Error(t, err)
@@ -53,9 +71,10 @@ func TestOpenStoreRedis(t *testing.T) {
 	s, closeFn, err := openStore(context.Background(), config{store: "redis", redisAddr: addr, keyPrefix: "resilient-api-test"})
 	require.NoError(t, err)
 	defer closeFn()
-	_, found, err := s.Get(context.Background(), "no-such-key")
+	_, found, err := s.idem.Get(context.Background(), "no-such-key")
 	require.NoError(t, err)
 	assert.False(t, found)
+	assertShared(t, s)
 }
 
 func TestOpenStorePostgres(t *testing.T) {
@@ -69,9 +88,10 @@ func TestOpenStorePostgres(t *testing.T) {
 	s, closeFn, err := openStore(context.Background(), config{store: "postgres", pgDSN: dsn, keyPrefix: "resilient-api-test"})
 	require.NoError(t, err)
 	defer closeFn()
-	_, found, err := s.Get(context.Background(), "no-such-key")
+	_, found, err := s.idem.Get(context.Background(), "no-such-key")
 	require.NoError(t, err)
 	assert.False(t, found)
+	assertShared(t, s)
 }
 
 func TestTableName(t *testing.T) {
@@ -140,4 +160,12 @@ func TestServerTimeouts(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode)
+}
+
+func TestWithSuffixKeepsAValidTableName(t *testing.T) {
+	assert.Equal(t, "resilient_api_auth", withSuffix("resilient_api", "_auth"))
+	long := strings.Repeat("a", 48)
+	got := withSuffix(long, "_overrides")
+	assert.Len(t, got, 48)
+	assert.True(t, strings.HasSuffix(got, "_overrides"))
 }

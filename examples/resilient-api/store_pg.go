@@ -7,27 +7,45 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/holdfast-go/holdfast/idempotency"
 	"github.com/holdfast-go/holdfast/pgstore"
 )
 
-// openPostgres opens the PostgreSQL store and creates its table if needed.
-func openPostgres(ctx context.Context, c config) (idempotency.Store, func(), error) {
+// openPostgres opens the PostgreSQL stores and creates their tables if
+// needed: the idempotency table, its _auth_keys, _auth_seen and
+// _auth_degraded tables (the verifiers' outage state) and its _overrides
+// table.
+func openPostgres(ctx context.Context, c config) (stores, func(), error) {
 	pool, err := pgxpool.New(ctx, c.pgDSN)
 	if err != nil {
-		return nil, nil, fmt.Errorf("postgres: %w", err)
+		return stores{}, nil, fmt.Errorf("postgres: %w", err)
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, nil, fmt.Errorf("postgres: %w", err)
+		return stores{}, nil, fmt.Errorf("postgres: %w", err)
 	}
-	store := pgstore.New(pool, pgstore.Config{Table: tableName(c.keyPrefix)})
-	if err := store.Migrate(ctx); err != nil {
-		_ = store.Close()
-		pool.Close()
-		return nil, nil, fmt.Errorf("postgres: creating the table: %w", err)
+	table := tableName(c.keyPrefix)
+	store := pgstore.New(pool, pgstore.Config{Table: table})
+	auth := pgstore.NewAuthState(pool, pgstore.AuthStateConfig{Table: withSuffix(table, "_auth")})
+	overrides := pgstore.NewOverrides(pool, pgstore.OverridesConfig{Table: withSuffix(table, "_overrides")})
+	closeFn := func() { _ = store.Close(); pool.Close() }
+	for what, migrate := range map[string]func(context.Context) error{
+		"idempotency": store.Migrate, "auth state": auth.Migrate, "overrides": overrides.Migrate,
+	} {
+		if err := migrate(ctx); err != nil {
+			closeFn()
+			return stores{}, nil, fmt.Errorf("postgres: creating the %s tables: %w", what, err)
+		}
 	}
-	return store, func() { _ = store.Close(); pool.Close() }, nil
+	return stores{idem: store, auth: auth, overrides: overrides}, closeFn, nil
+}
+
+// withSuffix appends suffix to the table name, shortening the name so the
+// whole stays a valid table name (48 characters at most).
+func withSuffix(name, suffix string) string {
+	if n := 48 - len(suffix); len(name) > n {
+		name = name[:n]
+	}
+	return name + suffix
 }
 
 // tableName turns the store prefix into a plain SQL identifier.
