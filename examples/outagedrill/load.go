@@ -139,8 +139,16 @@ type creds struct {
 	refuse    bool      // the last answer was a 401: refresh now, as an OAuth client does
 }
 
+// expiryMargin is how long before its expiry a client stops sending an
+// offline token, as golang.org/x/oauth2 treats a token as expired a little
+// before its Expiry (its expiryDelta, 10 s, scaled to the drill): a token
+// sent at the last instant arrives expired. The session then sends its IdP
+// token, in its grace window; an offline token has none (it is never
+// extended).
+const expiryMargin = time.Second
+
 func (c *creds) bearer(now time.Time) (string, credKind) {
-	if c.offline != "" && now.Before(c.offExp) {
+	if c.offline != "" && now.Add(expiryMargin).Before(c.offExp) {
 		return c.offline, credOffline
 	}
 	return c.idp, credIdP

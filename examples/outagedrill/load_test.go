@@ -143,3 +143,17 @@ func testJWT(t *testing.T, exp time.Time) string {
 	tok, _ := idp.issue("user-0")
 	return tok
 }
+
+// A client stops sending its offline token a little before it expires (a
+// token sent at the last instant arrives expired) and sends its IdP token
+// instead, which has a grace window.
+func TestClientDropsAnOfflineTokenBeforeItsExpiry(t *testing.T) {
+	now := time.Now()
+	c := &creds{idp: "idp", exp: now.Add(-time.Second), offline: "off", offExp: now.Add(3 * time.Second)}
+	tok, kind := c.bearer(now)
+	assert.Equal(t, "off", tok)
+	assert.Equal(t, credOffline, kind)
+	tok, kind = c.bearer(c.offExp.Add(-expiryMargin / 2))
+	assert.Equal(t, "idp", tok, "within the margin of its expiry")
+	assert.Equal(t, credIdP, kind)
+}
