@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
@@ -100,4 +101,40 @@ func TestFleetSharesAuthStateOverridesAndOfflineTrust(t *testing.T) {
 	require.Eventually(t, func() bool { return b.Controller.Mode() == degrade.ReadOnly }, 2*time.Second, 10*time.Millisecond)
 	put(`{"mode":"auto"}`)
 	require.Eventually(t, func() bool { return b.Controller.Mode() != degrade.ReadOnly }, 2*time.Second, 10*time.Millisecond)
+}
+
+// A revocation list that answers with a new revocation while the verifier
+// is in fallback mode, its key refresh backed off far (KeyRefresh 1 h),
+// makes the verifier refresh its keys at once: the replica leaves fallback
+// mode, so the grace windows and offline tokens that the revoked subject
+// may hold end with it.
+func TestNewRevocationEndsFallbackAtOnce(t *testing.T) {
+	e := newEnv(t)
+	list := &revocationList{sub: map[string]string{}}
+	lsrv := httptest.NewServer(list)
+	t.Cleanup(lsrv.Close)
+	e.cfg.RevocationURL = lsrv.URL
+	e.cfg.KeyRefresh = time.Hour
+	s := e.start(t)
+	require.NotNil(t, s.Revocations)
+	ctx := context.Background()
+
+	e.idp.SetDown(true)
+	list.mu.Lock()
+	list.down = true
+	list.sub["alice"] = time.Now().UTC().Format(time.RFC3339Nano)
+	list.mu.Unlock()
+	for range 13 { // the next key refresh is about half an hour away
+		require.Error(t, s.Verifier.Refresh(ctx))
+	}
+	require.True(t, s.Verifier.Status().Fallback)
+
+	e.idp.SetDown(false)
+	list.mu.Lock()
+	list.down = false
+	list.mu.Unlock()
+	require.NoError(t, s.Revocations.Refresh(ctx))
+	require.Eventually(t, func() bool { return !s.Verifier.Status().Fallback }, 3*time.Second, 10*time.Millisecond,
+		"the list answered: the keys are refreshed now, not after the backoff")
+	assert.Equal(t, http.StatusUnauthorized, e.do(t, s, http.MethodGet, "/items/1", "", "").StatusCode, "alice is revoked")
 }

@@ -56,6 +56,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/holdfast-go/holdfast/authfallback"
@@ -243,6 +244,9 @@ type Service struct {
 	Idempotency *idempotency.Idempotency
 	// Replayer runs the queued writes.
 	Replayer *idempotency.Replayer
+	// Revocations is the IdP's revocation list (nil without
+	// Config.RevocationURL).
+	Revocations *authfallback.RevocationList
 	// Client is the downstream client the App uses.
 	Client *http.Client
 	// ClientBreaker guards the downstream host; ServerBreaker the routes.
@@ -255,6 +259,13 @@ type Service struct {
 	owned   *idempotency.MemoryStore
 	cfg     Config
 
+	// verifier is Verifier, for hooks that may run before New returns.
+	verifier atomic.Pointer[authfallback.Verifier]
+	// refreshing: a key refresh asked by idpAnswered runs.
+	refreshing atomic.Bool
+	ctx        context.Context // ends with Close
+	cancel     context.CancelFunc
+
 	closeOnce sync.Once
 	closes    []func()
 }
@@ -263,6 +274,7 @@ type Service struct {
 // unreachable IdP or downstream is an outage to survive, not an error.
 func New(cfg Config) (*Service, error) {
 	s := &Service{cfg: cfg}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	h := cfg.Hooks
 	store := cfg.Store
 	if store == nil {
@@ -347,13 +359,19 @@ func New(cfg Config) (*Service, error) {
 			RefreshInterval: cfg.KeyRefresh,
 			FetchTimeout:    2 * time.Second,
 			Logger:          cfg.Logger,
-			OnRevocation:    h.OnRevocation,
+			OnRevocation: func(ev authfallback.RevocationEvent) {
+				s.idpAnswered()
+				if h.OnRevocation != nil {
+					h.OnRevocation(ev)
+				}
+			},
 		})
 		if err != nil {
 			s.Close()
 			return nil, err
 		}
 		revocations = rl
+		s.Revocations = rl
 		s.closes = append(s.closes, func() { _ = rl.Close() })
 	}
 	allowed := cfg.AllowedScopes
@@ -424,6 +442,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s.Verifier = v
+	s.verifier.Store(v)
 	s.closes = append(s.closes, func() { _ = v.Close() })
 
 	// The downstream client (see NewClient); below it, every attempt's
@@ -581,6 +600,27 @@ func (s *Service) replayEvery() time.Duration {
 	return 5 * time.Second
 }
 
+// idpAnswered is called when the IdP's revocation list answered with a
+// revocation this replica had not seen: the IdP is back, or partly. If the
+// verifier is still in fallback mode (its key refresh waits out a backoff
+// that grows to KeyRefresh), its keys are refreshed now: leaving fallback
+// mode ends the grace windows and offline tokens that a subject revoked
+// during the outage may still hold, and, with AuthState, tells the other
+// replicas that the IdP answers, so they refresh too (and, reconciling,
+// refresh their own revocation lists). One such refresh at a time.
+func (s *Service) idpAnswered() {
+	v := s.verifier.Load()
+	if v == nil || !v.Status().Fallback || !s.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer s.refreshing.Store(false)
+		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+		defer cancel()
+		_ = v.Refresh(ctx)
+	}()
+}
+
 // OfflineJWKS returns the handler that publishes the public keys of the
 // offline tokens this Service mints (for replicas with OfflineJWKSURL), or
 // nil when it mints none.
@@ -644,6 +684,7 @@ func (s *Service) Drain(ctx context.Context) (int, error) {
 func (s *Service) Close() { s.closeOnce.Do(s.close) }
 
 func (s *Service) close() {
+	s.cancel()
 	if s.Replayer != nil {
 		s.Replayer.Close()
 	}
