@@ -5,7 +5,8 @@
 // fault injector too), and per stack -replicas replicas of the example
 // service (examples/internal/stack for holdfast, the same App wired naively
 // for the other) behind a round-robin reverse proxy; the holdfast replicas
-// share one idempotency store (in memory, or -store redis|postgres). The
+// share one idempotency store, one outage state of their verifiers and one
+// store of the operator's overrides (in memory, or -store redis|postgres). The
 // same client sessions drive both stacks through this timeline (scaled to
 // -duration; at 60 s):
 //
