@@ -263,6 +263,26 @@ func TestSVGIsWellFormedAndMarksEveryEvent(t *testing.T) {
 	assert.True(t, found)
 }
 
+// The chart's footer states each stack's promises with the figures of the
+// table and of -json's fleet object.
+func TestSVGFooterGivesTheFleetFigures(t *testing.T) {
+	rep, in := fixture(t)
+	in.loads[stackNaive].addWrite(&write{id: "n1", session: 0, acked: true, last: 201})
+	execute(t, in.ds[stackNaive], "n1")
+	execute(t, in.ds[stackNaive], "n1")
+	rep.Replaced[0] = replacedReport{Replica: "r3", FirstStatus: 200}
+	rep.build(in)
+	rep.Fleet.Holdfast.RecoverySeconds, rep.Fleet.Holdfast.OverridePropagationSeconds = 1.7, 0.3
+	svg := string(rep.svg())
+	assert.Contains(t, svg, "holdfast: 0 lost, 0 duplicated, 0 hard 401 in grace, reads 2xx in IdP outage 0.0%, replaced replica verified yes, recovery 1.7 s, override 0.3 s")
+	assert.Contains(t, svg, "naive: 0 lost, 1 duplicated, 0 hard 401 in grace")
+	assert.Contains(t, svg, "replaced replica verified no, recovery never, override no switch")
+	var table bytes.Buffer
+	rep.judge(nil)
+	rep.print(&table)
+	assert.Contains(t, table.String(), "recovery: downstream back -> all normal, queue empty       1.7 s")
+}
+
 func TestWriteSettled(t *testing.T) {
 	for _, tt := range []struct {
 		last int
