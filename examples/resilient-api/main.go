@@ -200,7 +200,19 @@ func run(logger *slog.Logger, args []string) error {
 		return err
 	}
 	defer closeStore()
-	cfg.Store, cfg.AuthState, cfg.Overrides = store.idem, store.auth, store.overrides
+	cfg.Store = store
+	overrides, closeOverrides, err := openOverrides(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer closeOverrides()
+	cfg.Overrides = overrides
+	authState, closeAuthState, err := openAuthState(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer closeAuthState()
+	cfg.AuthState = authState
 
 	svc, err := stack.New(cfg)
 	if err != nil {

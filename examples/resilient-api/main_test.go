@@ -37,25 +37,33 @@ func TestParseFlagsAndEnvironment(t *testing.T) {
 
 // assertShared checks that a shared -store also shares the verifiers'
 // outage state and the operator's overrides, and that both answer.
-func assertShared(t *testing.T, s stores) {
+func assertShared(t *testing.T, c config) {
 	t.Helper()
 	ctx := context.Background()
-	require.NotNil(t, s.auth, "-store redis|postgres shares the auth state")
-	require.NotNil(t, s.overrides, "-store redis|postgres shares the overrides")
-	_, found, err := s.auth.LoadKeys(ctx, "https://no-such-issuer.example/")
+	auth, closeAuth, err := openAuthState(ctx, c)
+	require.NoError(t, err)
+	defer closeAuth()
+	require.NotNil(t, auth, "-store redis|postgres shares the auth state")
+	_, found, err := auth.LoadKeys(ctx, "https://no-such-issuer.example/")
 	require.NoError(t, err)
 	assert.False(t, found)
-	_, err = s.overrides.Overrides(ctx)
+	overrides, closeOverrides, err := openOverrides(ctx, c)
+	require.NoError(t, err)
+	defer closeOverrides()
+	require.NotNil(t, overrides, "-store redis|postgres shares the overrides")
+	_, err = overrides.Overrides(ctx)
 	require.NoError(t, err)
 }
 
 func TestOpenStore(t *testing.T) {
 	s, closeFn, err := openStore(context.Background(), config{store: "memory"})
 	require.NoError(t, err)
-	assert.NotNil(t, s.idem)
-	assert.Nil(t, s.auth, "one instance: nothing to share")
-	assert.Nil(t, s.overrides)
+	assert.NotNil(t, s)
 	closeFn()
+	auth, closeAuth, err := openAuthState(context.Background(), config{store: "memory"})
+	require.NoError(t, err)
+	assert.Nil(t, auth, "one instance: nothing to share")
+	closeAuth()
 	_, _, err = openStore(context.Background(), config{store: "etcd"})
 	assert.Error(t, err)
 }
@@ -71,10 +79,10 @@ func TestOpenStoreRedis(t *testing.T) {
 	s, closeFn, err := openStore(context.Background(), config{store: "redis", redisAddr: addr, keyPrefix: "resilient-api-test"})
 	require.NoError(t, err)
 	defer closeFn()
-	_, found, err := s.idem.Get(context.Background(), "no-such-key")
+	_, found, err := s.Get(context.Background(), "no-such-key")
 	require.NoError(t, err)
 	assert.False(t, found)
-	assertShared(t, s)
+	assertShared(t, config{store: "redis", redisAddr: addr, keyPrefix: "resilient-api-test"})
 }
 
 func TestOpenStorePostgres(t *testing.T) {
@@ -88,10 +96,10 @@ func TestOpenStorePostgres(t *testing.T) {
 	s, closeFn, err := openStore(context.Background(), config{store: "postgres", pgDSN: dsn, keyPrefix: "resilient-api-test"})
 	require.NoError(t, err)
 	defer closeFn()
-	_, found, err := s.idem.Get(context.Background(), "no-such-key")
+	_, found, err := s.Get(context.Background(), "no-such-key")
 	require.NoError(t, err)
 	assert.False(t, found)
-	assertShared(t, s)
+	assertShared(t, config{store: "postgres", pgDSN: dsn, keyPrefix: "resilient-api-test"})
 }
 
 func TestTableName(t *testing.T) {

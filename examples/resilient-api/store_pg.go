@@ -7,45 +7,29 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/holdfast-go/holdfast/authfallback"
+	"github.com/holdfast-go/holdfast/degrade"
+	"github.com/holdfast-go/holdfast/idempotency"
 	"github.com/holdfast-go/holdfast/pgstore"
 )
 
-// openPostgres opens the PostgreSQL stores and creates their tables if
-// needed: the idempotency table, its _auth_keys, _auth_seen and
-// _auth_degraded tables (the verifiers' outage state) and its _overrides
-// table.
-func openPostgres(ctx context.Context, c config) (stores, func(), error) {
+// openPostgres opens the PostgreSQL store and creates its table if needed.
+func openPostgres(ctx context.Context, c config) (idempotency.Store, func(), error) {
 	pool, err := pgxpool.New(ctx, c.pgDSN)
 	if err != nil {
-		return stores{}, nil, fmt.Errorf("postgres: %w", err)
+		return nil, nil, fmt.Errorf("postgres: %w", err)
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return stores{}, nil, fmt.Errorf("postgres: %w", err)
+		return nil, nil, fmt.Errorf("postgres: %w", err)
 	}
-	table := tableName(c.keyPrefix)
-	store := pgstore.New(pool, pgstore.Config{Table: table})
-	auth := pgstore.NewAuthState(pool, pgstore.AuthStateConfig{Table: withSuffix(table, "_auth")})
-	overrides := pgstore.NewOverrides(pool, pgstore.OverridesConfig{Table: withSuffix(table, "_overrides")})
-	closeFn := func() { _ = store.Close(); pool.Close() }
-	for what, migrate := range map[string]func(context.Context) error{
-		"idempotency": store.Migrate, "auth state": auth.Migrate, "overrides": overrides.Migrate,
-	} {
-		if err := migrate(ctx); err != nil {
-			closeFn()
-			return stores{}, nil, fmt.Errorf("postgres: creating the %s tables: %w", what, err)
-		}
+	store := pgstore.New(pool, pgstore.Config{Table: tableName(c.keyPrefix)})
+	if err := store.Migrate(ctx); err != nil {
+		_ = store.Close()
+		pool.Close()
+		return nil, nil, fmt.Errorf("postgres: creating the table: %w", err)
 	}
-	return stores{idem: store, auth: auth, overrides: overrides}, closeFn, nil
-}
-
-// withSuffix appends suffix to the table name, shortening the name so the
-// whole stays a valid table name (48 characters at most).
-func withSuffix(name, suffix string) string {
-	if n := 48 - len(suffix); len(name) > n {
-		name = name[:n]
-	}
-	return name + suffix
+	return store, func() { _ = store.Close(); pool.Close() }, nil
 }
 
 // tableName turns the store prefix into a plain SQL identifier.
@@ -67,4 +51,44 @@ func tableName(prefix string) string {
 		return "idempotency"
 	}
 	return name
+}
+
+// openPostgresOverrides opens the overrides table beside the store's and
+// creates it if needed.
+func openPostgresOverrides(ctx context.Context, c config) (degrade.OverrideStore, func(), error) {
+	pool, err := pgxpool.New(ctx, c.pgDSN)
+	if err != nil {
+		return nil, nil, fmt.Errorf("postgres: %w", err)
+	}
+	o := pgstore.NewOverrides(pool, pgstore.OverridesConfig{Table: tableName(c.keyPrefix) + "_overrides"})
+	if err := o.Migrate(ctx); err != nil {
+		pool.Close()
+		return nil, nil, fmt.Errorf("postgres: creating the overrides table: %w", err)
+	}
+	return o, pool.Close, nil
+}
+
+// openPostgresAuthState opens the auth state tables (_auth_keys,
+// _auth_seen, _auth_degraded beside the store's) and creates them if
+// needed.
+func openPostgresAuthState(ctx context.Context, c config) (authfallback.StateStore, func(), error) {
+	pool, err := pgxpool.New(ctx, c.pgDSN)
+	if err != nil {
+		return nil, nil, fmt.Errorf("postgres: %w", err)
+	}
+	s := pgstore.NewAuthState(pool, pgstore.AuthStateConfig{Table: withSuffix(tableName(c.keyPrefix), "_auth")})
+	if err := s.Migrate(ctx); err != nil {
+		pool.Close()
+		return nil, nil, fmt.Errorf("postgres: creating the auth state tables: %w", err)
+	}
+	return s, pool.Close, nil
+}
+
+// withSuffix appends suffix to the table name, shortening the name so the
+// whole stays a valid table name (48 characters at most).
+func withSuffix(name, suffix string) string {
+	if n := 48 - len(suffix); len(name) > n {
+		name = name[:n]
+	}
+	return name + suffix
 }

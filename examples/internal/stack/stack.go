@@ -97,6 +97,15 @@ type Config struct {
 	// reported through Hooks.OnReconcile.
 	RevocationURL       string
 	RevocationCacheFile string
+	// Overrides shares the operators' overrides (a forced mode or
+	// dependency) between replicas: degrade.Config.Overrides. If nil, an
+	// override holds on the replica that got it. degrade.NewMemoryOverrides
+	// in one process, redisstore.NewOverrides or pgstore.NewOverrides for a
+	// fleet.
+	Overrides degrade.OverrideStore
+	// OverridePoll is how often Overrides is read: a switch flipped on one
+	// replica reaches the others within it. If zero, 500 ms.
+	OverridePoll time.Duration
 	// AllowedScopes are the scopes a request authenticated in fallback mode
 	// keeps (authfallback.Policy). If nil, read and write: the example's
 	// writes can be queued and reconciled, so they stay allowed.
@@ -173,17 +182,6 @@ type Config struct {
 	// StateFlushInterval is how often a replica writes what it learnt to
 	// AuthState (authfallback.Config.StateFlushInterval). If zero, 1 s.
 	StateFlushInterval time.Duration
-	// Overrides, if set, shares the operator's overrides (the mode forced
-	// through AdminHandler, dependencies forced down or up) between the
-	// replicas (degrade.Config.Overrides): a switch flipped on one replica
-	// reaches every replica within OverridePoll. If nil, an override
-	// stays on the replica it was set on. degrade.NewMemoryOverrides in
-	// one process, redisstore.NewOverrides or pgstore.NewOverrides for a
-	// fleet.
-	Overrides degrade.OverrideStore
-	// OverridePoll is how often Overrides is read. If zero, 500 ms.
-	OverridePoll time.Duration
-
 	// SealKey, if set, is an AEAD key (AES-GCM: 16 or 32 bytes) that seals
 	// the bearer token of a queued write, so its replay can forward it. If
 	// nil, tokens are stripped: the replay runs as the recorded caller.
@@ -320,8 +318,10 @@ func New(cfg Config) (*Service, error) {
 			// down: track it in the status, do not change the mode.
 			DepIdP: degrade.Normal,
 		},
-		Window:     cfg.DetectWindow,
-		MinReports: 5,
+		Window:       cfg.DetectWindow,
+		MinReports:   5,
+		Overrides:    cfg.Overrides,
+		OverridePoll: cfg.OverridePoll,
 		// Minting an offline token changes nothing the queue could defer:
 		// it passes in every mode, like a read.
 		Tier: func(r *http.Request) degrade.Tier {
@@ -335,11 +335,9 @@ func New(cfg Config) (*Service, error) {
 		// body read), so no one without a valid token can fill the queue
 		// during an outage; the write is stored with its verified caller,
 		// and replayed as that caller, whatever became of its token.
-		Queue:        http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.queue.ServeHTTP(w, r) }),
-		RetryAfter:   time.Second,
-		Overrides:    cfg.Overrides,
-		OverridePoll: cfg.OverridePoll,
-		Logger:       cfg.Logger,
+		Queue:      http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.queue.ServeHTTP(w, r) }),
+		RetryAfter: time.Second,
+		Logger:     cfg.Logger,
 		OnModeChange: func(ch degrade.ModeChange) {
 			if ch.To == degrade.Normal {
 				s.Kick()
