@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -88,3 +89,50 @@ var errFetchBlocked = errors.New("test: no route to the IdP")
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// A replica started during an IdP outage, with the keys another replica
+// shared, counts the outage for the grace window from when those keys were
+// due for a refresh, not from its own start: a token the first replica saw
+// valid, and that expired after the outage began but before the second
+// replica started, keeps its grace window there too.
+func TestGraceOnAReplicaStartedDuringTheOutage(t *testing.T) {
+	store := authfallback.NewMemoryState()
+	idp := authtest.NewWithConfig(authtest.Config{Algorithm: "EdDSA"})
+	t.Cleanup(idp.Close)
+	newReplica := func() *authfallback.Verifier {
+		v, err := authfallback.New(authfallback.Config{
+			Issuer: idp.Issuer(), Audience: []string{idp.Audience()}, JWKSURLs: []string{idp.JWKSURL()},
+			HTTPClient: &http.Client{}, FetchTimeout: time.Second, RefreshInterval: time.Second,
+			AuditLog: slog.New(slog.DiscardHandler), State: store, StateFlushInterval: 20 * time.Millisecond,
+			Policy: authfallback.Policy{AllowedScopes: []string{"read"}},
+		})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = v.Close() })
+		return v
+	}
+	ctx := context.Background()
+	a := newReplica()
+	fetched := time.Now()
+	// Expires after a's keys are due for a refresh (fetched + 1 s), and
+	// before b starts.
+	exp := fetched.Add(2 * time.Second).Truncate(time.Second)
+	if !exp.After(fetched.Add(1100 * time.Millisecond)) {
+		exp = exp.Add(time.Second)
+	}
+	tok := idp.Issue(jwt.MapClaims{"sub": "alice", "scope": "read", "exp": exp.Unix()})
+	_, err := a.Verify(ctx, tok)
+	require.NoError(t, err)
+	idp.SetDown(true)
+	require.Eventually(t, func() bool { return a.Status().Fallback }, 5*time.Second, 10*time.Millisecond)
+
+	time.Sleep(time.Until(exp.Add(300 * time.Millisecond)))
+	b := newReplica()
+	require.Eventually(t, func() bool { return b.Status().Fallback }, 5*time.Second, 10*time.Millisecond)
+	require.True(t, b.Status().FallbackSince.After(exp), "b entered fallback mode after the token expired")
+	res, err := b.Verify(ctx, tok)
+	require.NoError(t, err, "the grace window a gives, b gives too")
+	assert.Equal(t, authfallback.ReasonExpiredGrace, res.Reason)
+	res, err = a.Verify(ctx, tok)
+	require.NoError(t, err)
+	assert.Equal(t, authfallback.ReasonExpiredGrace, res.Reason)
+}

@@ -191,7 +191,7 @@ func (v *Verifier) sharedGrace(ctx context.Context, h [32]byte, raw string, ks *
 		v.grace.noteMiss(h, now.Add(2*v.cfg.stateFlushInterval()))
 		return false
 	}
-	if rec.Issuer != v.cfg.Issuer || !rec.SeenAt.Before(fb.since) || rec.SeenAt.After(now) {
+	if rec.Issuer != v.cfg.Issuer || !rec.SeenAt.Before(v.outageSince(fb, ks)) || rec.SeenAt.After(now) {
 		return false
 	}
 	seenAt := rec.SeenAt
