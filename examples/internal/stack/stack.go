@@ -113,10 +113,13 @@ type Config struct {
 
 	// OfflineKey, if set, signs offline tokens: a caller whose token
 	// verifies (degraded or not) exchanges it at POST /auth/offline-token
-	// for a short-lived token (OfflineTTL, 5 min if zero) that this service
-	// accepts while it is in fallback mode, for callers whose own token
-	// expires while the IdP is down. Keep the key across restarts (a file,
-	// a secret store), or tokens minted before a restart stop verifying.
+	// for a short-lived token (OfflineTTL, 5 min if zero; never past the
+	// exchanged token's own expiry) that this service accepts while it is
+	// in fallback mode, verified with the fleet's own key: a credential
+	// for when a replica cannot verify the IdP's token (a token expired
+	// inside the outage is served by the grace window instead). Keep the
+	// key across restarts (a file, a secret store), or tokens minted
+	// before a restart stop verifying.
 	OfflineKey ed25519.PrivateKey
 	OfflineTTL time.Duration
 	// OfflinePublicKeys or OfflineJWKSURL, if set instead of OfflineKey,
