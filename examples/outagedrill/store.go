@@ -49,7 +49,9 @@ func openStore(ctx context.Context, o options) (shared, func(), error) {
 			// Remove this run's keys.
 			c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			for _, pat := range []string{prefix + ":*", "{" + prefix + "}:*"} {
+			// The idempotency store's keys, and the auth state's (whose
+			// keys of one issuer share the hash tag {prefix:auth:<issuer>}).
+			for _, pat := range []string{prefix + ":*", "{" + prefix + "}:*", "{" + prefix + ":*"} {
 				iter := rdb.Scan(c, 0, pat, 500).Iterator()
 				for iter.Next(c) {
 					rdb.Del(c, iter.Val())
