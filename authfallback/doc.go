@@ -109,7 +109,10 @@
 // token hash, for the grace window) and the degraded acceptances (for
 // reconciliation: each is reconciled by one replica). A replica started
 // on an empty disk during an outage loads the keys at once; after a
-// failed refresh it takes a newer set another replica fetched. Writes are
+// failed refresh it takes a newer set another replica fetched, and once
+// another replica has fetched one since its fallback mode began it
+// refreshes at once rather than after its backoff, so the fleet leaves
+// fallback mode (grace windows, offline tokens) together. Writes are
 // batched every [Config.StateFlushInterval] (default 1 second: the
 // propagation delay) and on Close, so no verification waits for the store;
 // the only read on the request path is the grace record of an expired

@@ -268,6 +268,24 @@ func (v *Verifier) offlineDeadline(fb *fallbackState, ks *keySet) time.Time {
 	return start.Add(v.cfg.Policy.maxOfflineDuration())
 }
 
+// outageSince is when the outage began for the grace window, in the
+// fallback state fb: when fallback mode began, or when the key set in use
+// was due for a refresh if that is earlier. A Verifier started during an
+// outage (keys from CacheFile or Config.State, its first refresh failing)
+// entered fallback mode only then, but the IdP was already down: its
+// window starts with the key set's missed refresh, not with its own start,
+// as the offline deadline does (offlineDeadline), so a token that expired
+// between the two keeps the grace the replicas running all along give it.
+func (v *Verifier) outageSince(fb *fallbackState, ks *keySet) time.Time {
+	since := fb.since
+	if ks != nil {
+		if due := ks.fetchedAt.Add(v.refreshInterval()); due.Before(since) {
+			since = due
+		}
+	}
+	return since
+}
+
 // graceBook remembers tokens verified normally (by token hash), so that
 // one that expires during fallback mode can be accepted in its grace
 // window. It is bounded; entries are forgotten after exp + grace.
@@ -382,7 +400,8 @@ func (v *Verifier) tryGrace(ctx context.Context, h [32]byte, raw string, ks *key
 		return nil, false, nil
 	}
 	exp := e.res.ExpiresAt
-	if !e.seen.Before(fb.since) || !exp.After(fb.since) || now.After(exp.Add(v.grace.grace)) ||
+	since := v.outageSince(fb, ks)
+	if !e.seen.Before(since) || !exp.After(since) || now.After(exp.Add(v.grace.grace)) ||
 		v.lookup(ks, e.res.KeyID, now) != e.key || v.checkFresh(e.key, ks, now) != nil {
 		return nil, false, nil
 	}
@@ -393,7 +412,7 @@ func (v *Verifier) tryGrace(ctx context.Context, h [32]byte, raw string, ks *key
 	attrs := []slog.Attr{
 		slog.String("token_hash", d.TokenHash), slog.String("sub", d.Subject),
 		slog.Time("expired_at", d.ExpiresAt), slog.Duration("expired_for", now.Sub(d.ExpiresAt)),
-		slog.Time("seen_valid_at", e.seen), slog.Time("fallback_since", fb.since),
+		slog.Time("seen_valid_at", e.seen), slog.Time("fallback_since", since),
 		slog.Time("grace_until", exp.Add(v.grace.grace)),
 	}
 	if err != nil {

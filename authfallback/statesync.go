@@ -5,8 +5,9 @@ package authfallback
 // no verification waits for the store. Reads happen in New (the key set),
 // after a failed refresh (a newer key set another replica fetched), for an
 // expired token in fallback mode that this Verifier never saw (its grace
-// record; bounded by stateLookupTimeout, misses remembered), and before
-// reconciliation.
+// record; bounded by stateLookupTimeout, misses remembered), before
+// reconciliation, and in fallback mode every StateFlushInterval (the key
+// set record: has another replica reached the IdP again?).
 
 import (
 	"context"
@@ -44,6 +45,9 @@ type stateSync struct {
 	dropped int
 	done    chan struct{}
 	lastLog atomic.Int64
+	// kicked is the FetchedAt of the last shared key set record that
+	// triggered a refresh (watchRecovery; flushLoop's goroutine only).
+	kicked time.Time
 }
 
 func (c *Config) stateFlushInterval() time.Duration {
@@ -88,8 +92,41 @@ func (v *Verifier) flushLoop() {
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(v.ctx, v.cfg.fetchTimeout())
 			v.flushState(ctx)
+			v.watchRecovery(ctx)
 			cancel()
 		}
+	}
+}
+
+// watchRecovery, in fallback mode, looks at the key set record of the
+// shared state: one fetched after this Verifier's fallback mode began
+// means another replica reached the IdP again, so the refresh runs now
+// instead of after its backoff (which grows to RefreshInterval). Without
+// it, a fleet leaves fallback mode replica by replica over up to one
+// RefreshInterval after the IdP is back, and until then a replica honours
+// grace windows and offline tokens that the others refuse, and learns the
+// revocations published during the outage last (its Revocations are
+// refreshed when it reconciles). One read of the store per
+// StateFlushInterval while in fallback mode; each record triggers one
+// refresh at most, so a replica that still cannot reach the IdP keeps to
+// its backoff.
+func (v *Verifier) watchRecovery(ctx context.Context) {
+	fb := v.fb.Load()
+	if fb == nil || (len(v.cfg.JWKSURLs) == 0 && !v.cfg.Discovery) {
+		return
+	}
+	rec, ok, err := v.cfg.State.LoadKeys(ctx, v.cfg.Issuer)
+	if err != nil {
+		v.stateError(ctx, "key set record not read", err)
+		return
+	}
+	if !ok || !rec.FetchedAt.After(fb.since) || !rec.FetchedAt.After(v.st.kicked) {
+		return
+	}
+	v.st.kicked = rec.FetchedAt
+	select {
+	case v.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -154,7 +191,7 @@ func (v *Verifier) sharedGrace(ctx context.Context, h [32]byte, raw string, ks *
 		v.grace.noteMiss(h, now.Add(2*v.cfg.stateFlushInterval()))
 		return false
 	}
-	if rec.Issuer != v.cfg.Issuer || !rec.SeenAt.Before(fb.since) || rec.SeenAt.After(now) {
+	if rec.Issuer != v.cfg.Issuer || !rec.SeenAt.Before(v.outageSince(fb, ks)) || rec.SeenAt.After(now) {
 		return false
 	}
 	seenAt := rec.SeenAt

@@ -137,10 +137,29 @@ type creds struct {
 	lastTry   time.Time // last refresh attempt
 	exchanged bool      // tried the exchange for the current IdP token
 	refuse    bool      // the last answer was a 401: refresh now, as an OAuth client does
+	// useOffline: the service refused the current IdP token (401, or 503
+	// without keys to verify it) while the offline token was valid: send
+	// the offline token from now on, until a new IdP token.
+	useOffline bool
 }
 
+// expiryMargin is how long before its expiry a client stops sending an
+// offline token, as golang.org/x/oauth2 treats a token as expired a little
+// before its Expiry (its expiryDelta, 10 s, scaled to the drill): a token
+// sent at the last instant arrives expired. The session then sends its IdP
+// token, in its grace window; an offline token has none (it is never
+// extended).
+const expiryMargin = time.Second
+
+// bearer is the credential the session sends: its IdP token, or its
+// offline token once the service refused the IdP token. An offline token
+// never outlives the token it was exchanged for and is accepted only by a
+// replica in fallback mode, so it is the fallback credential, not the
+// first: sent first, it would be refused by a replica that has not yet
+// noticed the outage (each notices on its own refresh schedule) while the
+// IdP token it stands for is still accepted there.
 func (c *creds) bearer(now time.Time) (string, credKind) {
-	if c.offline != "" && now.Before(c.offExp) {
+	if c.useOffline && c.offline != "" && now.Add(expiryMargin).Before(c.offExp) {
 		return c.offline, credOffline
 	}
 	return c.idp, credIdP
@@ -178,7 +197,7 @@ func (l *load) refresh(ctx context.Context, s session, c *creds) {
 	tok, exp, err := l.idp.token(ctx, s.subject)
 	if err == nil {
 		c.idp, c.exp, c.gen = tok, exp, c.gen+1
-		c.offline, c.exchanged, c.refuse = "", false, false
+		c.offline, c.exchanged, c.refuse, c.useOffline = "", false, false, false
 		return
 	}
 	if s.offline && !c.exchanged && c.idp != "" && now.Before(c.exp) {
@@ -326,6 +345,9 @@ func (l *load) do(ctx context.Context, op opKind, s session, c *creds, w *write,
 	}
 	r.at, r.op, r.latency, r.session, r.cred, r.tokenExp = at, op, time.Since(start), s.id, kind, c.exp
 	c.refuse = r.status == http.StatusUnauthorized
+	if kind == credIdP && (r.status == http.StatusUnauthorized || r.problem == "authentication-unavailable") {
+		c.useOffline = true
+	}
 	l.mu.Lock()
 	if w != nil {
 		if w.last == http.StatusAccepted && r.status == http.StatusUnauthorized {

@@ -130,8 +130,12 @@ func TestOfflineClientExchangesWhenTheIdPIsDown(t *testing.T) {
 	c.refuse, c.lastTry = true, time.Time{} // as after a 401: refresh now
 	l.refresh(ctx, s, c)
 	assert.Equal(t, 1, exchanged)
-	bearer, kind := c.bearer(time.Now())
 	assert.Equal(t, offTok, c.offline)
+	bearer, kind := c.bearer(time.Now())
+	assert.Equal(t, credIdP, kind, "the IdP token first, while the service accepts it")
+	assert.Equal(t, c.idp, bearer)
+	c.useOffline = true // as after the service refused the IdP token
+	bearer, kind = c.bearer(time.Now())
 	assert.Equal(t, credOffline, kind)
 	assert.Equal(t, c.offline, bearer)
 }
@@ -142,4 +146,41 @@ func testJWT(t *testing.T, exp time.Time) string {
 	defer idp.close()
 	tok, _ := idp.issue("user-0")
 	return tok
+}
+
+// A client stops sending its offline token a little before it expires (a
+// token sent at the last instant arrives expired) and sends its IdP token
+// instead, which has a grace window.
+func TestClientDropsAnOfflineTokenBeforeItsExpiry(t *testing.T) {
+	now := time.Now()
+	c := &creds{idp: "idp", exp: now.Add(-time.Second), offline: "off", offExp: now.Add(3 * time.Second), useOffline: true}
+	tok, kind := c.bearer(now)
+	assert.Equal(t, "off", tok)
+	assert.Equal(t, credOffline, kind)
+	tok, kind = c.bearer(c.offExp.Add(-expiryMargin / 2))
+	assert.Equal(t, "idp", tok, "within the margin of its expiry")
+	assert.Equal(t, credIdP, kind)
+}
+
+// The offline token is the fallback credential: sent once the service has
+// refused the IdP token, until a new IdP token.
+func TestClientSendsItsOfflineTokenOnceTheIdPTokenIsRefused(t *testing.T) {
+	svc := &fakeService{seen: map[string]int{}, refuse: map[string]bool{}}
+	l, _, s := newTestLoad(t, svc)
+	ctx := context.Background()
+	c := l.creds[s.id]
+	l.refresh(ctx, s, c)
+	c.offline, c.offExp = "offline-token", time.Now().Add(time.Minute)
+	l.do(ctx, opRead, s, c, nil, "/items/1")
+	require.Len(t, l.results, 1)
+	assert.Equal(t, credIdP, l.results[0].cred)
+	svc.mu.Lock()
+	svc.refuse[c.idp] = true
+	svc.mu.Unlock()
+	l.do(ctx, opRead, s, c, nil, "/items/1")
+	l.do(ctx, opRead, s, c, nil, "/items/1")
+	require.Len(t, l.results, 3)
+	assert.Equal(t, http.StatusUnauthorized, l.results[1].status)
+	assert.Equal(t, credOffline, l.results[2].cred, "after the refusal")
+	assert.Equal(t, http.StatusCreated, l.results[2].status)
 }

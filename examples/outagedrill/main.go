@@ -5,7 +5,8 @@
 // fault injector too), and per stack -replicas replicas of the example
 // service (examples/internal/stack for holdfast, the same App wired naively
 // for the other) behind a round-robin reverse proxy; the holdfast replicas
-// share one idempotency store (in memory, or -store redis|postgres). The
+// share one idempotency store, one outage state of their verifiers and one
+// store of the operator's overrides (in memory, or -store redis|postgres). The
 // same client sessions drive both stacks through this timeline (scaled to
 // -duration; at 60 s):
 //
@@ -194,12 +195,12 @@ func run(o options) (*report, error) {
 		dsURL[i] = srv.URL
 	}
 
-	base, closeStore, err := openStore(context.Background(), o)
+	sh, closeStore, err := openStore(context.Background(), o)
 	if err != nil {
 		return nil, err
 	}
 	defer closeStore()
-	store := newQueueWatch(base)
+	store := newQueueWatch(sh.store)
 
 	dir, err := os.MkdirTemp("", "outagedrill")
 	if err != nil {
@@ -225,20 +226,22 @@ func run(o options) (*report, error) {
 		DetectWindow:  scaled(o.duration, 1.0/20, time.Second),
 		ReplayEvery:   500 * time.Millisecond,
 		Store:         store,
+		AuthState:     sh.auth,
+		Overrides:     sh.overrides,
 		AuditLog:      logger,
 		Logger:        logger,
-		Hooks:         rec.hooks(),
 	}
 	nReplica := 0
 	startHoldfast := func() (*replica, error) {
 		nReplica++
 		name := fmt.Sprintf("r%d", nReplica)
 		c := cfg
-		// Shared by the fleet today: the idempotency store (cfg.Store) and
-		// the offline key. When the stack gains shared auth state (issue
-		// 13) and shared overrides (issue 14), open them in openStore for
-		// each -store and set them here, one instance for every replica:
-		// until then the drill shows those gaps.
+		// Shared by the fleet, one instance for every replica (openStore,
+		// per -store): the idempotency store and queue (cfg.Store), the
+		// verifiers' outage state (cfg.AuthState: keys, tokens seen valid,
+		// degraded acceptances), the operator's overrides (cfg.Overrides);
+		// and the offline key, as from a secret store.
+		c.Hooks = rec.hooks(name)
 		c.Downstream = dsURL[stackHoldfast]
 		// Each replica has a disk of its own: a new replica's is empty.
 		c.CacheFile = filepath.Join(dir, name, "jwks.json")

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 )
 
@@ -101,8 +102,8 @@ func (rep *report) print(out io.Writer) {
 			}
 			msg := fmt.Sprintf("the shared queue took %d writes; what it holds for them at the end, by replay status: %s.", n, counts(d.QueueOutcomes))
 			if d.QueueOutcomes["401"] > 0 {
-				msg += " A 401 is a queued write refused when replayed: the bearer token it was queued with had expired " +
-					"(the queue keeps the token, not the authorization decision); it executed only if its client sent it again."
+				msg += " A 401 is a queued write refused when replayed (the queue keeps the verified caller, not the token, " +
+					"so a token that expired since does not refuse it: the caller itself was refused); it executed only if its client sent it again."
 			}
 			if d.QueuedWithBearer > 0 {
 				msg += fmt.Sprintf(" %d queued requests were stored with their plaintext bearer token.", d.QueuedWithBearer)
@@ -113,9 +114,8 @@ func (rep *report) print(out io.Writer) {
 			}
 		}
 		if d.QueuedThen401 > 0 {
-			wrap(out, lead, fmt.Sprintf("%d writes answered 202 were answered 401 when polled: replayed after the token they "+
-				"were queued with had expired, they were refused (the queue keeps the token, not the authorization "+
-				"decision); their clients re-sent them with a new token.", d.QueuedThen401))
+			wrap(out, lead, fmt.Sprintf("%d writes answered 202 were answered 401 when polled: their poll's token was refused, "+
+				"or the queued write was refused when replayed; their clients re-sent them with a new token.", d.QueuedThen401))
 		}
 		if p.DuplicateExecutions > 0 {
 			why := "the downstream executed some writes more than once."
@@ -134,8 +134,9 @@ func (rep *report) print(out io.Writer) {
 				}
 			}
 			if sn == "holdfast" {
-				wrap(out, lead, "an expired token is accepted once per replica that saw it valid (one use of the grace "+
-					"window, not a window); offline tokens expire with the token they were exchanged for.")
+				wrap(out, lead, "the grace window (exp + 10 min, in fallback mode) is given only to a token some replica "+
+					"recorded as seen valid before the outage (shared through the StateStore); a 401 within it is a token "+
+					"no replica recorded, or an offline token refused by a replica not (or no longer) in fallback mode.")
 			}
 		}
 		if d.ReadsInOutage > d.ReadsOKInOutage {
@@ -143,7 +144,7 @@ func (rep *report) print(out io.Writer) {
 		}
 		if !p.ReplacedReplicaVerified {
 			first := strings.TrimSpace(statusText(d.Replaced.FirstStatus) + " " + d.Replaced.FirstProblem)
-			why := "its disk holds no key cache and the IdP is down"
+			why := "its disk holds no key cache, the IdP is down and the shared state held no key set for it"
 			if len(d.ReplacedOKBy) > 0 {
 				why += "; its 2xx by credential: " + counts(d.ReplacedOKBy) + " (an offline token needs no JWKS)"
 			}
@@ -218,11 +219,16 @@ func (rep *report) print(out io.Writer) {
 	}
 	if rr := rep.Revoked; rr != nil {
 		wrap(out, "", fmt.Sprintf("revoked subject %s: revoked at %.1fs while the IdP was down; IdP back at %.1fs; "+
-			"a holdfast replica knew at %.1fs, reconciled at %.1fs (-1: never).", rr.Subject, rr.RevokedAtS, rr.IdPBackS, rr.KnownAtS, rr.ReconciledAtS))
+			"a holdfast replica knew at %.1fs, every replica at %.1fs (%s; each polls the IdP's list itself), reconciled at %.1fs (-1: never).",
+			rr.Subject, rr.RevokedAtS, rr.IdPBackS, rr.KnownAtS, rr.AllKnewAtS, knownBy(rr.KnownBy), rr.ReconciledAtS))
 		for _, sn := range stackNames {
 			st := rr.Stacks[sn]
 			wrap(out, fmt.Sprintf("  %-9s", sn), fmt.Sprintf("accepted while the IdP was down %d (no one could know); once known: "+
 				"accepted %d, refused %d; writes sent after and executed %d.", st.AcceptedWhileDown, st.AcceptedAfterKnown, st.RefusedAfterKnown, st.WritesExecutedAfterKnown))
+			if st.AcceptedAfterKnown > 0 {
+				wrap(out, "            ", fmt.Sprintf("accepted once a replica knew, the last %.1fs after, by replica, credential and marker: %s; "+
+					"by a replica that knew itself: %d.", st.LastAcceptedAfterKnownS, counts(st.AcceptedAfterKnownBy), st.AcceptedByKnowing))
+			}
 		}
 	}
 	fmt.Fprintln(out)
@@ -263,7 +269,7 @@ func (rep *report) glossary(out io.Writer) {
 		{"stale-if-error", "a read answered with its last good response"},
 		{"jwks-unreachable", "verified with the last-known-good keys while the IdP is down"},
 		{"offline-token", "an offline token, verified with the fleet's own key"},
-		{"expired-grace", "an expired token taken in its grace (once per replica that saw it valid)"},
+		{"expired-grace", "an expired token in its grace window (exp + 10 min; a replica saw it valid before the outage)"},
 		{"revocations-stale", "verified while the revocation list could not be refreshed"},
 		{"degraded", "the replica was in degraded mode"},
 		{"202 queued", "the write was queued (degraded or read-only mode), to be replayed"},
@@ -286,4 +292,21 @@ func (rep *report) glossary(out io.Writer) {
 			wrap(out, fmt.Sprintf("  %-27s ", g.key), g.what)
 		}
 	}
+}
+
+// knownBy renders when each replica learned of the revocation.
+func knownBy(m map[string]float64) string {
+	if len(m) == 0 {
+		return "none knew"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %.1fs", k, m[k])
+	}
+	return strings.Join(parts, ", ")
 }

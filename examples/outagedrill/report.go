@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"sort"
@@ -21,6 +22,12 @@ import (
 const (
 	targetRecovery    = 10 * time.Second
 	targetPropagation = time.Second
+	// targetRevocationSpread bounds the time from the first holdfast
+	// replica learning of a revocation to every replica knowing of it:
+	// each replica polls the IdP's list itself (the list is not shared),
+	// and leaves fallback mode, refreshing it, within about one
+	// StateFlushInterval (1 s) of another replica reaching the IdP.
+	targetRevocationSpread = 2 * time.Second
 )
 
 // Promise names, for -known-gaps.
@@ -231,6 +238,11 @@ type revokedReport struct {
 	// KnownAtS: when the first holdfast replica learned of the revocation
 	// (OnRevocation); -1 if never.
 	KnownAtS float64 `json:"known_at_s"`
+	// AllKnewAtS: when the last replica of the fleet (as it was when
+	// the first learned) learned of it; -1 if one never did.
+	AllKnewAtS float64 `json:"all_replicas_knew_at_s"`
+	// KnownBy: when each holdfast replica learned of it.
+	KnownBy map[string]float64 `json:"known_by_replica_at_s,omitempty"`
 	// ReconciledAtS: when a holdfast replica reported the subject's
 	// degraded acceptances after the outage (OnReconcile); -1 if never.
 	ReconciledAtS float64                  `json:"reconciled_at_s"`
@@ -242,9 +254,18 @@ type revokedStats struct {
 	// the IdP was down (no one could know).
 	AcceptedWhileDown int `json:"accepted_while_idp_down"`
 	// AcceptedAfterKnown: 2xx to requests sent after the revocation was
-	// known (KnownAtS; for naive the same moment). Target 0 for holdfast.
+	// known to a replica (KnownAtS; for naive the same moment).
 	AcceptedAfterKnown int `json:"accepted_after_known"`
-	RefusedAfterKnown  int `json:"refused_after_known"`
+	// AcceptedByKnowing: 2xx from a replica that knew of the revocation
+	// when the request was sent (holdfast only). Target 0.
+	AcceptedByKnowing int `json:"accepted_by_replica_that_knew"`
+	RefusedAfterKnown int `json:"refused_after_known"`
+	// AcceptedAfterKnownBy counts those 2xx by replica, credential and
+	// marker, e.g. "r2 offline token (offline-token)".
+	AcceptedAfterKnownBy map[string]int `json:"accepted_after_known_by,omitempty"`
+	// LastAcceptedAfterKnownS: the last of them was sent this long after
+	// the revocation was known.
+	LastAcceptedAfterKnownS float64 `json:"last_accepted_after_known_s,omitempty"`
 	// WritesExecutedAfterKnown: the subject's writes that executed
 	// downstream although first sent after the revocation was known.
 	WritesExecutedAfterKnown int `json:"writes_executed_after_known"`
@@ -275,9 +296,11 @@ type recorder struct {
 	// revokedKnown and reconciled: when a holdfast replica first learned
 	// of the revocation, and reported it after the outage.
 	revokedKnown, reconciled time.Time
+	// knownBy: when each holdfast replica learned of the revocation.
+	knownBy map[string]time.Time
 }
 
-func newRecorder() *recorder { return &recorder{t0: time.Now()} }
+func newRecorder() *recorder { return &recorder{t0: time.Now(), knownBy: map[string]time.Time{}} }
 
 func (r *recorder) since() string { return fmt.Sprintf("%.1fs", time.Since(r.t0).Seconds()) }
 
@@ -287,7 +310,8 @@ func (r *recorder) do(f func(*holdfastEvents)) {
 	r.mu.Unlock()
 }
 
-func (r *recorder) hooks() stack.Hooks {
+// hooks returns the hooks of the holdfast replica named replica.
+func (r *recorder) hooks(replica string) stack.Hooks {
 	return stack.Hooks{
 		OnFallbackEnter: func(authfallback.FallbackEvent) { r.do(func(e *holdfastEvents) { e.FallbackEnter++ }) },
 		OnFallbackExit:  func(authfallback.FallbackEvent) { r.do(func(e *holdfastEvents) { e.FallbackExit++ }) },
@@ -341,6 +365,9 @@ func (r *recorder) hooks() stack.Hooks {
 			r.mu.Lock()
 			if r.revokedKnown.IsZero() {
 				r.revokedKnown = now
+			}
+			if _, ok := r.knownBy[replica]; !ok {
+				r.knownBy[replica] = now
 			}
 			r.mu.Unlock()
 		},
@@ -702,10 +729,27 @@ func (rep *report) buildRevoked(in measureInput) {
 	}
 	in.rec.mu.Lock()
 	known, reconciled := in.rec.revokedKnown, in.rec.reconciled
+	knownBy := maps.Clone(in.rec.knownBy)
 	in.rec.mu.Unlock()
 	rr := &revokedReport{
 		Subject: revokedSubject, RevokedAtS: since(in.revokedAt), IdPBackS: since(in.idpBack),
 		KnownAtS: since(known), ReconciledAtS: since(reconciled), Stacks: map[string]*revokedStats{},
+		AllKnewAtS: -1, KnownBy: map[string]float64{},
+	}
+	var allKnew time.Time
+	for _, name := range in.finalReplicas[stackHoldfast] {
+		t, ok := knownBy[name]
+		if !ok {
+			allKnew = time.Time{}
+			break
+		}
+		if t.After(allKnew) {
+			allKnew = t
+		}
+	}
+	rr.AllKnewAtS = since(allKnew)
+	for name, t := range knownBy {
+		rr.KnownBy[name] = since(t)
 	}
 	cut := known
 	if cut.IsZero() { // never learned: judge from a few seconds after the IdP came back
@@ -727,6 +771,15 @@ func (rep *report) buildRevoked(in measureInput) {
 			switch {
 			case sent.After(cut) && r.ok():
 				st.AcceptedAfterKnown++
+				if t, ok := knownBy[r.replica]; ok && si == stackHoldfast && sent.After(t) {
+					st.AcceptedByKnowing++
+				}
+				cred := "IdP token"
+				if r.cred == credOffline {
+					cred = "offline token"
+				}
+				inc(&st.AcceptedAfterKnownBy, fmt.Sprintf("%s %s (%s)", orDash(r.replica), cred, r.degraded))
+				st.LastAcceptedAfterKnownS = max(st.LastAcceptedAfterKnownS, round(sent.Sub(cut).Seconds(), 2))
 			case sent.After(cut):
 				st.RefusedAfterKnown++
 			case sent.After(in.revokedAt) && sent.Before(in.idpBack) && r.ok():
@@ -753,7 +806,8 @@ func (rep *report) judge(gaps map[string]bool) {
 		}
 		return fmt.Sprintf("%.1fs", v)
 	}
-	hr := rep.Revoked.Stacks["holdfast"]
+	rr := rep.Revoked
+	hr := rr.Stacks["holdfast"]
 	rep.Checks = []check{
 		{Name: "lost", What: "no acknowledged write lost", Value: fmt.Sprintf("%d lost of %d acknowledged", h.LostWrites, h.WritesAcknowledged), Pass: h.LostWrites == 0, Always: true},
 		{Name: "duplicates", What: "no write executed twice", Value: fmt.Sprintf("%d duplicate executions", h.DuplicateExecutions), Pass: h.DuplicateExecutions == 0, Always: true},
@@ -761,7 +815,10 @@ func (rep *report) judge(gaps map[string]bool) {
 		{Name: "replaced", What: "the replaced replica's first request verified", Value: fmt.Sprintf("%s answered %s %s", d.Replaced.Replica, statusText(d.Replaced.FirstStatus), d.Replaced.FirstProblem), Pass: h.ReplacedReplicaVerified},
 		{Name: "recovery", What: "recovery within 10s", Value: secs(h.RecoverySeconds) + ": " + d.RecoveryWhy, Pass: h.RecoverySeconds >= 0 && h.RecoverySeconds <= targetRecovery.Seconds()},
 		{Name: "override", What: "override reaches every replica within 1s", Value: secs(h.OverridePropagationSeconds) + ": " + d.OverrideWhy, Pass: h.OverridePropagationSeconds >= 0 && h.OverridePropagationSeconds <= targetPropagation.Seconds()},
-		{Name: "revoked", What: "the revoked subject refused once the revocation is known", Value: fmt.Sprintf("%d accepted after %.1fs, %d of its writes executed", hr.AcceptedAfterKnown, rep.Revoked.KnownAtS, hr.WritesExecutedAfterKnown), Pass: rep.Revoked.KnownAtS >= 0 && hr.AcceptedAfterKnown == 0 && hr.WritesExecutedAfterKnown == 0},
+		{Name: "revoked", What: fmt.Sprintf("the revoked subject refused by every replica that knows of the revocation, and every replica knows within %.0fs of the first", targetRevocationSpread.Seconds()),
+			Value: fmt.Sprintf("%d accepted by a replica that knew; first knew at %.1fs, all at %.1fs; %d accepted fleet-wide after %.1fs, %d of its writes executed",
+				hr.AcceptedByKnowing, rr.KnownAtS, rr.AllKnewAtS, hr.AcceptedAfterKnown, rr.KnownAtS, hr.WritesExecutedAfterKnown),
+			Pass: rr.KnownAtS >= 0 && rr.AllKnewAtS >= 0 && hr.AcceptedByKnowing == 0 && rr.AllKnewAtS-rr.KnownAtS <= targetRevocationSpread.Seconds()},
 	}
 	refused, queued := d.QueueOutcomes["401"], 0
 	for _, v := range d.QueueOutcomes {

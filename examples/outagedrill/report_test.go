@@ -263,6 +263,26 @@ func TestSVGIsWellFormedAndMarksEveryEvent(t *testing.T) {
 	assert.True(t, found)
 }
 
+// The chart's footer states each stack's promises with the figures of the
+// table and of -json's fleet object.
+func TestSVGFooterGivesTheFleetFigures(t *testing.T) {
+	rep, in := fixture(t)
+	in.loads[stackNaive].addWrite(&write{id: "n1", session: 0, acked: true, last: 201})
+	execute(t, in.ds[stackNaive], "n1")
+	execute(t, in.ds[stackNaive], "n1")
+	rep.Replaced[0] = replacedReport{Replica: "r3", FirstStatus: 200}
+	rep.build(in)
+	rep.Fleet.Holdfast.RecoverySeconds, rep.Fleet.Holdfast.OverridePropagationSeconds = 1.7, 0.3
+	svg := string(rep.svg())
+	assert.Contains(t, svg, "holdfast: 0 lost, 0 duplicated, 0 hard 401 in grace, reads 2xx in IdP outage 0.0%, replaced replica verified yes, recovery 1.7 s, override 0.3 s")
+	assert.Contains(t, svg, "naive: 0 lost, 1 duplicated, 0 hard 401 in grace")
+	assert.Contains(t, svg, "replaced replica verified no, recovery never, override no switch")
+	var table bytes.Buffer
+	rep.judge(nil)
+	rep.print(&table)
+	assert.Contains(t, table.String(), "recovery: downstream back -> all normal, queue empty       1.7 s")
+}
+
 func TestWriteSettled(t *testing.T) {
 	for _, tt := range []struct {
 		last int
@@ -270,4 +290,64 @@ func TestWriteSettled(t *testing.T) {
 	}{{0, false}, {201, true}, {202, false}, {409, false}, {429, false}, {401, true}, {422, true}, {502, false}, {503, false}} {
 		assert.Equal(t, tt.want, (&write{last: tt.last}).settled(), "%d", tt.last)
 	}
+}
+
+// The revoked subject is judged per replica: a replica that knew of the
+// revocation must refuse it, and every replica must know within
+// targetRevocationSpread of the first; acceptances by a replica that did
+// not know yet are reported, not failed.
+func TestRevokedJudgedByWhatEachReplicaKnew(t *testing.T) {
+	rep, in := fixture(t)
+	t1, t2 := in.start.Add(41*time.Second), in.start.Add(42*time.Second)
+	in.rec.revokedKnown = t1
+	in.rec.knownBy = map[string]time.Time{"r1": t1, "r2": t2}
+	in.loads[stackHoldfast].results = []result{
+		{at: 41500 * time.Millisecond, status: 200, session: 9, replica: "r2", degraded: "expired-grace"}, // r2 did not know yet
+		{at: 41600 * time.Millisecond, status: 401, session: 9, replica: "r1"},
+		{at: 42500 * time.Millisecond, status: 401, session: 9, replica: "r2"},
+	}
+	rep.build(in)
+	rep.judge(nil)
+	rr := rep.Revoked
+	assert.Equal(t, 41.0, rr.KnownAtS)
+	assert.Equal(t, 42.0, rr.AllKnewAtS)
+	hs := rr.Stacks["holdfast"]
+	assert.Equal(t, 1, hs.AcceptedAfterKnown)
+	assert.Equal(t, 0, hs.AcceptedByKnowing)
+	assert.Equal(t, map[string]int{"r2 IdP token (expired-grace)": 1}, hs.AcceptedAfterKnownBy)
+	assert.True(t, checkNamed(rep, "revoked").Pass)
+
+	// r2 accepts after it knew: fails.
+	rep, _ = fixture(t)
+	in.loads[stackHoldfast].results = append(in.loads[stackHoldfast].results,
+		result{at: 43 * time.Second, status: 200, session: 9, replica: "r2"})
+	rep.build(in)
+	rep.judge(nil)
+	assert.Equal(t, 1, rep.Revoked.Stacks["holdfast"].AcceptedByKnowing)
+	assert.False(t, checkNamed(rep, "revoked").Pass)
+
+	// r2 never learns: fails.
+	rep, _ = fixture(t)
+	in.loads[stackHoldfast].results = in.loads[stackHoldfast].results[:3]
+	in.rec.knownBy = map[string]time.Time{"r1": t1}
+	rep.build(in)
+	rep.judge(nil)
+	assert.Equal(t, -1.0, rep.Revoked.AllKnewAtS)
+	assert.False(t, checkNamed(rep, "revoked").Pass)
+
+	// r2 learns too late: fails.
+	rep, _ = fixture(t)
+	in.rec.knownBy = map[string]time.Time{"r1": t1, "r2": t1.Add(targetRevocationSpread + time.Second)}
+	rep.build(in)
+	rep.judge(nil)
+	assert.False(t, checkNamed(rep, "revoked").Pass)
+}
+
+func checkNamed(rep *report, name string) check {
+	for _, c := range rep.Checks {
+		if c.Name == name {
+			return c
+		}
+	}
+	return check{}
 }

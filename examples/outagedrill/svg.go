@@ -32,7 +32,7 @@ func (rep *report) svg() []byte {
 			labeled++
 		}
 	}
-	h := top + 2*panelH + gap + 50 + (labeled+3)*legendLineH
+	h := top + 2*panelH + gap + 50 + (labeled+4)*legendLineH
 	x := func(s float64) float64 { return left + pw*min(s, end)/end }
 	half := rep.step() / 2 // a bucket is drawn at its middle
 	var b bytes.Buffer
@@ -111,10 +111,17 @@ func (rep *report) svg() []byte {
 		fmt.Fprintf(&b, `<text x="%d" y="%d"><tspan font-weight="bold">%s</tspan> %.1fs  %s</text>`+"\n", left, ly, e.Label, e.AtS, html.EscapeString(what))
 		ly += legendLineH
 	}
-	f := rep.Fleet
-	fmt.Fprintf(&b, `<text x="%d" y="%d" fill="#555">holdfast: %d lost, %d duplicated, %d hard 401 within grace, recovery %s; naive: %d lost, %d duplicated, %d hard 401 within grace</text>`+"\n",
-		left, ly+6, f.Holdfast.LostWrites, f.Holdfast.DuplicateExecutions, f.Holdfast.Hard401WithinGrace, secsOr(f.Holdfast.RecoverySeconds, "never"),
-		f.Naive.LostWrites, f.Naive.DuplicateExecutions, f.Naive.Hard401WithinGrace)
+	// The promises, as the table gives them.
+	for i, si := range []int{stackHoldfast, stackNaive} {
+		p, name := rep.Fleet.Holdfast, "holdfast"
+		override := secsOr(p.OverridePropagationSeconds, "never")
+		if si == stackNaive {
+			p, name, override = rep.Fleet.Naive, "naive", "no switch"
+		}
+		fmt.Fprintf(&b, `<text x="%d" y="%d" fill="#555" font-size="11">%s: %d lost, %d duplicated, %d hard 401 in grace, reads 2xx in IdP outage %s, replaced replica verified %s, recovery %s, override %s</text>`+"\n",
+			left, ly+6+i*legendLineH, name, p.LostWrites, p.DuplicateExecutions, p.Hard401WithinGrace,
+			fmt.Sprintf("%.1f%%", 100*p.ReadsOKShare), yesNo(p.ReplacedReplicaVerified), secsOr(p.RecoverySeconds, "never"), override)
+	}
 	b.WriteString("</svg>\n")
 	return b.Bytes()
 }

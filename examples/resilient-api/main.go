@@ -5,8 +5,10 @@
 //
 // and calling its downstream through idempotency.Transport -> degrade.Stale ->
 // retry -> breaker. It serves GET /items/{id} and POST /orders (with an
-// Idempotency-Key) and POST /auth/offline-token (with -offline-key), its
-// status at /holdfast/status, and the manual mode
+// Idempotency-Key) and POST /auth/offline-token (with -offline-key; the
+// public keys at /holdfast/offline-jwks for replicas started with
+// -offline-jwks, which verify those tokens without the key), its status at
+// /holdfast/status, and the manual mode
 // override (degrade's admin handler) on a separate, loopback-only listener.
 //
 // Run without flags it is a self-contained demo: it starts a fake identity
@@ -18,6 +20,10 @@
 //	    -cache-file /var/lib/resilient-api/jwks.json \
 //	    -downstream https://ledger.internal \
 //	    -store redis -redis-addr 127.0.0.1:6379
+//
+// With -store redis or postgres the replicas share, beside the idempotency
+// records and queued writes, the verifiers' outage state and the operator's
+// overrides.
 //
 // Every flag has an environment variable: RESILIENT_API_ and the flag name
 // in upper case with '-' as '_' (RESILIENT_API_REDIS_ADDR).
@@ -54,7 +60,7 @@ type config struct {
 	addr, adminAddr                    string
 	issuer, audience, jwks, cacheFile  string
 	downstream, revocationURL          string
-	offlineKey                         string
+	offlineKey, offlineJWKS            string
 	store, redisAddr, pgDSN, keyPrefix string
 	keyRefresh, callTimeout            time.Duration
 	maxOffline                         time.Duration
@@ -93,8 +99,9 @@ func parse(args []string) (config, error) {
 	str(&c.cacheFile, "cache-file", "", "where the last-known-good key set is kept (default: a file in the user cache directory)")
 	str(&c.revocationURL, "revocation-url", "", "the IdP's revocation list (JSON, see authfallback.RevocationList); empty: none")
 	str(&c.offlineKey, "offline-key", "", "Ed25519 key file (PKCS #8 PEM, created if missing) that signs offline tokens minted at "+stack.OfflineTokenPath+"; empty: no offline tokens")
+	str(&c.offlineJWKS, "offline-jwks", "", "verify-only offline tokens: trust those minted by the replica that publishes its keys at this URL (its /holdfast/offline-jwks), with no signing key here; not with -offline-key")
 	str(&c.downstream, "downstream", "", "the downstream's base URL; empty: start a fake downstream on loopback (demo)")
-	str(&c.store, "store", "memory", "idempotency store: memory, redis or postgres")
+	str(&c.store, "store", "memory", "shared state: memory (one instance), redis or postgres (idempotency records and queued writes, the verifiers' outage state, the operator's overrides, shared by every replica)")
 	str(&c.redisAddr, "redis-addr", "127.0.0.1:6379", "Redis address for -store redis; several, comma-separated: a Redis Cluster's nodes")
 	str(&c.pgDSN, "pg-dsn", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "PostgreSQL DSN for -store postgres")
 	str(&c.keyPrefix, "store-prefix", "resilient-api", "key prefix (Redis) or table name (PostgreSQL) of the store")
@@ -110,6 +117,9 @@ func parse(args []string) (config, error) {
 	}
 	if c.issuer != "" && (c.audience == "" || c.jwks == "") {
 		return c, errors.New("-issuer needs -audience and -jwks")
+	}
+	if c.offlineKey != "" && c.offlineJWKS != "" {
+		return c, errors.New("-offline-key and -offline-jwks exclude each other")
 	}
 	return c, nil
 }
@@ -154,7 +164,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string) error {
 		tok := idp.Issue(jwt.MapClaims{"sub": "demo-user", "scope": "read write"})
 		defer fmt.Fprintf(os.Stderr, "\n")
 		logger.Info("demo: fake IdP started", "issuer", idp.Issuer())
-		if c.offlineKey == "" { // the demo mints offline tokens with a key of its own
+		if c.offlineKey == "" && c.offlineJWKS == "" { // the demo mints offline tokens with a key of its own
 			_, key, err := ed25519.GenerateKey(rand.Reader)
 			if err != nil {
 				return err
@@ -187,6 +197,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string) error {
 		}
 		cfg.OfflineKey = key
 	}
+	cfg.OfflineJWKSURL = c.offlineJWKS
 	if cfg.RevocationURL != "" {
 		cfg.RevocationCacheFile = filepath.Join(filepath.Dir(cfg.CacheFile), "revocations.json")
 	}
@@ -205,6 +216,12 @@ func run(ctx context.Context, logger *slog.Logger, args []string) error {
 	}
 	defer closeOverrides()
 	cfg.Overrides = overrides
+	authState, closeAuthState, err := openAuthState(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer closeAuthState()
+	cfg.AuthState = authState
 
 	svc, err := stack.New(cfg)
 	if err != nil {
@@ -242,6 +259,10 @@ func run(ctx context.Context, logger *slog.Logger, args []string) error {
 func handlers(svc *stack.Service) (api, admin http.Handler) {
 	mux := http.NewServeMux()
 	mux.Handle("/holdfast/status", svc.Controller.StatusHandler())
+	if h := svc.OfflineJWKS(); h != nil {
+		// Public keys only: what -offline-jwks replicas fetch.
+		mux.Handle(OfflineJWKSPath, h)
+	}
 	mux.Handle("/", svc)
 	return mux, svc.Controller.AdminHandler()
 }
@@ -270,6 +291,10 @@ func serveBare(ctx context.Context, logger *slog.Logger, c config, downstream st
 	defer cancel()
 	return srv.Shutdown(sctx)
 }
+
+// OfflineJWKSPath is where a replica that mints offline tokens publishes
+// their public keys.
+const OfflineJWKSPath = "/holdfast/offline-jwks"
 
 // maxHeaderBytes bounds a request's header (net/http's default is 1 MiB).
 const maxHeaderBytes = 64 << 10

@@ -31,6 +31,28 @@ func TestParseFlagsAndEnvironment(t *testing.T) {
 
 	_, err = parse([]string{"-issuer", "https://idp.example.com/"})
 	assert.Error(t, err, "a real IdP needs an audience and JWKS URLs")
+	_, err = parse([]string{"-offline-key", "k.pem", "-offline-jwks", "http://127.0.0.1:8080/holdfast/offline-jwks"})
+	assert.Error(t, err, "a replica mints or verifies only")
+}
+
+// assertShared checks that a shared -store also shares the verifiers'
+// outage state and the operator's overrides, and that both answer.
+func assertShared(t *testing.T, c config) {
+	t.Helper()
+	ctx := context.Background()
+	auth, closeAuth, err := openAuthState(ctx, c)
+	require.NoError(t, err)
+	defer closeAuth()
+	require.NotNil(t, auth, "-store redis|postgres shares the auth state")
+	_, found, err := auth.LoadKeys(ctx, "https://no-such-issuer.example/")
+	require.NoError(t, err)
+	assert.False(t, found)
+	overrides, closeOverrides, err := openOverrides(ctx, c)
+	require.NoError(t, err)
+	defer closeOverrides()
+	require.NotNil(t, overrides, "-store redis|postgres shares the overrides")
+	_, err = overrides.Overrides(ctx)
+	require.NoError(t, err)
 }
 
 func TestOpenStore(t *testing.T) {
@@ -38,6 +60,10 @@ func TestOpenStore(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotNil(t, s)
 	closeFn()
+	auth, closeAuth, err := openAuthState(context.Background(), config{store: "memory"})
+	require.NoError(t, err)
+	assert.Nil(t, auth, "one instance: nothing to share")
+	closeAuth()
 	_, _, err = openStore(context.Background(), config{store: "etcd"})
 	assert.Error(t, err)
 }
@@ -56,6 +82,7 @@ func TestOpenStoreRedis(t *testing.T) {
 	_, found, err := s.Get(context.Background(), "no-such-key")
 	require.NoError(t, err)
 	assert.False(t, found)
+	assertShared(t, config{store: "redis", redisAddr: addr, keyPrefix: "resilient-api-test"})
 }
 
 func TestOpenStorePostgres(t *testing.T) {
@@ -72,6 +99,7 @@ func TestOpenStorePostgres(t *testing.T) {
 	_, found, err := s.Get(context.Background(), "no-such-key")
 	require.NoError(t, err)
 	assert.False(t, found)
+	assertShared(t, config{store: "postgres", pgDSN: dsn, keyPrefix: "resilient-api-test"})
 }
 
 func TestTableName(t *testing.T) {
@@ -140,4 +168,12 @@ func TestServerTimeouts(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode)
+}
+
+func TestWithSuffixKeepsAValidTableName(t *testing.T) {
+	assert.Equal(t, "resilient_api_auth", withSuffix("resilient_api", "_auth"))
+	long := strings.Repeat("a", 48)
+	got := withSuffix(long, "_overrides")
+	assert.Len(t, got, 48)
+	assert.True(t, strings.HasSuffix(got, "_overrides"))
 }

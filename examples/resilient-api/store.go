@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/holdfast-go/holdfast/authfallback"
 	"github.com/holdfast-go/holdfast/degrade"
 	"github.com/holdfast-go/holdfast/idempotency"
 	"github.com/holdfast-go/holdfast/redisstore"
@@ -62,6 +63,27 @@ func openOverrides(ctx context.Context, c config) (degrade.OverrideStore, func()
 		return redisstore.NewOverrides(rdb, redisstore.OverridesConfig{Key: c.keyPrefix + ":overrides"}), func() { _ = rdb.Close() }, nil
 	case "postgres":
 		return openPostgresOverrides(ctx, c)
+	}
+	return nil, func() {}, nil
+}
+
+// openAuthState opens the verifiers' shared outage state (the key set, the
+// tokens seen valid, the degraded acceptances: authfallback.Config.State)
+// on the backend -store names, so that a replica started on an empty disk
+// during an IdP outage verifies with the keys another replica fetched, and
+// a token one replica saw valid keeps its grace window on every replica.
+// With -store memory it returns nil: each instance keeps its own.
+func openAuthState(ctx context.Context, c config) (authfallback.StateStore, func(), error) {
+	switch c.store {
+	case "redis":
+		rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: strings.Split(c.redisAddr, ",")})
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			_ = rdb.Close()
+			return nil, nil, fmt.Errorf("redis at %s: %w", c.redisAddr, err)
+		}
+		return redisstore.NewAuthState(rdb, redisstore.AuthStateConfig{Prefix: c.keyPrefix + ":auth"}), func() { _ = rdb.Close() }, nil
+	case "postgres":
+		return openPostgresAuthState(ctx, c)
 	}
 	return nil, func() {}, nil
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/holdfast-go/holdfast/authfallback"
 	"github.com/holdfast-go/holdfast/degrade"
 	"github.com/holdfast-go/holdfast/idempotency"
 	"github.com/holdfast-go/holdfast/pgstore"
@@ -65,4 +66,29 @@ func openPostgresOverrides(ctx context.Context, c config) (degrade.OverrideStore
 		return nil, nil, fmt.Errorf("postgres: creating the overrides table: %w", err)
 	}
 	return o, pool.Close, nil
+}
+
+// openPostgresAuthState opens the auth state tables (_auth_keys,
+// _auth_seen, _auth_degraded beside the store's) and creates them if
+// needed.
+func openPostgresAuthState(ctx context.Context, c config) (authfallback.StateStore, func(), error) {
+	pool, err := pgxpool.New(ctx, c.pgDSN)
+	if err != nil {
+		return nil, nil, fmt.Errorf("postgres: %w", err)
+	}
+	s := pgstore.NewAuthState(pool, pgstore.AuthStateConfig{Table: withSuffix(tableName(c.keyPrefix), "_auth")})
+	if err := s.Migrate(ctx); err != nil {
+		pool.Close()
+		return nil, nil, fmt.Errorf("postgres: creating the auth state tables: %w", err)
+	}
+	return s, pool.Close, nil
+}
+
+// withSuffix appends suffix to the table name, shortening the name so the
+// whole stays a valid table name (48 characters at most).
+func withSuffix(name, suffix string) string {
+	if n := 48 - len(suffix); len(name) > n {
+		name = name[:n]
+	}
+	return name + suffix
 }

@@ -42,6 +42,7 @@ package stack
 
 import (
 	"context"
+	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/ed25519"
@@ -55,6 +56,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/holdfast-go/holdfast/authfallback"
@@ -101,8 +103,13 @@ type Config struct {
 	MaxOfflineDuration time.Duration
 	// Overrides shares the operators' overrides (a forced mode or
 	// dependency) between replicas: degrade.Config.Overrides. If nil, an
-	// override holds on the replica that got it.
+	// override holds on the replica that got it. degrade.NewMemoryOverrides
+	// in one process, redisstore.NewOverrides or pgstore.NewOverrides for a
+	// fleet.
 	Overrides degrade.OverrideStore
+	// OverridePoll is how often Overrides is read: a switch flipped on one
+	// replica reaches the others within it. If zero, 500 ms.
+	OverridePoll time.Duration
 	// AllowedScopes are the scopes a request authenticated in fallback mode
 	// keeps (authfallback.Policy). If nil, read and write: the example's
 	// writes can be queued and reconciled, so they stay allowed.
@@ -110,12 +117,26 @@ type Config struct {
 
 	// OfflineKey, if set, signs offline tokens: a caller whose token
 	// verifies (degraded or not) exchanges it at POST /auth/offline-token
-	// for a short-lived token (OfflineTTL, 5 min if zero) that this service
-	// accepts while it is in fallback mode, for callers whose own token
-	// expires while the IdP is down. Keep the key across restarts (a file,
-	// a secret store), or tokens minted before a restart stop verifying.
+	// for a short-lived token (OfflineTTL, 5 min if zero; never past the
+	// exchanged token's own expiry) that this service accepts while it is
+	// in fallback mode, verified with the fleet's own key: a credential
+	// for when a replica cannot verify the IdP's token (a token expired
+	// inside the outage is served by the grace window instead). Keep the
+	// key across restarts (a file, a secret store), or tokens minted
+	// before a restart stop verifying.
 	OfflineKey ed25519.PrivateKey
 	OfflineTTL time.Duration
+	// OfflinePublicKeys or OfflineJWKSURL, if set instead of OfflineKey,
+	// make this replica trust offline tokens without minting any
+	// (verify-only: no private key on it, no exchange route): the keys,
+	// by kid, of the replicas that mint them (their
+	// OfflineIssuer.PublicKeys), or the URL where one publishes them
+	// (Service.OfflineJWKS, served by resilient-api at
+	// /holdfast/offline-jwks), fetched with last-known-good caching, so
+	// a Rotate there reaches this replica. OfflineTTL must be the issuing
+	// side's.
+	OfflinePublicKeys map[string]crypto.PublicKey
+	OfflineJWKSURL    string
 
 	// Downstream is the downstream's base URL.
 	Downstream string
@@ -156,6 +177,18 @@ type Config struct {
 	// store: with Redis, run it with appendonly yes.
 	Store idempotency.Store
 
+	// AuthState, if set, is the outage state the replicas' verifiers
+	// share (authfallback.Config.State): the last-known-good key set, the
+	// tokens seen valid (so the grace window holds on every replica, not
+	// only on the one that saw the token) and the degraded acceptances to
+	// reconcile. A replica started on an empty disk during an IdP outage
+	// loads its keys from it. If nil, each replica keeps its own (memory
+	// and CacheFile). authfallback.NewMemoryState in one process,
+	// redisstore.NewAuthState or pgstore.NewAuthState for a fleet.
+	AuthState authfallback.StateStore
+	// StateFlushInterval is how often a replica writes what it learnt to
+	// AuthState (authfallback.Config.StateFlushInterval). If zero, 1 s.
+	StateFlushInterval time.Duration
 	// SealKey, if set, is an AEAD key (AES-GCM: 16 or 32 bytes) that seals
 	// the bearer token of a queued write, so its replay can forward it. If
 	// nil, tokens are stripped: the replay runs as the recorded caller.
@@ -223,6 +256,9 @@ type Service struct {
 	Idempotency *idempotency.Idempotency
 	// Replayer runs the queued writes.
 	Replayer *idempotency.Replayer
+	// Revocations is the IdP's revocation list (nil without
+	// Config.RevocationURL).
+	Revocations *authfallback.RevocationList
 	// Client is the downstream client the App uses.
 	Client *http.Client
 	// ClientBreaker guards the downstream host; ServerBreaker the routes.
@@ -235,6 +271,13 @@ type Service struct {
 	owned   *idempotency.MemoryStore
 	cfg     Config
 
+	// verifier is Verifier, for hooks that may run before New returns.
+	verifier atomic.Pointer[authfallback.Verifier]
+	// refreshing: a key refresh asked by idpAnswered runs.
+	refreshing atomic.Bool
+	ctx        context.Context // ends with Close
+	cancel     context.CancelFunc
+
 	closeOnce sync.Once
 	closes    []func()
 }
@@ -243,6 +286,7 @@ type Service struct {
 // unreachable IdP or downstream is an outage to survive, not an error.
 func New(cfg Config) (*Service, error) {
 	s := &Service{cfg: cfg}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	h := cfg.Hooks
 	store := cfg.Store
 	if store == nil {
@@ -288,10 +332,11 @@ func New(cfg Config) (*Service, error) {
 			// down: track it in the status, do not change the mode.
 			DepIdP: degrade.Normal,
 		},
-		Window:     cfg.DetectWindow,
-		MinReports: 5,
-		Overrides:  cfg.Overrides,
-		AuditLog:   cfg.AuditLog,
+		Window:       cfg.DetectWindow,
+		MinReports:   5,
+		Overrides:    cfg.Overrides,
+		OverridePoll: cfg.OverridePoll,
+		AuditLog:     cfg.AuditLog,
 		// Minting an offline token changes nothing the queue could defer:
 		// it passes in every mode, like a read.
 		Tier: func(r *http.Request) degrade.Tier {
@@ -328,13 +373,19 @@ func New(cfg Config) (*Service, error) {
 			RefreshInterval: cfg.KeyRefresh,
 			FetchTimeout:    2 * time.Second,
 			Logger:          cfg.Logger,
-			OnRevocation:    h.OnRevocation,
+			OnRevocation: func(ev authfallback.RevocationEvent) {
+				s.idpAnswered()
+				if h.OnRevocation != nil {
+					h.OnRevocation(ev)
+				}
+			},
 		})
 		if err != nil {
 			s.Close()
 			return nil, err
 		}
 		revocations = rl
+		s.Revocations = rl
 		s.closes = append(s.closes, func() { _ = rl.Close() })
 	}
 	allowed := cfg.AllowedScopes
@@ -361,29 +412,43 @@ func New(cfg Config) (*Service, error) {
 				h.OnFallbackExit(ev)
 			}
 		},
-		OnRefreshError: h.OnRefreshError,
-		OnReconcile:    h.OnReconcile,
-		OnVerify:       h.OnVerify,
-		Policy:         authfallback.Policy{AllowedScopes: allowed, MaxOfflineDuration: cfg.MaxOfflineDuration},
+		OnRefreshError:     h.OnRefreshError,
+		OnReconcile:        h.OnReconcile,
+		OnVerify:           h.OnVerify,
+		Policy:             authfallback.Policy{AllowedScopes: allowed, MaxOfflineDuration: cfg.MaxOfflineDuration},
+		StateFlushInterval: cfg.StateFlushInterval,
+	}
+	if cfg.AuthState != nil {
+		acfg.State = cfg.AuthState
 	}
 	if revocations != nil { // never a nil *RevocationList in the interface
 		acfg.Revocations = revocations
 	}
-	if cfg.OfflineKey != nil {
+	if n := btoi(cfg.OfflineKey != nil) + btoi(cfg.OfflinePublicKeys != nil) + btoi(cfg.OfflineJWKSURL != ""); n > 1 {
+		s.Close()
+		return nil, errors.New("stack: OfflineKey, OfflinePublicKeys and OfflineJWKSURL exclude each other")
+	}
+	if cfg.OfflineKey != nil || cfg.OfflinePublicKeys != nil || cfg.OfflineJWKSURL != "" {
 		iss, err := authfallback.NewOfflineIssuer(authfallback.OfflineConfig{
-			Issuer:        strings.TrimSuffix(cfg.Issuer, "/") + "/holdfast-offline",
-			Audience:      cfg.Audience,
-			Key:           cfg.OfflineKey,
-			TTL:           cfg.OfflineTTL,
-			AllowedScopes: allowed,
-			AuditLog:      cfg.AuditLog,
-			OnIssue:       h.OnOfflineIssue,
+			Issuer:          OfflineIssuer(cfg.Issuer),
+			Audience:        cfg.Audience,
+			Key:             cfg.OfflineKey,
+			PublicKeys:      cfg.OfflinePublicKeys,
+			JWKSURL:         cfg.OfflineJWKSURL,
+			RefreshInterval: cfg.KeyRefresh,
+			TTL:             cfg.OfflineTTL,
+			AllowedScopes:   allowed,
+			AuditLog:        cfg.AuditLog,
+			OnIssue:         h.OnOfflineIssue,
 		})
 		if err != nil {
 			s.Close()
 			return nil, err
 		}
-		s.offline = iss
+		s.closes = append(s.closes, func() { _ = iss.Close() })
+		if cfg.OfflineKey != nil { // a verify-only issuer mints nothing: no exchange route
+			s.offline = iss
+		}
 		acfg.Offline = iss
 	}
 	v, err := authfallback.New(acfg)
@@ -392,6 +457,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s.Verifier = v
+	s.verifier.Store(v)
 	s.closes = append(s.closes, func() { _ = v.Close() })
 
 	// The downstream client (see NewClient); below it, every attempt's
@@ -509,6 +575,12 @@ func New(cfg Config) (*Service, error) {
 	return s, nil
 }
 
+// OfflineIssuer is the issuer of the offline tokens a Service with
+// OfflineKey mints for the IdP issuer.
+func OfflineIssuer(issuer string) string {
+	return strings.TrimSuffix(issuer, "/") + "/holdfast-offline"
+}
+
 // MaxBody bounds the body of a keyed write (idempotency answers 413 above
 // it), as the App bounds an order.
 const MaxBody = MaxOrderBytes
@@ -542,6 +614,44 @@ func (s *Service) replayEvery() time.Duration {
 		return s.cfg.ReplayEvery
 	}
 	return 5 * time.Second
+}
+
+// idpAnswered is called when the IdP's revocation list answered with a
+// revocation this replica had not seen: the IdP is back, or partly. If the
+// verifier is still in fallback mode (its key refresh waits out a backoff
+// that grows to KeyRefresh), its keys are refreshed now: leaving fallback
+// mode ends the grace windows and offline tokens that a subject revoked
+// during the outage may still hold, and, with AuthState, tells the other
+// replicas that the IdP answers, so they refresh too (and, reconciling,
+// refresh their own revocation lists). One such refresh at a time.
+func (s *Service) idpAnswered() {
+	v := s.verifier.Load()
+	if v == nil || !v.Status().Fallback || !s.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer s.refreshing.Store(false)
+		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+		defer cancel()
+		_ = v.Refresh(ctx)
+	}()
+}
+
+// OfflineJWKS returns the handler that publishes the public keys of the
+// offline tokens this Service mints (for replicas with OfflineJWKSURL), or
+// nil when it mints none.
+func (s *Service) OfflineJWKS() http.Handler {
+	if s.offline == nil {
+		return nil
+	}
+	return s.offline.JWKSHandler()
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // ServeHTTP implements http.Handler.
@@ -590,6 +700,7 @@ func (s *Service) Drain(ctx context.Context) (int, error) {
 func (s *Service) Close() { s.closeOnce.Do(s.close) }
 
 func (s *Service) close() {
+	s.cancel()
 	if s.Replayer != nil {
 		s.Replayer.Close()
 	}
