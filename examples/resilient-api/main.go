@@ -54,6 +54,7 @@ import (
 	"github.com/holdfast-go/holdfast/authfallback/authtest"
 	"github.com/holdfast-go/holdfast/examples/internal/downstream"
 	"github.com/holdfast-go/holdfast/examples/internal/stack"
+	"github.com/holdfast-go/holdfast/fault"
 )
 
 type config struct {
@@ -67,6 +68,7 @@ type config struct {
 	breakerDelay                       time.Duration
 	readTimeout, idleTimeout           time.Duration
 	bare                               bool
+	faults                             bool
 }
 
 func main() {
@@ -111,6 +113,7 @@ func parse(args []string) (config, error) {
 	dur(&c.breakerDelay, "breaker-delay", 0, "how long an open breaker waits before a trial call (0: 30 s for the routes, 3 s for the downstream, whose trials find its recovery)")
 	dur(&c.readTimeout, "read-timeout", 30*time.Second, "how long a client may take to send a whole request, body included")
 	dur(&c.idleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection is kept open")
+	fs.BoolVar(&c.faults, "faults", false, "fault injection for staging drills: the downstream client goes through a fault.Injector, set over the admin listener at /faults (inert until a fault is set)")
 	fs.BoolVar(&c.bare, "bare", false, "serve the App alone, without holdfast and with a plain client to the downstream: the baseline of a load test (no authentication!)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -223,6 +226,12 @@ func run(ctx context.Context, logger *slog.Logger, args []string) error {
 	defer closeAuthState()
 	cfg.AuthState = authState
 
+	var faults *fault.Injector
+	if c.faults {
+		faults = fault.New(fault.Config{Logger: logger})
+		cfg.Base = faults.Transport(stack.DepDownstream, stack.NewBaseTransport())
+	}
+
 	svc, err := stack.New(cfg)
 	if err != nil {
 		return err
@@ -230,6 +239,12 @@ func run(ctx context.Context, logger *slog.Logger, args []string) error {
 	defer svc.Close()
 
 	api, adminHandler := handlers(svc)
+	if faults != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/faults", faults.AdminHandler())
+		mux.Handle("/", adminHandler)
+		adminHandler = mux
+	}
 	srv := newServer(c, c.addr, api)
 	errc := make(chan error, 2)
 	go func() { errc <- srv.ListenAndServe() }()

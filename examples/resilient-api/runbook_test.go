@@ -33,7 +33,8 @@ import (
 func TestRunbook(t *testing.T) {
 	steps := runbookSteps(t)
 	for _, name := range []string{"status", "degraded-header", "force-read-only", "write-queued", "release-mode",
-		"disable-downstream", "enable-downstream", "offline-expired", "revoked"} {
+		"disable-downstream", "enable-downstream", "fault-downstream", "fault-read", "fault-list", "fault-clear",
+		"offline-expired", "revoked"} {
 		require.Contains(t, steps, name, "docs/runbook.md has no step %q", name)
 	}
 
@@ -61,7 +62,7 @@ func TestRunbook(t *testing.T) {
 	flags := func(dir string, extra ...string) []string {
 		args := []string{"-issuer", idp.Issuer(), "-audience", idp.Audience(), "-jwks", idp.JWKSURL(),
 			"-cache-file", filepath.Join(dir, "jwks.json"), "-downstream", ds.URL,
-			"-revocation-url", rev.URL, "-key-refresh", "200ms", "-breaker-delay", "200ms"}
+			"-revocation-url", rev.URL, "-key-refresh", "200ms", "-breaker-delay", "200ms", "-faults"}
 		return append(append(args, store...), extra...)
 	}
 	dirA := t.TempDir()
@@ -128,6 +129,25 @@ func TestRunbook(t *testing.T) {
 	res = steps.run(t, "enable-downstream", env(a, tok))
 	require.Equal(t, http.StatusOK, res.status)
 	assert.Equal(t, "normal", res.json(t)["mode"])
+
+	// 7. Fault injection: the provider answers 503 to this replica; a read
+	// it answered before is served stale, then the fault is cleared.
+	res = steps.run(t, "fault-downstream", env(a, tok))
+	require.Equal(t, http.StatusOK, res.status, res.body)
+	res = steps.run(t, "fault-list", env(a, tok))
+	require.Equal(t, http.StatusOK, res.status, res.body)
+	assert.Contains(t, res.body, `"downstream"`)
+	res = steps.run(t, "fault-read", env(a, tok))
+	assert.Equal(t, http.StatusOK, res.status, res.body)
+	assert.Contains(t, res.header.Get("Holdfast-Degraded"), "stale-if-error")
+	res = steps.run(t, "fault-clear", env(a, tok))
+	require.Equal(t, http.StatusOK, res.status, res.body)
+	res = steps.run(t, "fault-list", env(a, tok))
+	assert.NotContains(t, res.body, `"downstream"`)
+	require.Eventually(t, func() bool {
+		r := steps.run(t, "fault-read", env(a, tok))
+		return r.status == http.StatusOK && r.header.Get("Holdfast-Degraded") == ""
+	}, 10*time.Second, 100*time.Millisecond, "fresh answers once the fault is cleared")
 
 	// 5 and 6. The IdP goes down: degraded answers, a revocation published
 	// during the outage is enforced.
