@@ -23,12 +23,9 @@ func openStore(ctx context.Context, c config) (idempotency.Store, func(), error)
 		s := idempotency.NewMemoryStore(idempotency.MemoryConfig{})
 		return s, func() { _ = s.Close() }, nil
 	case "redis":
-		// One address: a single server; several (comma-separated): a
-		// Redis Cluster's seed nodes.
-		rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: strings.Split(c.redisAddr, ",")})
-		if err := rdb.Ping(ctx).Err(); err != nil {
-			_ = rdb.Close()
-			return nil, nil, fmt.Errorf("redis at %s: %w", c.redisAddr, err)
+		rdb, err := openRedis(ctx, c)
+		if err != nil {
+			return nil, nil, err
 		}
 		// A write answered 202 during an outage is as durable as the
 		// store: without persistence, a Redis restart loses it.
@@ -55,10 +52,9 @@ func openStore(ctx context.Context, c config) (idempotency.Store, func(), error)
 func openOverrides(ctx context.Context, c config) (degrade.OverrideStore, func(), error) {
 	switch c.store {
 	case "redis":
-		rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: strings.Split(c.redisAddr, ",")})
-		if err := rdb.Ping(ctx).Err(); err != nil {
-			_ = rdb.Close()
-			return nil, nil, fmt.Errorf("redis at %s: %w", c.redisAddr, err)
+		rdb, err := openRedis(ctx, c)
+		if err != nil {
+			return nil, nil, err
 		}
 		return redisstore.NewOverrides(rdb, redisstore.OverridesConfig{Key: c.keyPrefix + ":overrides"}), func() { _ = rdb.Close() }, nil
 	case "postgres":
@@ -76,14 +72,24 @@ func openOverrides(ctx context.Context, c config) (degrade.OverrideStore, func()
 func openAuthState(ctx context.Context, c config) (authfallback.StateStore, func(), error) {
 	switch c.store {
 	case "redis":
-		rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: strings.Split(c.redisAddr, ",")})
-		if err := rdb.Ping(ctx).Err(); err != nil {
-			_ = rdb.Close()
-			return nil, nil, fmt.Errorf("redis at %s: %w", c.redisAddr, err)
+		rdb, err := openRedis(ctx, c)
+		if err != nil {
+			return nil, nil, err
 		}
 		return redisstore.NewAuthState(rdb, redisstore.AuthStateConfig{Prefix: c.keyPrefix + ":auth"}), func() { _ = rdb.Close() }, nil
 	case "postgres":
 		return openPostgresAuthState(ctx, c)
 	}
 	return nil, func() {}, nil
+}
+
+// openRedis connects to -redis-addr: one address is a single server,
+// several (comma-separated) a Redis Cluster's seed nodes.
+func openRedis(ctx context.Context, c config) (redis.UniversalClient, error) {
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: strings.Split(c.redisAddr, ",")})
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("redis at %s: %w", c.redisAddr, err)
+	}
+	return rdb, nil
 }
