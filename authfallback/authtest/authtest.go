@@ -458,30 +458,14 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-		return
-	}
-	if err := r.ParseForm(); err != nil {
-		oauthError(w, http.StatusBadRequest, "invalid_request")
-		return
-	}
-	id, secret, ok := r.BasicAuth()
-	if !ok {
-		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
-	}
-	if subtle.ConstantTimeCompare([]byte(id), []byte(s.cfg.ClientID)) != 1 ||
-		subtle.ConstantTimeCompare([]byte(secret), []byte(s.cfg.ClientSecret)) != 1 {
-		w.Header().Set("WWW-Authenticate", `Basic realm="authtest"`)
-		oauthError(w, http.StatusUnauthorized, "invalid_client")
+	if !s.clientPost(w, r) {
 		return
 	}
 	if r.PostForm.Get("grant_type") != "client_credentials" {
 		oauthError(w, http.StatusBadRequest, "unsupported_grant_type")
 		return
 	}
-	claims := jwt.MapClaims{"sub": id, "client_id": id}
+	claims := jwt.MapClaims{"sub": s.cfg.ClientID, "client_id": s.cfg.ClientID} // the client clientPost authenticated
 	scope := strings.Join(strings.Fields(r.PostForm.Get("scope")), " ")
 	if scope != "" {
 		claims["scope"] = scope
@@ -505,4 +489,31 @@ func oauthError(w http.ResponseWriter, status int, code string) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": code})
+}
+
+// clientPost checks what the token and introspection endpoints require of
+// a request: POST, a form, and this server's client credentials (HTTP
+// Basic, or client_id and client_secret in the form). It answers the
+// request and reports false when one is missing.
+func (s *Server) clientPost(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return false
+	}
+	if err := r.ParseForm(); err != nil {
+		oauthError(w, http.StatusBadRequest, "invalid_request")
+		return false
+	}
+	id, secret, ok := r.BasicAuth()
+	if !ok {
+		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+	if subtle.ConstantTimeCompare([]byte(id), []byte(s.cfg.ClientID)) != 1 ||
+		subtle.ConstantTimeCompare([]byte(secret), []byte(s.cfg.ClientSecret)) != 1 {
+		w.Header().Set("WWW-Authenticate", `Basic realm="authtest"`)
+		oauthError(w, http.StatusUnauthorized, "invalid_client")
+		return false
+	}
+	return true
 }

@@ -2,7 +2,6 @@ package authtest
 
 import (
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"net/http"
 	"sync"
@@ -92,23 +91,7 @@ func (s *Server) SetIntrospectionAnswer(body []byte) {
 func (s *Server) serveIntrospection(w http.ResponseWriter, r *http.Request) {
 	st := &s.intro
 	st.hits.Add(1)
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-		return
-	}
-	if err := r.ParseForm(); err != nil {
-		oauthError(w, http.StatusBadRequest, "invalid_request")
-		return
-	}
-	id, secret, ok := r.BasicAuth()
-	if !ok {
-		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
-	}
-	if subtle.ConstantTimeCompare([]byte(id), []byte(s.cfg.ClientID)) != 1 ||
-		subtle.ConstantTimeCompare([]byte(secret), []byte(s.cfg.ClientSecret)) != 1 {
-		w.Header().Set("WWW-Authenticate", `Basic realm="authtest"`)
-		oauthError(w, http.StatusUnauthorized, "invalid_client")
+	if !s.clientPost(w, r) {
 		return
 	}
 	tok := r.PostForm.Get("token")
