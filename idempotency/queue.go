@@ -497,21 +497,7 @@ func (d *drain) one(ctx context.Context, item Queued) replayResult {
 
 // fail stores a ProblemReplayFailed as the request's outcome.
 func (d *drain) fail(ctx context.Context, item Queued, ev ReplayEvent, detail string) replayResult {
-	resp := failedResponse(detail, ev.Attempts, ev.Status)
-	u, err := url.ParseRequestURI(ev.URL)
-	if err != nil {
-		u = &url.URL{}
-	}
-	req := &http.Request{Method: ev.Method, URL: u, Header: http.Header{}}
-	stored, err := d.x.completeReplay(ctx, req, item, d.owner, resp, nil)
-	if stored {
-		ev.Status = http.StatusInternalServerError
-		d.x.replayOutcome(OutcomeFailed, req, ev)
-		if d.onFailed != nil {
-			d.onFailed(ev)
-		}
-	}
-	return replayResult{stored: stored, halt: err}
+	return d.final(ctx, item, ev, failedResponse(detail, ev.Attempts, ev.Status))
 }
 
 // refuse stores a ProblemReplayRefused as the request's outcome.
@@ -520,7 +506,13 @@ func (d *drain) refuse(ctx context.Context, item Queued, ev ReplayEvent) replayR
 	problem.Write(rec, problem.Problem{Type: ProblemReplayRefused, Status: http.StatusForbidden,
 		Title:  "Queued request refused",
 		Detail: "The caller's authorization no longer holds; the queued request did not run."})
-	resp := Response{Status: http.StatusForbidden, Header: rec.header, Body: rec.buf.Bytes()}
+	return d.final(ctx, item, ev, Response{Status: http.StatusForbidden, Header: rec.header, Body: rec.buf.Bytes()})
+}
+
+// final stores resp as the queued request's final outcome, one it did not
+// run to (failed or refused), and reports it as OutcomeFailed and to
+// OnFailed with resp's status.
+func (d *drain) final(ctx context.Context, item Queued, ev ReplayEvent, resp Response) replayResult {
 	u, err := url.ParseRequestURI(ev.URL)
 	if err != nil {
 		u = &url.URL{}
@@ -528,7 +520,7 @@ func (d *drain) refuse(ctx context.Context, item Queued, ev ReplayEvent) replayR
 	req := &http.Request{Method: ev.Method, URL: u, Header: http.Header{}}
 	stored, err := d.x.completeReplay(ctx, req, item, d.owner, resp, nil)
 	if stored {
-		ev.Status = http.StatusForbidden
+		ev.Status = resp.Status
 		d.x.replayOutcome(OutcomeFailed, req, ev)
 		if d.onFailed != nil {
 			d.onFailed(ev)
