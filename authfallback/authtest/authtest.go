@@ -298,27 +298,33 @@ func (s *Server) IssueWithHeader(header map[string]any, claims jwt.MapClaims) st
 		"exp": now.Add(s.cfg.TokenTTL).Unix(),
 		"jti": randomID(),
 	}
-	for name, v := range claims {
-		if v == nil {
-			delete(c, name)
-			continue
-		}
-		c[name] = v
-	}
-	t := jwt.NewWithClaims(k.method, c)
-	t.Header["kid"] = k.kid
-	for name, v := range header {
-		if v == nil {
-			delete(t.Header, name)
-			continue
-		}
-		t.Header[name] = v
-	}
-	raw, err := t.SignedString(k.priv)
+	return sign(k.method, k.priv, map[string]any{"kid": k.kid}, header, c, claims)
+}
+
+// sign signs the claims defaults overridden by claims, with the header
+// defaults overridden by header (a value set to nil is left out), with
+// priv. A signing failure is the test's bug: it panics.
+func sign(method jwt.SigningMethod, priv any, defHeader, header map[string]any, defClaims, claims jwt.MapClaims) string {
+	merge(defClaims, claims)
+	t := jwt.NewWithClaims(method, defClaims)
+	merge(t.Header, defHeader)
+	merge(t.Header, header)
+	raw, err := t.SignedString(priv)
 	if err != nil {
 		panic("authtest: signing: " + err.Error())
 	}
 	return raw
+}
+
+// merge sets dst's members to those of src; a nil value removes a member.
+func merge[M ~map[string]any](dst M, src map[string]any) {
+	for name, v := range src {
+		if v == nil {
+			delete(dst, name)
+			continue
+		}
+		dst[name] = v
+	}
 }
 
 // JWKS returns the key set document as currently published (whatever the

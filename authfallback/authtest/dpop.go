@@ -68,28 +68,7 @@ func (k *DPoPKey) ProofWith(header map[string]any, claims jwt.MapClaims, accessT
 		sum := sha256.Sum256([]byte(accessToken))
 		c["ath"] = base64.RawURLEncoding.EncodeToString(sum[:])
 	}
-	for name, v := range claims {
-		if v == nil {
-			delete(c, name)
-			continue
-		}
-		c[name] = v
-	}
-	t := jwt.NewWithClaims(k.method, c)
-	t.Header["typ"] = "dpop+jwt"
-	t.Header["jwk"] = k.jwk
-	for name, v := range header {
-		if v == nil {
-			delete(t.Header, name)
-			continue
-		}
-		t.Header[name] = v
-	}
-	raw, err := t.SignedString(k.priv)
-	if err != nil {
-		panic("authtest: signing DPoP proof: " + err.Error())
-	}
-	return raw
+	return sign(k.method, k.priv, map[string]any{"typ": "dpop+jwt", "jwk": k.jwk}, header, c, claims)
 }
 
 // PrivateJWK returns the key's JWK with its private parameters, to test
