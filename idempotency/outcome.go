@@ -113,8 +113,9 @@ func (x *Idempotency) problem(w http.ResponseWriter, r *http.Request, p Problem)
 // CallerFromContext returns the verified caller of a request: the one
 // authfallback's Handler put in the context of a live request, or the one
 // recorded with a queued request that a Replayer runs (which carries no
-// token, so authfallback.FromContext finds nothing). It is nil when there is
-// none. The result is a copy.
+// token; authfallback.FromContext reads that recorded caller too). Its
+// Issuer and Subject are what records are scoped by: for an offline token,
+// the primary issuer's. It is nil when there is none. The result is a copy.
 func CallerFromContext(ctx context.Context) *Caller {
 	c := caller.FromContext(ctx)
 	if c == nil {

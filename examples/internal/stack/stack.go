@@ -53,7 +53,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -724,10 +723,10 @@ func downstreamKey(r *http.Request) string {
 	// The verified caller, live or recorded with a queued write (a
 	// replay has no token, so authfallback's Result is not there: the
 	// recorded caller is).
+	// The caller the idempotency record is scoped by (an offline token's
+	// is its primary issuer's subject), live or recorded with a replay.
 	id := ""
-	if res, ok := authfallback.FromContext(r.Context()); ok {
-		id = res.Issuer + "\x00" + res.Subject
-	} else if c := idempotency.CallerFromContext(r.Context()); c != nil {
+	if c := idempotency.CallerFromContext(r.Context()); c != nil {
 		id = c.Issuer + "\x00" + c.Subject
 	}
 	sum := sha256.Sum256([]byte(id + "\x00" + k))
@@ -738,11 +737,8 @@ func downstreamKey(r *http.Request) string {
 // to AllowedScopes when it was accepted in fallback mode), live or recorded
 // with a queued write.
 func hasScope(r *http.Request, scope string) bool {
-	if res, ok := authfallback.FromContext(r.Context()); ok {
-		return res.HasScope(scope)
-	}
-	c := idempotency.CallerFromContext(r.Context())
-	return c != nil && slices.Contains(c.Scopes, scope)
+	res, ok := authfallback.FromContext(r.Context()) // a replay's recorded caller too
+	return ok && res.HasScope(scope)
 }
 
 func writeProblem(w http.ResponseWriter, r *http.Request, status int, detail string) {
