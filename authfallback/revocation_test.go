@@ -287,6 +287,36 @@ func TestRevocationListPollsWithBackoff(t *testing.T) {
 	})
 }
 
+// The first fetch's events are delivered on the refresh goroutine; a
+// Refresh made before they were must deliver its own after them.
+func TestRevocationListEventOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := &revServer{doc: `{"jti":["j1"]}`}
+		var mu sync.Mutex
+		var got []string
+		l, err := NewRevocationList(RevocationListConfig{
+			URL:             "https://revocations.test/list",
+			HTTPClient:      &http.Client{Transport: revRoundTripper{srv}},
+			RefreshInterval: time.Hour,
+			OnRevocation: func(ev RevocationEvent) {
+				if ev.ID == "j1" {
+					time.Sleep(10 * time.Millisecond) // a slow hook
+				}
+				mu.Lock()
+				got = append(got, ev.ID)
+				mu.Unlock()
+			},
+		})
+		require.NoError(t, err)
+		defer l.Close()
+		srv.set(200, `{"jti":["j1","j2"]}`)
+		require.NoError(t, l.Refresh(context.Background()))
+		mu.Lock()
+		defer mu.Unlock()
+		assert.Equal(t, []string{"j1", "j2"}, got, "in fetch order, all delivered when Refresh returns")
+	})
+}
+
 func TestRevocationListETag(t *testing.T) {
 	srv := &revServer{doc: `{"jti":["j1"]}`, etag: `"v1"`}
 	ts := httptest.NewServer(srv)

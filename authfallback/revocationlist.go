@@ -67,7 +67,10 @@ type RevocationListConfig struct {
 	// whose revoked-before time changed. Entries loaded from CacheFile
 	// count as seen (by an earlier run). The Config.OnRevocation of a
 	// Verifier that uses this list is called too. Hooks may be nil, may be called
-	// concurrently, are called without any lock held, and must not block.
+	// concurrently, are called without any lock held, and must not block
+	// or call Refresh. Events are delivered in the order the lists were
+	// fetched: those of the first fetch (made by NewRevocationList, delivered
+	// on the refresh goroutine once it returned) before any of a Refresh.
 	OnRevocation func(RevocationEvent)
 	// OnRefreshError is called for every failed or refused fetch.
 	OnRefreshError func(RefreshErrorEvent)
@@ -179,6 +182,11 @@ type RevocationList struct {
 	kick  chan struct{}
 	done  chan struct{}
 	once  sync.Once
+
+	// firstNotified is closed once the hooks of the fetch made by
+	// NewRevocationList have run, so that Refresh delivers its events
+	// after those, in order.
+	firstNotified chan struct{}
 }
 
 var (
@@ -209,7 +217,9 @@ func NewRevocationList(cfg RevocationListConfig) (*RevocationList, error) {
 		log:    cfg.logger(),
 		close:  make(chan struct{}),
 		kick:   make(chan struct{}, 1),
-		done:   make(chan struct{}),
+
+		firstNotified: make(chan struct{}),
+		done:          make(chan struct{}),
 	}
 	if cfg.CacheFile != "" {
 		s, at, err := revReadCacheFile(cfg.CacheFile, time.Now())
@@ -283,6 +293,11 @@ func (l *RevocationList) Refresh(ctx context.Context) error {
 	if l.cfg.URL == "" {
 		return errors.New("authfallback: revocation list has no URL")
 	}
+	select {
+	case <-l.firstNotified:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	_, err := l.refresh(ctx)
 	select {
 	case l.kick <- struct{}{}:
@@ -297,6 +312,7 @@ func (l *RevocationList) loop(first time.Duration, started chan struct{}, notify
 	if notify != nil {
 		notify()
 	}
+	close(l.firstNotified)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
