@@ -92,8 +92,9 @@ func (b *Breaker) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 	rr := r
 	var tc *timeout.Context // the call's timeout: its timer starts only if next waits on it
 	d := b.cfg.Timeout
+	upgrade := d > 0 && len(r.Header["Upgrade"]) > 0
 	var sw *httpx.StatusWriter
-	if d > 0 && len(r.Header["Upgrade"]) == 0 {
+	if d > 0 && !upgrade {
 		call := &serverCall{sw: httpx.StatusWriter{ResponseWriter: w}} // one allocation for both
 		sw = &call.sw
 		// Not when the caller's deadline comes first: that ends the call.
@@ -107,7 +108,7 @@ func (b *Breaker) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 	}
 	var ww http.ResponseWriter = sw
 	var ctx context.Context // an upgrade's
-	if d > 0 && len(r.Header["Upgrade"]) > 0 {
+	if upgrade {
 		// An upgrade (WebSocket) may become a long-lived connection, so
 		// the timer stops once the handler hijacks it. It does not stop
 		// for the header alone: any client can send one, on any route.

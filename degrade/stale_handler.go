@@ -69,10 +69,7 @@ type staleWriter struct {
 	noStore bool // HEAD: replace a failure, store nothing
 	state   int
 	status  int
-	keyed   bool   // kb holds the primary key
-	kb      []byte // in kbuf unless it outgrew it
-	scoped  bool
-	primary string // prev's primary key: the same string, kept for the new entry
+	primary string // the primary key of the entry to store (prev's: the same string)
 	shared  bool   // header is prev's
 	cc      cacheControl
 	header  http.Header // what will be stored
@@ -85,17 +82,6 @@ type staleWriter struct {
 	buf  []byte
 	held *entry
 	now  time.Time
-	kbuf [256]byte
-}
-
-// key returns the primary key of the request, built once in w's own
-// buffer: looking it up allocates nothing.
-func (w *staleWriter) key() []byte {
-	if !w.keyed {
-		w.kb, w.scoped = w.s.appendPrimary(w.kbuf[:0], w.r)
-		w.keyed = true
-	}
-	return w.kb
 }
 
 func (w *staleWriter) WriteHeader(code int) {
@@ -111,8 +97,12 @@ func (w *staleWriter) WriteHeader(code int) {
 	}
 	w.status = code
 	w.now = time.Now()
+	// The primary key is built on the stack: looking it up allocates
+	// nothing.
+	var kbuf [256]byte
 	if w.s.isFailure(code) {
-		if e := w.s.find(w.key(), w.r, w.now); e != nil {
+		key, _ := w.s.appendPrimary(kbuf[:0], w.r)
+		if e := w.s.find(key, w.r, w.now); e != nil {
 			w.state, w.held = swHold, e
 			return
 		}
@@ -134,14 +124,16 @@ func (w *staleWriter) WriteHeader(code int) {
 		w.ResponseWriter.WriteHeader(code)
 		return
 	}
-	key := w.key()
-	cc, ok, evict := policy(w.r, !w.scoped, code, h)
+	key, scoped := w.s.appendPrimary(kbuf[:0], w.r)
+	cc, ok, evict := policy(w.r, !scoped, code, h)
 	switch {
 	case ok:
 		w.state, w.cc, w.age = swTee, cc, ageOf(h)
 		w.prev = w.s.peek(key, w.r)
 		if w.prev != nil {
 			w.primary = w.prev.primary
+		} else {
+			w.primary = string(key)
 		}
 		if w.prev != nil && w.prev.status == code && sameStoredHeader(h, w.prev.header, w.pre) {
 			w.header, w.shared = w.prev.header, true // immutable, shared
@@ -256,11 +248,7 @@ func (w *staleWriter) finish() {
 		if body == nil {
 			body = []byte{}
 		}
-		primary := w.primary
-		if primary == "" {
-			primary = string(w.key())
-		}
-		w.s.store(newEntry(primary, w.r, w.cc, w.status, w.header, w.age, body, w.now))
+		w.s.store(newEntry(w.primary, w.r, w.cc, w.status, w.header, w.age, body, w.now))
 	}
 }
 
