@@ -227,7 +227,10 @@ type Config struct {
 	// Introspection, if set, verifies opaque tokens (those not shaped like
 	// a JWT) through an RFC 7662 introspection endpoint, beside the JWTs
 	// verified locally, under the same Issuer, Audience, Policy, Revocations
-	// and OnReconcile; see [IntrospectionConfig].
+	// and OnReconcile; see [IntrospectionConfig]. Without JWKSURLs,
+	// CacheFile or Discovery, the endpoint is the issuer's only way to
+	// check a token, and JWTs are introspected too (but for the offline
+	// tokens of Offline, verified with its keys).
 	Introspection *IntrospectionConfig
 	// DPoP configures the checking of DPoP proofs (RFC 9449): Handler
 	// accepts a token bound to a key ("cnf" with "jkt") only under the

@@ -18,6 +18,9 @@ type idpState struct {
 	disc *discovery
 	// intro is nil unless Config.Introspection is set.
 	intro *introspector
+	// introOnly: intro is the issuer's only way to check a token (no
+	// JWKSURLs, CacheFile or Discovery), so JWTs are introspected too.
+	introOnly bool
 	// dpop checks DPoP proofs; never nil after New.
 	dpop *dpopChecker
 }
@@ -32,7 +35,39 @@ func (v *Verifier) initIDP() {
 	}
 	if v.cfg.Introspection != nil {
 		v.idp.intro = newIntrospector(v)
+		v.idp.introOnly = len(v.cfg.JWKSURLs) == 0 && v.cfg.CacheFile == "" && !v.cfg.Discovery
 	}
+}
+
+// How Verify checks a token, when Config.Introspection is set.
+const (
+	checkLocally    = iota // a JWT, with keys (or an offline token)
+	checkIntrospect        // by the introspection endpoint
+	checkRefuse            // a JWT of another issuer, with introspection alone
+)
+
+// introspects says how raw is checked: an opaque token by introspection;
+// a JWT locally, unless introspection is the issuer's only way to check
+// one: then a JWT of this issuer is introspected, an offline token of its
+// own checked with its offline keys, and any other JWT refused without
+// being sent anywhere (a token never goes to another issuer's endpoint).
+func (v *Verifier) introspects(raw string) int {
+	if !looksLikeJWT(raw) {
+		return checkIntrospect
+	}
+	if !v.idp.introOnly {
+		return checkLocally
+	}
+	iss, ok := unverifiedIssuer(raw)
+	switch {
+	case !ok:
+		return checkRefuse
+	case iss == v.cfg.Issuer:
+		return checkIntrospect
+	case v.cfg.Offline != nil && iss == v.cfg.Offline.cfg.Issuer:
+		return checkLocally
+	}
+	return checkRefuse
 }
 
 // closeIDP runs once in Close.

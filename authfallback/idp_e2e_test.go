@@ -504,6 +504,55 @@ func TestIntrospectionE2E_CacheAndChecks(t *testing.T) {
 	})
 }
 
+// An issuer configured with introspection alone (no JWKS, cache file or
+// discovery) checks its JWTs there too, rather than answering 503 for want
+// of keys; another issuer's JWT is never sent to its endpoint.
+func TestIntrospectionE2E_IntrospectionOnlyIssuerChecksJWTs(t *testing.T) {
+	idp := newIdP(t, "RS256")
+	v, err := authfallback.New(authfallback.Config{
+		Issuer: idp.Issuer(), Audience: []string{idp.Audience()}, AuditLog: discard(),
+		Introspection: introConfig(idp, nil),
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = v.Close() })
+	srv := newAPI(t, v.Handler)
+
+	tok := idp.Issue(jwt.MapClaims{"sub": "hana", "scope": "read"})
+	before := idp.IntrospectionHits()
+	r := srv.bearer(t, tok)
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	assert.Equal(t, "hana", r.seen.Subject)
+	assert.Equal(t, before+1, idp.IntrospectionHits(), "the JWT was introspected")
+
+	revoked := idp.Issue(jwt.MapClaims{"sub": "ivan"})
+	idp.Revoke(revoked)
+	r = srv.bearer(t, revoked)
+	assert.Equal(t, http.StatusUnauthorized, r.status, "inactive by introspection: %s", r.body)
+
+	other := newIdP(t, "RS256")
+	before = idp.IntrospectionHits()
+	r = srv.bearer(t, other.Issue(jwt.MapClaims{"sub": "mallory"}))
+	assert.Equal(t, http.StatusUnauthorized, r.status, r.body)
+	assert.Equal(t, before, idp.IntrospectionHits(), "another issuer's JWT is not sent to this one's endpoint")
+	assert.Equal(t, int64(0), other.IntrospectionHits())
+
+	forged := idp.Issue(jwt.MapClaims{"sub": "hana"})
+	parts := strings.Split(forged, ".")
+	r = srv.bearer(t, parts[0]+"."+parts[1]+"."+strings.Repeat("A", len(parts[2])))
+	assert.Equal(t, http.StatusUnauthorized, r.status, "a token the IdP did not issue is inactive")
+
+	// With a key source, JWTs are verified locally: no introspection.
+	cfg := baseConfig(idp)
+	cfg.Introspection = introConfig(idp, nil)
+	local, err := authfallback.New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = local.Close() })
+	lsrv := newAPI(t, local.Handler)
+	before = idp.IntrospectionHits()
+	require.Equal(t, http.StatusOK, lsrv.bearer(t, idp.Issue(jwt.MapClaims{"sub": "jo"})).status)
+	assert.Equal(t, before, idp.IntrospectionHits())
+}
+
 func TestIntrospectionE2E_ClientAuthentication(t *testing.T) {
 	idp := newIdP(t, "RS256")
 	for _, post := range []bool{false, true} {

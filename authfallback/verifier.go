@@ -245,9 +245,14 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Result, error) {
 	if len(raw) > v.maxToken {
 		return v.done(ctx, nil, invalid(errTokenTooLarge), false, now)
 	}
-	if v.idp.intro != nil && !looksLikeJWT(raw) {
-		res, err := v.idp.intro.verify(ctx, raw)
-		return v.done(ctx, res, err, false, now)
+	if v.idp.intro != nil {
+		switch v.introspects(raw) {
+		case checkIntrospect:
+			res, err := v.idp.intro.verify(ctx, raw)
+			return v.done(ctx, res, err, false, now)
+		case checkRefuse:
+			return v.done(ctx, nil, invalid(errIssuer), false, now)
+		}
 	}
 	ks := v.keys.Load()
 	// Hash the token's bytes in place: []byte(raw) would copy it to the

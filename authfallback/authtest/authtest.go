@@ -298,7 +298,9 @@ func (s *Server) IssueWithHeader(header map[string]any, claims jwt.MapClaims) st
 		"exp": now.Add(s.cfg.TokenTTL).Unix(),
 		"jti": randomID(),
 	}
-	return sign(k.method, k.priv, map[string]any{"kid": k.kid}, header, c, claims)
+	raw := sign(k.method, k.priv, map[string]any{"kid": k.kid}, header, c, claims)
+	s.intro.remember(raw, c) // an IdP knows its tokens: introspection describes them
+	return raw
 }
 
 // sign signs the claims defaults overridden by claims, with the header

@@ -24,8 +24,10 @@ type introStore struct {
 
 // IntrospectionURL is the URL of the introspection endpoint. It
 // authenticates its callers with ClientID and ClientSecret (HTTP Basic,
-// client_secret_basic, or client_secret_post) and answers {"active":false}
-// for a token it did not issue, an expired or a revoked one.
+// client_secret_basic, or client_secret_post), describes the tokens it
+// issued (opaque ones from IssueOpaque and JWTs from Issue), and answers
+// {"active":false} for a token it did not issue, an expired or a revoked
+// one.
 func (s *Server) IntrospectionURL() string { return s.srv.URL + IntrospectionPath }
 
 // IntrospectionHits counts requests to the introspection endpoint that
@@ -57,17 +59,21 @@ func (s *Server) IssueOpaque(claims map[string]any) string {
 		c[name] = v
 	}
 	tok := "opaque-" + randomID() + randomID()
-	st := &s.intro
+	s.intro.remember(tok, c)
+	return tok
+}
+
+// remember makes the introspection endpoint describe tok with claims.
+func (st *introStore) remember(tok string, claims map[string]any) {
 	st.mu.Lock()
 	if st.tokens == nil {
 		st.tokens = make(map[[32]byte]map[string]any)
 	}
-	st.tokens[sha256.Sum256([]byte(tok))] = c
+	st.tokens[sha256.Sum256([]byte(tok))] = claims
 	st.mu.Unlock()
-	return tok
 }
 
-// Revoke revokes an opaque token issued by IssueOpaque (RFC 7009): from
+// Revoke revokes a token issued by IssueOpaque or Issue (RFC 7009): from
 // now on the introspection endpoint says it is not active.
 func (s *Server) Revoke(token string) {
 	st := &s.intro
