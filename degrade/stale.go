@@ -133,6 +133,7 @@ type StaleEvent struct {
 // entry is a stored response. It is immutable once in the cache.
 type entry struct {
 	primary    string
+	fields     []field  // header as a list, so that a comparison need not range over a map
 	vary       []string // canonical field names
 	varyVals   []string // the request's values of those fields
 	status     int
@@ -296,12 +297,20 @@ func appendURLPart(b []byte, r *http.Request) []byte {
 	if host == "" {
 		host = r.Host
 	}
-	for i := 0; i < len(host); i++ {
-		c := host[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
+	lower := true
+	for i := 0; i < len(host) && lower; i++ {
+		lower = host[i] < 'A' || host[i] > 'Z'
+	}
+	if lower { // the usual case: one copy
+		b = append(b, host...)
+	} else {
+		for i := 0; i < len(host); i++ {
+			c := host[i]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			b = append(b, c)
 		}
-		b = append(b, c)
 	}
 	b = append(b, 0)
 	return appendRequestURI(b, r.URL)
@@ -489,8 +498,10 @@ func newEntry(primary string, r *http.Request, cc cacheControl, status int, head
 		}
 	}
 	e.size = int64(len(body)) + int64(len(primary)) + 256
+	e.fields = make([]field, 0, len(header))
 	for k, vs := range header {
-		e.size += int64(len(k))
+		e.fields = append(e.fields, field{k, vs})
+		e.size += int64(len(k)) + 40
 		for _, v := range vs {
 			e.size += int64(len(v)) + 16
 		}

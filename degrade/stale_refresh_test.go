@@ -1,6 +1,7 @@
 package degrade
 
 import (
+	"container/list"
 	"errors"
 	"io"
 	"net/http"
@@ -245,4 +246,84 @@ func TestStaleTransportNoStoreEvicts(t *testing.T) {
 	do("/c", "carol")
 	assert.Equal(t, 0, s.Len())
 	assert.Empty(t, urls())
+}
+
+// entry.sameHeader (the transport's comparison, which looks up the stored
+// fields in the live header when it can) agrees with sameStoredHeader.
+func TestEntrySameHeader(t *testing.T) {
+	stored := http.Header{"Content-Type": {"application/json"}, "Cache-Control": {"max-age=0"}, "Etag": {`"1"`}}
+	e := newEntry("k", &http.Request{Header: http.Header{}}, cacheControl{maxAge: 0, sMaxAge: -1, staleIfError: -1},
+		200, stored, 0, nil, time.Now())
+	with := func(f func(h http.Header)) http.Header {
+		h := stored.Clone()
+		f(h)
+		return h
+	}
+	for name, tc := range map[string]struct {
+		live http.Header
+		same bool
+	}{
+		"equal":                      {stored.Clone(), true},
+		"plus Content-Length":        {with(func(h http.Header) { h.Set("Content-Length", "2") }), true},
+		"plus Age":                   {with(func(h http.Header) { h.Set("Age", "5") }), true},
+		"plus Set-Cookie and Age":    {with(func(h http.Header) { h.Set("Set-Cookie", "a=b"); h.Set("Age", "1") }), true},
+		"value changed":              {with(func(h http.Header) { h.Set("Etag", `"2"`) }), false},
+		"second value":               {with(func(h http.Header) { h.Add("Etag", `"2"`) }), false},
+		"field missing":              {with(func(h http.Header) { h.Del("Etag") }), false},
+		"field swapped":              {with(func(h http.Header) { h.Del("Etag"); h.Set("Vary", "Accept") }), false},
+		"swapped for Content-Length": {with(func(h http.Header) { h.Del("Etag"); h.Set("Content-Length", "2") }), false},
+		"empty value for missing":    {with(func(h http.Header) { h.Del("Etag"); h["X-A"] = []string{} }), false},
+		"field added":                {with(func(h http.Header) { h.Set("X-A", "1") }), false},
+		"Connection":                 {with(func(h http.Header) { h.Set("Connection", "close") }), false},
+		"non-canonical key":          {with(func(h http.Header) { h.Del("Etag"); h["etag"] = []string{`"1"`} }), false},
+		"empty":                      {http.Header{}, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			assert.Equal(t, tc.same, e.sameHeader(tc.live))
+			assert.Equal(t, sameStoredHeader(tc.live, stored, nil), e.sameHeader(tc.live), "as sameStoredHeader")
+		})
+	}
+	empty := newEntry("k", &http.Request{Header: http.Header{}}, cacheControl{maxAge: -1, sMaxAge: -1, staleIfError: -1},
+		200, http.Header{}, 0, nil, time.Now())
+	assert.True(t, empty.sameHeader(http.Header{}))
+	assert.True(t, empty.sameHeader(http.Header{"Content-Length": {"0"}}))
+	assert.False(t, empty.sameHeader(http.Header{"X-A": {"1"}}))
+}
+
+// refreshElement refreshes only an entry its element still holds: not
+// one whose element was removed (evicted) or given a newer entry.
+func TestStaleRefreshElement(t *testing.T) {
+	s := &Stale{MaxEntries: 2}
+	h := s.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.URL.Path)
+	}))
+	peek := func(path string) (*entry, *list.Element) {
+		t.Helper()
+		r, _ := http.NewRequest(http.MethodGet, "http://example.com"+path, nil)
+		r.URL.Scheme, r.URL.Host, r.Host = "", "", "example.com"
+		var buf [512]byte
+		key, _ := s.appendPrimary(buf[:0], r)
+		e, el := s.peekElement(key, r)
+		require.NotNil(t, e)
+		require.Same(t, e, el.Value)
+		return e, el
+	}
+	get(t, h, "/a")
+	a, ael := peek("/a")
+	assert.True(t, s.refreshElement(ael, a, time.Now()), "alone in the list: its front and back")
+	get(t, h, "/b")
+	assert.True(t, s.refreshElement(ael, a, time.Now()), "at the back")
+	get(t, h, "/b")
+	b, bel := peek("/b")
+	assert.True(t, s.refreshElement(bel, b, time.Now()))
+	assert.True(t, s.refreshElement(ael, a, time.Now()), "moved to the front again")
+	get(t, h, "/c") // evicts /b, the least recently used
+	assert.False(t, s.refreshElement(bel, b, time.Now()), "evicted")
+	assert.True(t, s.refreshElement(ael, a, time.Now()))
+
+	// A new entry for the same variant takes the element over.
+	s.store(newEntry(a.primary, &http.Request{Header: http.Header{}}, cacheControl{maxAge: -1, sMaxAge: -1, staleIfError: -1},
+		200, http.Header{}, 0, []byte("new"), time.Now()))
+	assert.False(t, s.refreshElement(ael, a, time.Now()), "replaced")
+	assert.Equal(t, 2, s.Len())
 }

@@ -2,8 +2,10 @@ package degrade
 
 import (
 	"bytes"
+	"container/list"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -109,10 +111,10 @@ func (t *staleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	// The same response as the one stored (a catalogue read again) shares
 	// its key, header and body: it is compared as it is read, not copied.
-	if prev := s.peek(key, req); prev != nil {
+	if prev, el := s.peekElement(key, req); prev != nil {
 		c.primary = prev.primary
-		if prev.status == resp.StatusCode && sameStoredHeader(resp.Header, prev.header, nil) {
-			c.prev, c.header = prev, prev.header
+		if prev.status == resp.StatusCode && prev.sameHeader(resp.Header) {
+			c.prev, c.prevEl, c.header = prev, el, prev.header
 		}
 	} else {
 		c.primary = string(key)
@@ -147,10 +149,11 @@ type captureBody struct {
 	// prev is the stored entry while the body read so far equals its
 	// first off bytes (and header is prev's): nothing is copied until
 	// the first difference, when buf takes over.
-	prev *entry
-	off  int
-	buf  []byte
-	done bool // stored or given up
+	prev   *entry
+	prevEl *list.Element // prev's, when peeked
+	off    int
+	buf    []byte
+	done   bool // stored or given up
 }
 
 func (c *captureBody) Read(p []byte) (int, error) {
@@ -198,7 +201,7 @@ func (c *captureBody) store() {
 			// The same response again: keep the entry, count its age
 			// from now.
 			lifetime, sie := freshness(c.cc, c.header, c.now)
-			if c.prev.sameAs(c.status, lifetime, sie, c.age) && c.s.refresh(c.prev, c.now) {
+			if c.prev.sameAs(c.status, lifetime, sie, c.age) && c.s.refreshElement(c.prevEl, c.prev, c.now) {
 				c.prev = nil
 				return
 			}
@@ -234,4 +237,62 @@ func (c *captureBody) Close() error {
 		c.mu.Unlock()
 	}
 	return c.rc.Close()
+}
+
+// peekElement is peek that also returns the list element holding the
+// entry, for refreshElement.
+func (s *Stale) peekElement(primary []byte, r *http.Request) (*entry, *list.Element) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, el := range s.index[string(primary)] {
+		if e := el.Value.(*entry); e.matches(r) {
+			return e, el
+		}
+	}
+	return nil, nil
+}
+
+// refreshElement is refresh for prev found in el by peekElement: el still
+// holds prev when it is still in the list (a removed element has no next
+// and is not the back) and its value was not replaced, so the index need
+// not be searched again.
+func (s *Stale) refreshElement(el *list.Element, prev *entry, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if el.Value != prev || (el.Next() == nil && s.lru.Back() != el) {
+		return false
+	}
+	if d := int64(now.Sub(prev.stored)); d > prev.refreshed.Load() {
+		prev.refreshed.Store(d)
+	}
+	s.lru.MoveToFront(el)
+	return true
+}
+
+// sameHeader reports whether the header of a response, once stripped of
+// the fields that are not stored, equals e's: sameStoredHeader without an
+// outer middleware's fields, which looks up e's fields in live instead of
+// ranging over a map when live has no field e lacks but Content-Length.
+func (e *entry) sameHeader(live http.Header) bool {
+	extra := len(live) - len(e.fields)
+	if extra == 1 && live["Content-Length"] != nil {
+		extra = 0
+	}
+	if extra != 0 {
+		return sameStoredHeader(live, e.header, nil)
+	}
+	// Every field of e is in live with the same values, and live has
+	// no other field but Content-Length, which is never stored.
+	for _, f := range e.fields {
+		if v, ok := live[f.name]; !ok || !slices.Equal(v, f.values) {
+			return false
+		}
+	}
+	return true
+}
+
+// field is one field of a stored header.
+type field struct {
+	name   string
+	values []string
 }
