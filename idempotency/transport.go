@@ -48,7 +48,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		k.req.Header[name] = v // the slices are not modified, only the map
 	}
 	k.quote[0], k.quote[len(k.quote)-1] = '"', '"'
-	newKey(k.quote[1 : len(k.quote)-1])
+	newKey(k.quote[1:len(k.quote)-1], &k.random)
 	// The bytes are never written again: the string may share them.
 	k.value[0] = unsafe.String(&k.quote[0], len(k.quote))
 	k.req.Header[HeaderKey] = k.value[:] // full: an append by a later layer copies
@@ -57,9 +57,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // keyedRequest is the keyed copy of a request that Transport sends.
 type keyedRequest struct {
-	req   http.Request
-	value [1]string
-	quote [38]byte // the key as an RFC 9651 string: a UUID in double quotes
+	req    http.Request
+	value  [1]string
+	quote  [38]byte // the key as an RFC 9651 string: a UUID in double quotes
+	random [16]byte // the key's bits
 }
 
 func (t *Transport) guards(method string) bool {
@@ -77,13 +78,15 @@ func (t *Transport) guards(method string) bool {
 // NewKey returns a fresh idempotency key: a random (version 4) UUID.
 func NewKey() string {
 	var s [36]byte
-	newKey(s[:])
+	var b [16]byte
+	newKey(s[:], &b)
 	return string(s[:])
 }
 
-// newKey writes a random UUID to s (36 bytes).
-func newKey(s []byte) {
-	var b [16]byte
+// newKey writes a random UUID to s (36 bytes), drawing its bits into b
+// (which the race detector's build makes crypto/rand.Read move to the
+// heap when it is a local).
+func newKey(s []byte, b *[16]byte) {
 	_, _ = rand.Read(b[:])
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
