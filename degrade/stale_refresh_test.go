@@ -310,20 +310,97 @@ func TestStaleRefreshElement(t *testing.T) {
 	}
 	get(t, h, "/a")
 	a, ael := peek("/a")
-	assert.True(t, s.refreshElement(ael, a, time.Now()), "alone in the list: its front and back")
+	assert.True(t, s.refreshElement(ael, a, time.Second), "alone in the list: its front and back")
 	get(t, h, "/b")
-	assert.True(t, s.refreshElement(ael, a, time.Now()), "at the back")
+	assert.True(t, s.refreshElement(ael, a, time.Second), "at the back")
 	get(t, h, "/b")
 	b, bel := peek("/b")
-	assert.True(t, s.refreshElement(bel, b, time.Now()))
-	assert.True(t, s.refreshElement(ael, a, time.Now()), "moved to the front again")
+	assert.True(t, s.refreshElement(bel, b, time.Second))
+	assert.True(t, s.refreshElement(ael, a, time.Second), "moved to the front again")
 	get(t, h, "/c") // evicts /b, the least recently used
-	assert.False(t, s.refreshElement(bel, b, time.Now()), "evicted")
-	assert.True(t, s.refreshElement(ael, a, time.Now()))
+	assert.False(t, s.refreshElement(bel, b, time.Second), "evicted")
+	assert.True(t, s.refreshElement(ael, a, time.Second))
 
 	// A new entry for the same variant takes the element over.
 	s.store(newEntry(a.primary, &http.Request{Header: http.Header{}}, cacheControl{maxAge: -1, sMaxAge: -1, staleIfError: -1},
 		200, http.Header{}, 0, []byte("new"), time.Now()))
-	assert.False(t, s.refreshElement(ael, a, time.Now()), "replaced")
+	assert.False(t, s.refreshElement(ael, a, time.Second), "replaced")
 	assert.Equal(t, 2, s.Len())
+}
+
+// A response compared with the stored one as it is read counts its age
+// from when it was received, also when it turns out to differ only after
+// a slow read, and an unchanged one refreshes the entry from then.
+func TestStaleTransportAgeFromReceipt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var fail atomic.Bool
+		var body atomic.Value
+		body.Store("abcdef")
+		base := rtFunc(func(r *http.Request) (*http.Response, error) {
+			if fail.Load() {
+				return nil, errors.New("dial tcp: connection refused")
+			}
+			b := body.Load().(string)
+			return &http.Response{
+				StatusCode: 200, Request: r, ContentLength: int64(len(b)),
+				Header: http.Header{"Cache-Control": {"max-age=0, stale-if-error=600"}},
+				Body:   io.NopCloser(&slowReader{s: b, wait: 2 * time.Second}),
+			}, nil
+		})
+		s := &Stale{}
+		rt := s.Transport(base)
+		read := func() (*http.Response, string) {
+			t.Helper()
+			req, _ := http.NewRequest(http.MethodGet, "http://api.example/c", nil)
+			resp, err := rt.RoundTrip(req)
+			require.NoError(t, err)
+			b, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			require.NoError(t, resp.Body.Close())
+			return resp, string(b)
+		}
+		staleAge := func() string {
+			t.Helper()
+			fail.Store(true)
+			defer fail.Store(false)
+			resp, _ := read()
+			return resp.Header.Get("Age")
+		}
+		read() // stored when received, at 0 (read until 2 s)
+		time.Sleep(8 * time.Second)
+		read() // unchanged: received at 10, read until 12
+		assert.Equal(t, "2", staleAge(), "refreshed from its receipt")
+		time.Sleep(3 * time.Second)
+		body.Store("abcXYZ")
+		read() // differs in its second half: received at 15, read until 17
+		time.Sleep(time.Second)
+		resp, got := func() (*http.Response, string) { fail.Store(true); defer fail.Store(false); return read() }()
+		assert.Equal(t, "abcXYZ", got)
+		assert.Equal(t, "3", resp.Header.Get("Age"), "a changed response's age counts from its receipt")
+		body.Store("abc")
+		read() // shorter, found at the end: received at 18, read until 20
+		assert.Equal(t, "2", staleAge())
+	})
+}
+
+// slowReader returns the first half of s, then, wait later, the rest.
+type slowReader struct {
+	s    string
+	wait time.Duration
+	half bool
+}
+
+func (r *slowReader) Read(p []byte) (int, error) {
+	if r.s == "" {
+		return 0, io.EOF
+	}
+	n := len(r.s)
+	if !r.half {
+		r.half, n = true, max(1, len(r.s)/2)
+	} else {
+		time.Sleep(r.wait)
+	}
+	k := copy(p[:min(len(p), n)], r.s)
+	r.s = r.s[k:]
+	return k, nil
 }
