@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/holdfast-go/holdfast/internal/caller"
 	"github.com/holdfast-go/holdfast/internal/httpx"
@@ -219,7 +220,10 @@ func (s *Stale) appendScope(b []byte, r *http.Request) []byte {
 // carries to b; nothing when none. Each value is length-prefixed, so no
 // two different sets of credentials hash the same input. Header keys a
 // client set without canonicalizing them (req.Header["authorization"])
-// count too.
+// count too. The usual case, one Authorization value and nothing else,
+// hashes the value as it is, without copying it (a bearer JWT is 1 KiB),
+// under a prefix of its own ("c1:"), so that it never meets the digest of
+// an encoded set.
 func appendCredentialScope(b []byte, r *http.Request) []byte {
 	a, c := r.Header["Authorization"], r.Header["Cookie"]
 	var odd []string // values under non-canonical keys, tagged
@@ -251,6 +255,11 @@ func appendCredentialScope(b []byte, r *http.Request) []byte {
 	}
 	if len(a) == 0 && len(c) == 0 && len(odd) == 0 {
 		return b
+	}
+	if len(a) == 1 && len(c) == 0 && len(odd) == 0 {
+		sum := sha256.Sum256(unsafe.Slice(unsafe.StringData(a[0]), len(a[0])))
+		b = append(b, "c1:"...)
+		return append(b, sum[:]...)
 	}
 	slices.Sort(odd) // map order is random
 	var stack [512]byte

@@ -404,3 +404,26 @@ func (r *slowReader) Read(p []byte) (int, error) {
 	r.s = r.s[k:]
 	return k, nil
 }
+
+// A lone Authorization value is hashed as it is, under its own prefix:
+// it never shares a scope with a set of credentials whose encoding is
+// that value, and a long one (a JWT) is hashed without an allocation.
+func TestCredentialScopeSingleValue(t *testing.T) {
+	scope := func(h http.Header) string {
+		return string(appendCredentialScope(nil, &http.Request{Header: h}))
+	}
+	alone := http.Header{"Authorization": {"a5:alicec3:x=1"}}
+	set := http.Header{"Authorization": {"alice"}, "Cookie": {"x=1"}} // encoded as a5:alicec3:x=1
+	assert.NotEqual(t, scope(alone), scope(set))
+	assert.Equal(t, scope(alone), scope(http.Header{"Authorization": {"a5:alicec3:x=1"}}), "stable")
+	assert.NotEqual(t, scope(alone), scope(http.Header{"Authorization": {"a5:alicec3:x=2"}}))
+	assert.NotEqual(t, scope(http.Header{"Authorization": {"x"}}), scope(http.Header{"Authorization": {"x", "x"}}))
+	assert.NotEqual(t, scope(http.Header{"Authorization": {""}}), scope(http.Header{}), "an empty credential is still one")
+	assert.NotEqual(t, scope(http.Header{"Authorization": {"x"}}), scope(http.Header{"authorization": {"x"}}))
+	assert.Empty(t, scope(http.Header{"Accept": {"x"}}))
+
+	jwt := http.Header{"Authorization": {"Bearer " + strings.Repeat("e", 1200)}}
+	r := &http.Request{Header: jwt}
+	var buf [64]byte
+	assert.Zero(t, testing.AllocsPerRun(10, func() { appendCredentialScope(buf[:0], r) }))
+}
