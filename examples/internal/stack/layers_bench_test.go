@@ -2,6 +2,7 @@ package stack
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/holdfast-go/holdfast/breaker"
@@ -17,10 +18,14 @@ import (
 //
 // 1-breaker is breaker.Transport (default 2 s per-call timeout) over the
 // stub, 2-retry adds retry.Transport, 3-stale degrade.Stale.Transport and
-// 4-idempotency idempotency.Transport, which is the whole stack.
+// 4-idempotency idempotency.Transport, which is the whole stack;
+// get-stored-jwt is get-stored with a 1 KiB bearer token.
 func BenchmarkClientLayers(b *testing.B) {
 	get, _ := http.NewRequest(http.MethodGet, "http://downstream.example/items/42", nil)
 	get.Header.Set("Authorization", "Bearer service-token")
+	// A bearer JWT is about 1 KiB: Stale hashes it on every GET.
+	getJWT, _ := http.NewRequest(http.MethodGet, "http://downstream.example/items/42", nil)
+	getJWT.Header.Set("Authorization", "Bearer "+strings.Repeat("e", 1000))
 	post, _ := http.NewRequest(http.MethodPost, "http://downstream.example/ledger", http.NoBody)
 	layers := []struct {
 		name string
@@ -42,6 +47,7 @@ func BenchmarkClientLayers(b *testing.B) {
 		req  *http.Request
 	}{
 		{"get-stored", stubRT{}, get},
+		{"get-stored-jwt", stubRT{}, getJWT},
 		{"get-no-store", stubRT{noStore: true}, get},
 		{"post", stubRT{noStore: true}, post},
 	} {
