@@ -30,39 +30,55 @@ func parseCacheControl(lines []string) cacheControl {
 			var name, value string
 			var hasValue bool
 			name, value, hasValue, line = nextDirective(line)
-			switch strings.ToLower(name) {
-			case "no-store":
-				cc.noStore = true
-			case "no-cache":
-				cc.noCache = true // a qualified no-cache="field" is read as unqualified
-			case "private":
-				cc.private = true // likewise private="field"
-			case "public":
-				cc.public = true
-			case "must-revalidate":
-				cc.mustRevalidate = true
-			case "proxy-revalidate":
-				cc.proxyRevalidate = true
-			case "max-age":
-				cc.maxAge = mergeDelta(cc.maxAge, value, hasValue, 0)
-			case "s-maxage":
-				cc.sMaxAge = mergeDelta(cc.sMaxAge, value, hasValue, 0)
-			case "stale-if-error":
-				d, ok := parseDelta(value, hasValue)
-				switch {
-				case !ok || sieBad:
-					sieBad = true
-					cc.staleIfError = -1
-				case cc.staleIfError >= 0 && cc.staleIfError != d:
-					sieBad = true
-					cc.staleIfError = -1
-				default:
-					cc.staleIfError = d
+			// Directives are almost always sent in lower case: match
+			// them as they are first, and lower an unknown one only when
+			// it has upper case in it.
+			if !cc.apply(name, value, hasValue, &sieBad) {
+				if low := strings.ToLower(name); low != name {
+					cc.apply(low, value, hasValue, &sieBad)
 				}
 			}
 		}
 	}
 	return cc
+}
+
+// apply records the directive name (lower case) in cc and reports whether
+// it is one cc holds.
+func (cc *cacheControl) apply(name, value string, hasValue bool, sieBad *bool) bool {
+	switch name {
+	case "no-store":
+		cc.noStore = true
+	case "no-cache":
+		cc.noCache = true // a qualified no-cache="field" is read as unqualified
+	case "private":
+		cc.private = true // likewise private="field"
+	case "public":
+		cc.public = true
+	case "must-revalidate":
+		cc.mustRevalidate = true
+	case "proxy-revalidate":
+		cc.proxyRevalidate = true
+	case "max-age":
+		cc.maxAge = mergeDelta(cc.maxAge, value, hasValue, 0)
+	case "s-maxage":
+		cc.sMaxAge = mergeDelta(cc.sMaxAge, value, hasValue, 0)
+	case "stale-if-error":
+		d, ok := parseDelta(value, hasValue)
+		switch {
+		case !ok || *sieBad:
+			*sieBad = true
+			cc.staleIfError = -1
+		case cc.staleIfError >= 0 && cc.staleIfError != d:
+			*sieBad = true
+			cc.staleIfError = -1
+		default:
+			cc.staleIfError = d
+		}
+	default:
+		return false
+	}
+	return true
 }
 
 // mergeDelta combines a repeated delta-seconds directive: invalid or
@@ -149,7 +165,18 @@ func nextDirective(s string) (name, value string, hasValue bool, rest string) {
 	return name, trimOWS(s[:k]), true, s[k+1:]
 }
 
-func trimOWS(s string) string { return strings.Trim(s, " \t") }
+// trimOWS trims optional whitespace (spaces and tabs) from both ends of
+// s, without strings.Trim's cutset set-up on every call.
+func trimOWS(s string) string {
+	i, j := 0, len(s)
+	for i < j && (s[i] == ' ' || s[i] == '\t') {
+		i++
+	}
+	for j > i && (s[j-1] == ' ' || s[j-1] == '\t') {
+		j--
+	}
+	return s[i:j]
+}
 
 // varyFields returns the canonical field names listed in the Vary header
 // lines, and whether one of them is "*".

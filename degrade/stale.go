@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/holdfast-go/holdfast/internal/caller"
 	"github.com/holdfast-go/holdfast/internal/httpx"
@@ -133,6 +134,7 @@ type StaleEvent struct {
 // entry is a stored response. It is immutable once in the cache.
 type entry struct {
 	primary    string
+	fields     []field  // header as a list, so that a comparison need not range over a map
 	vary       []string // canonical field names
 	varyVals   []string // the request's values of those fields
 	status     int
@@ -218,7 +220,10 @@ func (s *Stale) appendScope(b []byte, r *http.Request) []byte {
 // carries to b; nothing when none. Each value is length-prefixed, so no
 // two different sets of credentials hash the same input. Header keys a
 // client set without canonicalizing them (req.Header["authorization"])
-// count too.
+// count too. The usual case, one Authorization value and nothing else,
+// hashes the value as it is, without copying it (a bearer JWT is 1 KiB),
+// under a prefix of its own ("c1:"), so that it never meets the digest of
+// an encoded set.
 func appendCredentialScope(b []byte, r *http.Request) []byte {
 	a, c := r.Header["Authorization"], r.Header["Cookie"]
 	var odd []string // values under non-canonical keys, tagged
@@ -250,6 +255,11 @@ func appendCredentialScope(b []byte, r *http.Request) []byte {
 	}
 	if len(a) == 0 && len(c) == 0 && len(odd) == 0 {
 		return b
+	}
+	if len(a) == 1 && len(c) == 0 && len(odd) == 0 {
+		sum := sha256.Sum256(unsafe.Slice(unsafe.StringData(a[0]), len(a[0])))
+		b = append(b, "c1:"...)
+		return append(b, sum[:]...)
 	}
 	slices.Sort(odd) // map order is random
 	var stack [512]byte
@@ -296,12 +306,20 @@ func appendURLPart(b []byte, r *http.Request) []byte {
 	if host == "" {
 		host = r.Host
 	}
-	for i := 0; i < len(host); i++ {
-		c := host[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
+	lower := true
+	for i := 0; i < len(host) && lower; i++ {
+		lower = host[i] < 'A' || host[i] > 'Z'
+	}
+	if lower { // the usual case: one copy
+		b = append(b, host...)
+	} else {
+		for i := 0; i < len(host); i++ {
+			c := host[i]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			b = append(b, c)
 		}
-		b = append(b, c)
 	}
 	b = append(b, 0)
 	return appendRequestURI(b, r.URL)
@@ -489,8 +507,10 @@ func newEntry(primary string, r *http.Request, cc cacheControl, status int, head
 		}
 	}
 	e.size = int64(len(body)) + int64(len(primary)) + 256
+	e.fields = make([]field, 0, len(header))
 	for k, vs := range header {
-		e.size += int64(len(k))
+		e.fields = append(e.fields, field{k, vs})
+		e.size += int64(len(k)) + 40
 		for _, v := range vs {
 			e.size += int64(len(v)) + 16
 		}

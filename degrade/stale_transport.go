@@ -2,8 +2,10 @@ package degrade
 
 import (
 	"bytes"
+	"container/list"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -104,20 +106,25 @@ func (t *staleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	c := &captureBody{
 		rc: resp.Body, s: s, req: req, cc: cc,
-		status: resp.StatusCode, age: ageOf(resp.Header), now: time.Now(),
+		status: resp.StatusCode, age: ageOf(resp.Header),
 		length: resp.ContentLength,
 	}
 	// The same response as the one stored (a catalogue read again) shares
 	// its key, header and body: it is compared as it is read, not copied.
-	if prev := s.peek(key, req); prev != nil {
+	if prev, el := s.peekElement(key, req); prev != nil {
 		c.primary = prev.primary
-		if prev.status == resp.StatusCode && sameStoredHeader(resp.Header, prev.header, nil) {
-			c.prev, c.header = prev, prev.header
+		if prev.status == resp.StatusCode && prev.sameHeader(resp.Header) {
+			c.prev, c.prevEl, c.header = prev, el, prev.header
+			// An unchanged body needs only the time since prev was
+			// stored: one read of the monotonic clock, not time.Now's
+			// two (see receivedAt).
+			c.since = time.Since(prev.stored)
 		}
 	} else {
 		c.primary = string(key)
 	}
 	if c.prev == nil {
+		c.now = time.Now()
 		c.header = storedHeader(resp.Header.Clone())
 		if resp.ContentLength > 0 {
 			c.buf = make([]byte, 0, resp.ContentLength)
@@ -143,14 +150,16 @@ type captureBody struct {
 	status  int
 	header  http.Header
 	age     time.Duration
-	now     time.Time
+	now     time.Time     // when the response was received; see receivedAt
+	since   time.Duration // then, how long since prev was stored
 	// prev is the stored entry while the body read so far equals its
 	// first off bytes (and header is prev's): nothing is copied until
 	// the first difference, when buf takes over.
-	prev *entry
-	off  int
-	buf  []byte
-	done bool // stored or given up
+	prev   *entry
+	prevEl *list.Element // prev's, when peeked
+	off    int
+	buf    []byte
+	done   bool // stored or given up
 }
 
 func (c *captureBody) Read(p []byte) (int, error) {
@@ -181,6 +190,7 @@ func (c *captureBody) capture(p []byte) {
 			return
 		}
 		c.buf = append(make([]byte, 0, max(c.length, int64(2*(c.off+len(p))), 512)), c.prev.body[:c.off]...)
+		c.receivedAt()
 		c.prev = nil
 	}
 	if int64(len(c.buf)+len(p)) > c.s.maxEntryBytes() {
@@ -196,20 +206,38 @@ func (c *captureBody) store() {
 	if body == nil && c.prev != nil {
 		if c.off == len(c.prev.body) {
 			// The same response again: keep the entry, count its age
-			// from now.
-			lifetime, sie := freshness(c.cc, c.header, c.now)
-			if c.prev.sameAs(c.status, lifetime, sie, c.age) && c.s.refresh(c.prev, c.now) {
+			// from now. Only a lifetime from Expires counts from the
+			// time of the response.
+			var now time.Time
+			if c.cc.maxAge < 0 {
+				now = c.receivedAt()
+			}
+			lifetime, sie := freshness(c.cc, c.header, now)
+			if c.prev.sameAs(c.status, lifetime, sie, c.age) && c.s.refreshElement(c.prevEl, c.prev, c.since) {
 				c.prev = nil
 				return
 			}
 		}
 		body = c.prev.body[:c.off:c.off] // an unchanged prefix or all of it: shared, immutable
+		c.receivedAt()
 	}
 	if body == nil {
 		body = []byte{}
 	}
 	c.buf, c.prev = nil, nil
 	c.s.store(newEntry(c.primary, c.req, c.cc, c.status, c.header, c.age, body, c.now))
+}
+
+// receivedAt returns the time the response was received. A response
+// compared with a stored one records only the time since that one was
+// stored (since); once it turns out to differ, that instant is rebuilt
+// from a new reading of the clock, so that its wall clock time is read,
+// not derived from the stored entry's.
+func (c *captureBody) receivedAt() time.Time {
+	if c.now.IsZero() {
+		c.now = time.Now().Add(c.since - time.Since(c.prev.stored))
+	}
+	return c.now
 }
 
 // Close reads what is left of a body the caller did not finish (a JSON
@@ -234,4 +262,63 @@ func (c *captureBody) Close() error {
 		c.mu.Unlock()
 	}
 	return c.rc.Close()
+}
+
+// peekElement is peek that also returns the list element holding the
+// entry, for refreshElement.
+func (s *Stale) peekElement(primary []byte, r *http.Request) (*entry, *list.Element) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, el := range s.index[string(primary)] {
+		if e := el.Value.(*entry); e.matches(r) {
+			return e, el
+		}
+	}
+	return nil, nil
+}
+
+// refreshElement is refresh for prev found in el by peekElement and
+// answered again d after it was stored: el still holds prev when it is
+// still in the list (a removed element has no next and is not the back)
+// and its value was not replaced, so the index need not be searched
+// again.
+func (s *Stale) refreshElement(el *list.Element, prev *entry, d time.Duration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if el.Value != prev || (el.Next() == nil && s.lru.Back() != el) {
+		return false
+	}
+	if int64(d) > prev.refreshed.Load() {
+		prev.refreshed.Store(int64(d))
+	}
+	s.lru.MoveToFront(el)
+	return true
+}
+
+// sameHeader reports whether the header of a response, once stripped of
+// the fields that are not stored, equals e's: sameStoredHeader without an
+// outer middleware's fields, which looks up e's fields in live instead of
+// ranging over a map when live has no field e lacks but Content-Length.
+func (e *entry) sameHeader(live http.Header) bool {
+	extra := len(live) - len(e.fields)
+	if extra == 1 && live["Content-Length"] != nil {
+		extra = 0
+	}
+	if extra != 0 {
+		return sameStoredHeader(live, e.header, nil)
+	}
+	// Every field of e is in live with the same values, and live has
+	// no other field but Content-Length, which is never stored.
+	for _, f := range e.fields {
+		if v, ok := live[f.name]; !ok || !slices.Equal(v, f.values) {
+			return false
+		}
+	}
+	return true
+}
+
+// field is one field of a stored header.
+type field struct {
+	name   string
+	values []string
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/http"
+	"unsafe"
 )
 
 // Transport is an http.RoundTripper that gives every guarded request
@@ -38,22 +39,28 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	// A shallow copy with its own header, as oauth2.Transport makes: the
 	// rest of the request (URL, Body, GetBody) is shared, not modified.
-	r2 := new(http.Request)
-	*r2 = *req
-	r2.Header = make(http.Header, len(req.Header)+1)
-	for k, v := range req.Header {
-		r2.Header[k] = v // the slices are not modified, only the map
+	// The copy, the key's value slice and the key's bytes are one
+	// allocation; the header map is the only other.
+	k := new(keyedRequest)
+	k.req = *req
+	k.req.Header = make(http.Header, len(req.Header)+1)
+	for name, v := range req.Header {
+		k.req.Header[name] = v // the slices are not modified, only the map
 	}
-	r2.Header[HeaderKey] = []string{quotedKey()}
-	return base.RoundTrip(r2)
+	k.quote[0], k.quote[len(k.quote)-1] = '"', '"'
+	newKey(k.quote[1:len(k.quote)-1], &k.random)
+	// The bytes are never written again: the string may share them.
+	k.value[0] = unsafe.String(&k.quote[0], len(k.quote))
+	k.req.Header[HeaderKey] = k.value[:] // full: an append by a later layer copies
+	return base.RoundTrip(&k.req)
 }
 
-// quotedKey is NewKey as an RFC 9651 string, built in one allocation.
-func quotedKey() string {
-	var s [38]byte
-	s[0], s[37] = '"', '"'
-	newKey(s[1:37])
-	return string(s[:])
+// keyedRequest is the keyed copy of a request that Transport sends.
+type keyedRequest struct {
+	req    http.Request
+	value  [1]string
+	quote  [38]byte // the key as an RFC 9651 string: a UUID in double quotes
+	random [16]byte // the key's bits
 }
 
 func (t *Transport) guards(method string) bool {
@@ -71,13 +78,15 @@ func (t *Transport) guards(method string) bool {
 // NewKey returns a fresh idempotency key: a random (version 4) UUID.
 func NewKey() string {
 	var s [36]byte
-	newKey(s[:])
+	var b [16]byte
+	newKey(s[:], &b)
 	return string(s[:])
 }
 
-// newKey writes a random UUID to s (36 bytes).
-func newKey(s []byte) {
-	var b [16]byte
+// newKey writes a random UUID to s (36 bytes), drawing its bits into b
+// (which the race detector's build makes crypto/rand.Read move to the
+// heap when it is a local).
+func newKey(s []byte, b *[16]byte) {
 	_, _ = rand.Read(b[:])
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80

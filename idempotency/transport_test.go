@@ -132,3 +132,35 @@ func TestNewKeyIsRandom(t *testing.T) {
 		seen[k] = true
 	}
 }
+
+// Each keyed copy has a key of its own: what a layer below does to the
+// copy's header (an append to the key's values, a new value) changes no
+// other request's key, nor the caller's header.
+func TestTransportKeysAreOwnedByEachCopy(t *testing.T) {
+	var keys []string
+	base := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		k := r.Header.Get("Idempotency-Key")
+		keys = append(keys, k)
+		r.Header["Idempotency-Key"] = append(r.Header["Idempotency-Key"], "appended")
+		r.Header["Idempotency-Key"][0] = "overwritten"
+		r.Header.Set("X-Below", "1")
+		return &http.Response{StatusCode: 200, Body: http.NoBody, Request: r}, nil
+	})
+	tr := &idempotency.Transport{Base: base}
+	req := httptest.NewRequest(http.MethodPost, "http://x/", nil)
+	req.Header.Set("X-Caller", "c")
+	var copies []*http.Request
+	for range 100 {
+		resp, err := tr.RoundTrip(req)
+		require.NoError(t, err)
+		copies = append(copies, resp.Request)
+	}
+	assert.Equal(t, http.Header{"X-Caller": {"c"}}, req.Header, "the caller's header is not modified")
+	seen := map[string]bool{}
+	for i, k := range keys {
+		require.Regexp(t, uuidKey, k)
+		require.False(t, seen[k], "a fresh key each time")
+		seen[k] = true
+		assert.Equal(t, []string{"overwritten", "appended"}, copies[i].Header["Idempotency-Key"])
+	}
+}

@@ -212,7 +212,7 @@ const (
 
 // checkReplayable returns nil or a *NotReplayableError.
 func (t *Transport) checkReplayable(req *http.Request) error {
-	if !httpx.IsSafe(req.Method) && strings.TrimSpace(req.Header.Get(httpx.HeaderIdempotencyKey)) == "" &&
+	if !httpx.IsSafe(req.Method) && strings.TrimSpace(firstValue(req.Header[httpx.HeaderIdempotencyKey])) == "" &&
 		!(t.RetryIdempotent && httpx.IsIdempotent(req.Method)) {
 		return &NotReplayableError{Method: req.Method, Reason: reasonMethod}
 	}
@@ -220,6 +220,15 @@ func (t *Transport) checkReplayable(req *http.Request) error {
 		return &NotReplayableError{Method: req.Method, Reason: reasonBody}
 	}
 	return nil
+}
+
+// firstValue is Header.Get for a canonical key, without canonicalizing it
+// again on every request.
+func firstValue(v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
 }
 
 // buffer reads req's body up to MaxBufferedBody. It returns the request to
