@@ -50,7 +50,10 @@ func newEnv(t *testing.T) *env {
 			Issuer: idp.Issuer(), Audience: []string{idp.Audience()}, JWKSURLs: []string{idp.JWKSURL()},
 			CacheFile:  filepath.Join(t.TempDir(), "jwks.json"),
 			KeyRefresh: 200 * time.Millisecond, Downstream: dsrv.URL,
-			CallTimeout: 200 * time.Millisecond, BreakerDelay: 200 * time.Millisecond,
+			// CallTimeout: the stack's default (2 s), far above what a call
+			// to the in-process downstream takes on a loaded machine: the
+			// tests' outages are 503s, never timeouts.
+			BreakerDelay: 200 * time.Millisecond,
 			DetectWindow: time.Second, ReplayEvery: 50 * time.Millisecond,
 			Store: store, AuditLog: quiet, Logger: quiet,
 		},
@@ -236,7 +239,7 @@ func TestSubjectRevokedDuringOutageIsRefusedAndReconciled(t *testing.T) {
 	queued := e.do(t, s, http.MethodPost, "/orders", `"rq"`, `{"write_id":"rq"}`)
 	require.Equal(t, http.StatusAccepted, queued.StatusCode)
 	// The replayer's first trial of it fails against the failing downstream;
-	// let its retries (a 600 ms deadline) end before the downstream returns,
+	// let its retries (three attempts, a few hundred ms) end before the downstream returns,
 	// or a retry would land on the healthy downstream: a trial authorized
 	// before the revocation was known may run, as it would in production.
 	time.Sleep(time.Second)
