@@ -81,6 +81,9 @@ func TestSharedStateEndsFallbackAcrossFleet(t *testing.T) {
 	require.NoError(t, a.Refresh(ctx))
 	require.Eventually(t, func() bool { return !b.Status().Fallback }, 2*time.Second, 10*time.Millisecond,
 		"B leaves fallback mode once another replica has reached the IdP")
+	// OnFallbackExit runs after the refresh has released its lock, so it
+	// may come just after Status says so.
+	require.Eventually(t, func() bool { return bExits.Load() >= 1 }, 2*time.Second, time.Millisecond, "B's exit hook")
 	assert.Equal(t, int32(1), bExits.Load())
 }
 

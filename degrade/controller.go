@@ -190,11 +190,12 @@ type Controller struct {
 	pending    []depLog // dependency changes to log outside the lock
 	components map[string]func() any
 
-	queue   atomic.Pointer[http.Handler]
-	lim     *limiter
-	gen     atomic.Uint64 // local override writes, so a poll never undoes a newer one
-	stop    chan struct{}
-	stopped sync.WaitGroup
+	queue    atomic.Pointer[http.Handler]
+	lim      *limiter
+	gen      atomic.Uint64 // local override writes done, so a poll never undoes a newer one
+	inFlight atomic.Int64  // local override writes in flight (see writing)
+	stop     chan struct{}
+	stopped  sync.WaitGroup
 }
 
 // New returns a Controller in Normal mode. It copies cfg.
@@ -440,7 +441,7 @@ func (c *Controller) setMode(ctx context.Context, o *ModeOverride, by string) er
 		v.Reason = cleanReason(v.Reason)
 		o = &v
 	}
-	c.gen.Add(1)
+	defer c.writing()()
 	now := time.Now()
 	c.mu.Lock()
 	c.applyModeLocked(o)
@@ -448,7 +449,6 @@ func (c *Controller) setMode(ctx context.Context, o *ModeOverride, by string) er
 	c.mu.Unlock()
 	c.notify(ch)
 	err := c.write(ctx, func(ctx context.Context, s OverrideStore) error { return s.SetMode(ctx, o) })
-	c.gen.Add(1)
 	attrs := []any{"by", by, "shared", c.cfg.Overrides != nil && err == nil}
 	if o == nil {
 		attrs = append(attrs, "action", "release-mode")
@@ -471,7 +471,7 @@ func (c *Controller) setDependency(ctx context.Context, dependency string, o *De
 		v.Reason = cleanReason(v.Reason)
 		o = &v
 	}
-	c.gen.Add(1)
+	defer c.writing()()
 	now := time.Now()
 	c.mu.Lock()
 	d := c.depLocked(dependency)
@@ -484,7 +484,6 @@ func (c *Controller) setDependency(ctx context.Context, dependency string, o *De
 	c.mu.Unlock()
 	c.notify(ch)
 	err := c.write(ctx, func(ctx context.Context, s OverrideStore) error { return s.SetDependency(ctx, dependency, o) })
-	c.gen.Add(1)
 	attrs := []any{"by", by, "shared", c.cfg.Overrides != nil && err == nil, "dependency", dependency}
 	switch {
 	case o == nil:
@@ -499,6 +498,17 @@ func (c *Controller) setDependency(ctx context.Context, dependency string, o *De
 }
 
 var errTooManyDependencies = errors.New("degrade: too many dependencies")
+
+// writing marks a local override write in flight until the returned func
+// is called: a poll that overlaps it, in part or whole, is not applied
+// (its read may predate the write), and the next poll applies the store.
+func (c *Controller) writing() (done func()) {
+	c.inFlight.Add(1)
+	return func() {
+		c.gen.Add(1)
+		c.inFlight.Add(-1)
+	}
+}
 
 func (c *Controller) write(ctx context.Context, f func(context.Context, OverrideStore) error) error {
 	s := c.cfg.Overrides
@@ -549,7 +559,7 @@ func (c *Controller) applyDepLocked(d *depState, o *DependencyOverride, now time
 func (c *Controller) applyOverrides(o Overrides, gen uint64) {
 	now := time.Now()
 	c.mu.Lock()
-	if c.gen.Load() != gen { // a local override was set meanwhile: the next poll sees it
+	if c.inFlight.Load() != 0 || c.gen.Load() != gen { // a local override was set meanwhile: the next poll sees it
 		c.mu.Unlock()
 		return
 	}

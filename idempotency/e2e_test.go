@@ -194,10 +194,13 @@ func TestEndToEndRealTokens(t *testing.T) {
 	assert.Equal(t, "order 1 for bob", bobs)
 
 	degraded.Store(true)
-	short := issue("alice", time.Second, "t3")
+	// exp is in whole seconds: rounded up, the token is valid for one to
+	// two seconds (rounded down, it could expire before the request).
+	exp := time.Now().Add(time.Second).Truncate(time.Second).Add(time.Second)
+	short := idp.Issue(jwt.MapClaims{"sub": "alice", "scope": "write", "jti": "t3", "exp": exp.Unix()})
 	status, _, _ = send(short, "k2", "2")
 	require.Equal(t, http.StatusAccepted, status)
-	time.Sleep(2 * time.Second)
+	time.Sleep(time.Until(exp.Add(100 * time.Millisecond)))
 	degraded.Store(false)
 	status, _, _ = send(short, "k2", "2")
 	require.Equal(t, http.StatusUnauthorized, status, "the queued write's token has expired")

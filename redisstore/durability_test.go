@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,8 +25,22 @@ import (
 	"github.com/holdfast-go/holdfast/redisstore"
 )
 
-// ownRedisPort is this package's port for a Redis it starts and kills.
-const ownRedisPort = "6391"
+// ownRedisPort returns a free loopback port for a Redis this package starts
+// and kills: random, so that two runs on one machine do not share one, and
+// below the ephemeral range (Linux's starts at 32768, others' at 49152), so
+// that while the server is down no other socket is given it.
+func ownRedisPort(t *testing.T) string {
+	t.Helper()
+	for range 50 {
+		port := strconv.Itoa(10000 + mrand.IntN(22000))
+		if ln, err := net.Listen("tcp", "127.0.0.1:"+port); err == nil {
+			_ = ln.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port for an own redis-server")
+	return ""
+}
 
 // ownRedis is a redis-server this test started, with persistence.
 type ownRedis struct {
@@ -31,7 +48,7 @@ type ownRedis struct {
 	cmd *exec.Cmd
 }
 
-func startRedis(t *testing.T, dir string) *ownRedis {
+func startRedis(t *testing.T, dir, ownRedisPort string) *ownRedis {
 	t.Helper()
 	path, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -46,6 +63,9 @@ func startRedis(t *testing.T, dir string) *ownRedis {
 	defer c.Close()
 	require.Eventually(t, func() bool { return c.Ping(context.Background()).Err() == nil }, 5*time.Second, 20*time.Millisecond,
 		"own redis-server on port %s", ownRedisPort)
+	info := c.Info(context.Background(), "server").Val()
+	require.Contains(t, info, "process_id:"+strconv.Itoa(cmd.Process.Pid)+"\r\n",
+		"the redis-server on port %s is the one this test started", ownRedisPort)
 	return r
 }
 
@@ -63,9 +83,9 @@ func (r *ownRedis) kill() {
 // degraded survive a crash and restart of Redis (appendonly yes,
 // appendfsync always), and each runs once afterwards.
 func TestAOFRestartLosesNoQueuedWrite(t *testing.T) {
-	dir := t.TempDir()
-	r := startRedis(t, dir)
-	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + ownRedisPort, MaxRetries: 3})
+	dir, port := t.TempDir(), ownRedisPort(t)
+	r := startRedis(t, dir, port)
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + port, MaxRetries: 3})
 	t.Cleanup(func() { _ = c.Close() })
 	store := redisstore.New(c, redisstore.Config{Prefix: "holdfast-aof"})
 	x := idempotency.New(idempotency.Config{Store: store})
@@ -106,7 +126,7 @@ func TestAOFRestartLosesNoQueuedWrite(t *testing.T) {
 	}
 
 	r.kill() // a crash, right after the last 202
-	startRedis(t, dir)
+	startRedis(t, dir, port)
 
 	done, err := x.Replay(context.Background(), x.Handler(app))
 	require.NoError(t, err)

@@ -1,7 +1,11 @@
 package authtest
 
 import (
+	"math/rand/v2"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -18,7 +22,7 @@ type switchListener struct {
 }
 
 func newSwitchListener() (*switchListener, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := listenOutsideEphemeral()
 	if err != nil {
 		return nil, err
 	}
@@ -102,3 +106,42 @@ func (l *switchListener) Close() error {
 }
 
 func (l *switchListener) Addr() net.Addr { return l.addr }
+
+// listenOutsideEphemeral listens on a loopback port below the range the
+// system takes ephemeral ports from (the local ports of outgoing
+// connections, and ":0" listeners): while the server is down (SetDown) its
+// port is free, and a port from that range would soon be given to another
+// socket of this or another process (a machine running tests makes many),
+// so listening again would fail. Only a listener asking for that very port
+// can take it. If no such port is free, any port.
+func listenOutsideEphemeral() (net.Listener, error) {
+	const low = 10000
+	if high := ephemeralLow(); high-low >= 1000 {
+		for range 50 {
+			port := low + rand.IntN(high-low)
+			if ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+				return ln, nil // else taken: try another
+			}
+		}
+	}
+	return net.Listen("tcp", "127.0.0.1:0")
+}
+
+// ephemeralLow is the first port of the system's ephemeral range: Linux's
+// ip_local_port_range, else 49152 (IANA's, used by macOS, the BSDs and
+// Windows).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 49152
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 49152
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 49152
+	}
+	return n
+}

@@ -141,7 +141,9 @@ func testSeenExpires(t *testing.T, s authfallback.StateStore) {
 	require.NoError(t, err)
 	assert.False(t, ok, "already expired")
 	_, ok, _ = s.Seen(ctx, soon)
-	assert.True(t, ok)
+	if time.Now().Before(now.Add(300 * time.Millisecond)) { // on a loaded machine it may be over already
+		assert.True(t, ok, "kept until Expires")
+	}
 	time.Sleep(time.Until(now.Add(600 * time.Millisecond)))
 	_, ok, _ = s.Seen(ctx, soon)
 	assert.False(t, ok, "expired")

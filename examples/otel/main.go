@@ -153,7 +153,9 @@ func drive(inst *holdfastotel.Instrumentation) error {
 	svc, err := stack.New(stack.Config{
 		Issuer: idp.Issuer(), Audience: []string{idp.Audience()}, JWKSURLs: []string{idp.JWKSURL()},
 		CacheFile: filepath.Join(dir, "jwks.json"), Downstream: dsrv.URL,
-		CallTimeout: 200 * time.Millisecond, BreakerDelay: 200 * time.Millisecond,
+		// CallTimeout: the stack's 2 s; the outage below is 503s, and a
+		// shorter one can time out a healthy call on a loaded machine.
+		BreakerDelay: 200 * time.Millisecond,
 		DetectWindow: time.Second, ReplayEvery: 50 * time.Millisecond,
 		AuditLog: quiet, Logger: quiet, Hooks: Hooks(inst),
 		Base: inst.Transport(nil), // a client span per downstream attempt

@@ -43,7 +43,7 @@ import (
 // token on both, never another caller; two Replayers with concurrency over
 // the shared store run each of 40 queued writes once. Authentication is a
 // stand-in for authfallback's Handler: it puts the verified caller in the
-// context. The takeover and lease cases sleep one and a half seconds each.
+// context. The takeover and lease cases wait two and three seconds.
 func RunHTTP(t *testing.T, newStores func(t *testing.T) (a, b idempotency.Store)) {
 	t.Helper()
 	cases := []struct {
@@ -263,6 +263,20 @@ func testTwoInstancesQueue(t *testing.T, a, b idempotency.Store) {
 	}
 }
 
+// renewing counts the lease renewals that reached the store.
+type renewing struct {
+	idempotency.Store
+	n atomic.Int64
+}
+
+func (r *renewing) Extend(ctx context.Context, key, owner string, fence uint64, lease time.Duration) error {
+	err := r.Store.Extend(ctx, key, owner, fence, lease)
+	if err == nil {
+		r.n.Add(1)
+	}
+	return err
+}
+
 // partitioned is a replica cut off from the store after its claim: its
 // lease renewals fail, as a crashed or partitioned process's would.
 type partitioned struct{ idempotency.Store }
@@ -276,7 +290,7 @@ func (partitioned) Extend(context.Context, string, string, uint64, time.Duration
 // runs the request, and A's late completion is refused by the fence: B's
 // response is the one stored and replayed.
 func testTwoInstancesTakeover(t *testing.T, a, b idempotency.Store) {
-	const lease = 500 * time.Millisecond // margin for a loaded machine: B must act within it
+	const lease = 2 * time.Second // margin for a loaded machine: B's first attempt must come within it
 	var (
 		runs    atomic.Int64
 		started = make(chan struct{}, 2)
@@ -307,8 +321,13 @@ func testTwoInstancesTakeover(t *testing.T, a, b idempotency.Store) {
 	<-started
 	assert.Equal(t, http.StatusConflict, post(t, sb, "alice", "/pay", `"crash"`, "100").status, "A's lease is live")
 
-	time.Sleep(3 * lease) // A's lease expires on the store's clock
-	got := post(t, sb, "alice", "/pay", `"crash"`, "100")
+	// A's lease expires on the store's clock: B's retries get 409 until
+	// then, and B takes over after.
+	var got answer
+	require.Eventually(t, func() bool {
+		got = post(t, sb, "alice", "/pay", `"crash"`, "100")
+		return got.status != http.StatusConflict
+	}, 10*lease, 50*time.Millisecond, "B takes over once A's lease expired")
 	assert.Equal(t, answer{http.StatusCreated, "run-2", false}, got, "B took over and ran it")
 
 	close(unblock)
@@ -326,12 +345,13 @@ func testTwoInstancesTakeover(t *testing.T, a, b idempotency.Store) {
 // leases; A renews its lease on the store, so instance B's duplicate, sent
 // long after the first lease ended, gets 409 and does not run.
 func testTwoInstancesLeaseRenewed(t *testing.T, a, b idempotency.Store) {
-	const lease = 500 * time.Millisecond // margin for a loaded machine: B must act within it
+	const lease = 2 * time.Second // margin for a loaded machine: B must act within it of A's last renewal
 	var (
 		runs    atomic.Int64
 		started = make(chan struct{}, 1)
 		unblock = make(chan struct{})
 	)
+	renewed := &renewing{Store: a}
 	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if runs.Add(1) == 1 {
 			started <- struct{}{}
@@ -340,13 +360,16 @@ func testTwoInstancesLeaseRenewed(t *testing.T, a, b idempotency.Store) {
 		w.WriteHeader(http.StatusCreated)
 		_, _ = io.WriteString(w, "slow")
 	})
-	sa := newServer(t, idempotency.New(idempotency.Config{Store: a, Lease: lease}).Handler(app))
+	sa := newServer(t, idempotency.New(idempotency.Config{Store: renewed, Lease: lease}).Handler(app))
 	sb := newServer(t, idempotency.New(idempotency.Config{Store: b, Lease: lease}).Handler(app))
 
 	first := make(chan answer, 1)
 	go func() { first <- post(t, sa, "alice", "/pay", `"slow"`, "100") }()
 	<-started
-	time.Sleep(3 * lease) // three leases: only renewals keep A's claim
+	// Four renewals (one every third of a lease): the first lease is over,
+	// only renewals keep A's claim; B comes right after the last.
+	require.Eventually(t, func() bool { return renewed.n.Load() >= 4 }, 20*lease, 10*time.Millisecond,
+		"A renews its lease")
 	assert.Equal(t, http.StatusConflict, post(t, sb, "alice", "/pay", `"slow"`, "100").status,
 		"A's renewed lease is live")
 	close(unblock)

@@ -142,10 +142,13 @@ func TestQueuedWriteOutlivesItsToken(t *testing.T) {
 	assert.Equal(t, 1, e.ds.Executions("live"))
 
 	degradeByWrites(t, e, s, srv)
-	shortLived := e.idp.Issue(jwt.MapClaims{"sub": "alice", "scope": "read write", "exp": time.Now().Add(time.Second).Unix()})
+	// exp is in whole seconds: rounded up, the token is valid for one to
+	// two seconds (rounded down, it could expire before the request).
+	exp := time.Now().Add(time.Second).Truncate(time.Second).Add(time.Second)
+	shortLived := e.idp.Issue(jwt.MapClaims{"sub": "alice", "scope": "read write", "exp": exp.Unix()})
 	resp, body := post(t, srv, shortLived, `"queued"`, "queued")
 	require.Equal(t, http.StatusAccepted, resp.StatusCode, body)
-	time.Sleep(2 * time.Second) // the token expires inside the outage
+	time.Sleep(time.Until(exp.Add(100 * time.Millisecond))) // the token expires inside the outage
 	resp, _ = post(t, srv, shortLived, `"queued"`, "queued")
 	require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "the old token is expired")
 
