@@ -757,7 +757,7 @@ func (x *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Hand
 func (x *Idempotency) complete(parent context.Context, storeKey, owner string, fence uint64, resp Response) error {
 	if m, ok := x.cfg.Store.(*MemoryStore); ok {
 		resp.Body = bytes.Clone(resp.Body)
-		return m.completeOwned(storeKey, owner, fence, resp, x.cfg.TTL)
+		return m.completeOwned(storeKey, owner, fence, resp, headerSize(resp.Header), x.cfg.TTL)
 	}
 	ctx, cancel := x.detachedCtx(parent)
 	defer cancel()
