@@ -873,3 +873,29 @@ func TestHandlerReplayedHeadersAreCopies(t *testing.T) {
 	w.Header()["Location"][0] = "https://evil.example/" // a middleware editing in place
 	assert.Equal(t, "/orders/1", post(h, "k", "x").Header().Get("Location"), "the stored record is unchanged")
 }
+
+// TestHandlerLateWriteStaysOut checks that a handler that writes after it
+// returned (a bug: net/http forbids it) never writes into another request's
+// response, whose buffer may be the one it wrote to.
+func TestHandlerLateWriteStaysOut(t *testing.T) {
+	var late http.ResponseWriter
+	x := idempotency.New(idempotency.Config{Store: newStore(t)})
+	first := true
+	h := x.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if first {
+			first = false
+			late = w
+			_, _ = io.WriteString(w, "first")
+			return
+		}
+		_, err := io.WriteString(late, "LEAK") // the first handler, writing late
+		assert.Error(t, err, "a write after the handler returned fails")
+		_, _ = io.WriteString(w, "second")
+	}))
+	assert.Equal(t, "first", post(h, "k1", "x").Body.String())
+	w := post(h, "k2", "x")
+	assert.Equal(t, "second", w.Body.String())
+	replay := post(h, "k2", "x")
+	assert.Equal(t, "true", replay.Header().Get(idempotency.HeaderReplayed))
+	assert.Equal(t, "second", replay.Body.String(), "the stored response")
+}

@@ -200,7 +200,8 @@ type Idempotency struct {
 	cfg         Config
 	methods     []string
 	allow       map[string]struct{} // stored response headers
-	lastHeader  atomic.Pointer[http.Header]
+	lastHeader  atomic.Pointer[sharedHeader]
+	mem         *MemoryStore // cfg.Store, if it is one
 	nonBlocking bool
 	ownerPrefix string
 	ownerSeq    atomic.Uint64
@@ -256,6 +257,7 @@ func New(cfg Config) *Idempotency {
 	x.bufs.New = func() any { return new(bytes.Buffer) }
 	x.hashBufs.New = func() any { b := make([]byte, 0, 512); return &b }
 	_, x.nonBlocking = cfg.Store.(noDeadline)
+	x.mem, _ = cfg.Store.(*MemoryStore)
 	x.ownerPrefix = newToken()[:16]
 	return x
 }
@@ -692,8 +694,7 @@ func writeStored(w http.ResponseWriter, resp *Response) {
 
 // run runs next under the claim and completes or releases it.
 func (x *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Handler, in *keyed, owner string, fence uint64) {
-	buf := x.bufs.Get().(*bytes.Buffer)
-	in.cw = capture{w: w, buf: buf, max: x.cfg.MaxResponseBytes}
+	in.cw = capture{w: w, pool: &x.bufs, max: x.cfg.MaxResponseBytes}
 	cw := &in.cw
 	ext := x.extend(r, in, owner, fence)
 	panicked := true
@@ -703,7 +704,7 @@ func (x *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Hand
 			x.release(r, in.key, "", in.storeKey, owner, fence, ReasonPanic, cw.status)
 			// The buffered response is dropped; the panic goes on to the
 			// server or a recovery middleware, which answers.
-			x.putBuf(buf)
+			cw.finish()
 		}
 	}()
 	next.ServeHTTP(cw, r)
@@ -727,8 +728,17 @@ func (x *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Hand
 		x.release(r, in.key, "", in.storeKey, owner, fence, ReasonStatus, status)
 		cw.send()
 	default:
-		resp := Response{Status: status, Header: x.storedHeader(w.Header()), Body: buf.Bytes()}
-		err := x.complete(r.Context(), in.storeKey, owner, fence, resp)
+		header, headerBytes := x.storedHeader(w.Header())
+		resp := Response{Status: status, Header: header, Body: cw.bytes()}
+		var err error
+		if m := x.mem; m != nil {
+			// The memory store keeps the body in a slice of its own (and
+			// the stored header, which is never modified) as they are.
+			resp.Body = cw.owned()
+			err = m.completeOwned(in.storeKey, owner, fence, resp, headerBytes, x.cfg.TTL)
+		} else {
+			err = x.complete(r.Context(), in.storeKey, owner, fence, resp)
+		}
 		switch {
 		case err == nil:
 			ext.stop()
@@ -749,13 +759,13 @@ func (x *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Hand
 		}
 		cw.send()
 	}
-	x.putBuf(buf)
+	cw.finish()
 }
 
 // complete stores a response. The memory store takes a fresh copy without
 // copying it again.
 func (x *Idempotency) complete(parent context.Context, storeKey, owner string, fence uint64, resp Response) error {
-	if m, ok := x.cfg.Store.(*MemoryStore); ok {
+	if m := x.mem; m != nil {
 		resp.Body = bytes.Clone(resp.Body)
 		return m.completeOwned(storeKey, owner, fence, resp, headerSize(resp.Header), x.cfg.TTL)
 	}
@@ -799,21 +809,20 @@ func (x *Idempotency) completeRetry(r *http.Request, key, route, storeKey, owner
 // completeRetryLeases is how many leases a failed Complete is retried for.
 const completeRetryLeases = 5
 
-func (x *Idempotency) putBuf(b *bytes.Buffer) {
-	if b.Cap() > 64<<10 {
-		return // do not keep big buffers around
-	}
-	b.Reset()
-	x.bufs.Put(b)
+// sharedHeader is a stored response header and its headerSize.
+type sharedHeader struct {
+	h    http.Header
+	size int64
 }
 
-// storedHeader returns a copy of the allow-listed headers of h. Stored
-// headers are never modified, so consecutive responses with the same stored
-// headers (the same Content-Type and nothing else, say) share one copy: it
-// saves the allocation and the store's memory.
-func (x *Idempotency) storedHeader(h http.Header) http.Header {
-	if last := x.lastHeader.Load(); last != nil && x.sameStored(*last, h) {
-		return *last
+// storedHeader returns a copy of the allow-listed headers of h, and its
+// headerSize (for the memory store's bound). Stored headers are never
+// modified, so consecutive responses with the same stored headers (the same
+// Content-Type and nothing else, say) share one copy: it saves the
+// allocation and the store's memory.
+func (x *Idempotency) storedHeader(h http.Header) (http.Header, int64) {
+	if last := x.lastHeader.Load(); last != nil && x.sameStored(last.h, h) {
+		return last.h, last.size
 	}
 	n, values := 0, 0
 	for k, vs := range h {
@@ -823,7 +832,7 @@ func (x *Idempotency) storedHeader(h http.Header) http.Header {
 		}
 	}
 	if n == 0 {
-		return nil
+		return nil, 0
 	}
 	out := make(http.Header, n)
 	all := make([]string, 0, values)
@@ -834,8 +843,9 @@ func (x *Idempotency) storedHeader(h http.Header) http.Header {
 			out[k] = all[start:len(all):len(all)]
 		}
 	}
-	x.lastHeader.Store(&out)
-	return out
+	size := headerSize(out)
+	x.lastHeader.Store(&sharedHeader{h: out, size: size})
+	return out, size
 }
 
 // sameStored reports whether the allow-listed headers of h are stored.
