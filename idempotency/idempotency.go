@@ -378,13 +378,10 @@ func (x *Idempotency) prepare(w http.ResponseWriter, r *http.Request) (*keyed, b
 		return nil, false
 	}
 	in.body = body
-	rk := x.recordKey(kind, scope, r, x.route(r), key)
-	fp := x.fingerprint(r, body)
 	// One allocation for the record key, the fingerprint and the owner.
 	var ids [2*2*sha256.Size + ownerLen]byte
-	hex.Encode(ids[:64], rk[:])
-	hex.Encode(ids[64:128], fp[:])
-	x.putOwner(ids[128:])
+	x.hashIDs((*[4 * sha256.Size]byte)(ids[:]), kind, scope, r, key, body)
+	x.putOwner(ids[4*sha256.Size:])
 	all := string(ids[:])
 	in.storeKey, in.fingerprint, in.owner = all[:64], all[64:128], all[128:]
 	return in, true
@@ -470,9 +467,13 @@ func (x *Idempotency) readBody(r *http.Request, br *bodyReader) ([]byte, error) 
 	return body, nil
 }
 
-// recordKey hashes the scope, method, route and key into the store's key.
-// Each part is length-prefixed so that no two tuples collide.
-func (x *Idempotency) recordKey(kind int, scope string, r *http.Request, route, key string) [sha256.Size]byte {
+// hashIDs writes in hex to ids the record key (the SHA-256 of the scope,
+// method, route and key) and the fingerprint (the SHA-256 of the method,
+// path, query and body), hashing both in one buffer. Each part is
+// length-prefixed so that no two tuples collide. What is hashed must never
+// change: records written before an upgrade must keep their keys and
+// fingerprints.
+func (x *Idempotency) hashIDs(ids *[4 * sha256.Size]byte, kind int, scope string, r *http.Request, key string, body []byte) {
 	bp := x.hashBufs.Get().(*[]byte)
 	b := (*bp)[:0]
 	switch kind {
@@ -494,20 +495,20 @@ func (x *Idempotency) recordKey(kind int, scope string, r *http.Request, route, 
 		b = append(b, "hf-idem-1s\x00"...)
 		b = appendPart(b, scope)
 	}
+	path := r.URL.EscapedPath()
+	route := path
+	if x.cfg.Route != nil {
+		route = x.cfg.Route(r)
+	}
 	b = appendPart(b, r.Method)
 	b = appendPart(b, route)
 	b = appendPart(b, key)
 	sum := sha256.Sum256(b)
-	x.putHashBuf(bp, b)
-	return sum
-}
+	encodeHex(ids[:2*sha256.Size], sum[:])
 
-// fingerprint identifies the request: method, path, query and body.
-func (x *Idempotency) fingerprint(r *http.Request, body []byte) [sha256.Size]byte {
-	bp := x.hashBufs.Get().(*[]byte)
-	b := (*bp)[:0]
-	b = appendPart(b, r.Method)
-	b = appendPart(b, r.URL.EscapedPath())
+	// The fingerprint: the method, path, query and body.
+	b = appendPart(b[:0], r.Method)
+	b = appendPart(b, path)
 	b = appendPart(b, r.URL.RawQuery)
 	// A tag byte tells a hashed body from an inline one: without it, a
 	// 32-byte body equal to the SHA-256 of a large body would encode alike.
@@ -520,9 +521,9 @@ func (x *Idempotency) fingerprint(r *http.Request, body []byte) [sha256.Size]byt
 		b = binary.AppendUvarint(b, uint64(len(body)))
 		b = append(b, body...)
 	}
-	sum := sha256.Sum256(b)
+	sum = sha256.Sum256(b)
+	encodeHex(ids[2*sha256.Size:], sum[:])
 	x.putHashBuf(bp, b)
-	return sum
 }
 
 func (x *Idempotency) putHashBuf(bp *[]byte, b []byte) {
@@ -812,6 +813,7 @@ const completeRetryLeases = 5
 // sharedHeader is a stored response header and its headerSize.
 type sharedHeader struct {
 	h    http.Header
+	keys []string // h's keys
 	size int64
 }
 
@@ -821,7 +823,7 @@ type sharedHeader struct {
 // Content-Type and nothing else, say) share one copy: it saves the
 // allocation and the store's memory.
 func (x *Idempotency) storedHeader(h http.Header) (http.Header, int64) {
-	if last := x.lastHeader.Load(); last != nil && x.sameStored(last.h, h) {
+	if last := x.lastHeader.Load(); last != nil && x.sameStored(last, h) {
 		return last.h, last.size
 	}
 	n, values := 0, 0
@@ -844,29 +846,53 @@ func (x *Idempotency) storedHeader(h http.Header) (http.Header, int64) {
 		}
 	}
 	size := headerSize(out)
-	x.lastHeader.Store(&sharedHeader{h: out, size: size})
+	keys := make([]string, 0, len(out))
+	for k := range out {
+		keys = append(keys, k)
+	}
+	x.lastHeader.Store(&sharedHeader{h: out, keys: keys, size: size})
 	return out, size
 }
 
-// sameStored reports whether the allow-listed headers of h are stored.
-func (x *Idempotency) sameStored(stored, h http.Header) bool {
+// sameStored reports whether the allow-listed headers of h are the ones in
+// last.
+func (x *Idempotency) sameStored(last *sharedHeader, h http.Header) bool {
+	stored := last.h
+	if len(h) == len(stored) {
+		// The common case, h holds only stored headers: h has the same
+		// keys as stored (which are distinct and allow-listed) if it has
+		// each of them, and no map is walked.
+		for _, k := range last.keys {
+			if vs, ok := h[k]; !ok || !equalValues(vs, stored[k]) {
+				goto walk
+			}
+		}
+		return true
+	}
+walk:
 	n := 0
 	for k, vs := range h {
 		if _, ok := x.allow[k]; !ok {
 			continue
 		}
 		n++
-		svs, ok := stored[k]
-		if !ok || len(svs) != len(vs) {
+		if svs, ok := stored[k]; !ok || !equalValues(vs, svs) {
 			return false
-		}
-		for i := range vs {
-			if vs[i] != svs[i] {
-				return false
-			}
 		}
 	}
 	return n == len(stored)
+}
+
+func equalValues(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func (x *Idempotency) release(r *http.Request, key, route, storeKey, owner string, fence uint64, reason string, status int) {
