@@ -604,6 +604,40 @@ func TestHandlerExtendsLeaseWhileRunning(t *testing.T) {
 	})
 }
 
+func TestHandlerExtendsManyLeases(t *testing.T) {
+	// Claims share renewal timers: each is renewed, whichever started when.
+	synctest.Test(t, func(t *testing.T) {
+		const n = 20
+		var runs atomic.Int64
+		release := make(chan struct{})
+		h := idempotency.New(idempotency.Config{Store: newStore(t), Lease: 60 * time.Second}).Handler(
+			http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if runs.Add(1) <= n { // a second run (a lease lost) does not wait
+					<-release
+				}
+				w.WriteHeader(http.StatusCreated)
+			}))
+		done := make(chan int, n)
+		for i := range n {
+			go func() { done <- post(h, fmt.Sprint("k", i), "x").Code }()
+			time.Sleep(7 * time.Second) // starts spread over the renewal ticks
+		}
+		synctest.Wait()
+		time.Sleep(5 * time.Minute)
+		for i := range n {
+			assertProblem(t, post(h, fmt.Sprint("k", i), "x"), http.StatusConflict, "idempotency-key-in-use")
+		}
+		close(release)
+		for range n {
+			assert.Equal(t, http.StatusCreated, <-done)
+		}
+		for i := range n {
+			assert.Equal(t, "true", post(h, fmt.Sprint("k", i), "x").Header().Get(idempotency.HeaderReplayed))
+		}
+		assert.Equal(t, int64(n), runs.Load())
+	})
+}
+
 func TestHandlerConcurrentDuplicatesRunOnce(t *testing.T) {
 	const n = 50
 	var (

@@ -207,6 +207,8 @@ type Idempotency struct {
 	ownerSeq    atomic.Uint64
 	bufs        sync.Pool // *bytes.Buffer for responses
 	exts        sync.Pool // *extender
+	extSeq      atomic.Uint32
+	renew       [renewLists]renewList
 	hashBufs    sync.Pool // *[]byte for hashing
 }
 
@@ -238,6 +240,9 @@ func New(cfg Config) *Idempotency {
 		cfg.RetryAfter = time.Second
 	}
 	x := &Idempotency{cfg: cfg, methods: cfg.Methods}
+	for i := range x.renew {
+		x.renew[i].x = x
+	}
 	if x.methods == nil {
 		x.methods = []string{http.MethodPost, http.MethodPatch}
 	}
@@ -929,91 +934,169 @@ func (x *Idempotency) storeError(r *http.Request, key, route, op string, err err
 	}
 }
 
-// extender renews a lease every third of it while a handler runs.
-// Extenders and their timers are pooled: a generation number tells a
-// renewal of this use from a late one of a previous use.
+// extender renews the lease of a running claim every third of the lease.
+// Running claims are kept in a few lists (renewList), each with one timer
+// that ticks every sixth of the lease while the list is not empty: a claim
+// costs a list insertion and removal, not a timer of its own, nor a reading
+// of the clock. Extenders are pooled, each bound to one list for good: a
+// generation number tells a renewal of this use from a late one of a
+// previous use.
 type extender struct {
-	x  *Idempotency
-	t  *time.Timer
-	mu sync.Mutex
-	// Guarded by mu:
+	x    *Idempotency
+	l    *renewList
+	lost atomic.Bool // the lease was lost; written under l.mu
+	// Guarded by l.mu:
+	prev, next           *extender // in l, while active
 	gen                  uint64
-	active, lost         bool
+	since                uint64 // l.tick when claimed or last renewed
+	active, renewing     bool
 	r                    *http.Request
 	key, route, storeKey string
 	owner                string
 	fence                uint64
 }
 
+// renewList is a list of running claims and the timer that renews them.
+type renewList struct {
+	x     *Idempotency
+	mu    sync.Mutex
+	head  *extender
+	tick  uint64 // timer ticks so far
+	armed bool
+	t     *time.Timer
+	_     [16]byte // keep the lists on separate cache lines
+}
+
+// renewLists is the number of renewList of an Idempotency.
+const renewLists = 8
+
 // renewEvery is how often a running claim's lease is renewed.
 func (x *Idempotency) renewEvery() time.Duration {
 	return max(x.cfg.Lease/3, time.Millisecond)
+}
+
+// renewTick is the period of a renewList's timer: a claim is renewed on
+// the second tick after it was claimed or renewed, at most renewEvery
+// later.
+func (x *Idempotency) renewTick() time.Duration {
+	return max(x.renewEvery()/2, time.Millisecond/2)
 }
 
 // extend starts renewing the claim; stop ends it.
 func (x *Idempotency) extend(r *http.Request, in *keyed, owner string, fence uint64) *extender {
 	e, _ := x.exts.Get().(*extender)
 	if e == nil {
-		e = &extender{x: x}
-		e.mu.Lock()
-		e.t = time.AfterFunc(time.Hour, e.fire)
-		e.t.Stop()
-		e.mu.Unlock()
+		e = &extender{x: x, l: &x.renew[x.extSeq.Add(1)%renewLists]}
 	}
-	e.mu.Lock()
+	l := e.l
+	l.mu.Lock()
 	e.gen++
-	e.active, e.lost = true, false
+	e.active, e.renewing = true, false
+	e.lost.Store(false)
 	e.r, e.key, e.route, e.storeKey, e.owner, e.fence = r, in.key, "", in.storeKey, owner, fence
-	e.t.Reset(x.renewEvery())
-	e.mu.Unlock()
+	e.since = l.tick
+	e.prev, e.next = nil, l.head
+	if l.head != nil {
+		l.head.prev = e
+	}
+	l.head = e
+	if !l.armed {
+		l.armed = true
+		if l.t == nil {
+			l.t = time.AfterFunc(x.renewTick(), l.fire)
+		} else {
+			l.t.Reset(x.renewTick())
+		}
+	}
+	l.mu.Unlock()
 	return e
 }
 
-func (e *extender) fire() {
-	e.mu.Lock()
-	if !e.active {
-		e.mu.Unlock()
-		return
-	}
-	gen, r, key, route, storeKey, owner, fence := e.gen, e.r, e.key, e.route, e.storeKey, e.owner, e.fence
-	e.mu.Unlock()
+// renewal is a claim due for renewal, as it was when the timer ticked.
+type renewal struct {
+	e                    *extender
+	gen                  uint64
+	r                    *http.Request
+	key, route, storeKey string
+	owner                string
+	fence                uint64
+}
 
-	x := e.x
-	ctx, cancel := x.detachedCtx(r.Context())
-	err := x.cfg.Store.Extend(ctx, storeKey, owner, fence, x.cfg.Lease)
+// fire is a tick of l's timer: it renews the claims that are due, each in
+// its own goroutine (a slow store must not hold up the others), and ticks
+// again while l is not empty.
+func (l *renewList) fire() {
+	l.mu.Lock()
+	l.tick++
+	var due []renewal
+	for e := l.head; e != nil; e = e.next {
+		if !e.lost.Load() && !e.renewing && l.tick-e.since >= 2 {
+			e.renewing = true
+			due = append(due, renewal{e, e.gen, e.r, e.key, e.route, e.storeKey, e.owner, e.fence})
+		}
+	}
+	if l.head != nil {
+		l.t.Reset(l.x.renewTick())
+	} else {
+		l.armed = false
+	}
+	l.mu.Unlock()
+	for _, d := range due {
+		go l.renew(d)
+	}
+}
+
+func (l *renewList) renew(d renewal) {
+	x := l.x
+	ctx, cancel := x.detachedCtx(d.r.Context())
+	err := x.cfg.Store.Extend(ctx, d.storeKey, d.owner, d.fence, x.cfg.Lease)
 	cancel()
 
-	e.mu.Lock()
-	current := e.active && e.gen == gen
-	switch {
-	case !current:
-	case errors.Is(err, ErrNotOwner):
-		e.lost = true
-	default:
-		e.t.Reset(x.renewEvery())
+	l.mu.Lock()
+	e := d.e
+	current := e.active && e.gen == d.gen
+	if current {
+		e.renewing = false
+		if errors.Is(err, ErrNotOwner) {
+			e.lost.Store(true)
+		} else {
+			// Renewed, or failed: try again a renewEvery later.
+			e.since = l.tick
+		}
 	}
-	e.mu.Unlock()
+	l.mu.Unlock()
 	if current && err != nil && !errors.Is(err, ErrNotOwner) {
-		x.storeError(r, key, route, "extend", err)
+		x.storeError(d.r, d.key, d.route, "extend", err)
 	}
 }
 
 // isLost reports whether the lease was lost.
 func (e *extender) isLost() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.lost
+	return e.lost.Load()
 }
 
 // stop ends the renewal and reports whether the lease was lost meanwhile.
 // e must not be used after.
 func (e *extender) stop() (lost bool) {
-	e.mu.Lock()
-	e.t.Stop()
-	lost = e.lost
+	l := e.l
+	l.mu.Lock()
+	if !e.active { // stopped already: it may be in use again
+		l.mu.Unlock()
+		return false
+	}
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		l.head = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	}
+	e.prev, e.next = nil, nil
+	lost = e.lost.Load()
 	e.active = false
 	e.r, e.key, e.route, e.storeKey, e.owner = nil, "", "", "", ""
-	e.mu.Unlock()
+	l.mu.Unlock()
 	e.x.exts.Put(e)
 	return lost
 }
