@@ -80,7 +80,6 @@ type memShard struct {
 	m     map[uint64]*memEntry // by hash
 	over  map[string]*memEntry // by key, entries whose hash m holds for another key
 	bytes int64
-	gen   uint64
 	done  []doneRef // completion order, for eviction
 	head  int
 	dead  int      // references in done to removed entries
@@ -88,11 +87,13 @@ type memShard struct {
 }
 
 // doneRef is a done entry's place in the eviction queue: the entry, its
-// hash and its completion generation, which remove zeroes.
+// key's hash and its size (a done entry never changes), so that evicting it
+// touches the shard's map alone, not the entry. The reference is the
+// entry's as long as the map holds that entry.
 type doneRef struct {
 	e    *memEntry
 	hash uint64
-	gen  uint64
+	size int64
 }
 
 type memEntry struct {
@@ -102,7 +103,6 @@ type memEntry struct {
 	expires time.Time
 	size    int64
 	seq     uint64 // queue position, 0 if the record carries no Request
-	gen     uint64 // completion generation, for the eviction queue; 0 once removed
 }
 
 var _ Store = (*MemoryStore)(nil)
@@ -294,10 +294,14 @@ func (sh *memShard) remove(h uint64, e *memEntry) {
 		delete(sh.over, e.key)
 	}
 	sh.bytes -= e.size
-	if e.gen != 0 {
-		e.gen = 0
+	if e.rec.State == StateDone {
 		sh.dead++
 	}
+}
+
+// holds reports whether ref is still its entry's: the shard holds the entry.
+func (sh *memShard) holds(ref doneRef) bool {
+	return sh.m[ref.hash] == ref.e || len(sh.over) > 0 && sh.over[ref.e.key] == ref.e
 }
 
 // put adds e, which holds no response, under its key, whose hash is h and
@@ -341,10 +345,17 @@ func (sh *memShard) fit(extraEntries int, extraBytes int64, maxEntries int, maxB
 			sh.done[sh.head] = ref
 			return false
 		}
-		if ref.e.gen == ref.gen { // not removed yet
-			sh.remove(ref.hash, ref.e) // counts ref as dead
+		switch {
+		case sh.m[ref.hash] == ref.e:
+			// The common case, read from the map alone.
+			delete(sh.m, ref.hash)
+			sh.bytes -= ref.size
+		case len(sh.over) > 0 && sh.over[ref.e.key] == ref.e:
+			delete(sh.over, ref.e.key)
+			sh.bytes -= ref.size
+		default:
+			sh.dead-- // removed before, counted dead since
 		}
-		sh.dead-- // ref is consumed
 	}
 	return true
 }
@@ -353,7 +364,7 @@ func (sh *memShard) fit(extraEntries int, extraBytes int64, maxEntries int, maxB
 func (sh *memShard) compact() {
 	live := sh.done[:0]
 	for _, ref := range sh.done[sh.head:] {
-		if ref.e.gen == ref.gen {
+		if sh.holds(ref) {
 			live = append(live, ref)
 		}
 	}
@@ -492,9 +503,7 @@ func (s *MemoryStore) completeOwned(key, owner string, fence uint64, stored Resp
 	e.expires = now.Add(ttl)
 	e.resize(headerBytes)
 	sh.bytes += e.size
-	sh.gen++
-	e.gen = sh.gen
-	sh.done = append(sh.done, doneRef{e: e, hash: h, gen: e.gen})
+	sh.done = append(sh.done, doneRef{e: e, hash: h, size: e.size})
 	sh.fit(0, 0, s.maxEntries, s.maxBytes, e)
 	sh.mu.Unlock()
 	s.dequeue(done...)
