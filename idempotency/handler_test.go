@@ -933,3 +933,21 @@ func TestHandlerLateWriteStaysOut(t *testing.T) {
 	assert.Equal(t, "true", replay.Header().Get(idempotency.HeaderReplayed))
 	assert.Equal(t, "second", replay.Body.String(), "the stored response")
 }
+
+func TestHandlerReplaysHeadersWithSeveralValues(t *testing.T) {
+	h := idempotency.New(idempotency.Config{Store: newStore(t)}).Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Link"] = []string{"</a>; rel=a", "</b>; rel=b", "</c>; rel=c"}
+		w.Header()["Vary"] = []string{"Accept", "Accept-Language"}
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, "ok")
+	}))
+	require.Equal(t, http.StatusCreated, post(h, "k", "x").Code)
+	w := post(h, "k", "x")
+	assert.Equal(t, "true", w.Header().Get(idempotency.HeaderReplayed))
+	assert.Equal(t, []string{"</a>; rel=a", "</b>; rel=b", "</c>; rel=c"}, w.Header()["Link"])
+	assert.Equal(t, []string{"Accept", "Accept-Language"}, w.Header()["Vary"])
+	assert.Equal(t, []string{"text/plain"}, w.Header()["Content-Type"])
+	assert.Equal(t, []string{"2"}, w.Header()["Content-Length"])
+	assert.Equal(t, "ok", w.Body.String())
+}

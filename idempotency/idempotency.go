@@ -679,11 +679,9 @@ var errCorruptRecord = errors.New("idempotency: corrupt stored record")
 // records, and a middleware above may edit a header in place.
 func writeStored(w http.ResponseWriter, resp *Response) {
 	h := w.Header()
-	n := 0
-	for _, vs := range resp.Header {
-		n += len(vs)
-	}
-	all := make([]string, 0, n)
+	// One allocation for all the values, if each header has one (or
+	// more, if not), and ours.
+	all := make([]string, 0, len(resp.Header)+2)
 	for k, vs := range resp.Header {
 		if neverStored(http.CanonicalHeaderKey(k)) {
 			continue
@@ -692,8 +690,10 @@ func writeStored(w http.ResponseWriter, resp *Response) {
 		all = append(all, vs...)
 		h[k] = all[start:len(all):len(all)]
 	}
-	h[HeaderReplayed] = []string{"true"}
-	h["Content-Length"] = []string{strconv.Itoa(len(resp.Body))}
+	all = append(all, "true", strconv.Itoa(len(resp.Body)))
+	n := len(all)
+	h[HeaderReplayed] = all[n-2 : n-1 : n-1]
+	h["Content-Length"] = all[n-1 : n : n]
 	w.WriteHeader(resp.Status)
 	_, _ = w.Write(resp.Body)
 }
