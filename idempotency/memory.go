@@ -80,10 +80,19 @@ type memShard struct {
 	m     map[uint64]*memEntry // by hash
 	over  map[string]*memEntry // by key, entries whose hash m holds for another key
 	bytes int64
-	done  []doneRef // completion order, for eviction
+	done  []doneRef // completion order, for eviction and the sweep
 	head  int
-	dead  int      // references in done to removed entries
-	_     [24]byte // keep hot shards on separate cache lines
+	dead  int // references in done to removed entries
+	// pending lists the records that are not done (in flight or queued),
+	// which the sweep walks: a done record's place is in done.
+	pending *memEntry
+	// lastExpiry is the latest expiry of a done record. disordered is set
+	// once a record completed with an earlier expiry (a shorter TTL) than
+	// one before it: done is then not in expiry order, and the sweep walks
+	// the whole shard.
+	lastExpiry time.Time
+	disordered bool
+	_          [32]byte // keep hot shards on separate cache lines
 }
 
 // doneRef is a done entry's place in the eviction queue: the entry, its
@@ -97,12 +106,14 @@ type doneRef struct {
 }
 
 type memEntry struct {
-	key     string
-	rec     Record
-	resp    Response
-	expires time.Time
-	size    int64
-	seq     uint64 // queue position, 0 if the record carries no Request
+	key        string
+	hash       uint64
+	prev, next *memEntry // in the shard's pending list, while not done
+	rec        Record
+	resp       Response
+	expires    time.Time
+	size       int64
+	seq        uint64 // queue position, 0 if the record carries no Request
 }
 
 var _ Store = (*MemoryStore)(nil)
@@ -175,31 +186,69 @@ func (s *MemoryStore) sweepLoop(every time.Duration) {
 	}
 }
 
+// sweep removes the expired records. It costs what it removes, not what
+// the store holds: the records that are not done are few (running, queued
+// or abandoned), and done records expire in the order they completed, when
+// they share a TTL. Only a shard whose done records do not (see
+// memShard.disordered) is walked whole.
 func (s *MemoryStore) sweep(now time.Time) {
 	var stale []qref
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		for h, e := range sh.m {
+		for e := sh.pending; e != nil; {
+			next := e.next
 			if e.expired(now) {
 				if e.seq != 0 {
 					stale = append(stale, qref{e.key, e.seq})
 				}
-				sh.remove(h, e)
+				sh.remove(e.hash, e)
 			}
+			e = next
 		}
-		for _, e := range sh.over {
-			if e.expired(now) {
-				if e.seq != 0 {
-					stale = append(stale, qref{e.key, e.seq})
+		for sh.head < len(sh.done) {
+			ref := sh.done[sh.head]
+			if sh.holds(ref) {
+				if !ref.e.expired(now) {
+					break
 				}
-				sh.remove(0, e)
+				sh.remove(ref.hash, ref.e) // counts ref as dead
 			}
+			sh.done[sh.head] = doneRef{}
+			sh.head++
+			sh.dead--
 		}
-		sh.compact()
+		if sh.disordered {
+			for h, e := range sh.m {
+				if e.expired(now) {
+					sh.remove(h, e) // done: the others were removed above
+				}
+			}
+			for _, e := range sh.over {
+				if e.expired(now) {
+					sh.remove(e.hash, e)
+				}
+			}
+			sh.compact()
+			sh.reorder()
+		} else if sh.head > 0 && (sh.dead > 64 && sh.dead > (len(sh.done)-sh.head)/4 || sh.head > len(sh.done)/2) {
+			sh.compact()
+		}
 		sh.mu.Unlock()
 	}
 	s.dequeue(stale...)
+}
+
+// reorder clears disordered if done is in expiry order again.
+func (sh *memShard) reorder() {
+	var last time.Time
+	for _, ref := range sh.done[sh.head:] {
+		if ref.e.expires.Before(last) {
+			return
+		}
+		last = ref.e.expires
+	}
+	sh.disordered, sh.lastExpiry = false, last
 }
 
 // shard returns the shard of key and key's hash there.
@@ -296,7 +345,31 @@ func (sh *memShard) remove(h uint64, e *memEntry) {
 	sh.bytes -= e.size
 	if e.rec.State == StateDone {
 		sh.dead++
+	} else {
+		sh.unlink(e)
 	}
+}
+
+// link adds e, not done, to the pending list.
+func (sh *memShard) link(e *memEntry) {
+	e.prev, e.next = nil, sh.pending
+	if sh.pending != nil {
+		sh.pending.prev = e
+	}
+	sh.pending = e
+}
+
+// unlink removes e from the pending list.
+func (sh *memShard) unlink(e *memEntry) {
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		sh.pending = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	}
+	e.prev, e.next = nil, nil
 }
 
 // holds reports whether ref is still its entry's: the shard holds the entry.
@@ -304,10 +377,12 @@ func (sh *memShard) holds(ref doneRef) bool {
 	return sh.m[ref.hash] == ref.e || len(sh.over) > 0 && sh.over[ref.e.key] == ref.e
 }
 
-// put adds e, which holds no response, under its key, whose hash is h and
+// put adds e, a new record not done, under its key, whose hash is h and
 // which the shard does not hold.
 func (sh *memShard) put(h uint64, e *memEntry) {
+	e.hash = h
 	e.resize(0)
+	sh.link(e)
 	if sh.m[h] == nil {
 		sh.m[h] = e
 	} else {
@@ -493,6 +568,7 @@ func (s *MemoryStore) completeOwned(key, owner string, fence uint64, stored Resp
 		done = []qref{{key, e.seq}}
 	}
 	sh.bytes -= e.size
+	sh.unlink(e)
 	e.rec.State = StateDone
 	// The owner stays: it tells a retried Complete from another's.
 	e.rec.LeaseUntil = time.Time{}
@@ -504,6 +580,11 @@ func (s *MemoryStore) completeOwned(key, owner string, fence uint64, stored Resp
 	e.resize(headerBytes)
 	sh.bytes += e.size
 	sh.done = append(sh.done, doneRef{e: e, hash: h, size: e.size})
+	if e.expires.Before(sh.lastExpiry) {
+		sh.disordered = true
+	} else {
+		sh.lastExpiry = e.expires
+	}
 	sh.fit(0, 0, s.maxEntries, s.maxBytes, e)
 	sh.mu.Unlock()
 	s.dequeue(done...)

@@ -201,3 +201,45 @@ func TestMemoryStoreTwoInstances(t *testing.T) {
 		return s, s
 	})
 }
+
+func TestMemoryStoreSweepsInExpiryOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := idempotency.NewMemoryStore(idempotency.MemoryConfig{Shards: 1, SweepInterval: time.Minute})
+		defer s.Close()
+		done := func(key string, ttl time.Duration) {
+			rec, claimed, err := s.Claim(ctx, key, "fp", "o", time.Minute)
+			require.NoError(t, err)
+			require.True(t, claimed)
+			require.NoError(t, s.Complete(ctx, key, "o", rec.Fence, idempotency.Response{Status: 200}, ttl))
+		}
+		has := func(key string) bool {
+			_, ok, err := s.Get(ctx, key)
+			require.NoError(t, err)
+			return ok
+		}
+		for i := range 10 {
+			done(fmt.Sprint("early", i), 90*time.Second) // until 90 s
+		}
+		time.Sleep(30 * time.Second)
+		for i := range 10 {
+			done(fmt.Sprint("late", i), 2*time.Minute) // until 150 s
+		}
+		_, _, err := s.Claim(ctx, "running", "fp", "o", 10*time.Minute)
+		require.NoError(t, err)
+		time.Sleep(91 * time.Second) // to 121 s: swept at 60 s and 120 s
+		synctest.Wait()
+		assert.Equal(t, 11, s.Len(), "the early records are swept, the late ones and the running one stay")
+		assert.True(t, has("late0"))
+		assert.True(t, has("running"))
+
+		// A shorter TTL after a longer one: the sweep walks the shard.
+		done("long", time.Hour)
+		done("short", 30*time.Second)
+		time.Sleep(time.Minute) // to 181 s: swept at 180 s
+		synctest.Wait()
+		assert.False(t, has("short"))
+		assert.True(t, has("long"))
+		assert.Equal(t, 2, s.Len(), "the late records expired too; long and running stay")
+	})
+}
