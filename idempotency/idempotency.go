@@ -818,8 +818,13 @@ const completeRetryLeases = 5
 // sharedHeader is a stored response header and its headerSize.
 type sharedHeader struct {
 	h    http.Header
-	keys []string // h's keys
+	kvs  []headerKV // h's
 	size int64
+}
+
+type headerKV struct {
+	k  string
+	vs []string
 }
 
 // storedHeader returns a copy of the allow-listed headers of h, and its
@@ -851,11 +856,11 @@ func (x *Idempotency) storedHeader(h http.Header) (http.Header, int64) {
 		}
 	}
 	size := headerSize(out)
-	keys := make([]string, 0, len(out))
-	for k := range out {
-		keys = append(keys, k)
+	kvs := make([]headerKV, 0, len(out))
+	for k, vs := range out {
+		kvs = append(kvs, headerKV{k, vs})
 	}
-	x.lastHeader.Store(&sharedHeader{h: out, keys: keys, size: size})
+	x.lastHeader.Store(&sharedHeader{h: out, kvs: kvs, size: size})
 	return out, size
 }
 
@@ -867,8 +872,8 @@ func (x *Idempotency) sameStored(last *sharedHeader, h http.Header) bool {
 		// The common case, h holds only stored headers: h has the same
 		// keys as stored (which are distinct and allow-listed) if it has
 		// each of them, and no map is walked.
-		for _, k := range last.keys {
-			if vs, ok := h[k]; !ok || !equalValues(vs, stored[k]) {
+		for _, kv := range last.kvs {
+			if vs, ok := h[kv.k]; !ok || !equalValues(vs, kv.vs) {
 				goto walk
 			}
 		}
