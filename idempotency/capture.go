@@ -3,8 +3,10 @@ package idempotency
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"net"
 	"net/http"
+	"sync"
 )
 
 // capture buffers a guarded handler's response, up to max bytes, so that it
@@ -12,18 +14,81 @@ import (
 // writes more than max switches it to pass-through: what was buffered is
 // sent, the rest goes straight to the client, and the key is released with
 // passReason. It implements Unwrap for http.ResponseController.
+//
+// A response written in one Write (the common case: an encoded document) is
+// kept in a slice of its own, which the memory store keeps as it is; from
+// the second Write on, the response goes to a pooled buffer. Once the
+// handler returned, finish makes every Write fail: a handler that writes
+// late (net/http forbids it) never writes into a buffer that another
+// request reuses.
 type capture struct {
 	w          http.ResponseWriter
-	buf        *bytes.Buffer
+	body       []byte        // the response, while one Write made it
+	buf        *bytes.Buffer // the response from the second Write on, from pool
+	pool       *sync.Pool
 	max        int
 	status     int
 	passReason string // set once passing through
 	sentHeader bool
+	done       bool // the handler returned
+}
+
+// errWriteAfterReturn is what a Write gets after the handler returned.
+var errWriteAfterReturn = errors.New("idempotency: write after the handler returned")
+
+// size is the number of bytes buffered.
+func (c *capture) size() int {
+	if c.buf != nil {
+		return c.buf.Len()
+	}
+	return len(c.body)
+}
+
+// bytes returns the buffered response, valid until finish.
+func (c *capture) bytes() []byte {
+	if c.buf != nil {
+		return c.buf.Bytes()
+	}
+	return c.body
+}
+
+// owned returns the buffered response in a slice of its own, which the
+// caller may keep: the slice the one Write made, or a copy.
+func (c *capture) owned() []byte {
+	if c.buf != nil {
+		return bytes.Clone(c.buf.Bytes())
+	}
+	return c.body
+}
+
+// reset drops what was buffered.
+func (c *capture) reset() {
+	c.body = nil
+	if c.buf != nil {
+		c.buf.Reset()
+	}
+}
+
+// finish ends the capture once the handler returned: later writes fail,
+// and the pooled buffer goes back to the pool.
+func (c *capture) finish() {
+	c.done = true
+	c.body = nil
+	if b := c.buf; b != nil {
+		c.buf = nil
+		if b.Cap() <= 64<<10 { // do not keep big buffers around
+			b.Reset()
+			c.pool.Put(b)
+		}
+	}
 }
 
 func (c *capture) Header() http.Header { return c.w.Header() }
 
 func (c *capture) WriteHeader(code int) {
+	if c.done {
+		return
+	}
 	if code < 200 {
 		// Informational responses (103 Early Hints) go out at once.
 		if c.status == 0 {
@@ -41,16 +106,31 @@ func (c *capture) WriteHeader(code int) {
 }
 
 func (c *capture) Write(p []byte) (int, error) {
+	if c.done {
+		return 0, errWriteAfterReturn
+	}
 	if c.status == 0 {
 		c.status = http.StatusOK
 	}
-	if c.passReason == "" && c.buf.Len()+len(p) > c.max {
+	if c.passReason == "" && c.size()+len(p) > c.max {
 		c.pass(ReasonOversize)
 	}
-	if c.passReason != "" {
+	switch {
+	case c.passReason != "":
 		return c.w.Write(p)
+	case len(p) == 0:
+	case c.buf != nil:
+		return c.buf.Write(p)
+	case c.body == nil:
+		c.body = bytes.Clone(p)
+	default:
+		// A second Write: the response goes on in a pooled buffer.
+		c.buf = c.pool.Get().(*bytes.Buffer)
+		c.buf.Write(c.body)
+		c.body = nil
+		c.buf.Write(p)
 	}
-	return c.buf.Write(p)
+	return len(p), nil
 }
 
 // Flush streams: the response will not be stored.
@@ -60,6 +140,9 @@ func (c *capture) Flush() {
 
 // FlushError is Flush for http.ResponseController.
 func (c *capture) FlushError() error {
+	if c.done {
+		return errWriteAfterReturn
+	}
 	if c.status == 0 {
 		c.status = http.StatusOK
 	}
@@ -87,9 +170,9 @@ func (c *capture) pass(reason string) {
 	if c.status != 0 {
 		c.sendHeader()
 	}
-	if c.buf.Len() > 0 {
-		_, _ = c.w.Write(c.buf.Bytes())
-		c.buf.Reset()
+	if c.size() > 0 {
+		_, _ = c.w.Write(c.bytes())
+		c.reset()
 	}
 }
 
@@ -109,8 +192,8 @@ func (c *capture) send() {
 		c.status = http.StatusOK
 	}
 	c.sendHeader()
-	if c.buf.Len() > 0 {
-		_, _ = c.w.Write(c.buf.Bytes())
+	if c.size() > 0 {
+		_, _ = c.w.Write(c.bytes())
 	}
 }
 

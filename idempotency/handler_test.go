@@ -604,6 +604,40 @@ func TestHandlerExtendsLeaseWhileRunning(t *testing.T) {
 	})
 }
 
+func TestHandlerExtendsManyLeases(t *testing.T) {
+	// Claims share renewal timers: each is renewed, whichever started when.
+	synctest.Test(t, func(t *testing.T) {
+		const n = 20
+		var runs atomic.Int64
+		release := make(chan struct{})
+		h := idempotency.New(idempotency.Config{Store: newStore(t), Lease: 60 * time.Second}).Handler(
+			http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if runs.Add(1) <= n { // a second run (a lease lost) does not wait
+					<-release
+				}
+				w.WriteHeader(http.StatusCreated)
+			}))
+		done := make(chan int, n)
+		for i := range n {
+			go func() { done <- post(h, fmt.Sprint("k", i), "x").Code }()
+			time.Sleep(7 * time.Second) // starts spread over the renewal ticks
+		}
+		synctest.Wait()
+		time.Sleep(5 * time.Minute)
+		for i := range n {
+			assertProblem(t, post(h, fmt.Sprint("k", i), "x"), http.StatusConflict, "idempotency-key-in-use")
+		}
+		close(release)
+		for range n {
+			assert.Equal(t, http.StatusCreated, <-done)
+		}
+		for i := range n {
+			assert.Equal(t, "true", post(h, fmt.Sprint("k", i), "x").Header().Get(idempotency.HeaderReplayed))
+		}
+		assert.Equal(t, int64(n), runs.Load())
+	})
+}
+
 func TestHandlerConcurrentDuplicatesRunOnce(t *testing.T) {
 	const n = 50
 	var (
@@ -872,4 +906,48 @@ func TestHandlerReplayedHeadersAreCopies(t *testing.T) {
 	require.Equal(t, "/orders/1", w.Header().Get("Location"))
 	w.Header()["Location"][0] = "https://evil.example/" // a middleware editing in place
 	assert.Equal(t, "/orders/1", post(h, "k", "x").Header().Get("Location"), "the stored record is unchanged")
+}
+
+// TestHandlerLateWriteStaysOut checks that a handler that writes after it
+// returned (a bug: net/http forbids it) never writes into another request's
+// response, whose buffer may be the one it wrote to.
+func TestHandlerLateWriteStaysOut(t *testing.T) {
+	var late http.ResponseWriter
+	x := idempotency.New(idempotency.Config{Store: newStore(t)})
+	first := true
+	h := x.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if first {
+			first = false
+			late = w
+			_, _ = io.WriteString(w, "first")
+			return
+		}
+		_, err := io.WriteString(late, "LEAK") // the first handler, writing late
+		assert.Error(t, err, "a write after the handler returned fails")
+		_, _ = io.WriteString(w, "second")
+	}))
+	assert.Equal(t, "first", post(h, "k1", "x").Body.String())
+	w := post(h, "k2", "x")
+	assert.Equal(t, "second", w.Body.String())
+	replay := post(h, "k2", "x")
+	assert.Equal(t, "true", replay.Header().Get(idempotency.HeaderReplayed))
+	assert.Equal(t, "second", replay.Body.String(), "the stored response")
+}
+
+func TestHandlerReplaysHeadersWithSeveralValues(t *testing.T) {
+	h := idempotency.New(idempotency.Config{Store: newStore(t)}).Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Link"] = []string{"</a>; rel=a", "</b>; rel=b", "</c>; rel=c"}
+		w.Header()["Vary"] = []string{"Accept", "Accept-Language"}
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, "ok")
+	}))
+	require.Equal(t, http.StatusCreated, post(h, "k", "x").Code)
+	w := post(h, "k", "x")
+	assert.Equal(t, "true", w.Header().Get(idempotency.HeaderReplayed))
+	assert.Equal(t, []string{"</a>; rel=a", "</b>; rel=b", "</c>; rel=c"}, w.Header()["Link"])
+	assert.Equal(t, []string{"Accept", "Accept-Language"}, w.Header()["Vary"])
+	assert.Equal(t, []string{"text/plain"}, w.Header()["Content-Type"])
+	assert.Equal(t, []string{"2"}, w.Header()["Content-Length"])
+	assert.Equal(t, "ok", w.Body.String())
 }

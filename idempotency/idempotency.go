@@ -200,12 +200,15 @@ type Idempotency struct {
 	cfg         Config
 	methods     []string
 	allow       map[string]struct{} // stored response headers
-	lastHeader  atomic.Pointer[http.Header]
+	lastHeader  atomic.Pointer[sharedHeader]
+	mem         *MemoryStore // cfg.Store, if it is one
 	nonBlocking bool
 	ownerPrefix string
 	ownerSeq    atomic.Uint64
 	bufs        sync.Pool // *bytes.Buffer for responses
 	exts        sync.Pool // *extender
+	extSeq      atomic.Uint32
+	renew       [renewLists]renewList
 	hashBufs    sync.Pool // *[]byte for hashing
 }
 
@@ -237,6 +240,9 @@ func New(cfg Config) *Idempotency {
 		cfg.RetryAfter = time.Second
 	}
 	x := &Idempotency{cfg: cfg, methods: cfg.Methods}
+	for i := range x.renew {
+		x.renew[i].x = x
+	}
 	if x.methods == nil {
 		x.methods = []string{http.MethodPost, http.MethodPatch}
 	}
@@ -256,6 +262,7 @@ func New(cfg Config) *Idempotency {
 	x.bufs.New = func() any { return new(bytes.Buffer) }
 	x.hashBufs.New = func() any { b := make([]byte, 0, 512); return &b }
 	_, x.nonBlocking = cfg.Store.(noDeadline)
+	x.mem, _ = cfg.Store.(*MemoryStore)
 	x.ownerPrefix = newToken()[:16]
 	return x
 }
@@ -376,13 +383,10 @@ func (x *Idempotency) prepare(w http.ResponseWriter, r *http.Request) (*keyed, b
 		return nil, false
 	}
 	in.body = body
-	rk := x.recordKey(kind, scope, r, x.route(r), key)
-	fp := x.fingerprint(r, body)
 	// One allocation for the record key, the fingerprint and the owner.
 	var ids [2*2*sha256.Size + ownerLen]byte
-	hex.Encode(ids[:64], rk[:])
-	hex.Encode(ids[64:128], fp[:])
-	x.putOwner(ids[128:])
+	x.hashIDs((*[4 * sha256.Size]byte)(ids[:]), kind, scope, r, key, body)
+	x.putOwner(ids[4*sha256.Size:])
 	all := string(ids[:])
 	in.storeKey, in.fingerprint, in.owner = all[:64], all[64:128], all[128:]
 	return in, true
@@ -468,9 +472,13 @@ func (x *Idempotency) readBody(r *http.Request, br *bodyReader) ([]byte, error) 
 	return body, nil
 }
 
-// recordKey hashes the scope, method, route and key into the store's key.
-// Each part is length-prefixed so that no two tuples collide.
-func (x *Idempotency) recordKey(kind int, scope string, r *http.Request, route, key string) [sha256.Size]byte {
+// hashIDs writes in hex to ids the record key (the SHA-256 of the scope,
+// method, route and key) and the fingerprint (the SHA-256 of the method,
+// path, query and body), hashing both in one buffer. Each part is
+// length-prefixed so that no two tuples collide. What is hashed must never
+// change: records written before an upgrade must keep their keys and
+// fingerprints.
+func (x *Idempotency) hashIDs(ids *[4 * sha256.Size]byte, kind int, scope string, r *http.Request, key string, body []byte) {
 	bp := x.hashBufs.Get().(*[]byte)
 	b := (*bp)[:0]
 	switch kind {
@@ -492,20 +500,20 @@ func (x *Idempotency) recordKey(kind int, scope string, r *http.Request, route, 
 		b = append(b, "hf-idem-1s\x00"...)
 		b = appendPart(b, scope)
 	}
+	path := r.URL.EscapedPath()
+	route := path
+	if x.cfg.Route != nil {
+		route = x.cfg.Route(r)
+	}
 	b = appendPart(b, r.Method)
 	b = appendPart(b, route)
 	b = appendPart(b, key)
 	sum := sha256.Sum256(b)
-	x.putHashBuf(bp, b)
-	return sum
-}
+	encodeHex(ids[:2*sha256.Size], sum[:])
 
-// fingerprint identifies the request: method, path, query and body.
-func (x *Idempotency) fingerprint(r *http.Request, body []byte) [sha256.Size]byte {
-	bp := x.hashBufs.Get().(*[]byte)
-	b := (*bp)[:0]
-	b = appendPart(b, r.Method)
-	b = appendPart(b, r.URL.EscapedPath())
+	// The fingerprint: the method, path, query and body.
+	b = appendPart(b[:0], r.Method)
+	b = appendPart(b, path)
 	b = appendPart(b, r.URL.RawQuery)
 	// A tag byte tells a hashed body from an inline one: without it, a
 	// 32-byte body equal to the SHA-256 of a large body would encode alike.
@@ -518,9 +526,9 @@ func (x *Idempotency) fingerprint(r *http.Request, body []byte) [sha256.Size]byt
 		b = binary.AppendUvarint(b, uint64(len(body)))
 		b = append(b, body...)
 	}
-	sum := sha256.Sum256(b)
+	sum = sha256.Sum256(b)
+	encodeHex(ids[2*sha256.Size:], sum[:])
 	x.putHashBuf(bp, b)
-	return sum
 }
 
 func (x *Idempotency) putHashBuf(bp *[]byte, b []byte) {
@@ -671,11 +679,9 @@ var errCorruptRecord = errors.New("idempotency: corrupt stored record")
 // records, and a middleware above may edit a header in place.
 func writeStored(w http.ResponseWriter, resp *Response) {
 	h := w.Header()
-	n := 0
-	for _, vs := range resp.Header {
-		n += len(vs)
-	}
-	all := make([]string, 0, n)
+	// One allocation for all the values, if each header has one (or
+	// more, if not), and ours.
+	all := make([]string, 0, len(resp.Header)+2)
 	for k, vs := range resp.Header {
 		if neverStored(http.CanonicalHeaderKey(k)) {
 			continue
@@ -684,16 +690,17 @@ func writeStored(w http.ResponseWriter, resp *Response) {
 		all = append(all, vs...)
 		h[k] = all[start:len(all):len(all)]
 	}
-	h[HeaderReplayed] = []string{"true"}
-	h["Content-Length"] = []string{strconv.Itoa(len(resp.Body))}
+	all = append(all, "true", strconv.Itoa(len(resp.Body)))
+	n := len(all)
+	h[HeaderReplayed] = all[n-2 : n-1 : n-1]
+	h["Content-Length"] = all[n-1 : n : n]
 	w.WriteHeader(resp.Status)
 	_, _ = w.Write(resp.Body)
 }
 
 // run runs next under the claim and completes or releases it.
 func (x *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Handler, in *keyed, owner string, fence uint64) {
-	buf := x.bufs.Get().(*bytes.Buffer)
-	in.cw = capture{w: w, buf: buf, max: x.cfg.MaxResponseBytes}
+	in.cw = capture{w: w, pool: &x.bufs, max: x.cfg.MaxResponseBytes}
 	cw := &in.cw
 	ext := x.extend(r, in, owner, fence)
 	panicked := true
@@ -703,7 +710,7 @@ func (x *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Hand
 			x.release(r, in.key, "", in.storeKey, owner, fence, ReasonPanic, cw.status)
 			// The buffered response is dropped; the panic goes on to the
 			// server or a recovery middleware, which answers.
-			x.putBuf(buf)
+			cw.finish()
 		}
 	}()
 	next.ServeHTTP(cw, r)
@@ -727,8 +734,17 @@ func (x *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Hand
 		x.release(r, in.key, "", in.storeKey, owner, fence, ReasonStatus, status)
 		cw.send()
 	default:
-		resp := Response{Status: status, Header: x.storedHeader(w.Header()), Body: buf.Bytes()}
-		err := x.complete(r.Context(), in.storeKey, owner, fence, resp)
+		header, headerBytes := x.storedHeader(w.Header())
+		resp := Response{Status: status, Header: header, Body: cw.bytes()}
+		var err error
+		if m := x.mem; m != nil {
+			// The memory store keeps the body in a slice of its own (and
+			// the stored header, which is never modified) as they are.
+			resp.Body = cw.owned()
+			err = m.completeOwned(in.storeKey, owner, fence, resp, headerBytes, x.cfg.TTL)
+		} else {
+			err = x.complete(r.Context(), in.storeKey, owner, fence, resp)
+		}
 		switch {
 		case err == nil:
 			ext.stop()
@@ -749,15 +765,15 @@ func (x *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Hand
 		}
 		cw.send()
 	}
-	x.putBuf(buf)
+	cw.finish()
 }
 
 // complete stores a response. The memory store takes a fresh copy without
 // copying it again.
 func (x *Idempotency) complete(parent context.Context, storeKey, owner string, fence uint64, resp Response) error {
-	if m, ok := x.cfg.Store.(*MemoryStore); ok {
+	if m := x.mem; m != nil {
 		resp.Body = bytes.Clone(resp.Body)
-		return m.completeOwned(storeKey, owner, fence, resp, x.cfg.TTL)
+		return m.completeOwned(storeKey, owner, fence, resp, headerSize(resp.Header), x.cfg.TTL)
 	}
 	ctx, cancel := x.detachedCtx(parent)
 	defer cancel()
@@ -799,21 +815,26 @@ func (x *Idempotency) completeRetry(r *http.Request, key, route, storeKey, owner
 // completeRetryLeases is how many leases a failed Complete is retried for.
 const completeRetryLeases = 5
 
-func (x *Idempotency) putBuf(b *bytes.Buffer) {
-	if b.Cap() > 64<<10 {
-		return // do not keep big buffers around
-	}
-	b.Reset()
-	x.bufs.Put(b)
+// sharedHeader is a stored response header and its headerSize.
+type sharedHeader struct {
+	h    http.Header
+	kvs  []headerKV // h's
+	size int64
 }
 
-// storedHeader returns a copy of the allow-listed headers of h. Stored
-// headers are never modified, so consecutive responses with the same stored
-// headers (the same Content-Type and nothing else, say) share one copy: it
-// saves the allocation and the store's memory.
-func (x *Idempotency) storedHeader(h http.Header) http.Header {
-	if last := x.lastHeader.Load(); last != nil && x.sameStored(*last, h) {
-		return *last
+type headerKV struct {
+	k  string
+	vs []string
+}
+
+// storedHeader returns a copy of the allow-listed headers of h, and its
+// headerSize (for the memory store's bound). Stored headers are never
+// modified, so consecutive responses with the same stored headers (the same
+// Content-Type and nothing else, say) share one copy: it saves the
+// allocation and the store's memory.
+func (x *Idempotency) storedHeader(h http.Header) (http.Header, int64) {
+	if last := x.lastHeader.Load(); last != nil && x.sameStored(last, h) {
+		return last.h, last.size
 	}
 	n, values := 0, 0
 	for k, vs := range h {
@@ -823,7 +844,7 @@ func (x *Idempotency) storedHeader(h http.Header) http.Header {
 		}
 	}
 	if n == 0 {
-		return nil
+		return nil, 0
 	}
 	out := make(http.Header, n)
 	all := make([]string, 0, values)
@@ -834,29 +855,54 @@ func (x *Idempotency) storedHeader(h http.Header) http.Header {
 			out[k] = all[start:len(all):len(all)]
 		}
 	}
-	x.lastHeader.Store(&out)
-	return out
+	size := headerSize(out)
+	kvs := make([]headerKV, 0, len(out))
+	for k, vs := range out {
+		kvs = append(kvs, headerKV{k, vs})
+	}
+	x.lastHeader.Store(&sharedHeader{h: out, kvs: kvs, size: size})
+	return out, size
 }
 
-// sameStored reports whether the allow-listed headers of h are stored.
-func (x *Idempotency) sameStored(stored, h http.Header) bool {
+// sameStored reports whether the allow-listed headers of h are the ones in
+// last.
+func (x *Idempotency) sameStored(last *sharedHeader, h http.Header) bool {
+	stored := last.h
+	if len(h) == len(stored) {
+		// The common case, h holds only stored headers: h has the same
+		// keys as stored (which are distinct and allow-listed) if it has
+		// each of them, and no map is walked.
+		for _, kv := range last.kvs {
+			if vs, ok := h[kv.k]; !ok || !equalValues(vs, kv.vs) {
+				goto walk
+			}
+		}
+		return true
+	}
+walk:
 	n := 0
 	for k, vs := range h {
 		if _, ok := x.allow[k]; !ok {
 			continue
 		}
 		n++
-		svs, ok := stored[k]
-		if !ok || len(svs) != len(vs) {
+		if svs, ok := stored[k]; !ok || !equalValues(vs, svs) {
 			return false
-		}
-		for i := range vs {
-			if vs[i] != svs[i] {
-				return false
-			}
 		}
 	}
 	return n == len(stored)
+}
+
+func equalValues(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func (x *Idempotency) release(r *http.Request, key, route, storeKey, owner string, fence uint64, reason string, status int) {
@@ -893,91 +939,169 @@ func (x *Idempotency) storeError(r *http.Request, key, route, op string, err err
 	}
 }
 
-// extender renews a lease every third of it while a handler runs.
-// Extenders and their timers are pooled: a generation number tells a
-// renewal of this use from a late one of a previous use.
+// extender renews the lease of a running claim every third of the lease.
+// Running claims are kept in a few lists (renewList), each with one timer
+// that ticks every sixth of the lease while the list is not empty: a claim
+// costs a list insertion and removal, not a timer of its own, nor a reading
+// of the clock. Extenders are pooled, each bound to one list for good: a
+// generation number tells a renewal of this use from a late one of a
+// previous use.
 type extender struct {
-	x  *Idempotency
-	t  *time.Timer
-	mu sync.Mutex
-	// Guarded by mu:
+	x    *Idempotency
+	l    *renewList
+	lost atomic.Bool // the lease was lost; written under l.mu
+	// Guarded by l.mu:
+	prev, next           *extender // in l, while active
 	gen                  uint64
-	active, lost         bool
+	since                uint64 // l.tick when claimed or last renewed
+	active, renewing     bool
 	r                    *http.Request
 	key, route, storeKey string
 	owner                string
 	fence                uint64
 }
 
+// renewList is a list of running claims and the timer that renews them.
+type renewList struct {
+	x     *Idempotency
+	mu    sync.Mutex
+	head  *extender
+	tick  uint64 // timer ticks so far
+	armed bool
+	t     *time.Timer
+	_     [16]byte // keep the lists on separate cache lines
+}
+
+// renewLists is the number of renewList of an Idempotency.
+const renewLists = 8
+
 // renewEvery is how often a running claim's lease is renewed.
 func (x *Idempotency) renewEvery() time.Duration {
 	return max(x.cfg.Lease/3, time.Millisecond)
+}
+
+// renewTick is the period of a renewList's timer: a claim is renewed on
+// the second tick after it was claimed or renewed, at most renewEvery
+// later.
+func (x *Idempotency) renewTick() time.Duration {
+	return max(x.renewEvery()/2, time.Millisecond/2)
 }
 
 // extend starts renewing the claim; stop ends it.
 func (x *Idempotency) extend(r *http.Request, in *keyed, owner string, fence uint64) *extender {
 	e, _ := x.exts.Get().(*extender)
 	if e == nil {
-		e = &extender{x: x}
-		e.mu.Lock()
-		e.t = time.AfterFunc(time.Hour, e.fire)
-		e.t.Stop()
-		e.mu.Unlock()
+		e = &extender{x: x, l: &x.renew[x.extSeq.Add(1)%renewLists]}
 	}
-	e.mu.Lock()
+	l := e.l
+	l.mu.Lock()
 	e.gen++
-	e.active, e.lost = true, false
+	e.active, e.renewing = true, false
+	e.lost.Store(false)
 	e.r, e.key, e.route, e.storeKey, e.owner, e.fence = r, in.key, "", in.storeKey, owner, fence
-	e.t.Reset(x.renewEvery())
-	e.mu.Unlock()
+	e.since = l.tick
+	e.prev, e.next = nil, l.head
+	if l.head != nil {
+		l.head.prev = e
+	}
+	l.head = e
+	if !l.armed {
+		l.armed = true
+		if l.t == nil {
+			l.t = time.AfterFunc(x.renewTick(), l.fire)
+		} else {
+			l.t.Reset(x.renewTick())
+		}
+	}
+	l.mu.Unlock()
 	return e
 }
 
-func (e *extender) fire() {
-	e.mu.Lock()
-	if !e.active {
-		e.mu.Unlock()
-		return
-	}
-	gen, r, key, route, storeKey, owner, fence := e.gen, e.r, e.key, e.route, e.storeKey, e.owner, e.fence
-	e.mu.Unlock()
+// renewal is a claim due for renewal, as it was when the timer ticked.
+type renewal struct {
+	e                    *extender
+	gen                  uint64
+	r                    *http.Request
+	key, route, storeKey string
+	owner                string
+	fence                uint64
+}
 
-	x := e.x
-	ctx, cancel := x.detachedCtx(r.Context())
-	err := x.cfg.Store.Extend(ctx, storeKey, owner, fence, x.cfg.Lease)
+// fire is a tick of l's timer: it renews the claims that are due, each in
+// its own goroutine (a slow store must not hold up the others), and ticks
+// again while l is not empty.
+func (l *renewList) fire() {
+	l.mu.Lock()
+	l.tick++
+	var due []renewal
+	for e := l.head; e != nil; e = e.next {
+		if !e.lost.Load() && !e.renewing && l.tick-e.since >= 2 {
+			e.renewing = true
+			due = append(due, renewal{e, e.gen, e.r, e.key, e.route, e.storeKey, e.owner, e.fence})
+		}
+	}
+	if l.head != nil {
+		l.t.Reset(l.x.renewTick())
+	} else {
+		l.armed = false
+	}
+	l.mu.Unlock()
+	for _, d := range due {
+		go l.renew(d)
+	}
+}
+
+func (l *renewList) renew(d renewal) {
+	x := l.x
+	ctx, cancel := x.detachedCtx(d.r.Context())
+	err := x.cfg.Store.Extend(ctx, d.storeKey, d.owner, d.fence, x.cfg.Lease)
 	cancel()
 
-	e.mu.Lock()
-	current := e.active && e.gen == gen
-	switch {
-	case !current:
-	case errors.Is(err, ErrNotOwner):
-		e.lost = true
-	default:
-		e.t.Reset(x.renewEvery())
+	l.mu.Lock()
+	e := d.e
+	current := e.active && e.gen == d.gen
+	if current {
+		e.renewing = false
+		if errors.Is(err, ErrNotOwner) {
+			e.lost.Store(true)
+		} else {
+			// Renewed, or failed: try again a renewEvery later.
+			e.since = l.tick
+		}
 	}
-	e.mu.Unlock()
+	l.mu.Unlock()
 	if current && err != nil && !errors.Is(err, ErrNotOwner) {
-		x.storeError(r, key, route, "extend", err)
+		x.storeError(d.r, d.key, d.route, "extend", err)
 	}
 }
 
 // isLost reports whether the lease was lost.
 func (e *extender) isLost() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.lost
+	return e.lost.Load()
 }
 
 // stop ends the renewal and reports whether the lease was lost meanwhile.
 // e must not be used after.
 func (e *extender) stop() (lost bool) {
-	e.mu.Lock()
-	e.t.Stop()
-	lost = e.lost
+	l := e.l
+	l.mu.Lock()
+	if !e.active { // stopped already: it may be in use again
+		l.mu.Unlock()
+		return false
+	}
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		l.head = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	}
+	e.prev, e.next = nil, nil
+	lost = e.lost.Load()
 	e.active = false
 	e.r, e.key, e.route, e.storeKey, e.owner = nil, "", "", "", ""
-	e.mu.Unlock()
+	l.mu.Unlock()
 	e.x.exts.Put(e)
 	return lost
 }

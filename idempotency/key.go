@@ -1,6 +1,7 @@
 package idempotency
 
 import (
+	"encoding/binary"
 	"errors"
 	"strings"
 )
@@ -103,4 +104,21 @@ func formatKey(key string) string {
 	}
 	sb.WriteByte('"')
 	return sb.String()
+}
+
+// encodeHex writes the lower-case hex of src to dst, as hex.Encode does,
+// four bytes at a time; len(src) must be a multiple of 4.
+func encodeHex(dst, src []byte) {
+	_ = dst[2*len(src)-1]
+	for i := 0; i+4 <= len(src); i += 4 {
+		x := uint64(binary.LittleEndian.Uint32(src[i:]))
+		// Spread byte k of x to the low byte of 16-bit lane k, then split
+		// it into its high nibble (byte 2k) and low nibble (byte 2k+1).
+		x = (x | x<<16) & 0x0000ffff0000ffff
+		x = (x | x<<8) & 0x00ff00ff00ff00ff
+		n := (x>>4)&0x000f000f000f000f | (x<<8)&0x0f000f000f000f00
+		// '0' + n, and 39 more for n >= 10 ('a' - '0' - 10).
+		ge10 := ((n + 0x0606060606060606) >> 4) & 0x0101010101010101
+		binary.LittleEndian.PutUint64(dst[2*i:], n+0x3030303030303030+ge10*39)
+	}
 }

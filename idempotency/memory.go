@@ -61,6 +61,7 @@ type MemoryStore struct {
 	maxBytes   int64 // per shard
 
 	seed   maphash.Seed
+	hash   func(string) uint64 // for tests: the keys' hash, if not nil
 	seq    atomic.Uint64
 	qmu    sync.Mutex
 	queue  map[string]uint64 // key -> queue position of records that carry a Request
@@ -69,28 +70,50 @@ type MemoryStore struct {
 	wg     sync.WaitGroup
 }
 
+// A memShard holds its entries by the hash of their key (see
+// MemoryStore.shard): a map with fixed-size keys is smaller, faster to probe
+// and has no keys for the collector to scan, and eviction removes an entry
+// without reading its key. An entry whose key's hash is another live
+// entry's (unlikely: a seeded 64-bit hash) goes to over, by key.
 type memShard struct {
 	mu    sync.Mutex
-	m     map[string]*memEntry
+	m     map[uint64]*memEntry // by hash
+	over  map[string]*memEntry // by key, entries whose hash m holds for another key
 	bytes int64
-	gen   uint64
-	done  []doneRef // completion order, for eviction
+	done  []doneRef // completion order, for eviction and the sweep
 	head  int
-	_     [40]byte // keep hot shards on separate cache lines
+	dead  int // references in done to removed entries
+	// pending lists the records that are not done (in flight or queued),
+	// which the sweep walks: a done record's place is in done.
+	pending *memEntry
+	// lastExpiry is the latest expiry of a done record. disordered is set
+	// once a record completed with an earlier expiry (a shorter TTL) than
+	// one before it: done is then not in expiry order, and the sweep walks
+	// the whole shard.
+	lastExpiry time.Time
+	disordered bool
+	_          [32]byte // keep hot shards on separate cache lines
 }
 
+// doneRef is a done entry's place in the eviction queue: the entry, its
+// key's hash and its size (a done entry never changes), so that evicting it
+// touches the shard's map alone, not the entry. The reference is the
+// entry's as long as the map holds that entry.
 type doneRef struct {
-	key string
-	gen uint64
+	e    *memEntry
+	hash uint64
+	size int64
 }
 
 type memEntry struct {
-	rec     Record
-	resp    Response
-	expires time.Time
-	size    int64
-	seq     uint64 // queue position, 0 if the record carries no Request
-	gen     uint64 // completion generation, for the eviction queue
+	key        string
+	hash       uint64
+	prev, next *memEntry // in the shard's pending list, while not done
+	rec        Record
+	resp       Response
+	expires    time.Time
+	size       int64
+	seq        uint64 // queue position, 0 if the record carries no Request
 }
 
 var _ Store = (*MemoryStore)(nil)
@@ -121,7 +144,7 @@ func NewMemoryStore(cfg MemoryConfig) *MemoryStore {
 		closed:     make(chan struct{}),
 	}
 	for i := range s.shards {
-		s.shards[i].m = make(map[string]*memEntry)
+		s.shards[i].m = make(map[uint64]*memEntry)
 	}
 	s.wg.Add(1)
 	go s.sweepLoop(cfg.SweepInterval)
@@ -143,7 +166,7 @@ func (s *MemoryStore) Len() int {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		n += len(sh.m)
+		n += sh.len()
 		sh.mu.Unlock()
 	}
 	return n
@@ -163,27 +186,80 @@ func (s *MemoryStore) sweepLoop(every time.Duration) {
 	}
 }
 
+// sweep removes the expired records. It costs what it removes, not what
+// the store holds: the records that are not done are few (running, queued
+// or abandoned), and done records expire in the order they completed, when
+// they share a TTL. Only a shard whose done records do not (see
+// memShard.disordered) is walked whole.
 func (s *MemoryStore) sweep(now time.Time) {
 	var stale []qref
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		for k, e := range sh.m {
+		for e := sh.pending; e != nil; {
+			next := e.next
 			if e.expired(now) {
 				if e.seq != 0 {
-					stale = append(stale, qref{k, e.seq})
+					stale = append(stale, qref{e.key, e.seq})
 				}
-				sh.remove(k, e)
+				sh.remove(e.hash, e)
 			}
+			e = next
 		}
-		sh.compact()
+		for sh.head < len(sh.done) {
+			ref := sh.done[sh.head]
+			if sh.holds(ref) {
+				if !ref.e.expired(now) {
+					break
+				}
+				sh.remove(ref.hash, ref.e) // counts ref as dead
+			}
+			sh.done[sh.head] = doneRef{}
+			sh.head++
+			sh.dead--
+		}
+		if sh.disordered {
+			for h, e := range sh.m {
+				if e.expired(now) {
+					sh.remove(h, e) // done: the others were removed above
+				}
+			}
+			for _, e := range sh.over {
+				if e.expired(now) {
+					sh.remove(e.hash, e)
+				}
+			}
+			sh.compact()
+			sh.reorder()
+		} else if sh.head > 0 && (sh.dead > 64 && sh.dead > (len(sh.done)-sh.head)/4 || sh.head > len(sh.done)/2) {
+			sh.compact()
+		}
 		sh.mu.Unlock()
 	}
 	s.dequeue(stale...)
 }
 
-func (s *MemoryStore) shard(key string) *memShard {
-	return &s.shards[maphash.String(s.seed, key)%uint64(len(s.shards))]
+// reorder clears disordered if done is in expiry order again.
+func (sh *memShard) reorder() {
+	var last time.Time
+	for _, ref := range sh.done[sh.head:] {
+		if ref.e.expires.Before(last) {
+			return
+		}
+		last = ref.e.expires
+	}
+	sh.disordered, sh.lastExpiry = false, last
+}
+
+// shard returns the shard of key and key's hash there.
+func (s *MemoryStore) shard(key string) (*memShard, uint64) {
+	var h uint64
+	if s.hash == nil {
+		h = maphash.String(s.seed, key)
+	} else {
+		h = s.hash(key)
+	}
+	return &s.shards[h%uint64(len(s.shards))], h
 }
 
 func (e *memEntry) expired(now time.Time) bool {
@@ -194,10 +270,12 @@ func (e *memEntry) held(owner string, fence uint64, now time.Time) bool {
 	return e.rec.State == StateInFlight && e.rec.Owner == owner && e.rec.Fence == fence && !e.expired(now)
 }
 
-func (e *memEntry) resize(key string) {
-	n := int64(entryOverhead + len(key) + len(e.rec.Fingerprint) + len(e.rec.Owner))
+// resize recomputes e.size; respHeader is the headerSize of the response's
+// header, if e holds a response.
+func (e *memEntry) resize(respHeader int64) {
+	n := int64(entryOverhead + len(e.key) + len(e.rec.Fingerprint) + len(e.rec.Owner))
 	if r := e.rec.Response; r != nil {
-		n += int64(len(r.Body)) + headerSize(r.Header)
+		n += int64(len(r.Body)) + respHeader
 	}
 	if q := e.rec.Request; q != nil {
 		n += int64(len(q.Body)+len(q.URL)+len(q.Method)+len(q.Sealed)) + headerSize(q.Header)
@@ -222,36 +300,105 @@ func headerSize(h http.Header) int64 {
 	return n
 }
 
-// lookup returns the live entry under key, removing an expired one. It
-// returns the queue position of a removed entry, if it had one.
-func (sh *memShard) lookup(key string, now time.Time) (e *memEntry, stale []qref) {
-	e = sh.m[key]
+func (sh *memShard) len() int { return len(sh.m) + len(sh.over) }
+
+// get returns the entry under key, whose hash is h, if any.
+func (sh *memShard) get(h uint64, key string) *memEntry {
+	if e := sh.m[h]; e != nil && e.key == key {
+		return e
+	}
+	if len(sh.over) == 0 {
+		return nil
+	}
+	return sh.over[key]
+}
+
+// lookup returns the live entry under key, whose hash is h, removing an
+// expired one. It returns the queue position of a removed entry, if it had
+// one.
+func (sh *memShard) lookup(h uint64, key string, now time.Time) (e *memEntry, stale []qref) {
+	e = sh.get(h, key)
 	if e != nil && e.expired(now) {
-		sh.remove(key, e)
+		sh.remove(h, e)
 		if e.seq != 0 {
 			stale = []qref{{key, e.seq}}
+		}
+		if sh.dead > 64 && sh.dead > (len(sh.done)-sh.head)/4 {
+			// The eviction queue holds references to records removed
+			// here (keys used again after their records expired): drop
+			// them, so that they do not keep removed records alive.
+			sh.compact()
 		}
 		return nil, stale
 	}
 	return e, nil
 }
 
-func (sh *memShard) remove(key string, e *memEntry) {
-	delete(sh.m, key)
+// remove removes e, whose key's hash is h. A done entry's reference in the
+// eviction queue stays until it is popped or compacted: dead counts them.
+func (sh *memShard) remove(h uint64, e *memEntry) {
+	if len(sh.over) == 0 || sh.m[h] == e {
+		delete(sh.m, h)
+	} else {
+		delete(sh.over, e.key)
+	}
 	sh.bytes -= e.size
+	if e.rec.State == StateDone {
+		sh.dead++
+	} else {
+		sh.unlink(e)
+	}
 }
 
-func (sh *memShard) put(key string, e *memEntry) {
-	e.resize(key)
-	sh.m[key] = e
+// link adds e, not done, to the pending list.
+func (sh *memShard) link(e *memEntry) {
+	e.prev, e.next = nil, sh.pending
+	if sh.pending != nil {
+		sh.pending.prev = e
+	}
+	sh.pending = e
+}
+
+// unlink removes e from the pending list.
+func (sh *memShard) unlink(e *memEntry) {
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		sh.pending = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	}
+	e.prev, e.next = nil, nil
+}
+
+// holds reports whether ref is still its entry's: the shard holds the entry.
+func (sh *memShard) holds(ref doneRef) bool {
+	return sh.m[ref.hash] == ref.e || len(sh.over) > 0 && sh.over[ref.e.key] == ref.e
+}
+
+// put adds e, a new record not done, under its key, whose hash is h and
+// which the shard does not hold.
+func (sh *memShard) put(h uint64, e *memEntry) {
+	e.hash = h
+	e.resize(0)
+	sh.link(e)
+	if sh.m[h] == nil {
+		sh.m[h] = e
+	} else {
+		if sh.over == nil {
+			sh.over = make(map[string]*memEntry)
+		}
+		sh.over[e.key] = e
+	}
 	sh.bytes += e.size
 }
 
 // fit evicts done records, first completed first, until the shard holds at
 // most maxEntries records and maxBytes, not counting extra. It reports
 // whether the bounds hold with extra added.
-func (sh *memShard) fit(extraEntries int, extraBytes int64, maxEntries int, maxBytes int64, keep string) bool {
-	for len(sh.m)+extraEntries > maxEntries || sh.bytes+extraBytes > maxBytes {
+func (sh *memShard) fit(extraEntries int, extraBytes int64, maxEntries int, maxBytes int64, keep *memEntry) bool {
+	for sh.len()+extraEntries > maxEntries || sh.bytes+extraBytes > maxBytes {
 		if sh.head >= len(sh.done) {
 			sh.compact()
 			return false
@@ -266,32 +413,40 @@ func (sh *memShard) fit(extraEntries int, extraBytes int64, maxEntries int, maxB
 			sh.done = sh.done[:n]
 			sh.head = 0
 		}
-		if ref.key == keep {
+		if ref.e == keep {
 			// The record just completed is the newest: nothing older is
 			// left to evict. Keep its reference for later.
 			sh.head--
 			sh.done[sh.head] = ref
 			return false
 		}
-		if e := sh.m[ref.key]; e != nil && e.gen == ref.gen && e.rec.State == StateDone {
-			sh.remove(ref.key, e)
+		switch {
+		case sh.m[ref.hash] == ref.e:
+			// The common case, read from the map alone.
+			delete(sh.m, ref.hash)
+			sh.bytes -= ref.size
+		case len(sh.over) > 0 && sh.over[ref.e.key] == ref.e:
+			delete(sh.over, ref.e.key)
+			sh.bytes -= ref.size
+		default:
+			sh.dead-- // removed before, counted dead since
 		}
 	}
 	return true
 }
 
-// compact drops the eviction queue's references to records that are gone
-// or were completed again.
+// compact drops the eviction queue's references to removed records.
 func (sh *memShard) compact() {
 	live := sh.done[:0]
 	for _, ref := range sh.done[sh.head:] {
-		if e := sh.m[ref.key]; e != nil && e.gen == ref.gen && e.rec.State == StateDone {
+		if sh.holds(ref) {
 			live = append(live, ref)
 		}
 	}
 	clear(sh.done[len(live):])
 	sh.done = live
 	sh.head = 0
+	sh.dead = 0
 }
 
 // qref names a queue position.
@@ -318,9 +473,9 @@ func (s *MemoryStore) dequeue(refs ...qref) {
 // Claim implements Store.
 func (s *MemoryStore) Claim(_ context.Context, key, fingerprint, owner string, lease time.Duration) (Record, bool, error) {
 	now := time.Now()
-	sh := s.shard(key)
+	sh, h := s.shard(key)
 	sh.mu.Lock()
-	e, stale := sh.lookup(key, now)
+	e, stale := sh.lookup(h, key, now)
 	var (
 		rec     Record
 		claimed bool
@@ -329,11 +484,11 @@ func (s *MemoryStore) Claim(_ context.Context, key, fingerprint, owner string, l
 	switch {
 	case e == nil:
 		size := int64(entryOverhead + len(key) + len(fingerprint) + len(owner))
-		if !sh.fit(1, size, s.maxEntries, s.maxBytes, "") {
+		if !sh.fit(1, size, s.maxEntries, s.maxBytes, nil) {
 			err = ErrMemoryFull
 			break
 		}
-		e = &memEntry{rec: Record{
+		e = &memEntry{key: key, rec: Record{
 			State:       StateInFlight,
 			Fingerprint: fingerprint,
 			Owner:       owner,
@@ -342,7 +497,7 @@ func (s *MemoryStore) Claim(_ context.Context, key, fingerprint, owner string, l
 			Created:     now,
 		}}
 		e.expires = e.rec.LeaseUntil.Add(inflightGrace)
-		sh.put(key, e)
+		sh.put(h, e)
 		rec, claimed = e.rec, true
 	case e.rec.State == StateInFlight && !now.Before(e.rec.LeaseUntil) && e.rec.Fingerprint == fingerprint:
 		e.rec.Owner = owner
@@ -357,7 +512,7 @@ func (s *MemoryStore) Claim(_ context.Context, key, fingerprint, owner string, l
 			e.expires = e.rec.LeaseUntil
 		}
 		sh.bytes -= e.size
-		e.resize(key)
+		e.resize(0)
 		sh.bytes += e.size
 		rec, claimed = e.rec, true
 	default:
@@ -371,10 +526,10 @@ func (s *MemoryStore) Claim(_ context.Context, key, fingerprint, owner string, l
 // Extend implements Store.
 func (s *MemoryStore) Extend(_ context.Context, key, owner string, fence uint64, lease time.Duration) error {
 	now := time.Now()
-	sh := s.shard(key)
+	sh, h := s.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e := sh.m[key]
+	e := sh.get(h, key)
 	if e == nil || !e.held(owner, fence, now) {
 		return ErrNotOwner
 	}
@@ -390,15 +545,16 @@ func (s *MemoryStore) Extend(_ context.Context, key, owner string, fence uint64,
 // Complete implements Store.
 func (s *MemoryStore) Complete(_ context.Context, key, owner string, fence uint64, resp Response, ttl time.Duration) error {
 	stored := Response{Status: resp.Status, Header: resp.Header.Clone(), Body: slices.Clone(resp.Body)}
-	return s.completeOwned(key, owner, fence, stored, ttl)
+	return s.completeOwned(key, owner, fence, stored, headerSize(stored.Header), ttl)
 }
 
-// completeOwned is Complete with a response that the store may keep.
-func (s *MemoryStore) completeOwned(key, owner string, fence uint64, stored Response, ttl time.Duration) error {
+// completeOwned is Complete with a response that the store may keep, and
+// the headerSize of its header.
+func (s *MemoryStore) completeOwned(key, owner string, fence uint64, stored Response, headerBytes int64, ttl time.Duration) error {
 	now := time.Now()
-	sh := s.shard(key)
+	sh, h := s.shard(key)
 	sh.mu.Lock()
-	e := sh.m[key]
+	e := sh.get(h, key)
 	if e != nil && !e.expired(now) && e.rec.State == StateDone && e.rec.Owner == owner && e.rec.Fence == fence {
 		sh.mu.Unlock()
 		return nil // completed already: a retry
@@ -412,6 +568,7 @@ func (s *MemoryStore) completeOwned(key, owner string, fence uint64, stored Resp
 		done = []qref{{key, e.seq}}
 	}
 	sh.bytes -= e.size
+	sh.unlink(e)
 	e.rec.State = StateDone
 	// The owner stays: it tells a retried Complete from another's.
 	e.rec.LeaseUntil = time.Time{}
@@ -420,12 +577,15 @@ func (s *MemoryStore) completeOwned(key, owner string, fence uint64, stored Resp
 	e.rec.Request = nil
 	e.seq = 0
 	e.expires = now.Add(ttl)
-	e.resize(key)
+	e.resize(headerBytes)
 	sh.bytes += e.size
-	sh.gen++
-	e.gen = sh.gen
-	sh.done = append(sh.done, doneRef{key: key, gen: e.gen})
-	sh.fit(0, 0, s.maxEntries, s.maxBytes, key)
+	sh.done = append(sh.done, doneRef{e: e, hash: h, size: e.size})
+	if e.expires.Before(sh.lastExpiry) {
+		sh.disordered = true
+	} else {
+		sh.lastExpiry = e.expires
+	}
+	sh.fit(0, 0, s.maxEntries, s.maxBytes, e)
 	sh.mu.Unlock()
 	s.dequeue(done...)
 	return nil
@@ -434,10 +594,10 @@ func (s *MemoryStore) completeOwned(key, owner string, fence uint64, stored Resp
 // Release implements Store.
 func (s *MemoryStore) Release(_ context.Context, key, owner string, fence uint64) error {
 	now := time.Now()
-	sh := s.shard(key)
+	sh, h := s.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e := sh.m[key]
+	e := sh.get(h, key)
 	if e == nil || !e.held(owner, fence, now) {
 		return ErrNotOwner
 	}
@@ -447,17 +607,17 @@ func (s *MemoryStore) Release(_ context.Context, key, owner string, fence uint64
 		e.rec.LeaseUntil = time.Time{}
 		return nil
 	}
-	sh.remove(key, e)
+	sh.remove(h, e)
 	return nil
 }
 
 // Requeue implements Store.
 func (s *MemoryStore) Requeue(_ context.Context, key, owner string, fence uint64) error {
 	now := time.Now()
-	sh := s.shard(key)
+	sh, h := s.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e := sh.m[key]
+	e := sh.get(h, key)
 	if e == nil || !e.held(owner, fence, now) || e.rec.Request == nil {
 		return ErrNotOwner
 	}
@@ -471,9 +631,9 @@ func (s *MemoryStore) Requeue(_ context.Context, key, owner string, fence uint64
 // Get implements Store.
 func (s *MemoryStore) Get(_ context.Context, key string) (Record, bool, error) {
 	now := time.Now()
-	sh := s.shard(key)
+	sh, h := s.shard(key)
 	sh.mu.Lock()
-	e := sh.m[key]
+	e := sh.get(h, key)
 	if e == nil || e.expired(now) {
 		sh.mu.Unlock()
 		return Record{}, false, nil
@@ -491,9 +651,9 @@ func (s *MemoryStore) Enqueue(_ context.Context, key, fingerprint string, req Re
 	if c := req.Caller; c != nil {
 		stored.Caller = &Caller{Issuer: c.Issuer, Subject: c.Subject, Scopes: slices.Clone(c.Scopes), Reason: c.Reason}
 	}
-	sh := s.shard(key)
+	sh, h := s.shard(key)
 	sh.mu.Lock()
-	e, stale := sh.lookup(key, now)
+	e, stale := sh.lookup(h, key, now)
 	if e != nil {
 		rec := e.rec
 		sh.mu.Unlock()
@@ -501,6 +661,7 @@ func (s *MemoryStore) Enqueue(_ context.Context, key, fingerprint string, req Re
 	}
 	// A stale position of an expired record under key is replaced below.
 	e = &memEntry{
+		key: key,
 		rec: Record{
 			State:       StateQueued,
 			Fingerprint: fingerprint,
@@ -509,15 +670,15 @@ func (s *MemoryStore) Enqueue(_ context.Context, key, fingerprint string, req Re
 		},
 		expires: now.Add(ttl),
 	}
-	e.resize(key)
-	if !sh.fit(1, e.size, s.maxEntries, s.maxBytes, "") {
+	e.resize(0)
+	if !sh.fit(1, e.size, s.maxEntries, s.maxBytes, nil) {
 		sh.mu.Unlock()
 		s.dequeue(stale...)
 		return Record{}, false, ErrMemoryFull
 	}
 	seq := s.seq.Add(1)
 	e.seq = seq
-	sh.put(key, e)
+	sh.put(h, e)
 	rec := e.rec
 	sh.mu.Unlock()
 	s.qmu.Lock()
@@ -556,14 +717,14 @@ func (s *MemoryStore) ClaimQueued(_ context.Context, owner string, lease time.Du
 		if len(out) == limit {
 			break
 		}
-		sh := s.shard(it.key)
+		sh, h := s.shard(it.key)
 		sh.mu.Lock()
-		e := sh.m[it.key]
+		e := sh.get(h, it.key)
 		switch {
 		case e == nil || e.seq != it.seq:
 			stale = append(stale, it)
 		case e.expired(now):
-			sh.remove(it.key, e)
+			sh.remove(h, e)
 			stale = append(stale, it)
 		case e.rec.State == StateQueued,
 			e.rec.State == StateInFlight && e.rec.Request != nil && !now.Before(e.rec.LeaseUntil):

@@ -32,6 +32,45 @@ func TestMemoryStoreConformanceTinyShards(t *testing.T) {
 	})
 }
 
+func TestMemoryStoreConformanceCollidingHashes(t *testing.T) {
+	// Every key's hash is one of two: the shards' maps hold one entry per
+	// hash and the rest go to their overflow, which the suite must not see.
+	storetest.Run(t, func(t *testing.T) idempotency.Store {
+		s := idempotency.NewMemoryStoreHashed(idempotency.MemoryConfig{Shards: 1, MaxEntries: 64, MaxBytes: 1 << 20},
+			func(key string) uint64 { return uint64(len(key) % 2) })
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	})
+}
+
+func TestMemoryStoreCollidingHashes(t *testing.T) {
+	ctx := context.Background()
+	s := idempotency.NewMemoryStoreHashed(idempotency.MemoryConfig{Shards: 1, MaxEntries: 3},
+		func(string) uint64 { return 42 })
+	defer s.Close()
+	for _, k := range []string{"a", "b", "c"} {
+		claimComplete(t, s, k, []byte(k))
+	}
+	for _, k := range []string{"a", "b", "c"} {
+		rec, ok, err := s.Get(ctx, k)
+		require.NoError(t, err)
+		require.True(t, ok, k)
+		assert.Equal(t, k, string(rec.Response.Body))
+	}
+	claimComplete(t, s, "d", []byte("d")) // evicts a, the one in the map
+	_, ok, _ := s.Get(ctx, "a")
+	assert.False(t, ok)
+	for _, k := range []string{"b", "c", "d"} {
+		rec, ok, _ := s.Get(ctx, k)
+		require.True(t, ok, k)
+		assert.Equal(t, k, string(rec.Response.Body))
+	}
+	_, claimed, err := s.Claim(ctx, "b", "fp", "o2", time.Minute)
+	require.NoError(t, err)
+	assert.False(t, claimed, "b is done")
+	assert.Equal(t, 3, s.Len())
+}
+
 func claimComplete(t *testing.T, s idempotency.Store, key string, body []byte) {
 	t.Helper()
 	ctx := context.Background()
@@ -102,9 +141,18 @@ func TestMemoryStoreBoundedByBytes(t *testing.T) {
 }
 
 func TestMemoryStoreSweeps(t *testing.T) {
+	t.Run("distinct", func(t *testing.T) {
+		testMemoryStoreSweeps(t, nil)
+	})
+	t.Run("colliding", func(t *testing.T) {
+		testMemoryStoreSweeps(t, func(string) uint64 { return 7 })
+	})
+}
+
+func testMemoryStoreSweeps(t *testing.T, hash func(string) uint64) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
-		s := idempotency.NewMemoryStore(idempotency.MemoryConfig{SweepInterval: time.Minute})
+		s := idempotency.NewMemoryStoreHashed(idempotency.MemoryConfig{SweepInterval: time.Minute}, hash) // nil: the store's own
 		defer s.Close()
 
 		rec, _, err := s.Claim(ctx, "done", "fp", "o", time.Minute)
@@ -151,5 +199,47 @@ func TestMemoryStoreTwoInstances(t *testing.T) {
 	storetest.RunHTTP(t, func(t *testing.T) (idempotency.Store, idempotency.Store) {
 		s := newStore(t)
 		return s, s
+	})
+}
+
+func TestMemoryStoreSweepsInExpiryOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := idempotency.NewMemoryStore(idempotency.MemoryConfig{Shards: 1, SweepInterval: time.Minute})
+		defer s.Close()
+		done := func(key string, ttl time.Duration) {
+			rec, claimed, err := s.Claim(ctx, key, "fp", "o", time.Minute)
+			require.NoError(t, err)
+			require.True(t, claimed)
+			require.NoError(t, s.Complete(ctx, key, "o", rec.Fence, idempotency.Response{Status: 200}, ttl))
+		}
+		has := func(key string) bool {
+			_, ok, err := s.Get(ctx, key)
+			require.NoError(t, err)
+			return ok
+		}
+		for i := range 10 {
+			done(fmt.Sprint("early", i), 90*time.Second) // until 90 s
+		}
+		time.Sleep(30 * time.Second)
+		for i := range 10 {
+			done(fmt.Sprint("late", i), 2*time.Minute) // until 150 s
+		}
+		_, _, err := s.Claim(ctx, "running", "fp", "o", 10*time.Minute)
+		require.NoError(t, err)
+		time.Sleep(91 * time.Second) // to 121 s: swept at 60 s and 120 s
+		synctest.Wait()
+		assert.Equal(t, 11, s.Len(), "the early records are swept, the late ones and the running one stay")
+		assert.True(t, has("late0"))
+		assert.True(t, has("running"))
+
+		// A shorter TTL after a longer one: the sweep walks the shard.
+		done("long", time.Hour)
+		done("short", 30*time.Second)
+		time.Sleep(time.Minute) // to 181 s: swept at 180 s
+		synctest.Wait()
+		assert.False(t, has("short"))
+		assert.True(t, has("long"))
+		assert.Equal(t, 2, s.Len(), "the late records expired too; long and running stay")
 	})
 }

@@ -483,7 +483,8 @@ func (d *drain) one(ctx context.Context, item Queued) replayResult {
 		}
 		return replayResult{halt: halt}
 	}
-	resp := Response{Status: status, Header: x.storedHeader(rw.header), Body: rw.buf.Bytes()}
+	header, _ := x.storedHeader(rw.header)
+	resp := Response{Status: status, Header: header, Body: rw.buf.Bytes()}
 	stored, err := x.completeReplay(ctx, req, item, d.owner, resp, ext)
 	if stored {
 		d.replayed.Add(1)
