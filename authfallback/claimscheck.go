@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 	"unsafe"
 )
 
@@ -93,10 +94,13 @@ func duplicateMembers(b []byte) bool {
 		if end < 0 {
 			return false
 		}
-		if escaped {
+		name := b[i+1 : end-1]
+		if escaped || !utf8.Valid(name) {
+			// Escapes, and invalid UTF-8 (which encoding/json decodes to
+			// U+FFFD, so that two different raw names can be one member):
+			// compare the names as the claims decoder will see them.
 			return duplicateMembersSlow(b)
 		}
-		name := b[i+1 : end-1]
 		for _, x := range names {
 			if bytes.Equal(b[x[0]:x[1]], name) {
 				return true

@@ -48,6 +48,7 @@ func TestDuplicateMembers(t *testing.T) {
 		`[1,2]`:                                  false,
 		`{"a":1`:                                 false,
 		`{"a":"x}","a":2}`:                       true,
+		"{\"\xae\xae\":0,\"\xf5\xbf\":0}":        true, // both decode to "\ufffd\ufffd"
 	} {
 		assert.Equal(t, want, duplicateMembers([]byte(doc)), doc)
 	}
