@@ -632,23 +632,22 @@ func (s *Stale) removeLocked(el *list.Element) {
 	}
 }
 
-// refresh records that prev, stored, was answered again unchanged at now
-// (status, header, body and freshness): it is kept, its age counted from
-// now, and made the most recently used, which stores the response without
-// a new entry. It reports false when prev is no longer stored.
-func (s *Stale) refresh(prev *entry, now time.Time) bool {
+// refresh records that prev, found in el by peek, was answered again d
+// after it was stored (its age counts from then) and moves it to the front,
+// and reports whether it is still stored: el still holds prev while it is
+// in the list (a removed element has no next and is not the back) and its
+// value was not replaced, so the index need not be searched again.
+func (s *Stale) refresh(el *list.Element, prev *entry, d time.Duration) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, el := range s.index[prev.primary] {
-		if el.Value.(*entry) == prev {
-			if d := int64(now.Sub(prev.stored)); d > prev.refreshed.Load() {
-				prev.refreshed.Store(d)
-			}
-			s.lru.MoveToFront(el)
-			return true
-		}
+	if el.Value != prev || (el.Next() == nil && s.lru.Back() != el) {
+		return false
 	}
-	return false
+	if int64(d) > prev.refreshed.Load() {
+		prev.refreshed.Store(int64(d))
+	}
+	s.lru.MoveToFront(el)
+	return true
 }
 
 // sameAs reports whether a response just answered is e again, given that
@@ -669,16 +668,17 @@ func (s *Stale) evict(primary []byte, r *http.Request) {
 	}
 }
 
-// peek returns the stored variant for r, usable or not, or nil.
-func (s *Stale) peek(primary []byte, r *http.Request) *entry {
+// peek returns the variant stored for r under primary, usable or not, and
+// the list element holding it (for refresh), or nil.
+func (s *Stale) peek(primary []byte, r *http.Request) (*entry, *list.Element) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, el := range s.index[string(primary)] {
 		if e := el.Value.(*entry); e.matches(r) {
-			return e
+			return e, el
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 // find returns the usable stored response for r, or nil.

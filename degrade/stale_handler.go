@@ -3,6 +3,7 @@ package degrade
 import (
 	"bufio"
 	"bytes"
+	"container/list"
 	"net"
 	"net/http"
 	"slices"
@@ -77,11 +78,12 @@ type staleWriter struct {
 	// prev is the stored variant while the body written so far equals its
 	// first off bytes: an unchanged response is then stored without
 	// copying its body again. buf takes over at the first difference.
-	prev *entry
-	off  int
-	buf  []byte
-	held *entry
-	now  time.Time
+	prev   *entry
+	prevEl *list.Element // prev's, for refresh
+	off    int
+	buf    []byte
+	held   *entry
+	now    time.Time
 }
 
 func (w *staleWriter) WriteHeader(code int) {
@@ -129,7 +131,7 @@ func (w *staleWriter) WriteHeader(code int) {
 	switch {
 	case ok:
 		w.state, w.cc, w.age = swTee, cc, ageOf(h)
-		w.prev = w.s.peek(key, w.r)
+		w.prev, w.prevEl = w.s.peek(key, w.r)
 		if w.prev != nil {
 			w.primary = w.prev.primary
 		} else {
@@ -239,7 +241,7 @@ func (w *staleWriter) finish() {
 				// The same response again: keep the entry, count its age
 				// from now.
 				lifetime, sie := freshness(w.cc, w.header, w.now)
-				if w.prev.sameAs(w.status, lifetime, sie, w.age) && w.s.refresh(w.prev, w.now) {
+				if w.prev.sameAs(w.status, lifetime, sie, w.age) && w.s.refresh(w.prevEl, w.prev, w.now.Sub(w.prev.stored)) {
 					return
 				}
 			}

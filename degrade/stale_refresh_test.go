@@ -68,7 +68,7 @@ func (s *Stale) lookupEntry(t *testing.T, path string) *entry {
 	}
 	var buf [512]byte
 	key, _ := s.appendPrimary(buf[:0], r)
-	e := s.peek(key, r)
+	e, _ := s.peek(key, r)
 	require.NotNil(t, e)
 	return e
 }
@@ -149,11 +149,17 @@ func TestStaleRefreshOfEvictedEntry(t *testing.T) {
 	}))
 	get(t, h, "/a")
 	e := s.lookupEntry(t, "/a")
-	assert.False(t, s.refresh(&entry{primary: e.primary}, time.Now()), "not the stored entry")
+	r, _ := http.NewRequest(http.MethodGet, "/a", nil)
+	r.Host = "example.com"
+	var buf [512]byte
+	key, _ := s.appendPrimary(buf[:0], r)
+	_, el := s.peek(key, r)
+	require.NotNil(t, el)
+	assert.False(t, s.refresh(el, &entry{primary: e.primary}, time.Second), "not the stored entry")
 	for i := range 3 {
 		get(t, h, "/b"+strconv.Itoa(i)) // evicts /a
 	}
-	assert.False(t, s.refresh(e, time.Now()))
+	assert.False(t, s.refresh(el, e, time.Second))
 	get(t, h, "/a")
 	assert.NotSame(t, e, s.lookupEntry(t, "/a"))
 }
@@ -303,28 +309,28 @@ func TestStaleRefreshElement(t *testing.T) {
 		r.URL.Scheme, r.URL.Host, r.Host = "", "", "example.com"
 		var buf [512]byte
 		key, _ := s.appendPrimary(buf[:0], r)
-		e, el := s.peekElement(key, r)
+		e, el := s.peek(key, r)
 		require.NotNil(t, e)
 		require.Same(t, e, el.Value)
 		return e, el
 	}
 	get(t, h, "/a")
 	a, ael := peek("/a")
-	assert.True(t, s.refreshElement(ael, a, time.Second), "alone in the list: its front and back")
+	assert.True(t, s.refresh(ael, a, time.Second), "alone in the list: its front and back")
 	get(t, h, "/b")
-	assert.True(t, s.refreshElement(ael, a, time.Second), "at the back")
+	assert.True(t, s.refresh(ael, a, time.Second), "at the back")
 	get(t, h, "/b")
 	b, bel := peek("/b")
-	assert.True(t, s.refreshElement(bel, b, time.Second))
-	assert.True(t, s.refreshElement(ael, a, time.Second), "moved to the front again")
+	assert.True(t, s.refresh(bel, b, time.Second))
+	assert.True(t, s.refresh(ael, a, time.Second), "moved to the front again")
 	get(t, h, "/c") // evicts /b, the least recently used
-	assert.False(t, s.refreshElement(bel, b, time.Second), "evicted")
-	assert.True(t, s.refreshElement(ael, a, time.Second))
+	assert.False(t, s.refresh(bel, b, time.Second), "evicted")
+	assert.True(t, s.refresh(ael, a, time.Second))
 
 	// A new entry for the same variant takes the element over.
 	s.store(newEntry(a.primary, &http.Request{Header: http.Header{}}, cacheControl{maxAge: -1, sMaxAge: -1, staleIfError: -1},
 		200, http.Header{}, 0, []byte("new"), time.Now()))
-	assert.False(t, s.refreshElement(ael, a, time.Second), "replaced")
+	assert.False(t, s.refresh(ael, a, time.Second), "replaced")
 	assert.Equal(t, 2, s.Len())
 }
 

@@ -111,7 +111,7 @@ func (t *staleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	// The same response as the one stored (a catalogue read again) shares
 	// its key, header and body: it is compared as it is read, not copied.
-	if prev, el := s.peekElement(key, req); prev != nil {
+	if prev, el := s.peek(key, req); prev != nil {
 		c.primary = prev.primary
 		if prev.status == resp.StatusCode && prev.sameHeader(resp.Header) {
 			c.prev, c.prevEl, c.header = prev, el, prev.header
@@ -213,7 +213,7 @@ func (c *captureBody) store() {
 				now = c.receivedAt()
 			}
 			lifetime, sie := freshness(c.cc, c.header, now)
-			if c.prev.sameAs(c.status, lifetime, sie, c.age) && c.s.refreshElement(c.prevEl, c.prev, c.since) {
+			if c.prev.sameAs(c.status, lifetime, sie, c.age) && c.s.refresh(c.prevEl, c.prev, c.since) {
 				c.prev = nil
 				return
 			}
@@ -262,37 +262,6 @@ func (c *captureBody) Close() error {
 		c.mu.Unlock()
 	}
 	return c.rc.Close()
-}
-
-// peekElement is peek that also returns the list element holding the
-// entry, for refreshElement.
-func (s *Stale) peekElement(primary []byte, r *http.Request) (*entry, *list.Element) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, el := range s.index[string(primary)] {
-		if e := el.Value.(*entry); e.matches(r) {
-			return e, el
-		}
-	}
-	return nil, nil
-}
-
-// refreshElement is refresh for prev found in el by peekElement and
-// answered again d after it was stored: el still holds prev when it is
-// still in the list (a removed element has no next and is not the back)
-// and its value was not replaced, so the index need not be searched
-// again.
-func (s *Stale) refreshElement(el *list.Element, prev *entry, d time.Duration) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if el.Value != prev || (el.Next() == nil && s.lru.Back() != el) {
-		return false
-	}
-	if int64(d) > prev.refreshed.Load() {
-		prev.refreshed.Store(int64(d))
-	}
-	s.lru.MoveToFront(el)
-	return true
 }
 
 // sameHeader reports whether the header of a response, once stripped of
