@@ -151,6 +151,52 @@ type entry struct {
 	refreshed atomic.Int64
 }
 
+// sameHeader reports whether the header of a response, once stripped of
+// the fields that are not stored and of pre (outer middleware's fields, nil
+// on the client side), equals e's: when there is no pre and live has no
+// field e lacks but Content-Length, e's fields are looked up in live
+// instead of ranging over a map (sameStoredHeader).
+func (e *entry) sameHeader(live, pre http.Header) bool {
+	extra := len(live) - len(e.fields)
+	if extra == 1 && live["Content-Length"] != nil {
+		extra = 0
+	}
+	if extra != 0 || pre != nil {
+		return sameStoredHeader(live, e.header, pre)
+	}
+	// Every field of e is in live with the same values, and live has
+	// no other field but Content-Length, which is never stored.
+	for _, f := range e.fields {
+		if v, ok := live[f.name]; !ok || !slices.Equal(v, f.values) {
+			return false
+		}
+	}
+	return true
+}
+
+// field is one field of a stored header.
+type field struct {
+	name   string
+	values []string
+}
+
+// sameStoredHeader reports whether live, once stripped of the fields that
+// are not stored and of pre (outer middleware's fields), equals stored.
+func sameStoredHeader(live, stored, pre http.Header) bool {
+	n := 0
+	for k, v := range live {
+		if dropHeader(k) || (pre[k] != nil && slices.Equal(pre[k], v)) {
+			continue
+		}
+		sv, ok := stored[k]
+		if !ok || !slices.Equal(v, sv) {
+			return false
+		}
+		n++
+	}
+	return n == len(stored) && live["Connection"] == nil
+}
+
 func (s *Stale) maxEntries() int {
 	if s.MaxEntries > 0 {
 		return s.MaxEntries

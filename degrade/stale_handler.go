@@ -137,7 +137,7 @@ func (w *staleWriter) WriteHeader(code int) {
 		} else {
 			w.primary = string(key)
 		}
-		if w.prev != nil && w.prev.status == code && sameStoredHeader(h, w.prev.header, w.pre) {
+		if w.prev != nil && w.prev.status == code && w.prev.sameHeader(h, w.pre) {
 			w.header, w.shared = w.prev.header, true // immutable, shared
 		} else {
 			w.header = h.Clone()
@@ -252,21 +252,4 @@ func (w *staleWriter) finish() {
 		}
 		w.s.store(newEntry(w.primary, w.r, w.cc, w.status, w.header, w.age, body, w.now))
 	}
-}
-
-// sameStoredHeader reports whether live, once stripped of the fields that
-// are not stored and of pre (outer middleware's fields), equals stored.
-func sameStoredHeader(live, stored, pre http.Header) bool {
-	n := 0
-	for k, v := range live {
-		if dropHeader(k) || (pre[k] != nil && slices.Equal(pre[k], v)) {
-			continue
-		}
-		sv, ok := stored[k]
-		if !ok || !slices.Equal(v, sv) {
-			return false
-		}
-		n++
-	}
-	return n == len(stored) && live["Connection"] == nil
 }

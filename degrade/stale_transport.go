@@ -5,7 +5,6 @@ import (
 	"container/list"
 	"io"
 	"net/http"
-	"slices"
 	"sync"
 	"time"
 
@@ -113,7 +112,7 @@ func (t *staleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// its key, header and body: it is compared as it is read, not copied.
 	if prev, el := s.peek(key, req); prev != nil {
 		c.primary = prev.primary
-		if prev.status == resp.StatusCode && prev.sameHeader(resp.Header) {
+		if prev.status == resp.StatusCode && prev.sameHeader(resp.Header, nil) {
 			c.prev, c.prevEl, c.header = prev, el, prev.header
 			// An unchanged body needs only the time since prev was
 			// stored: one read of the monotonic clock, not time.Now's
@@ -262,32 +261,4 @@ func (c *captureBody) Close() error {
 		c.mu.Unlock()
 	}
 	return c.rc.Close()
-}
-
-// sameHeader reports whether the header of a response, once stripped of
-// the fields that are not stored, equals e's: sameStoredHeader without an
-// outer middleware's fields, which looks up e's fields in live instead of
-// ranging over a map when live has no field e lacks but Content-Length.
-func (e *entry) sameHeader(live http.Header) bool {
-	extra := len(live) - len(e.fields)
-	if extra == 1 && live["Content-Length"] != nil {
-		extra = 0
-	}
-	if extra != 0 {
-		return sameStoredHeader(live, e.header, nil)
-	}
-	// Every field of e is in live with the same values, and live has
-	// no other field but Content-Length, which is never stored.
-	for _, f := range e.fields {
-		if v, ok := live[f.name]; !ok || !slices.Equal(v, f.values) {
-			return false
-		}
-	}
-	return true
-}
-
-// field is one field of a stored header.
-type field struct {
-	name   string
-	values []string
 }
