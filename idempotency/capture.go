@@ -18,9 +18,10 @@ import (
 // A response written in one Write (the common case: an encoded document) is
 // kept in a slice of its own, which the memory store keeps as it is; from
 // the second Write on, the response goes to a pooled buffer. Once the
-// handler returned, finish makes every Write fail: a handler that writes
-// late (net/http forbids it) never writes into a buffer that another
-// request reuses.
+// handler returned (returned), every Write fails: a handler that writes
+// late (net/http forbids it, but a goroutine it left may) never writes into
+// what is being stored, nor into a buffer that another request reuses. mu
+// orders such a late write against returned.
 type capture struct {
 	w          http.ResponseWriter
 	body       []byte        // the response, while one Write made it
@@ -30,7 +31,8 @@ type capture struct {
 	status     int
 	passReason string // set once passing through
 	sentHeader bool
-	done       bool // the handler returned
+	mu         sync.Mutex // guards done against a late writer's goroutine
+	done       bool       // the handler returned
 }
 
 // errWriteAfterReturn is what a Write gets after the handler returned.
@@ -69,10 +71,17 @@ func (c *capture) reset() {
 	}
 }
 
-// finish ends the capture once the handler returned: later writes fail,
-// and the pooled buffer goes back to the pool.
-func (c *capture) finish() {
+// returned marks the handler returned: from now on writes fail, and
+// nothing but the caller touches what was buffered.
+func (c *capture) returned() {
+	c.mu.Lock()
 	c.done = true
+	c.mu.Unlock()
+}
+
+// finish ends the capture: the pooled buffer goes back to the pool.
+func (c *capture) finish() {
+	c.returned()
 	c.body = nil
 	if b := c.buf; b != nil {
 		c.buf = nil
@@ -86,6 +95,8 @@ func (c *capture) finish() {
 func (c *capture) Header() http.Header { return c.w.Header() }
 
 func (c *capture) WriteHeader(code int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.done {
 		return
 	}
@@ -106,6 +117,8 @@ func (c *capture) WriteHeader(code int) {
 }
 
 func (c *capture) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.done {
 		return 0, errWriteAfterReturn
 	}
@@ -140,6 +153,8 @@ func (c *capture) Flush() {
 
 // FlushError is Flush for http.ResponseController.
 func (c *capture) FlushError() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.done {
 		return errWriteAfterReturn
 	}

@@ -934,6 +934,34 @@ func TestHandlerLateWriteStaysOut(t *testing.T) {
 	assert.Equal(t, "second", replay.Body.String(), "the stored response")
 }
 
+// A goroutine the handler left behind writes while the handler returns
+// and its response is stored: its writes fail once the handler returned,
+// and under -race nothing races with the storing (the capture's lock).
+func TestHandlerLateWriterGoroutine(t *testing.T) {
+	x := idempotency.New(idempotency.Config{Store: newStore(t)})
+	stopped := make(chan struct{})
+	var once sync.Once
+	h := x.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "a")
+		_, _ = io.WriteString(w, "b") // the pooled buffer
+		once.Do(func() {
+			go func() {
+				defer close(stopped)
+				for {
+					if _, err := io.WriteString(w, "LEAK"); err != nil {
+						return
+					}
+				}
+			}()
+		})
+	}))
+	got := post(h, "k1", "x").Body.String()
+	<-stopped
+	assert.NotContains(t, post(h, "k2", "x").Body.String(), "LEAK", "another request's response")
+	replay := post(h, "k1", "x")
+	assert.Equal(t, got, replay.Body.String(), "the stored response is the one sent")
+}
+
 func TestHandlerReplaysHeadersWithSeveralValues(t *testing.T) {
 	h := idempotency.New(idempotency.Config{Store: newStore(t)}).Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header()["Link"] = []string{"</a>; rel=a", "</b>; rel=b", "</c>; rel=c"}

@@ -714,6 +714,7 @@ func (x *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Hand
 		}
 	}()
 	next.ServeHTTP(cw, r)
+	cw.returned()
 	panicked = false
 	status := cw.status
 	if status == 0 {
