@@ -173,6 +173,19 @@
 // what was done with it. Every degraded acceptance, grace use, policy
 // refusal and reconcile finding is an audit event.
 //
+// # Identity providers
+//
+// [NewIssuers] puts several issuers behind one Handler, each with its own
+// Verifier, keys and fallback state; a JWT's unverified "iss" picks the
+// Verifier. [Config.Discovery] finds the JWKS (and introspection) endpoints
+// through OIDC discovery and keeps the document as it keeps keys.
+// [Config.Introspection] checks opaque tokens at an RFC 7662 endpoint, with
+// cached positive answers and a degraded mode while it is down; an issuer
+// configured with introspection alone (no JWKSURLs, CacheFile or Discovery)
+// introspects its JWTs too. [Config.DPoP] checks the proofs of DPoP-bound
+// tokens (RFC 9449). The examples of NewIssuers and IntrospectionConfig
+// show issuers and introspection wired.
+//
 // # Client side
 //
 // [TokenSource] wraps an oauth2.TokenSource: it refreshes the token in the
